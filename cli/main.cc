@@ -1,0 +1,150 @@
+// stagefarm: the client. Subcommands today:
+//   stagefarm dockerfile parse [--dump] FILE
+//   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--format text|json] CONTEXT
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cli/command_line.h"
+#include "cli/plan_output.h"
+#include "common/dockerfile/instructions.h"
+#include "common/dockerfile/parser.h"
+#include "common/graph/stage_graph.h"
+
+namespace stagefarm::cli {
+namespace {
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] =
+    "usage: stagefarm COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  dockerfile parse [--dump] FILE   parse a Dockerfile; --dump prints BuildKit's AST dump\n"
+    "  plan [flags] CONTEXT             show the stages a build needs and what they depend on\n"
+    "\n"
+    "Run 'stagefarm COMMAND --help' for a command's flags.\n";
+
+int Fail(absl::string_view message, int code = kExitError) {
+  std::fprintf(stderr, "stagefarm: %.*s\n", static_cast<int>(message.size()), message.data());
+  return code;
+}
+
+// Reads a whole file ("-" is standard input).
+absl::StatusOr<std::string> ReadInput(const std::string& path) {
+  std::ostringstream out;
+  if (path == "-") {
+    out << std::cin.rdbuf();
+    return out.str();
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  out << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
+  return out.str();
+}
+
+void PrintWarnings(const std::string& filename, const dockerfile::ParseResult& result) {
+  for (const dockerfile::Warning& w : result.warnings) {
+    std::fprintf(stderr, "%s:%d: warning: %s\n", filename.c_str(), w.start_line,
+                 w.short_text.c_str());
+  }
+}
+
+int DockerfileParse(const std::vector<std::string>& args) {
+  const std::vector<FlagSpec> specs = {
+      {"dump", "", false, false, "print the AST in BuildKit's dump format"},
+      {"help", "h", false, false, "show this help"},
+  };
+  absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, specs);
+  if (!parsed.ok()) return Fail(parsed.status().message(), kExitUsage);
+  if (parsed->Has("help")) {
+    std::printf("usage: stagefarm dockerfile parse [--dump] FILE\n\n%s", FlagHelp(specs).c_str());
+    return 0;
+  }
+  if (parsed->positional.size() != 1) {
+    return Fail("dockerfile parse takes exactly one FILE (\"-\" for standard input)", kExitUsage);
+  }
+  const std::string& path = parsed->positional[0];
+  absl::StatusOr<std::string> data = ReadInput(path);
+  if (!data.ok()) return Fail(data.status().message());
+  const std::string filename = path == "-" ? "Dockerfile" : path;
+  absl::StatusOr<dockerfile::ParseResult> result = dockerfile::Parse(*data, filename);
+  if (!result.ok()) return Fail(result.status().message());
+  PrintWarnings(filename, *result);
+  if (parsed->Has("dump")) {
+    const std::string dump = dockerfile::Dump(*result);
+    std::fwrite(dump.data(), 1, dump.size(), stdout);
+    return 0;
+  }
+  absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*result, filename);
+  if (!staged.ok()) return Fail(staged.status().message());
+  std::printf("%s: %zu instructions, %zu stages, escape %c\n", filename.c_str(),
+              result->children.size(), staged->stages.size(), result->directives.escape_token);
+  return 0;
+}
+
+int Plan(const std::vector<std::string>& args) {
+  const std::vector<FlagSpec> specs = {
+      {"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
+      {"target", "", true, false, "stage to build (default: the last one)"},
+      {"build-arg", "", true, true, "set a build-time variable (K=V)"},
+      {"format", "", true, false, "text or json"},
+      {"help", "h", false, false, "show this help"},
+  };
+  absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, specs);
+  if (!parsed.ok()) return Fail(parsed.status().message(), kExitUsage);
+  if (parsed->Has("help")) {
+    std::printf("usage: stagefarm plan [flags] CONTEXT\n\n%s", FlagHelp(specs).c_str());
+    return 0;
+  }
+  if (parsed->positional.size() != 1) return Fail("plan takes exactly one CONTEXT", kExitUsage);
+  const std::string format = parsed->Get("format", "text");
+  if (format != "text" && format != "json") {
+    return Fail(absl::StrCat("--format must be text or json, not \"", format, "\""), kExitUsage);
+  }
+  const std::string context = parsed->positional[0];
+  const std::string file = parsed->Get("file", absl::StrCat(context, "/Dockerfile"));
+  absl::StatusOr<std::string> data = ReadInput(file);
+  if (!data.ok()) return Fail(data.status().message());
+
+  absl::StatusOr<dockerfile::ParseResult> ast = dockerfile::Parse(*data, file);
+  if (!ast.ok()) return Fail(ast.status().message());
+  PrintWarnings(file, *ast);
+  absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*ast, file);
+  if (!staged.ok()) return Fail(staged.status().message());
+
+  absl::StatusOr<graph::StageGraph> stage_graph = graph::BuildStageGraph(
+      *staged, ast->directives.escape_token, parsed->All("build-arg"), parsed->Get("target"), file);
+  if (!stage_graph.ok()) return Fail(stage_graph.status().message());
+  const std::string out = format == "json" ? PlanJson(*stage_graph) : PlanText(*stage_graph);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? kExitUsage : 0;
+  }
+  const std::string command = args[0];
+  if (command == "dockerfile") {
+    if (args.size() < 2 || args[1] != "parse") {
+      return Fail("usage: stagefarm dockerfile parse [--dump] FILE", kExitUsage);
+    }
+    return DockerfileParse(std::vector<std::string>(args.begin() + 2, args.end()));
+  }
+  if (command == "plan") return Plan(std::vector<std::string>(args.begin() + 1, args.end()));
+  return Fail(absl::StrCat("unknown command \"", command, "\"\n", kUsage), kExitUsage);
+}
+
+}  // namespace
+}  // namespace stagefarm::cli
+
+int main(int argc, char** argv) { return stagefarm::cli::Main(argc, argv); }

@@ -1,0 +1,30 @@
+# The envelope every stagefarm message travels in: one Cap'n Proto frame,
+# followed by zero or more raw ZeroMQ data frames for blob bytes (which never go
+# inside Cap'n Proto structs). Message kinds are added to the union as the
+# protocol grows; a receiver answers an unknown kind with an Error.
+@0xd5a0b58076bec058;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("stagefarm::schema");
+
+const protocolVersion :UInt32 = 1;
+
+struct Envelope {
+  # The sender's protocol version; receivers reject versions they do not speak.
+  version @0 :UInt32;
+  # Correlates a reply with its request; 0 for unsolicited messages.
+  requestId @1 :UInt64;
+
+  union {
+    error @2 :Error;
+    ping @3 :Void;
+    pong @4 :Void;
+  }
+}
+
+struct Error {
+  # An absl::StatusCode value.
+  code @0 :UInt32;
+  # A message a user can act on, naming the peer or value at fault.
+  message @1 :Text;
+}

@@ -1,0 +1,44 @@
+# Shared set-up for scripts/test.sh and scripts/demo.sh: installs the Debian
+# packages stagefarm needs (only the missing ones; quiet when all are present)
+# and builds the tree into build/ with every core. Source it; do not run it.
+
+STAGEFARM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STAGEFARM_BUILD="${STAGEFARM_BUILD:-$STAGEFARM_ROOT/build}"
+
+# Build tools and libraries, all from Debian 12.
+STAGEFARM_PACKAGES=(
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libabsl-dev
+  libarchive-dev libssl-dev libcurl4-openssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+)
+
+stagefarm_install_packages() {
+  local missing=()
+  local pkg
+  for pkg in "${STAGEFARM_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return 0
+  fi
+  echo "setup: installing ${missing[*]}"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+stagefarm_build() {
+  cmake -S "$STAGEFARM_ROOT" -B "$STAGEFARM_BUILD" -G Ninja \
+    -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-RelWithDebInfo}" >/dev/null
+  cmake --build "$STAGEFARM_BUILD" -j "$(nproc)"
+}
+
+stagefarm_setup() {
+  stagefarm_install_packages
+  stagefarm_build
+}
