@@ -1,11 +1,14 @@
 #include "common/graph/stage_graph.h"
 
+#include <sys/utsname.h>
+
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/dockerfile/run_flags.h"
 #include "common/dockerfile/shell_lexer.h"
 
@@ -19,12 +22,25 @@ absl::Status At(absl::string_view filename, int line, absl::string_view message)
   return absl::InvalidArgumentError(absl::StrCat(filename, ":", line, ": ", message));
 }
 
-// The global scope FROM lines see: meta ARGs in order, each default expanded
-// against the ones before it, overridden by --build-arg.
+// Sets <prefix>PLATFORM, <prefix>OS, <prefix>ARCH and <prefix>VARIANT from
+// "os/arch[/variant]".
+void SetPlatformArgs(absl::string_view prefix, absl::string_view platform, ShellEnv& env) {
+  std::vector<std::string> parts = absl::StrSplit(platform, '/');
+  parts.resize(3);
+  env.Set(absl::StrCat(prefix, "PLATFORM"), platform);
+  env.Set(absl::StrCat(prefix, "OS"), parts[0]);
+  env.Set(absl::StrCat(prefix, "ARCH"), parts[1]);
+  env.Set(absl::StrCat(prefix, "VARIANT"), parts[2]);
+}
+
+// The global scope FROM lines see: the automatic platform args, then the meta
+// ARGs in order, each default expanded against what came before, overridden
+// by --build-arg.
 absl::StatusOr<ShellEnv> MetaArgScope(const dockerfile::StagedDockerfile& dockerfile,
                                       const ShellLexer& lexer,
                                       const std::vector<std::string>& build_args,
-                                      absl::string_view filename) {
+                                      absl::string_view filename,
+                                      absl::string_view target_platform) {
   absl::flat_hash_map<std::string, std::string> overrides;
   for (const std::string& kv : build_args) {
     const size_t eq = kv.find('=');
@@ -32,6 +48,8 @@ absl::StatusOr<ShellEnv> MetaArgScope(const dockerfile::StagedDockerfile& docker
     overrides[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   ShellEnv env;
+  SetPlatformArgs("BUILD", HostPlatform(), env);
+  SetPlatformArgs("TARGET", target_platform.empty() ? HostPlatform() : target_platform, env);
   for (const dockerfile::Arg& arg : dockerfile.meta_args) {
     for (const dockerfile::ArgDefinition& def : arg.args) {
       if (auto it = overrides.find(def.key); it != overrides.end()) {
@@ -49,6 +67,17 @@ absl::StatusOr<ShellEnv> MetaArgScope(const dockerfile::StagedDockerfile& docker
 
 }  // namespace
 
+std::string HostPlatform() {
+  struct utsname name;
+  std::string arch = uname(&name) == 0 ? name.machine : "x86_64";
+  if (arch == "x86_64") return "linux/amd64";
+  if (arch == "aarch64") return "linux/arm64";
+  if (arch == "armv7l") return "linux/arm/v7";
+  if (arch == "armv6l") return "linux/arm/v6";
+  if (arch == "i686" || arch == "i386") return "linux/386";
+  return absl::StrCat("linux/", arch);  // ppc64le, s390x, riscv64 keep their names
+}
+
 absl::string_view EdgeKindName(EdgeKind kind) {
   switch (kind) {
     case EdgeKind::kFrom: return "from";
@@ -61,13 +90,14 @@ absl::string_view EdgeKindName(EdgeKind kind) {
 absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& dockerfile,
                                            char escape_token,
                                            const std::vector<std::string>& build_args,
-                                           absl::string_view target, absl::string_view filename) {
+                                           absl::string_view target, absl::string_view filename,
+                                           absl::string_view target_platform) {
   if (dockerfile.stages.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(filename, ": dockerfile contains no stages to build"));
   }
   const ShellLexer lexer(escape_token);
-  absl::StatusOr<ShellEnv> scope = MetaArgScope(dockerfile, lexer, build_args, filename);
+  absl::StatusOr<ShellEnv> scope = MetaArgScope(dockerfile, lexer, build_args, filename, target_platform);
   if (!scope.ok()) return scope.status();
 
   StageGraph graph;

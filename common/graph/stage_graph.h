@@ -42,7 +42,14 @@ struct StageGraph {
   int target = 0;
 };
 
-// Builds the graph. `build_args` are `K=V` (a bare `K` takes the value from
+// The platform this process runs on, as "os/arch[/variant]" (e.g. linux/amd64,
+// linux/arm64, linux/arm/v7): the default build and target platform.
+std::string HostPlatform();
+
+// Builds the graph for `target_platform` (empty: the host's). FROM lines see
+// the meta ARGs and the automatic platform args (BUILDPLATFORM, BUILDOS,
+// BUILDARCH, BUILDVARIANT, TARGETPLATFORM, TARGETOS, TARGETARCH,
+// TARGETVARIANT). `build_args` are `K=V` (a bare `K` takes the value from
 // nothing: it stays unset here; the client fills it from its environment).
 // `target` names a stage (case-insensitive); empty means the last stage.
 // InvalidArgument "FILE:LINE: ..." for a duplicate stage name, an unknown
@@ -51,6 +58,7 @@ struct StageGraph {
 absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& dockerfile,
                                            char escape_token,
                                            const std::vector<std::string>& build_args,
-                                           absl::string_view target, absl::string_view filename);
+                                           absl::string_view target, absl::string_view filename,
+                                           absl::string_view target_platform = "");
 
 }  // namespace stagefarm::graph
