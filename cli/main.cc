@@ -3,6 +3,7 @@
 //   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--format text|json] CONTEXT
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -56,28 +57,42 @@ void PrintWarnings(const std::string& filename, const dockerfile::ParseResult& r
   }
 }
 
-int DockerfileParse(const std::vector<std::string>& args) {
-  const std::vector<FlagSpec> specs = {
-      {"dump", "", false, false, "print the AST in BuildKit's dump format"},
-      {"help", "h", false, false, "show this help"},
-  };
+// Parses a command's arguments (adding --help) and handles help and usage
+// errors. Returns the exit code to stop with, or nullopt to go on with `out`.
+std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
+                                std::vector<FlagSpec> specs, absl::string_view positional_name,
+                                ParsedArgs& out) {
+  specs.push_back({"help", "h", false, false, "show this help"});
   absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, specs);
   if (!parsed.ok()) return Fail(parsed.status().message(), kExitUsage);
   if (parsed->Has("help")) {
-    std::printf("usage: stagefarm dockerfile parse [--dump] FILE\n\n%s", FlagHelp(specs).c_str());
+    std::printf("usage: %.*s\n\n%s", static_cast<int>(usage.size()), usage.data(),
+                FlagHelp(specs).c_str());
     return 0;
   }
   if (parsed->positional.size() != 1) {
-    return Fail("dockerfile parse takes exactly one FILE (\"-\" for standard input)", kExitUsage);
+    return Fail(absl::StrCat("expected exactly one ", positional_name, "\nusage: ", usage),
+                kExitUsage);
   }
-  const std::string& path = parsed->positional[0];
+  out = *std::move(parsed);
+  return std::nullopt;
+}
+
+int DockerfileParse(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(args, "stagefarm dockerfile parse [--dump] FILE",
+                               {{"dump", "", false, false, "print the AST in BuildKit's dump format"}},
+                               "FILE (\"-\" for standard input)", parsed)) {
+    return *stop;
+  }
+  const std::string& path = parsed.positional[0];
   absl::StatusOr<std::string> data = ReadInput(path);
   if (!data.ok()) return Fail(data.status().message());
   const std::string filename = path == "-" ? "Dockerfile" : path;
   absl::StatusOr<dockerfile::ParseResult> result = dockerfile::Parse(*data, filename);
   if (!result.ok()) return Fail(result.status().message());
   PrintWarnings(filename, *result);
-  if (parsed->Has("dump")) {
+  if (parsed.Has("dump")) {
     const std::string dump = dockerfile::Dump(*result);
     std::fwrite(dump.data(), 1, dump.size(), stdout);
     return 0;
@@ -90,26 +105,23 @@ int DockerfileParse(const std::vector<std::string>& args) {
 }
 
 int Plan(const std::vector<std::string>& args) {
-  const std::vector<FlagSpec> specs = {
-      {"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
-      {"target", "", true, false, "stage to build (default: the last one)"},
-      {"build-arg", "", true, true, "set a build-time variable (K=V)"},
-      {"format", "", true, false, "text or json"},
-      {"help", "h", false, false, "show this help"},
-  };
-  absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, specs);
-  if (!parsed.ok()) return Fail(parsed.status().message(), kExitUsage);
-  if (parsed->Has("help")) {
-    std::printf("usage: stagefarm plan [flags] CONTEXT\n\n%s", FlagHelp(specs).c_str());
-    return 0;
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(
+          args, "stagefarm plan [flags] CONTEXT",
+          {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
+           {"target", "", true, false, "stage to build (default: the last one)"},
+           {"build-arg", "", true, true, "set a build-time variable (K=V)"},
+           {"platform", "", true, false, "target platform (default: this machine's)"},
+           {"format", "", true, false, "text or json"}},
+          "CONTEXT", parsed)) {
+    return *stop;
   }
-  if (parsed->positional.size() != 1) return Fail("plan takes exactly one CONTEXT", kExitUsage);
-  const std::string format = parsed->Get("format", "text");
+  const std::string format = parsed.Get("format", "text");
   if (format != "text" && format != "json") {
     return Fail(absl::StrCat("--format must be text or json, not \"", format, "\""), kExitUsage);
   }
-  const std::string context = parsed->positional[0];
-  const std::string file = parsed->Get("file", absl::StrCat(context, "/Dockerfile"));
+  const std::string context = parsed.positional[0];
+  const std::string file = parsed.Get("file", absl::StrCat(context, "/Dockerfile"));
   absl::StatusOr<std::string> data = ReadInput(file);
   if (!data.ok()) return Fail(data.status().message());
 
@@ -120,7 +132,8 @@ int Plan(const std::vector<std::string>& args) {
   if (!staged.ok()) return Fail(staged.status().message());
 
   absl::StatusOr<graph::StageGraph> stage_graph = graph::BuildStageGraph(
-      *staged, ast->directives.escape_token, parsed->All("build-arg"), parsed->Get("target"), file);
+      *staged, ast->directives.escape_token, parsed.All("build-arg"), parsed.Get("target"), file,
+      parsed.Get("platform"));
   if (!stage_graph.ok()) return Fail(stage_graph.status().message());
   const std::string out = format == "json" ? PlanJson(*stage_graph) : PlanText(*stage_graph);
   std::fwrite(out.data(), 1, out.size(), stdout);

@@ -268,23 +268,22 @@ CommandParts SplitCommand(absl::string_view line) {
   return parts;
 }
 
-// parseMaybeJSON (RUN, CMD, ENTRYPOINT, SHELL): JSON strings, or the text as
-// one argument.
-absl::Status ParseMaybeJson(absl::string_view rest, Node& node) {
-  if (rest.empty()) return absl::OkStatus();
+// Takes `rest` as the exec form when it is a JSON string array: true when it
+// was (args filled, json_form set), false when it is not JSON and the caller
+// falls back, an error for an array with a non-string element.
+absl::StatusOr<bool> TakeJsonArray(absl::string_view rest, Node& node) {
   JsonArrayResult json = DecodeJsonStringArray(rest);
   switch (json.status) {
     case JsonArrayStatus::kStrings:
       node.args = std::move(json.strings);
       node.json_form = true;
-      return absl::OkStatus();
+      return true;
     case JsonArrayStatus::kNonStringArray:
       return absl::InvalidArgumentError(kNonStringArrayError);
     case JsonArrayStatus::kNotJson:
       break;
   }
-  node.args.emplace_back(rest);
-  return absl::OkStatus();
+  return false;
 }
 
 void ParseWhitespaceDelimited(absl::string_view rest, Node& node) {
@@ -292,20 +291,22 @@ void ParseWhitespaceDelimited(absl::string_view rest, Node& node) {
   for (absl::string_view word : SplitWhitespace(rest, -1)) node.args.emplace_back(word);
 }
 
-// parseMaybeJSONToList (ADD, COPY, VOLUME).
+// parseMaybeJSON (RUN, CMD, ENTRYPOINT, SHELL): JSON strings, or the text as
+// one argument.
+absl::Status ParseMaybeJson(absl::string_view rest, Node& node) {
+  if (rest.empty()) return absl::OkStatus();
+  absl::StatusOr<bool> json = TakeJsonArray(rest, node);
+  if (!json.ok()) return json.status();
+  if (!*json) node.args.emplace_back(rest);
+  return absl::OkStatus();
+}
+
+// parseMaybeJSONToList (ADD, COPY, VOLUME): JSON strings, or whitespace-split
+// words.
 absl::Status ParseMaybeJsonToList(absl::string_view rest, Node& node) {
-  JsonArrayResult json = DecodeJsonStringArray(rest);
-  switch (json.status) {
-    case JsonArrayStatus::kStrings:
-      node.args = std::move(json.strings);
-      node.json_form = true;
-      return absl::OkStatus();
-    case JsonArrayStatus::kNonStringArray:
-      return absl::InvalidArgumentError(kNonStringArrayError);
-    case JsonArrayStatus::kNotJson:
-      break;
-  }
-  ParseWhitespaceDelimited(rest, node);
+  absl::StatusOr<bool> json = TakeJsonArray(rest, node);
+  if (!json.ok()) return json.status();
+  if (!*json) ParseWhitespaceDelimited(rest, node);
   return absl::OkStatus();
 }
 
