@@ -1,5 +1,7 @@
 #include "common/dockerfile/dockerignore.h"
 
+#include "common/dockerfile/go_text.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -18,118 +20,10 @@
 namespace stagefarm::dockerfile {
 namespace {
 
-// ---------------------------------------------------------------------------
-// UTF-8, decoded as Go decodes it.
-
-constexpr char32_t kRuneError = 0xFFFD;
-constexpr char32_t kMaxRune = 0x10FFFF;
-constexpr absl::string_view kByteOrderMark = "\xEF\xBB\xBF";
-
-struct Rune {
-  char32_t value;
-  size_t width;
-};
-
-// Go's utf8.DecodeRuneInString for a non-empty `s`: anything that is not the
-// shortest encoding of a scalar value decodes as (U+FFFD, 1 byte).
-Rune DecodeRune(absl::string_view s) {
-  const auto byte = [s](size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char lead = byte(0);
-  if (lead < 0x80) return {lead, 1};
-  size_t width;
-  char32_t value;
-  unsigned char second_min = 0x80;
-  unsigned char second_max = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    width = 2;
-    value = lead & 0x1F;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    width = 3;
-    value = lead & 0x0F;
-    if (lead == 0xE0) second_min = 0xA0;  // overlong
-    if (lead == 0xED) second_max = 0x9F;  // surrogates
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    width = 4;
-    value = lead & 0x07;
-    if (lead == 0xF0) second_min = 0x90;  // overlong
-    if (lead == 0xF4) second_max = 0x8F;  // above U+10FFFF
-  } else {
-    return {kRuneError, 1};
-  }
-  if (s.size() < width || byte(1) < second_min || byte(1) > second_max) return {kRuneError, 1};
-  value = value << 6 | (byte(1) & 0x3F);
-  for (size_t i = 2; i < width; ++i) {
-    if (byte(i) < 0x80 || byte(i) > 0xBF) return {kRuneError, 1};
-    value = value << 6 | (byte(i) & 0x3F);
-  }
-  return {value, width};
-}
-
-// Go's utf8.DecodeLastRuneInString for a non-empty `s`.
-Rune DecodeLastRune(absl::string_view s) {
-  size_t start = s.size() - 1;
-  const size_t limit = s.size() >= 4 ? s.size() - 4 : 0;
-  while (start > limit && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-  const Rune rune = DecodeRune(s.substr(start));
-  if (start + rune.width != s.size()) return {kRuneError, 1};
-  return rune;
-}
-
-void AppendUtf8(char32_t r, std::string* out) {
-  if (r < 0x80) {
-    out->push_back(static_cast<char>(r));
-  } else if (r < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | r >> 6));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  } else if (r < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | r >> 12));
-    out->push_back(static_cast<char>(0x80 | (r >> 6 & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | r >> 18));
-    out->push_back(static_cast<char>(0x80 | (r >> 12 & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (r >> 6 & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  }
-}
-
-// Go's unicode.IsSpace.
-bool IsSpace(char32_t r) {
-  switch (r) {
-    case '\t':
-    case '\n':
-    case '\v':
-    case '\f':
-    case '\r':
-    case ' ':
-    case 0x85:
-    case 0xA0:
-    case 0x1680:
-    case 0x2028:
-    case 0x2029:
-    case 0x202F:
-    case 0x205F:
-    case 0x3000:
-      return true;
-    default:
-      return r >= 0x2000 && r <= 0x200A;
-  }
-}
-
-// Go's strings.TrimSpace.
-absl::string_view TrimSpace(absl::string_view s) {
-  while (!s.empty()) {
-    const Rune rune = DecodeRune(s);
-    if (!IsSpace(rune.value)) break;
-    s.remove_prefix(rune.width);
-  }
-  while (!s.empty()) {
-    const Rune rune = DecodeLastRune(s);
-    if (!IsSpace(rune.value)) break;
-    s.remove_suffix(rune.width);
-  }
-  return s;
-}
+using go::kByteOrderMark;
+using go::kMaxRune;
+using go::kRuneError;
+using go::TrimSpace;
 
 // ---------------------------------------------------------------------------
 // Paths.
@@ -225,10 +119,10 @@ bool GlobClassChar(absl::string_view* chunk, char32_t* out) {
     chunk->remove_prefix(1);
     if (chunk->empty()) return false;
   }
-  const Rune rune = DecodeRune(*chunk);
+  const go::DecodedRune rune = go::DecodeRune(*chunk);
   chunk->remove_prefix(rune.width);
-  *out = rune.value;
-  return !(rune.value == kRuneError && rune.width == 1) && !chunk->empty();
+  *out = rune.rune;
+  return !(rune.rune == kRuneError && rune.width == 1) && !chunk->empty();
 }
 
 // Matches `chunk` against the start of `s`; on kMatch `*rest` is what follows.
@@ -242,8 +136,8 @@ ChunkResult MatchChunk(absl::string_view chunk, absl::string_view s, absl::strin
       case '[': {
         char32_t r = 0;
         if (!failed) {
-          const Rune rune = DecodeRune(s);
-          r = rune.value;
+          const go::DecodedRune rune = go::DecodeRune(s);
+          r = rune.rune;
           s.remove_prefix(rune.width);
         }
         chunk.remove_prefix(1);
@@ -273,7 +167,7 @@ ChunkResult MatchChunk(absl::string_view chunk, absl::string_view s, absl::strin
       case '?':
         if (!failed) {
           if (s[0] == '/') failed = true;
-          s.remove_prefix(DecodeRune(s).width);
+          s.remove_prefix(go::DecodeRune(s).width);
         }
         chunk.remove_prefix(1);
         break;
@@ -677,10 +571,10 @@ class ExpressionParser {
   }
 
   bool NextRune(char32_t* out) {
-    const Rune rune = DecodeRune(rest_);
-    if (rune.value == kRuneError && rune.width == 1) return false;
+    const go::DecodedRune rune = go::DecodeRune(rest_);
+    if (rune.rune == kRuneError && rune.width == 1) return false;
     rest_.remove_prefix(rune.width);
-    *out = rune.value;
+    *out = rune.rune;
     return true;
   }
 
@@ -1069,11 +963,11 @@ struct Program {
                    .word_after = IsWordByte(text[pos])})) {
         return true;
       }
-      const Rune rune = DecodeRune(text.substr(pos));
+      const go::DecodedRune rune = go::DecodeRune(text.substr(pos));
       next.Clear();
       reached.ForEach([&](uint32_t pc) {
         const Inst& inst = code[pc];
-        if (inst.op == Inst::Op::kRune && sets[inst.x].Contains(rune.value)) next.Insert(pc + 1);
+        if (inst.op == Inst::Op::kRune && sets[inst.x].Contains(rune.rune)) next.Insert(pc + 1);
       });
       if (next.Empty() && anchored) return false;
       std::swap(entries, next);
@@ -1121,9 +1015,9 @@ Translation Translate(absl::string_view pattern) {
   if (absl::StartsWith(pattern, kByteOrderMark)) pattern.remove_prefix(kByteOrderMark.size());
   const auto peek_is = [&pattern](char c) { return !pattern.empty() && pattern[0] == c; };
   for (int i = 0; !pattern.empty(); ++i) {
-    const Rune rune = DecodeRune(pattern);
+    const go::DecodedRune rune = go::DecodeRune(pattern);
     pattern.remove_prefix(rune.width);
-    const char32_t c = rune.value;
+    const char32_t c = rune.rune;
     if (c == '*' && peek_is('*')) {
       pattern.remove_prefix(1);
       if (peek_is('/')) pattern.remove_prefix(1);  // `**/` is `**`
@@ -1149,16 +1043,16 @@ Translation Translate(absl::string_view pattern) {
     } else if (c == '\\') {
       expression += '\\';
       if (!pattern.empty()) {
-        const Rune escaped = DecodeRune(pattern);
+        const go::DecodedRune escaped = go::DecodeRune(pattern);
         pattern.remove_prefix(escaped.width);
-        AppendUtf8(escaped.value, &expression);
+        go::AppendRune(expression, escaped.rune);
         out.type = MatchType::kRegexp;
       }
     } else if (c == '[' || c == ']') {
       expression += static_cast<char>(c);
       out.type = MatchType::kRegexp;
     } else {
-      AppendUtf8(c, &expression);
+      go::AppendRune(expression, c);
     }
   }
   if (out.type == MatchType::kRegexp) out.expression = std::move(expression) + "$";
@@ -1384,14 +1278,7 @@ absl::StatusOr<bool> PatternMatcher::MatchesOrParentMatches(absl::string_view pa
 }
 
 absl::StatusOr<bool> PatternMatcher::MatchesExact(absl::string_view path) const {
-  bool matched = false;
-  for (const IgnorePattern& pattern : patterns_) {
-    if (pattern.exclusion() != matched) continue;
-    absl::StatusOr<bool> match = pattern.Match(path);
-    if (!match.ok()) return match.status();
-    if (*match) matched = !pattern.exclusion();
-  }
-  return matched;
+  return MatchesUsingParentResult(path, /*parent_matched=*/false);
 }
 
 absl::StatusOr<bool> PatternMatcher::MatchesUsingParentResult(absl::string_view path,

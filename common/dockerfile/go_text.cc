@@ -69,6 +69,15 @@ DecodedRune DecodeRune(absl::string_view s) {
   return {kRuneError, 1};
 }
 
+DecodedRune DecodeLastRune(absl::string_view s) {
+  size_t start = s.size() - 1;
+  const size_t limit = s.size() >= 4 ? s.size() - 4 : 0;
+  while (start > limit && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+  const DecodedRune d = DecodeRune(s.substr(start));
+  if (start + d.width != s.size()) return {kRuneError, 1};
+  return d;
+}
+
 void AppendRune(std::string& out, char32_t r) {
   if (r > 0x10FFFF || (r >= 0xD800 && r <= 0xDFFF)) r = kRuneError;
   if (r < 0x80) {
@@ -117,19 +126,7 @@ absl::string_view TrimLeftSpace(absl::string_view s) {
 
 absl::string_view TrimRightSpace(absl::string_view s) {
   while (!s.empty()) {
-    // Find the start of the last rune: step back over continuation bytes, at
-    // most three, then check that the decoding covers the tail exactly.
-    size_t start = s.size() - 1;
-    for (int i = 0; i < 3 && start > 0 &&
-                    (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80;
-         ++i) {
-      --start;
-    }
-    const DecodedRune d = DecodeRune(s.substr(start));
-    if (start + d.width != s.size()) {
-      // The tail byte is not part of a valid rune ending here: an invalid byte.
-      break;
-    }
+    const DecodedRune d = DecodeLastRune(s);
     if ((d.width == 1 && d.rune == kRuneError) || !IsSpace(d.rune)) break;
     s.remove_suffix(d.width);
   }

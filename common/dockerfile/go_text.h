@@ -10,6 +10,8 @@
 namespace stagefarm::dockerfile::go {
 
 inline constexpr char32_t kRuneError = 0xFFFD;
+inline constexpr char32_t kMaxRune = 0x10FFFF;
+inline constexpr absl::string_view kByteOrderMark = "\xEF\xBB\xBF";
 
 struct DecodedRune {
   char32_t rune;
@@ -20,6 +22,10 @@ struct DecodedRune {
 // Invalid encodings, overlongs, surrogates and values past U+10FFFF decode as
 // {kRuneError, 1}.
 DecodedRune DecodeRune(absl::string_view s);
+
+// utf8.DecodeLastRuneInString: the last rune of `s` (non-empty); {kRuneError,
+// 1} when the tail is not a complete valid encoding.
+DecodedRune DecodeLastRune(absl::string_view s);
 
 // Appends the UTF-8 encoding of `r` (Go's string(rune)): invalid code points
 // become U+FFFD.

@@ -1,5 +1,7 @@
 #include "common/dockerfile/shell_lexer.h"
 
+#include "common/dockerfile/go_text.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
@@ -235,57 +237,20 @@ bool IsLetter(Rune r) { return InRanges(kLetterRanges, r); }
 // unicode.IsDigit.
 bool IsDigit(Rune r) { return InRanges(kDigitRanges, r); }
 
-// unicode.IsSpace.
-bool IsSpace(Rune r) {
-  if (r < 0x100) return r == ' ' || (r >= '\t' && r <= '\r') || r == 0x85 || r == 0xA0;
-  return r == 0x1680 || (r >= 0x2000 && r <= 0x200A) || r == 0x2028 || r == 0x2029 || r == 0x202F ||
-         r == 0x205F || r == 0x3000;
-}
+// The lexer's runes are signed so that kEof (-1) fits; these adapt the Go text
+// primitives (go_text.h) to that type.
 
-// ---------------------------------------------------------------------------------------
-// UTF-8, as Go decodes and encodes it.
+bool IsSpace(Rune r) { return r >= 0 && go::IsSpace(static_cast<char32_t>(r)); }
 
 struct DecodedRune {
   Rune rune;
   size_t width;
 };
 
-// utf8.DecodeRuneInString at s[i] (i < s.size()): a byte that does not start a valid,
-// shortest-form encoding of a scalar value decodes as U+FFFD with width 1.
+// utf8.DecodeRuneInString at s[i] (i < s.size()).
 DecodedRune DecodeRune(absl::string_view s, size_t i) {
-  const auto byte_at = [&](size_t k) -> int {
-    return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : -1;
-  };
-  const int lead = byte_at(0);
-  if (lead < 0x80) return {lead, 1};
-  int length;
-  Rune rune;
-  int low = 0x80;  // bounds of the first continuation byte
-  int high = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-    rune = lead & 0x1F;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    rune = lead & 0x0F;
-    if (lead == 0xE0) low = 0xA0;   // no overlong forms
-    if (lead == 0xED) high = 0x9F;  // no surrogates
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    rune = lead & 0x07;
-    if (lead == 0xF0) low = 0x90;   // no overlong forms
-    if (lead == 0xF4) high = 0x8F;  // nothing above U+10FFFF
-  } else {
-    return {kReplacementChar, 1};
-  }
-  for (int k = 1; k < length; ++k) {
-    const int b = byte_at(k);
-    if (b < low || b > high) return {kReplacementChar, 1};
-    rune = (rune << 6) | (b & 0x3F);
-    low = 0x80;
-    high = 0xBF;
-  }
-  return {rune, static_cast<size_t>(length)};
+  const go::DecodedRune d = go::DecodeRune(s.substr(i));
+  return {static_cast<Rune>(d.rune), static_cast<size_t>(d.width)};
 }
 
 std::vector<Rune> DecodeRunes(absl::string_view s) {
@@ -302,22 +267,7 @@ std::vector<Rune> DecodeRunes(absl::string_view s) {
 // Appends r as UTF-8; like Go's string(rune), anything that is not a scalar value (such as
 // kEof) becomes U+FFFD.
 void AppendRune(std::string* out, Rune r) {
-  if (r < 0 || r > 0x10FFFF || (r >= 0xD800 && r <= 0xDFFF)) r = kReplacementChar;
-  if (r < 0x80) {
-    out->push_back(static_cast<char>(r));
-  } else if (r < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (r >> 6)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  } else if (r < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (r >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((r >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (r >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((r >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((r >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  }
+  go::AppendRune(*out, r < 0 ? go::kRuneError : static_cast<char32_t>(r));
 }
 
 std::string EncodeRunes(absl::Span<const Rune> runes) {
