@@ -30,15 +30,16 @@ struct Corpus {
 const Corpus& LargestRealDockerfile() {
   static const Corpus corpus = [] {
     const char* env = std::getenv("STAGEFARM_SHARED_DIR");
-    const fs::path dir =
-        fs::path(env != nullptr ? env : STAGEFARM_SHARED_DIR_DEFAULT) / "conformance/real-dockerfiles";
+    const fs::path dir = fs::path(env != nullptr ? env : STAGEFARM_SHARED_DIR_DEFAULT) /
+                         "conformance/real-dockerfiles";
     Corpus best;
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
       std::ifstream in(entry.path(), std::ios::binary);
       std::ostringstream text;
       text << in.rdbuf();
-      if (text.str().size() > best.data.size()) best = {entry.path().filename().string(), text.str()};
+      if (text.str().size() > best.data.size())
+        best = {entry.path().filename().string(), text.str()};
     }
     if (best.data.empty()) {
       std::fprintf(stderr, "parser_bench: no Dockerfiles under %s\n", dir.c_str());
@@ -105,7 +106,9 @@ void BM_RawLineScan_LargestRealDockerfile(benchmark::State& state) {
   ReportLineScan(state, LargestRealDockerfile().data);
 }
 void BM_Parse_Repeated4MiB(benchmark::State& state) { ReportParse(state, LargeDockerfile()); }
-void BM_RawLineScan_Repeated4MiB(benchmark::State& state) { ReportLineScan(state, LargeDockerfile()); }
+void BM_RawLineScan_Repeated4MiB(benchmark::State& state) {
+  ReportLineScan(state, LargeDockerfile());
+}
 
 BENCHMARK(BM_Parse_LargestRealDockerfile);
 BENCHMARK(BM_RawLineScan_LargestRealDockerfile);

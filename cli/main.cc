@@ -1,10 +1,11 @@
 // stagefarm: the client. Subcommands today:
 //   stagefarm dockerfile parse [--dump] FILE
-//   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--format text|json] CONTEXT
+//   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--format text|json]
+//   CONTEXT
 #include <cstdio>
 #include <fstream>
-#include <optional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -80,9 +81,10 @@ std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::stri
 
 int DockerfileParse(const std::vector<std::string>& args) {
   ParsedArgs parsed;
-  if (auto stop = ParseCommand(args, "stagefarm dockerfile parse [--dump] FILE",
-                               {{"dump", "", false, false, "print the AST in BuildKit's dump format"}},
-                               "FILE (\"-\" for standard input)", parsed)) {
+  if (auto stop =
+          ParseCommand(args, "stagefarm dockerfile parse [--dump] FILE",
+                       {{"dump", "", false, false, "print the AST in BuildKit's dump format"}},
+                       "FILE (\"-\" for standard input)", parsed)) {
     return *stop;
   }
   const std::string& path = parsed.positional[0];
@@ -106,14 +108,14 @@ int DockerfileParse(const std::vector<std::string>& args) {
 
 int Plan(const std::vector<std::string>& args) {
   ParsedArgs parsed;
-  if (auto stop = ParseCommand(
-          args, "stagefarm plan [flags] CONTEXT",
-          {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
-           {"target", "", true, false, "stage to build (default: the last one)"},
-           {"build-arg", "", true, true, "set a build-time variable (K=V)"},
-           {"platform", "", true, false, "target platform (default: this machine's)"},
-           {"format", "", true, false, "text or json"}},
-          "CONTEXT", parsed)) {
+  if (auto stop =
+          ParseCommand(args, "stagefarm plan [flags] CONTEXT",
+                       {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
+                        {"target", "", true, false, "stage to build (default: the last one)"},
+                        {"build-arg", "", true, true, "set a build-time variable (K=V)"},
+                        {"platform", "", true, false, "target platform (default: this machine's)"},
+                        {"format", "", true, false, "text or json"}},
+                       "CONTEXT", parsed)) {
     return *stop;
   }
   const std::string format = parsed.Get("format", "text");
@@ -131,9 +133,9 @@ int Plan(const std::vector<std::string>& args) {
   absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*ast, file);
   if (!staged.ok()) return Fail(staged.status().message());
 
-  absl::StatusOr<graph::StageGraph> stage_graph = graph::BuildStageGraph(
-      *staged, ast->directives.escape_token, parsed.All("build-arg"), parsed.Get("target"), file,
-      parsed.Get("platform"));
+  absl::StatusOr<graph::StageGraph> stage_graph =
+      graph::BuildStageGraph(*staged, ast->directives.escape_token, parsed.All("build-arg"),
+                             parsed.Get("target"), file, parsed.Get("platform"));
   if (!stage_graph.ok()) return Fail(stage_graph.status().message());
   const std::string out = format == "json" ? PlanJson(*stage_graph) : PlanText(*stage_graph);
   std::fwrite(out.data(), 1, out.size(), stdout);

@@ -27,7 +27,8 @@ std::string PlanText(const graph::StageGraph& graph) {
       needs.push_back(absl::StrCat(StageLabel(graph.stages[edge.stage]), " (",
                                    graph::EdgeKindName(edge.kind), ")"));
     }
-    for (const auto& image : stage.external_images) needs.push_back(absl::StrCat(image, " (image)"));
+    for (const auto& image : stage.external_images)
+      needs.push_back(absl::StrCat(image, " (image)"));
     std::string from = stage.base;
     if (!stage.platform.empty()) from = absl::StrCat(from, " [", stage.platform, "]");
     absl::StrAppendFormat(&out, "%-4d %-*s %-5d %-28s %s%s\n", stage.index, static_cast<int>(width),

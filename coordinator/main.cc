@@ -19,12 +19,12 @@ int main(int argc, char** argv) {
       "stagefarm-coordinator --listen tcp://0.0.0.0:7700 --data-dir DIR "
       "[--curve-secret-key FILE --authorized-keys DIR]");
   absl::ParseCommandLine(argc, argv);
-  std::printf("stagefarm-coordinator: listen=%s data-dir=%s curve-secret-key=%s authorized-keys=%s "
-              "insecure=%s\n",
-              absl::GetFlag(FLAGS_listen).c_str(), absl::GetFlag(FLAGS_data_dir).c_str(),
-              absl::GetFlag(FLAGS_curve_secret_key).c_str(),
-              absl::GetFlag(FLAGS_authorized_keys).c_str(),
-              absl::GetFlag(FLAGS_insecure) ? "true" : "false");
+  std::printf(
+      "stagefarm-coordinator: listen=%s data-dir=%s curve-secret-key=%s authorized-keys=%s "
+      "insecure=%s\n",
+      absl::GetFlag(FLAGS_listen).c_str(), absl::GetFlag(FLAGS_data_dir).c_str(),
+      absl::GetFlag(FLAGS_curve_secret_key).c_str(), absl::GetFlag(FLAGS_authorized_keys).c_str(),
+      absl::GetFlag(FLAGS_insecure) ? "true" : "false");
   std::fprintf(stderr, "stagefarm-coordinator: scheduling is not implemented yet; exiting\n");
   return 0;
 }

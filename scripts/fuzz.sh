@@ -9,7 +9,7 @@
 # fuzz/corpus/dockerfile once it is fixed so the replay test keeps it fixed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
-stagefarm_install_packages
+stagefarm_install_packages "${STAGEFARM_PACKAGES[@]}" "${STAGEFARM_FUZZ_PACKAGES[@]}"
 
 seconds="${1:-600}"
 build="$STAGEFARM_ROOT/build-fuzz"

@@ -1,7 +1,5 @@
 #include "common/dockerfile/dockerignore.h"
 
-#include "common/dockerfile/go_text.h"
-
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -16,6 +14,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/dockerfile/go_text.h"
 
 namespace stagefarm::dockerfile {
 namespace {

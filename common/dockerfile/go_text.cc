@@ -47,7 +47,9 @@ DecodedRune DecodeRune(absl::string_view s) {
   auto cont = [&](size_t i) {
     return i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80;
   };
-  auto at = [&](size_t i) { return static_cast<char32_t>(static_cast<unsigned char>(s[i]) & 0x3F); };
+  auto at = [&](size_t i) {
+    return static_cast<char32_t>(static_cast<unsigned char>(s[i]) & 0x3F);
+  };
   if (b0 >= 0xC2 && b0 <= 0xDF) {
     if (!cont(1)) return {kRuneError, 1};
     return {(static_cast<char32_t>(b0 & 0x1F) << 6) | at(1), 2};
@@ -62,7 +64,7 @@ DecodedRune DecodeRune(absl::string_view s) {
   if (b0 >= 0xF0 && b0 <= 0xF4) {
     if (!cont(1) || !cont(2) || !cont(3)) return {kRuneError, 1};
     const auto b1 = static_cast<unsigned char>(s[1]);
-    if (b0 == 0xF0 && b1 < 0x90) return {kRuneError, 1};  // overlong
+    if (b0 == 0xF0 && b1 < 0x90) return {kRuneError, 1};   // overlong
     if (b0 == 0xF4 && b1 >= 0x90) return {kRuneError, 1};  // past U+10FFFF
     return {(static_cast<char32_t>(b0 & 0x07) << 18) | (at(1) << 12) | (at(2) << 6) | at(3), 4};
   }
@@ -101,14 +103,15 @@ bool IsSpace(char32_t r) {
   if (r <= 0xFF) {
     return r == ' ' || (r >= '\t' && r <= '\r') || r == 0x85 || r == 0xA0;
   }
-  return r == 0x1680 || (r >= 0x2000 && r <= 0x200A) || r == 0x2028 || r == 0x2029 ||
-         r == 0x202F || r == 0x205F || r == 0x3000;
+  return r == 0x1680 || (r >= 0x2000 && r <= 0x200A) || r == 0x2028 || r == 0x2029 || r == 0x202F ||
+         r == 0x205F || r == 0x3000;
 }
 
 bool IsPrint(char32_t r) {
   const auto* end = std::end(kPrintRanges);
-  const auto* it = std::upper_bound(std::begin(kPrintRanges), end, r,
-                                    [](char32_t v, const RuneRange& range) { return v < range.first; });
+  const auto* it =
+      std::upper_bound(std::begin(kPrintRanges), end, r,
+                       [](char32_t v, const RuneRange& range) { return v < range.first; });
   if (it == std::begin(kPrintRanges)) return false;
   --it;
   return r <= it->last;
@@ -174,13 +177,27 @@ void AppendQuoted(std::string& out, absl::string_view s) {
       continue;
     }
     switch (r) {
-      case '\a': out += "\\a"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\v': out += "\\v"; break;
+      case '\a':
+        out += "\\a";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\v':
+        out += "\\v";
+        break;
       default:
         if (r < ' ' || r == 0x7F) {
           out += "\\x";

@@ -160,7 +160,8 @@ class DirectiveParser {
       return false;
     }
     if (!seen_.insert(key).second) {
-      return absl::InvalidArgumentError(absl::StrCat("only one ", key, " parser directive can be used"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("only one ", key, " parser directive can be used"));
     }
     if (key == "escape") {
       if (value != "`" && value != "\\") {
@@ -325,8 +326,8 @@ absl::Status ParseNameVal(absl::string_view rest, absl::string_view key, char es
   for (const std::string& word : words) {
     const size_t eq = word.find('=');
     if (eq == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("Syntax error - can't find = in ", go::Quote(word),
-                                                     ". Must be of the form: name=value"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Syntax error - can't find = in ", go::Quote(word), ". Must be of the form: name=value"));
     }
     node.args.push_back(word.substr(0, eq));
     node.args.push_back(word.substr(eq + 1));
@@ -355,7 +356,8 @@ absl::StatusOr<Node> NewNodeFromLine(absl::string_view line, char escape, int de
 
 absl::Status DispatchArguments(const std::string& lower, absl::string_view rest, char escape,
                                int depth, Node& node) {
-  if (lower == "add" || lower == "copy" || lower == "volume") return ParseMaybeJsonToList(rest, node);
+  if (lower == "add" || lower == "copy" || lower == "volume")
+    return ParseMaybeJsonToList(rest, node);
   if (lower == "run" || lower == "cmd" || lower == "entrypoint" || lower == "shell") {
     return ParseMaybeJson(rest, node);
   }
@@ -397,7 +399,8 @@ absl::StatusOr<Node> NewNodeFromLine(absl::string_view line, char escape, int de
   node.keyword = std::move(parts.keyword);
   node.flags = std::move(parts.flags);
   node.original = std::string(line);
-  if (absl::Status s = DispatchArguments(go::ToLower(node.keyword), parts.args, escape, depth, node);
+  if (absl::Status s =
+          DispatchArguments(go::ToLower(node.keyword), parts.args, escape, depth, node);
       !s.ok()) {
     return s;
   }
@@ -434,7 +437,8 @@ std::optional<std::vector<std::string>> HeredocLexWords(absl::string_view text, 
   return *std::move(words);
 }
 
-absl::Status LocatedError(absl::string_view filename, int start, int end, absl::string_view message) {
+absl::Status LocatedError(absl::string_view filename, int start, int end,
+                          absl::string_view message) {
   if (end > start) {
     return absl::InvalidArgumentError(absl::StrCat(filename, ":", start, "-", end, ": ", message));
   }
@@ -629,7 +633,8 @@ absl::StatusOr<ParseResult> Parse(absl::string_view data, absl::string_view file
     }
 
     absl::StatusOr<Node> child = NewNodeFromLine(buf, escape);
-    if (!child.ok()) return LocatedError(filename, start_line, current_line, child.status().message());
+    if (!child.ok())
+      return LocatedError(filename, start_line, current_line, child.status().message());
 
     if (CanContainHeredoc(*child) && absl::StrContains(buf, "<<")) {
       absl::StatusOr<std::vector<Heredoc>> heredocs = HeredocsFromLine(buf);
@@ -670,9 +675,9 @@ absl::StatusOr<ParseResult> Parse(absl::string_view data, absl::string_view file
                         "file with no instructions");
   }
   if (scanner.too_long()) {
-    return LocatedError(filename, current_line + 1, 0,
-                        absl::StrCat("dockerfile line greater than max allowed size of ",
-                                     kMaxLineBytes - 1));
+    return LocatedError(
+        filename, current_line + 1, 0,
+        absl::StrCat("dockerfile line greater than max allowed size of ", kMaxLineBytes - 1));
   }
   return result;
 }

@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace stagefarm::dockerfile {
 
@@ -21,8 +21,8 @@ struct Heredoc {
   std::string name;
   std::string content;
   uint64_t file_descriptor = 0;  // `3<<EOF`; digits past uint64 saturate
-  bool expand = true;  // false when any part of the delimiter was quoted
-  bool chomp = false;  // `<<-`
+  bool expand = true;            // false when any part of the delimiter was quoted
+  bool chomp = false;            // `<<-`
 
   bool operator==(const Heredoc&) const = default;
 };
@@ -92,7 +92,8 @@ struct ParseResult {
 // bad directives, JSON arrays with non-string elements, ENV without a value,
 // unterminated heredocs...). Input over the size limit is rejected with
 // ResourceExhausted rather than parsed.
-absl::StatusOr<ParseResult> Parse(absl::string_view data, absl::string_view filename = "Dockerfile");
+absl::StatusOr<ParseResult> Parse(absl::string_view data,
+                                  absl::string_view filename = "Dockerfile");
 
 // The upper bound Parse accepts, in bytes.
 inline constexpr size_t kMaxDockerfileBytes = 64 << 20;

@@ -1,7 +1,5 @@
 #include "common/dockerfile/shell_lexer.h"
 
-#include "common/dockerfile/go_text.h"
-
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "common/dockerfile/go_text.h"
 
 namespace stagefarm::dockerfile {
 namespace {

@@ -80,9 +80,12 @@ std::string HostPlatform() {
 
 absl::string_view EdgeKindName(EdgeKind kind) {
   switch (kind) {
-    case EdgeKind::kFrom: return "from";
-    case EdgeKind::kCopyFrom: return "copy-from";
-    case EdgeKind::kMountFrom: return "mount-from";
+    case EdgeKind::kFrom:
+      return "from";
+    case EdgeKind::kCopyFrom:
+      return "copy-from";
+    case EdgeKind::kMountFrom:
+      return "mount-from";
   }
   return "unknown";
 }
@@ -97,7 +100,8 @@ absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& d
         absl::StrCat(filename, ": dockerfile contains no stages to build"));
   }
   const ShellLexer lexer(escape_token);
-  absl::StatusOr<ShellEnv> scope = MetaArgScope(dockerfile, lexer, build_args, filename, target_platform);
+  absl::StatusOr<ShellEnv> scope =
+      MetaArgScope(dockerfile, lexer, build_args, filename, target_platform);
   if (!scope.ok()) return scope.status();
 
   StageGraph graph;
@@ -130,14 +134,16 @@ absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& d
 
   // A reference names a stage when it matches a stage name (any position) or
   // is the index of an earlier stage.
-  auto resolve = [&](absl::string_view ref, int current, int line) -> absl::StatusOr<std::optional<int>> {
+  auto resolve = [&](absl::string_view ref, int current,
+                     int line) -> absl::StatusOr<std::optional<int>> {
     const std::string lower = absl::AsciiStrToLower(ref);
     if (auto it = by_name.find(lower); it != by_name.end()) return std::optional<int>(it->second);
     int index = 0;
     if (absl::SimpleAtoi(ref, &index)) {
       if (index < 0 || index >= current) {
-        return At(filename, line,
-                  absl::StrCat("invalid stage index ", ref, ": only earlier stages can be referenced"));
+        return At(
+            filename, line,
+            absl::StrCat("invalid stage index ", ref, ": only earlier stages can be referenced"));
       }
       return std::optional<int>(index);
     }
@@ -165,13 +171,16 @@ absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& d
     };
     for (const dockerfile::Instruction& instruction : stage.commands) {
       const int line = dockerfile::BaseOf(instruction).location.start_line;
-      if (const auto* copy = std::get_if<dockerfile::Copy>(&instruction); copy && !copy->from.empty()) {
+      if (const auto* copy = std::get_if<dockerfile::Copy>(&instruction);
+          copy && !copy->from.empty()) {
         if (absl::Status s = add_from(copy->from, EdgeKind::kCopyFrom, line); !s.ok()) return s;
       }
       if (const auto* run = std::get_if<dockerfile::Run>(&instruction)) {
         for (const std::string& spec : run->mounts) {
           absl::StatusOr<dockerfile::Mount> mount = dockerfile::ParseMount(
-              spec, [](absl::string_view word) -> absl::StatusOr<std::string> { return std::string(word); });
+              spec, [](absl::string_view word) -> absl::StatusOr<std::string> {
+                return std::string(word);
+              });
           if (!mount.ok()) return At(filename, line, mount.status().message());
           if (mount->from.empty()) continue;
           if (absl::Status s = add_from(mount->from, EdgeKind::kMountFrom, line); !s.ok()) return s;
@@ -207,11 +216,11 @@ absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& d
     }
     const StageEdge& edge = stage.edges[next_edge++];
     if (marks[edge.stage] == Mark::kActive) {
-      return At(filename, edge.line,
-                absl::StrCat("circular dependency detected on stage: ",
-                             graph.stages[edge.stage].name.empty()
-                                 ? absl::StrCat(edge.stage)
-                                 : graph.stages[edge.stage].name));
+      return At(
+          filename, edge.line,
+          absl::StrCat("circular dependency detected on stage: ",
+                       graph.stages[edge.stage].name.empty() ? absl::StrCat(edge.stage)
+                                                             : graph.stages[edge.stage].name));
     }
     if (marks[edge.stage] == Mark::kNone) {
       marks[edge.stage] = Mark::kActive;

@@ -30,7 +30,7 @@ struct PlannedStage {
   std::string base;      // the FROM reference after global ARG expansion
   std::string platform;  // `--platform` after expansion; empty when not given
   bool base_is_stage = false;
-  std::vector<StageEdge> edges;               // stages this one reads, in instruction order
+  std::vector<StageEdge> edges;              // stages this one reads, in instruction order
   std::vector<std::string> external_images;  // `--from` values that are not stages
   size_t instructions = 0;                   // besides FROM
   int line = 0;                              // of the FROM

@@ -7,16 +7,22 @@ STAGEFARM_BUILD="${STAGEFARM_BUILD:-$STAGEFARM_ROOT/build}"
 
 # Build tools and libraries, all from Debian 12.
 STAGEFARM_PACKAGES=(
-  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  build-essential cmake ninja-build pkg-config
   libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libabsl-dev
   libarchive-dev libssl-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
 )
 
+# What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.
+STAGEFARM_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+
+# Installs the given packages (default: STAGEFARM_PACKAGES) that are missing.
 stagefarm_install_packages() {
+  local wanted=("$@")
+  if [ "${#wanted[@]}" -eq 0 ]; then wanted=("${STAGEFARM_PACKAGES[@]}"); fi
   local missing=()
   local pkg
-  for pkg in "${STAGEFARM_PACKAGES[@]}"; do
+  for pkg in "${wanted[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$pkg")
     fi

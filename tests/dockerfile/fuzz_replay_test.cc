@@ -1,11 +1,11 @@
 // Replays the fuzz corpus (fuzz/corpus/dockerfile) and every Dockerfile of the
 // shared conformance corpus through the fuzz target, so a crash the fuzzer once
 // found stays fixed under the normal build.
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "tests/testing/corpus.h"
 

@@ -1,15 +1,15 @@
 #include "common/dockerfile/parser.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -70,9 +70,10 @@ TEST(ParserConformance, EveryNegativeTestfileIsRejected) {
 
 TEST(ParserConformance, LineNumbersMatchTheFixture) {
   STAGEFARM_REQUIRE_CONFORMANCE(dir);
-  const auto expected =
-      nlohmann::json::parse(testing::ReadFileOrFail(dir / "buildkit-parser-extra/testfile-line.expected-lines.json"));
-  ParseResult result = MustParse(testing::ReadFileOrFail(dir / "buildkit-parser/testfile-line/Dockerfile"));
+  const auto expected = nlohmann::json::parse(
+      testing::ReadFileOrFail(dir / "buildkit-parser-extra/testfile-line.expected-lines.json"));
+  ParseResult result =
+      MustParse(testing::ReadFileOrFail(dir / "buildkit-parser/testfile-line/Dockerfile"));
   EXPECT_EQ(result.start_line, expected["root"]["StartLine"].get<int>());
   EXPECT_EQ(result.end_line, expected["root"]["EndLine"].get<int>());
   ASSERT_THAT(result.children, SizeIs(expected["root"]["children"].get<size_t>()));
@@ -84,10 +85,10 @@ TEST(ParserConformance, LineNumbersMatchTheFixture) {
 
 TEST(ParserConformance, EmptyContinuationLinesWarnOncePerInstruction) {
   STAGEFARM_REQUIRE_CONFORMANCE(dir);
-  const auto expected = nlohmann::json::parse(
-      testing::ReadFileOrFail(dir / "buildkit-parser-extra/empty-continuation-warnings.expected.json"));
-  ParseResult result = MustParse(
-      testing::ReadFileOrFail(dir / "buildkit-parser-extra/empty-continuation-warnings.Dockerfile"));
+  const auto expected = nlohmann::json::parse(testing::ReadFileOrFail(
+      dir / "buildkit-parser-extra/empty-continuation-warnings.expected.json"));
+  ParseResult result = MustParse(testing::ReadFileOrFail(
+      dir / "buildkit-parser-extra/empty-continuation-warnings.Dockerfile"));
   ASSERT_THAT(result.warnings, SizeIs(expected["warnings_count"].get<size_t>()));
   for (size_t i = 0; i < result.warnings.size(); ++i) {
     const auto& want = expected["warnings"][i];
@@ -96,7 +97,8 @@ TEST(ParserConformance, EmptyContinuationLinesWarnOncePerInstruction) {
     }
     if (want.contains("detail0_contains")) {
       ASSERT_FALSE(result.warnings[i].detail.empty());
-      EXPECT_THAT(result.warnings[i].detail[0], HasSubstr(want["detail0_contains"].get<std::string>()));
+      EXPECT_THAT(result.warnings[i].detail[0],
+                  HasSubstr(want["detail0_contains"].get<std::string>()));
     }
   }
 }
@@ -145,24 +147,27 @@ void ExpectHeredocs(const nlohmann::json& cases, const ParseResult& result) {
 
 TEST(ParserConformance, HeredocsAreExtracted) {
   STAGEFARM_REQUIRE_CONFORMANCE(dir);
-  const auto expected =
-      nlohmann::json::parse(testing::ReadFileOrFail(dir / "buildkit-heredoc/extracts-heredoc.expected.json"));
-  ParseResult result = MustParse(testing::ReadFileOrFail(dir / "buildkit-heredoc/extracts-heredoc.Dockerfile"));
+  const auto expected = nlohmann::json::parse(
+      testing::ReadFileOrFail(dir / "buildkit-heredoc/extracts-heredoc.expected.json"));
+  ParseResult result =
+      MustParse(testing::ReadFileOrFail(dir / "buildkit-heredoc/extracts-heredoc.Dockerfile"));
   EXPECT_THAT(expected["cases"], SizeIs(27));
   ExpectHeredocs(expected["cases"], result);
 }
 
 TEST(ParserConformance, JsonFormNeverCarriesHeredocs) {
   STAGEFARM_REQUIRE_CONFORMANCE(dir);
-  const auto expected =
-      nlohmann::json::parse(testing::ReadFileOrFail(dir / "buildkit-heredoc/json-no-heredoc.expected.json"));
-  ParseResult result = MustParse(testing::ReadFileOrFail(dir / "buildkit-heredoc/json-no-heredoc.Dockerfile"));
+  const auto expected = nlohmann::json::parse(
+      testing::ReadFileOrFail(dir / "buildkit-heredoc/json-no-heredoc.expected.json"));
+  ParseResult result =
+      MustParse(testing::ReadFileOrFail(dir / "buildkit-heredoc/json-no-heredoc.Dockerfile"));
   EXPECT_THAT(expected["cases"], SizeIs(3));
   ExpectHeredocs(expected["cases"], result);
 }
 
 // Rows of a two-column TSV with a header, skipping `#` comments.
-std::vector<std::pair<std::string, std::string>> TsvRows(const std::string& text, int skip_headers) {
+std::vector<std::pair<std::string, std::string>> TsvRows(const std::string& text,
+                                                         int skip_headers) {
   std::vector<std::pair<std::string, std::string>> rows;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     if (!line.empty() && line[0] == '#') continue;
@@ -215,7 +220,8 @@ TEST(ParserConformance, ParseHeredocWord) {
 // Behaviour the corpus does not cover, checked against the reference's code.
 
 TEST(Parser, ByteOrderMarkAndCrlfAreAccepted) {
-  ParseResult result = MustParse("\xEF\xBB\xBF# escape=`\r\nFROM busybox\r\nRUN echo a `\r\n  b\r\n");
+  ParseResult result =
+      MustParse("\xEF\xBB\xBF# escape=`\r\nFROM busybox\r\nRUN echo a `\r\n  b\r\n");
   EXPECT_EQ(result.directives.escape_token, '`');
   EXPECT_EQ(Dump(result), "(from \"busybox\")\n(run \"echo a   b\")\n");
 }
@@ -236,7 +242,8 @@ TEST(Parser, DirectivesAreOnlyReadInTheLeadingBlock) {
 TEST(Parser, RepeatedDirectiveIsAnErrorWithItsLine) {
   absl::StatusOr<ParseResult> r = Parse("# escape=`\n# escape=\\\nFROM a\n", "df");
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.status().message(), HasSubstr("df:2: only one escape parser directive can be used"));
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("df:2: only one escape parser directive can be used"));
 }
 
 TEST(Parser, InvalidEscapeTokenIsAnError) {
@@ -253,7 +260,9 @@ TEST(Parser, KeywordKeepsItsCaseButDumpsLowerCase) {
 
 TEST(Parser, UnicodeKeywordsLowerCaseLikeGo) {
   // U+212A KELVIN SIGN lower-cases to ASCII 'k', so this is WORKDIR.
-  ParseResult r = MustParse("FROM a\nWOR\xE2\x84\xAA" "DIR /x y\n");
+  ParseResult r = MustParse(
+      "FROM a\nWOR\xE2\x84\xAA"
+      "DIR /x y\n");
   EXPECT_EQ(Dump(r), "(from \"a\")\n(workdir \"/x y\")\n");
 }
 
@@ -298,8 +307,9 @@ TEST(Parser, FlagsAreReadBytewiseWithBackslashEscapes) {
 }
 
 TEST(Parser, EnvLegacyAndKeyValueForms) {
-  EXPECT_EQ(Dump(MustParse("ENV A b c\nENV A=\"x y\" B=z\\ w\n")),
-            "(env \"A\" \"b c\" \"\")\n(env \"A\" \"\\\"x y\\\"\" \"=\" \"B\" \"z\\\\ w\" \"=\")\n");
+  EXPECT_EQ(
+      Dump(MustParse("ENV A b c\nENV A=\"x y\" B=z\\ w\n")),
+      "(env \"A\" \"b c\" \"\")\n(env \"A\" \"\\\"x y\\\"\" \"=\" \"B\" \"z\\\\ w\" \"=\")\n");
   absl::StatusOr<ParseResult> r = Parse("FROM a\nENV A=b C\n");
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(),
@@ -359,7 +369,8 @@ TEST(Parser, LineOverTheReferenceLimitIsAnError) {
   const std::string long_line = "RUN " + std::string(65536 - 4, 'x') + "\n";  // 65537 bytes
   absl::StatusOr<ParseResult> r = Parse("FROM a\n" + long_line);
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.status().message(), HasSubstr("Dockerfile:2: dockerfile line greater than max allowed size of 65535"));
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("Dockerfile:2: dockerfile line greater than max allowed size of 65535"));
 }
 
 // ---------------------------------------------------------------------------
@@ -414,7 +425,8 @@ TEST(ParserHostileInput, ChainedOnbuildParsesButDeepNestingIsRefused) {
   text += "RUN x\n";
   absl::StatusOr<ParseResult> r = Parse(text);
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.status().message(), HasSubstr("Dockerfile:2: ONBUILD triggers nested more than 64 deep"));
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("Dockerfile:2: ONBUILD triggers nested more than 64 deep"));
 }
 
 TEST(ParserHostileInput, OversizedInputIsRefusedUpFront) {

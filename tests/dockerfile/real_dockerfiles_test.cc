@@ -2,12 +2,12 @@
 // and a few instructions per file come out as written. The expected values
 // were read off the files themselves (FROM lines counted with grep, the
 // instructions read at the given lines), not taken from this parser's output.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "common/dockerfile/instructions.h"
@@ -34,37 +34,90 @@ struct RealDockerfile {
 
 const std::vector<RealDockerfile>& Cases() {
   static const std::vector<RealDockerfile> cases = {
-      {"astral-sh_uv__crates_uv-trampoline_Dockerfile.Dockerfile", 3, "base", "", 63,
+      {"astral-sh_uv__crates_uv-trampoline_Dockerfile.Dockerfile",
+       3,
+       "base",
+       "",
+       63,
        {{20, "env", "HOME=/app"}, {67, "copy", "--from=xwin-cache"}}},
-      {"containerd_containerd__.github_workflows_release_Dockerfile.Dockerfile", 7, "go",
-       "release", 60,
+      {"containerd_containerd__.github_workflows_release_Dockerfile.Dockerfile",
+       7,
+       "go",
+       "release",
+       60,
        {{41, "from", "${TARGETOS} AS target"}, {61, "copy", "--from=target"}}},
-      {"containerd_containerd__contrib_Dockerfile.test.Dockerfile", 11, "golang", "dev", 149,
+      {"containerd_containerd__contrib_Dockerfile.test.Dockerfile",
+       11,
+       "golang",
+       "dev",
+       149,
        {{44, "run", "apt-get install -y --no-install-recommends"}, {151, "copy", ". ."}}},
-      {"distribution_distribution__Dockerfile.Dockerfile", 8, "xx", "", 62,
+      {"distribution_distribution__Dockerfile.Dockerfile",
+       8,
+       "xx",
+       "",
+       62,
        {{18, "copy", "--from=xx / /"}, {70, "cmd", "/etc/distribution/config.yml"}}},
-      {"docker_buildx__Dockerfile.Dockerfile", 33, "xx", "", 187,
+      {"docker_buildx__Dockerfile.Dockerfile",
+       33,
+       "xx",
+       "",
+       187,
        {{32, "copy", "--from=xx / /"}, {185, "entrypoint", "entrypoint.sh"}}},
-      {"docker_cli__dockerfiles_Dockerfile.dev.Dockerfile", 6, "buildx", "dev", 46,
+      {"docker_cli__dockerfiles_Dockerfile.dev.Dockerfile",
+       6,
+       "buildx",
+       "dev",
+       46,
        {{17, "env", "GOTOOLCHAIN=local"}, {92, "copy", "--link . ."}}},
-      {"docker_compose__Dockerfile.Dockerfile", 31, "xx", "module", 226,
+      {"docker_compose__Dockerfile.Dockerfile",
+       31,
+       "xx",
+       "module",
+       226,
        {{37, "copy", "--from=xx / /"}, {230, "copy", "LICENSE /"}}},
-      {"excalidraw_excalidraw__Dockerfile.Dockerfile", 2, "build", "", 16,
+      {"excalidraw_excalidraw__Dockerfile.Dockerfile",
+       2,
+       "build",
+       "",
+       16,
        {{3, "workdir", "/opt/node_app"}, {18, "copy", "--from=build"}}},
-      {"moby_buildkit__frontend_dockerfile_cmd_dockerfile-frontend_Dockerfile.Dockerfile", 6, "xx",
-       "", 79,
+      {"moby_buildkit__frontend_dockerfile_cmd_dockerfile-frontend_Dockerfile.Dockerfile",
+       6,
+       "xx",
+       "",
+       79,
        {{11, "run", "apk add git bash"}, {77, "entrypoint", "/bin/dockerfile-frontend"}}},
-      {"moby_buildkit__hack_dockerfiles_generated-files.Dockerfile", 11, "base", "validate", 86,
+      {"moby_buildkit__hack_dockerfiles_generated-files.Dockerfile",
+       11,
+       "base",
+       "validate",
+       86,
        {{12, "run", "apt-get --no-install-recommends install -y git unzip"},
         {87, "run", "--mount=type=bind,target=.,rw"}}},
-      {"moby_moby__Dockerfile.windows.Dockerfile", 1, "", "", 159,
+      {"moby_moby__Dockerfile.windows.Dockerfile",
+       1,
+       "",
+       "",
+       159,
        {{179, "env", "GO_VERSION=${GO_VERSION}"}, {311, "copy", ". ."}}},
-      {"moby_moby__cmd_dockerd_winresources_Dockerfile.Dockerfile", 3, "xx", "", 21,
+      {"moby_moby__cmd_dockerd_winresources_Dockerfile.Dockerfile",
+       3,
+       "xx",
+       "",
+       21,
        {{13, "copy", "--link --from=xx / /"}, {22, "copy", "--from=build /out /"}}},
-      {"nginx_docker-nginx__modules_Dockerfile.Dockerfile", 2, "builder", "", 72,
-       {{8, "run", "if [ \"$ENABLED_MODULES\" = \"\" ]; then"},
-        {73, "run", "from=builder"}}},
-      {"vercel_next.js__examples_with-docker_Dockerfile.Dockerfile", 4, "base", "runner", 36,
+      {"nginx_docker-nginx__modules_Dockerfile.Dockerfile",
+       2,
+       "builder",
+       "",
+       72,
+       {{8, "run", "if [ \"$ENABLED_MODULES\" = \"\" ]; then"}, {73, "run", "from=builder"}}},
+      {"vercel_next.js__examples_with-docker_Dockerfile.Dockerfile",
+       4,
+       "base",
+       "runner",
+       36,
        {{6, "run", "apk add --no-cache libc6-compat"}, {67, "cmd", "server.js"}}},
   };
   return cases;
@@ -110,8 +163,8 @@ TEST(RealDockerfiles, ParseIntoTheExpectedStagesAndInstructions) {
 
 TEST(RealDockerfiles, WindowsFileUsesTheBacktickEscape) {
   STAGEFARM_REQUIRE_CONFORMANCE(dir);
-  absl::StatusOr<ParseResult> ast =
-      Parse(testing::ReadFileOrFail(dir / "real-dockerfiles/moby_moby__Dockerfile.windows.Dockerfile"));
+  absl::StatusOr<ParseResult> ast = Parse(
+      testing::ReadFileOrFail(dir / "real-dockerfiles/moby_moby__Dockerfile.windows.Dockerfile"));
   ASSERT_TRUE(ast.ok()) << ast.status();
   EXPECT_EQ(ast->directives.escape_token, '`');
 }

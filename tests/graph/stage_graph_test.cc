@@ -90,7 +90,8 @@ TEST(StageGraph, IndexReferencesMustPointBackwards) {
 }
 
 TEST(StageGraph, CyclesAreReportedWithTheLineThatClosesThem) {
-  auto g = Build("FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\nCOPY --from=a /y /y\n");
+  auto g =
+      Build("FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\nCOPY --from=a /y /y\n");
   ASSERT_FALSE(g.ok());
   EXPECT_THAT(g.status().message(), HasSubstr("circular dependency detected on stage"));
 }
@@ -101,7 +102,8 @@ TEST(StageGraph, UnknownTargetAndBlankBaseAreErrors) {
   EXPECT_THAT(g.status().message(), HasSubstr("target stage \"nope\" could not be found"));
   g = Build("ARG EMPTY\nFROM ${EMPTY}\n");
   ASSERT_FALSE(g.ok());
-  EXPECT_THAT(g.status().message(), HasSubstr("Dockerfile:2: base name (${EMPTY}) should not be blank"));
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("Dockerfile:2: base name (${EMPTY}) should not be blank"));
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 #include "tests/testing/corpus.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 namespace stagefarm::testing {
 

@@ -20,10 +20,10 @@ std::string ReadFileOrFail(const std::filesystem::path& path);
 }  // namespace stagefarm::testing
 
 // Skips the current test, loudly, when the conformance corpus is absent.
-#define STAGEFARM_REQUIRE_CONFORMANCE(dir_var)                                             \
-  auto dir_var##_opt = ::stagefarm::testing::ConformanceDir();                             \
-  if (!dir_var##_opt) {                                                                    \
+#define STAGEFARM_REQUIRE_CONFORMANCE(dir_var)                                                \
+  auto dir_var##_opt = ::stagefarm::testing::ConformanceDir();                                \
+  if (!dir_var##_opt) {                                                                       \
     GTEST_SKIP() << "SKIPPED LOUDLY: conformance corpus not found (set STAGEFARM_SHARED_DIR " \
-                    "or place shared/ beside the checkout)";                               \
-  }                                                                                        \
+                    "or place shared/ beside the checkout)";                                  \
+  }                                                                                           \
   const std::filesystem::path dir_var = *dir_var##_opt
