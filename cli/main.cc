@@ -101,8 +101,10 @@ int DockerfileParse(const std::vector<std::string>& args) {
   }
   absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*result, filename);
   if (!staged.ok()) return Fail(staged.status().message());
-  std::printf("%s: %zu instructions, %zu stages, escape %c\n", filename.c_str(),
-              result->children.size(), staged->stages.size(), result->directives.escape_token);
+  const size_t stages = staged->stages.size();
+  std::printf("%s: %zu instruction%s, %zu stage%s, escape %c\n", filename.c_str(),
+              result->children.size(), result->children.size() == 1 ? "" : "s", stages,
+              stages == 1 ? "" : "s", result->directives.escape_token);
   return 0;
 }
 

@@ -1,0 +1,98 @@
+// Runs the real `stagefarm` binary the way a user does and checks its output
+// and exit codes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tests/testing/corpus.h"
+
+namespace stagefarm {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Invocation {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `stagefarm ARGS` through the shell; ARGS must be quoted by the caller.
+Invocation Stagefarm(const std::string& args) {
+  const std::string command = absl::StrCat(STAGEFARM_BINARY, " ", args, " 2>&1");
+  Invocation run;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return run;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) run.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+const std::string kExamples = std::string(STAGEFARM_SOURCE_DIR) + "/examples";
+
+TEST(StagefarmCli, DumpMatchesTheReferenceResultFile) {
+  STAGEFARM_REQUIRE_CONFORMANCE(dir);
+  const auto tc = dir / "buildkit-parser/testfiles/lk4d4-the-edge-case-generator";
+  const Invocation run =
+      Stagefarm(absl::StrCat("dockerfile parse --dump '", (tc / "Dockerfile").string(), "'"));
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_EQ(run.output, testing::ReadFileOrFail(tc / "result"));
+}
+
+TEST(StagefarmCli, RejectedFileExitsNonZeroWithFileAndLine) {
+  STAGEFARM_REQUIRE_CONFORMANCE(dir);
+  const auto file = dir / "buildkit-parser/testfiles-negative/env_no_value/Dockerfile";
+  const Invocation run = Stagefarm(absl::StrCat("dockerfile parse --dump '", file.string(), "'"));
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.output, HasSubstr("env_no_value/Dockerfile:3: ENV must have two arguments"));
+}
+
+TEST(StagefarmCli, InstructionErrorsNameFileLineAndSuggestAFix) {
+  const auto file = std::filesystem::path(::testing::TempDir()) / "typo.Dockerfile";
+  std::ofstream(file) << "FROM a\nCOPY --form=b /x /y\n";
+  const Invocation run = Stagefarm(absl::StrCat("dockerfile parse '", file.string(), "'"));
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.output,
+              HasSubstr("typo.Dockerfile:2: unknown flag: --form (did you mean from?)"));
+}
+
+TEST(StagefarmCli, MisspeltFlagIsAUsageErrorWithAHint) {
+  const Invocation run = Stagefarm("plan --buidl-arg X=1 '" + kExamples + "/diamond'");
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.output, HasSubstr("unknown flag: --buidl-arg (did you mean --build-arg?)"));
+}
+
+TEST(StagefarmCli, PlanShowsStagesEdgesAndTarget) {
+  const Invocation run = Stagefarm("plan '" + kExamples + "/diamond'");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("left (copy-from), right (copy-from)"));
+  EXPECT_THAT(run.output, HasSubstr("target: final"));
+}
+
+TEST(StagefarmCli, PlanTargetPrunesAndBuildArgsExpandFrom) {
+  const Invocation run = Stagefarm("plan --format json --target left --build-arg BASE=debian:12 '" +
+                                   kExamples + "/diamond'");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("\"base\": \"debian:12\""));
+  EXPECT_THAT(run.output, HasSubstr("\"target\": 0"));
+  EXPECT_THAT(run.output, HasSubstr("\"needed\": false"));
+}
+
+TEST(StagefarmCli, EveryExamplePlans) {
+  for (const auto& entry : std::filesystem::directory_iterator(kExamples)) {
+    const Invocation run = Stagefarm("plan '" + entry.path().string() + "'");
+    EXPECT_EQ(run.exit_code, 0) << entry.path() << "\n" << run.output;
+  }
+}
+
+}  // namespace
+}  // namespace stagefarm
