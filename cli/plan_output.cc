@@ -1,5 +1,6 @@
 #include "cli/plan_output.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -22,13 +23,17 @@ std::string PlanText(const graph::StageGraph& graph) {
   absl::StrAppendFormat(&out, "%-4s %-*s %-5s %-28s %s\n", "#", static_cast<int>(width), "STAGE",
                         "LINE", "FROM", "NEEDS");
   for (const auto& stage : graph.stages) {
+    // Each distinct dependency once, in first-use order (JSON keeps every edge).
     std::vector<std::string> needs;
+    auto add = [&needs](std::string need) {
+      if (std::find(needs.begin(), needs.end(), need) == needs.end())
+        needs.push_back(std::move(need));
+    };
     for (const auto& edge : stage.edges) {
-      needs.push_back(absl::StrCat(StageLabel(graph.stages[edge.stage]), " (",
-                                   graph::EdgeKindName(edge.kind), ")"));
+      add(absl::StrCat(StageLabel(graph.stages[edge.stage]), " (", graph::EdgeKindName(edge.kind),
+                       ")"));
     }
-    for (const auto& image : stage.external_images)
-      needs.push_back(absl::StrCat(image, " (image)"));
+    for (const auto& image : stage.external_images) add(absl::StrCat(image, " (image)"));
     std::string from = stage.base;
     if (!stage.platform.empty()) from = absl::StrCat(from, " [", stage.platform, "]");
     absl::StrAppendFormat(&out, "%-4d %-*s %-5d %-28s %s%s\n", stage.index, static_cast<int>(width),
