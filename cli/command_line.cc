@@ -49,6 +49,7 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
     const FlagSpec* spec = find(body, is_short);
     if (spec == nullptr) {
       std::vector<absl::string_view> names;
+      names.reserve(specs.size());
       for (const FlagSpec& s : specs) names.push_back(s.name);
       std::string message = absl::StrCat("unknown flag: ", arg.substr(0, arg.find('=')));
       message = dockerfile::WithSuggestion(message, body, names, /*case_sensitive=*/true);

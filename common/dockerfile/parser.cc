@@ -20,7 +20,7 @@ namespace {
 
 // bufio.Scanner's default limit: a physical line (with its newline) may not
 // exceed 64 KiB.
-constexpr size_t kMaxLineBytes = 64 * 1024;
+constexpr size_t kMaxLineBytes = size_t{64} * 1024;
 
 // ONBUILD triggers nest recursively in the reference (`ONBUILD ONBUILD RUN x`
 // parses; the instruction layer then rejects the chain). Deeper nesting than
