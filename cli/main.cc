@@ -1,8 +1,9 @@
 // stagefarm: the client. Subcommands today:
 //   stagefarm dockerfile parse [--dump] FILE
-//   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--format text|json]
-//   CONTEXT
+//   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--platform P]
+//                  [--format text|json|dot] CONTEXT
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -108,6 +109,20 @@ int DockerfileParse(const std::vector<std::string>& args) {
   return 0;
 }
 
+// `--build-arg NAME` without a value takes $NAME from this process's
+// environment, and is dropped when that is unset (as buildx does).
+std::vector<std::string> ResolveBuildArgs(const std::vector<std::string>& given) {
+  std::vector<std::string> out;
+  for (const std::string& arg : given) {
+    if (arg.find('=') != std::string::npos) {
+      out.push_back(arg);
+    } else if (const char* value = std::getenv(arg.c_str())) {
+      out.push_back(absl::StrCat(arg, "=", value));
+    }
+  }
+  return out;
+}
+
 int Plan(const std::vector<std::string>& args) {
   ParsedArgs parsed;
   if (auto stop =
@@ -116,13 +131,14 @@ int Plan(const std::vector<std::string>& args) {
                         {"target", "", true, false, "stage to build (default: the last one)"},
                         {"build-arg", "", true, true, "set a build-time variable (K=V)"},
                         {"platform", "", true, false, "target platform (default: this machine's)"},
-                        {"format", "", true, false, "text or json"}},
+                        {"format", "", true, false, "text, json or dot"}},
                        "CONTEXT", parsed)) {
     return *stop;
   }
   const std::string format = parsed.Get("format", "text");
-  if (format != "text" && format != "json") {
-    return Fail(absl::StrCat("--format must be text or json, not \"", format, "\""), kExitUsage);
+  if (format != "text" && format != "json" && format != "dot") {
+    return Fail(absl::StrCat("--format must be text, json or dot, not \"", format, "\""),
+                kExitUsage);
   }
   const std::string context = parsed.positional[0];
   const std::string file = parsed.Get("file", absl::StrCat(context, "/Dockerfile"));
@@ -135,11 +151,20 @@ int Plan(const std::vector<std::string>& args) {
   absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*ast, file);
   if (!staged.ok()) return Fail(staged.status().message());
 
+  graph::PlanOptions options;
+  options.filename = file;
+  options.build_args = ResolveBuildArgs(parsed.All("build-arg"));
+  options.target = parsed.Get("target");
+  options.platform = parsed.Get("platform");
   absl::StatusOr<graph::StageGraph> stage_graph =
-      graph::BuildStageGraph(*staged, ast->directives.escape_token, parsed.All("build-arg"),
-                             parsed.Get("target"), file, parsed.Get("platform"));
+      graph::BuildStageGraph(*staged, ast->directives.escape_token, options);
   if (!stage_graph.ok()) return Fail(stage_graph.status().message());
-  const std::string out = format == "json" ? PlanJson(*stage_graph) : PlanText(*stage_graph);
+  for (const std::string& warning : stage_graph->warnings) {
+    std::fprintf(stderr, "%s\n", warning.c_str());
+  }
+  const std::string out = format == "json"  ? PlanJson(*stage_graph)
+                          : format == "dot" ? PlanDot(*stage_graph)
+                                            : PlanText(*stage_graph);
   std::fwrite(out.data(), 1, out.size(), stdout);
   return 0;
 }

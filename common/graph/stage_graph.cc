@@ -1,82 +1,682 @@
 #include "common/graph/stage_graph.h"
 
-#include <sys/utsname.h>
-
+#include <algorithm>
+#include <deque>
+#include <optional>
+#include <utility>
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "common/dockerfile/run_flags.h"
-#include "common/dockerfile/shell_lexer.h"
+#include "common/dockerfile/dockerignore.h"
+#include "common/dockerfile/parser.h"
+#include "common/dockerfile/suggestion.h"
+#include "common/graph/stage_scope.h"
 
 namespace stagefarm::graph {
 namespace {
 
+using dockerfile::Instruction;
 using dockerfile::ShellEnv;
 using dockerfile::ShellLexer;
+using dockerfile::SourceRange;
 
-absl::Status At(absl::string_view filename, int line, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(filename, ":", line, ": ", message));
+// What a --from or from= value refers to.
+struct Origin {
+  enum class Kind { kContext, kStage, kImage, kScratch };
+  Kind kind = Kind::kContext;
+  int stage = -1;
+  oci::ImageRef image;
+};
+
+// One instruction of a stage, with its references resolved.
+struct Command {
+  const Instruction* instruction = nullptr;
+  SourceRange location;
+  bool onbuild = false;
+  Origin copy_from;                // COPY --from
+  std::vector<Origin> mount_from;  // RUN: one per --mount, in order
+};
+
+std::string Lines(const SourceRange& range) {
+  return range.end_line > range.start_line ? absl::StrCat(range.start_line, "-", range.end_line)
+                                           : absl::StrCat(range.start_line);
 }
 
-// Sets <prefix>PLATFORM, <prefix>OS, <prefix>ARCH and <prefix>VARIANT from
-// "os/arch[/variant]".
-void SetPlatformArgs(absl::string_view prefix, absl::string_view platform, ShellEnv& env) {
-  std::vector<std::string> parts = absl::StrSplit(platform, '/');
-  parts.resize(3);
-  env.Set(absl::StrCat(prefix, "PLATFORM"), platform);
-  env.Set(absl::StrCat(prefix, "OS"), parts[0]);
-  env.Set(absl::StrCat(prefix, "ARCH"), parts[1]);
-  env.Set(absl::StrCat(prefix, "VARIANT"), parts[2]);
-}
-
-// The global scope FROM lines see: the automatic platform args, then the meta
-// ARGs in order, each default expanded against what came before, overridden
-// by --build-arg.
-absl::StatusOr<ShellEnv> MetaArgScope(const dockerfile::StagedDockerfile& dockerfile,
-                                      const ShellLexer& lexer,
-                                      const std::vector<std::string>& build_args,
-                                      absl::string_view filename,
-                                      absl::string_view target_platform) {
-  absl::flat_hash_map<std::string, std::string> overrides;
-  for (const std::string& kv : build_args) {
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos) continue;
-    overrides[kv.substr(0, eq)] = kv.substr(eq + 1);
+// Go's strconv.Atoi accepting the value: an optional sign and decimal digits
+// that fit an int.
+std::optional<int> StageIndex(absl::string_view value) {
+  absl::string_view digits = value;
+  if (!digits.empty() && (digits[0] == '+' || digits[0] == '-')) digits.remove_prefix(1);
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
+    return std::nullopt;
   }
-  ShellEnv env;
-  SetPlatformArgs("BUILD", HostPlatform(), env);
-  SetPlatformArgs("TARGET", target_platform.empty() ? HostPlatform() : target_platform, env);
-  for (const dockerfile::Arg& arg : dockerfile.meta_args) {
-    for (const dockerfile::ArgDefinition& def : arg.args) {
-      if (auto it = overrides.find(def.key); it != overrides.end()) {
-        env.Set(def.key, it->second);
-        continue;
+  int index = 0;
+  if (!absl::SimpleAtoi(value, &index)) return std::nullopt;
+  return index;
+}
+
+// The raw `from` field of a --mount value (already checked to be valid CSV
+// without variables in `from`); empty when there is none. The last one wins,
+// as in the reference's parser.
+std::string MountFrom(absl::string_view spec) {
+  std::string from;
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    std::string field;
+    if (pos < spec.size() && spec[pos] == '"') {
+      ++pos;
+      while (pos < spec.size()) {
+        if (spec[pos] == '"') {
+          if (pos + 1 < spec.size() && spec[pos + 1] == '"') {
+            field += '"';
+            pos += 2;
+            continue;
+          }
+          ++pos;
+          break;
+        }
+        field += spec[pos++];
       }
-      if (!def.value) continue;
-      absl::StatusOr<std::string> value = lexer.ProcessWord(*def.value, env);
-      if (!value.ok()) return At(filename, arg.location.start_line, value.status().message());
-      env.Set(def.key, *value);
+    }
+    const size_t comma = spec.find(',', pos);
+    absl::StrAppend(
+        &field,
+        spec.substr(pos, comma == absl::string_view::npos ? absl::string_view::npos : comma - pos));
+    const size_t eq = field.find('=');
+    if (eq != std::string::npos && absl::AsciiStrToLower(field.substr(0, eq)) == "from") {
+      from = field.substr(eq + 1);
+    }
+    if (comma == absl::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return from;
+}
+
+bool IsRemoteSource(absl::string_view src) {
+  return absl::StartsWith(src, "http://") || absl::StartsWith(src, "https://") ||
+         absl::StartsWith(src, "git@") || absl::StartsWith(src, "git://") ||
+         absl::StartsWith(src, "ssh://");
+}
+
+std::string CleanAbsolute(absl::string_view path) {
+  return dockerfile::CleanPath(absl::StrCat("/", path));
+}
+
+// One stage while the graph is built.
+struct StageState {
+  const dockerfile::Stage* stage = nullptr;
+  std::vector<Command> commands;
+  bool triggers_added = false;
+  std::optional<StageScope> scope;  // after planning, for the stages built FROM it
+};
+
+class Planner {
+ public:
+  Planner(const dockerfile::StagedDockerfile& dockerfile, char escape_token,
+          const PlanOptions& options)
+      : dockerfile_(dockerfile), options_(options), lexer_(escape_token) {}
+
+  absl::StatusOr<StageGraph> Run() {
+    if (dockerfile_.stages.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(options_.filename, ": dockerfile contains no stages to build"));
+    }
+    absl::StatusOr<BuildArgs> build_args = BuildArgs::Parse(options_.build_args);
+    if (!build_args.ok()) return build_args.status();
+    build_args_ = *std::move(build_args);
+
+    graph_.build_platform = oci::HostPlatform();
+    graph_.target_platform = graph_.build_platform;
+    if (!options_.platform.empty()) {
+      absl::StatusOr<oci::Platform> platform = oci::ParsePlatform(options_.platform);
+      if (!platform.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("invalid platform ", options_.platform, ": ",
+                                                       platform.status().message()));
+      }
+      graph_.target_platform = *std::move(platform);
+    }
+    const std::string target_stage =
+        options_.target.empty() ? dockerfile_.stages.back().name() : options_.target;
+    absl::StatusOr<ShellEnv> global = GlobalScope(
+        dockerfile_.meta_args, lexer_,
+        AutomaticArgs(graph_.build_platform, graph_.target_platform, target_stage, build_args_),
+        build_args_, options_.filename);
+    if (!global.ok()) return global.status();
+    global_ = *std::move(global);
+    graph_.proxy_env = build_args_.ProxyEnv();
+
+    if (absl::Status s = ResolveStages(); !s.ok()) return s;
+    if (absl::Status s = ResolveTarget(); !s.ok()) return s;
+    for (size_t i = 0; i < states_.size(); ++i) {
+      states_[i].commands.reserve(states_[i].stage->commands.size());
+      for (const Instruction& instruction : states_[i].stage->commands) {
+        const SourceRange& location = dockerfile::BaseOf(instruction).location;
+        if (absl::Status s = AddCommand(static_cast<int>(i), instruction, location, false);
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+    if (absl::Status s = CheckCycles(); !s.ok()) return s;
+    if (absl::Status s = MarkNeeded(); !s.ok()) return s;
+    if (absl::Status s = CheckForwardReferences(); !s.ok()) return s;
+    Summarize();
+    for (size_t i = 0; i < states_.size(); ++i) {
+      if (!graph_.stages[i].needed) continue;
+      if (absl::Status s = PlanStage(static_cast<int>(i)); !s.ok()) return s;
+    }
+    declared_args_.insert(meta_arg_names_.begin(), meta_arg_names_.end());
+    if (std::string warning = UnconsumedWarning(build_args_.Unconsumed(declared_args_));
+        !warning.empty()) {
+      graph_.warnings.push_back(std::move(warning));
+    }
+    return std::move(graph_);
+  }
+
+ private:
+  absl::Status At(const SourceRange& location, absl::string_view message) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options_.filename, ":", Lines(location), ": ", message));
+  }
+  absl::Status At(int line, absl::string_view message) const {
+    return At(SourceRange{line, line}, message);
+  }
+
+  // BuildKit's name for a stage in messages: its name, or stage-N.
+  std::string DisplayName(int index) const {
+    const std::string& name = graph_.stages[index].name;
+    return name.empty() ? absl::StrCat("stage-", index) : name;
+  }
+
+  std::optional<int> StageNamed(absl::string_view name) const {
+    auto it = by_name_.find(absl::AsciiStrToLower(name));
+    if (it == by_name_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  std::vector<absl::string_view> StageNames() const {
+    std::vector<absl::string_view> names;
+    for (const PlannedStage& stage : graph_.stages) {
+      if (!stage.name.empty()) names.push_back(stage.name);
+    }
+    return names;
+  }
+
+  // The external image `ref` names, or BuildKit's error for it (with a hint
+  // when it is close to a stage name).
+  absl::StatusOr<oci::ImageRef> Image(absl::string_view ref, const SourceRange& location) const {
+    absl::StatusOr<oci::ImageRef> image = oci::ParseImageRef(ref);
+    if (!image.ok()) {
+      return At(location,
+                dockerfile::WithSuggestion(absl::StrCat("failed to parse stage name \"", ref,
+                                                        "\": ", image.status().message()),
+                                           ref, StageNames(), /*case_sensitive=*/false));
+    }
+    return image;
+  }
+
+  // Names, bases and platforms of every stage, from the FROM lines.
+  absl::Status ResolveStages() {
+    for (const dockerfile::Arg& arg : dockerfile_.meta_args) {
+      for (const dockerfile::ArgDefinition& def : arg.args) meta_arg_names_.insert(def.key);
+    }
+    const int count = static_cast<int>(dockerfile_.stages.size());
+    states_.resize(count);
+    graph_.stages.resize(count);
+    for (int i = 0; i < count; ++i) {
+      const dockerfile::Stage& stage = dockerfile_.stages[i];
+      const SourceRange& location = stage.from.location;
+      PlannedStage& planned = graph_.stages[i];
+      states_[i].stage = &stage;
+      planned.index = i;
+      planned.name = stage.name();
+      planned.line = location.start_line;
+      planned.instruction_count = stage.commands.size();
+      if (!planned.name.empty()) {
+        auto [it, inserted] = by_name_.emplace(planned.name, i);
+        if (!inserted) {
+          return At(location,
+                    absl::StrCat("duplicate stage name \"", planned.name,
+                                 "\": already defined at line ", graph_.stages[it->second].line));
+        }
+      }
+      absl::StatusOr<std::string> base = ExpandWord(lexer_, stage.from.base_name, global_);
+      if (!base.ok()) return At(location, base.status().message());
+      if (base->empty()) {
+        return At(location,
+                  absl::StrCat("base name (", stage.from.base_name, ") should not be blank"));
+      }
+      planned.base_name = *std::move(base);
+      if (!stage.from.platform.empty()) {
+        absl::StatusOr<std::string> platform = ExpandWord(lexer_, stage.from.platform, global_);
+        if (!platform.ok()) {
+          return At(location, absl::StrCat("failed to process arguments for platform ",
+                                           stage.from.platform, ": ", platform.status().message()));
+        }
+        if (platform->empty()) {
+          return At(location,
+                    absl::StrCat("empty platform value from expression ", stage.from.platform));
+        }
+        absl::StatusOr<oci::Platform> parsed = oci::ParsePlatform(*platform);
+        if (!parsed.ok()) {
+          return At(location, absl::StrCat("failed to parse platform ", stage.from.platform, ": ",
+                                           parsed.status().message()));
+        }
+        planned.platform = *std::move(parsed);
+      } else {
+        planned.platform = graph_.target_platform;
+      }
+    }
+    // Bases, once every name is known: a stage (any case), scratch, or an image.
+    for (int i = 0; i < count; ++i) {
+      PlannedStage& planned = graph_.stages[i];
+      const SourceRange& location = dockerfile_.stages[i].from.location;
+      if (std::optional<int> stage = StageNamed(planned.base_name); stage && *stage != i) {
+        planned.base.kind = StageBase::Kind::kStage;
+        planned.base.stage = *stage;
+        planned.edges.push_back({*stage, EdgeKind::kFrom, location.start_line, false});
+        if (*stage < i) planned.platform = graph_.stages[*stage].platform;
+      } else if (planned.base_name == "scratch") {
+        planned.base.kind = StageBase::Kind::kScratch;
+        planned.platform = graph_.target_platform;
+      } else {
+        absl::StatusOr<oci::ImageRef> image = Image(planned.base_name, location);
+        if (!image.ok()) return image.status();
+        planned.base.kind = StageBase::Kind::kImage;
+        planned.base.image = *std::move(image);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ResolveTarget() {
+    if (options_.target.empty()) {
+      graph_.target = static_cast<int>(graph_.stages.size()) - 1;
+      return absl::OkStatus();
+    }
+    std::optional<int> target = StageNamed(options_.target);
+    if (!target) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          options_.filename, ": ",
+          dockerfile::WithSuggestion(
+              absl::StrCat("target stage \"", options_.target, "\" could not be found"),
+              options_.target, StageNames(), /*case_sensitive=*/false)));
+    }
+    graph_.target = *target;
+    return absl::OkStatus();
+  }
+
+  // A --from / from= value: a stage by name (and, for COPY, by index),
+  // scratch, or an image.
+  absl::StatusOr<Origin> ResolveFrom(absl::string_view from, bool allow_index,
+                                     const SourceRange& location) const {
+    Origin origin;
+    if (std::optional<int> index = allow_index ? StageIndex(from) : std::nullopt) {
+      if (*index < 0 || *index >= static_cast<int>(graph_.stages.size())) {
+        return At(location, absl::StrCat("invalid stage index ", *index));
+      }
+      origin.kind = Origin::Kind::kStage;
+      origin.stage = *index;
+    } else if (std::optional<int> stage = StageNamed(from)) {
+      origin.kind = Origin::Kind::kStage;
+      origin.stage = *stage;
+    } else if (from == "scratch") {
+      origin.kind = Origin::Kind::kScratch;
+    } else {
+      absl::StatusOr<oci::ImageRef> image = Image(from, location);
+      if (!image.ok()) return image.status();
+      origin.kind = Origin::Kind::kImage;
+      origin.image = *std::move(image);
+    }
+    return origin;
+  }
+
+  // Appends an instruction to stage `index`, with the edges it adds.
+  absl::Status AddCommand(int index, const Instruction& instruction, const SourceRange& location,
+                          bool onbuild) {
+    Command command{&instruction, location, onbuild, {}, {}};
+    PlannedStage& planned = graph_.stages[index];
+    auto add_edge = [&](const Origin& origin, EdgeKind kind) {
+      if (origin.kind == Origin::Kind::kStage) {
+        planned.edges.push_back({origin.stage, kind, location.start_line, onbuild});
+      }
+    };
+    if (const auto* copy = std::get_if<dockerfile::Copy>(&instruction);
+        copy && !copy->from.empty()) {
+      absl::StatusOr<std::string> literal =
+          ExpandWord(lexer_, copy->from, [](absl::string_view) { return std::nullopt; });
+      if (!literal.ok() || *literal != copy->from) {
+        return At(location,
+                  "variable expansion is not supported for --from, define a new stage with FROM "
+                  "using ARG from global scope as a workaround");
+      }
+      absl::StatusOr<Origin> origin = ResolveFrom(copy->from, /*allow_index=*/true, location);
+      if (!origin.ok()) return origin.status();
+      command.copy_from = *std::move(origin);
+      add_edge(command.copy_from, EdgeKind::kCopyFrom);
+    }
+    if (const auto* run = std::get_if<dockerfile::Run>(&instruction)) {
+      for (const std::string& spec : run->mounts) {
+        const std::string from = MountFrom(spec);
+        Origin origin;
+        if (!from.empty()) {
+          absl::StatusOr<Origin> resolved = ResolveFrom(from, /*allow_index=*/false, location);
+          if (!resolved.ok()) return resolved.status();
+          origin = *std::move(resolved);
+          add_edge(origin, EdgeKind::kMountFrom);
+        }
+        command.mount_from.push_back(std::move(origin));
+      }
+    }
+    states_[index].commands.push_back(std::move(command));
+    return absl::OkStatus();
+  }
+
+  // A cycle through any edges, needed or not, as BuildKit checks every stage.
+  absl::Status CheckCycles() const {
+    enum class Mark { kNone, kActive, kDone };
+    std::vector<Mark> marks(graph_.stages.size(), Mark::kNone);
+    for (size_t root = 0; root < graph_.stages.size(); ++root) {
+      if (marks[root] != Mark::kNone) continue;
+      std::vector<std::pair<int, size_t>> stack = {{static_cast<int>(root), 0}};
+      marks[root] = Mark::kActive;
+      while (!stack.empty()) {
+        auto& [node, next] = stack.back();
+        const std::vector<StageEdge>& edges = graph_.stages[node].edges;
+        if (next == edges.size()) {
+          marks[node] = Mark::kDone;
+          stack.pop_back();
+          continue;
+        }
+        const StageEdge& edge = edges[next++];
+        if (marks[edge.stage] == Mark::kActive) {
+          return At(edge.line, absl::StrCat("circular dependency detected on stage: ",
+                                            DisplayName(edge.stage)));
+        }
+        if (marks[edge.stage] == Mark::kNone) {
+          marks[edge.stage] = Mark::kActive;
+          stack.push_back({edge.stage, 0});
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The ONBUILD trigger expressions a stage runs first: its base stage's
+  // ONBUILD instructions, or its base image's triggers.
+  std::vector<std::string> TriggerExpressions(int index) const {
+    const PlannedStage& planned = graph_.stages[index];
+    std::vector<std::string> triggers;
+    if (planned.base.kind == StageBase::Kind::kStage) {
+      for (const Instruction& instruction : dockerfile_.stages[planned.base.stage].commands) {
+        if (const auto* onbuild = std::get_if<dockerfile::Onbuild>(&instruction)) {
+          triggers.push_back(onbuild->expression);
+        }
+      }
+    } else if (planned.base.kind == StageBase::Kind::kImage && options_.image_config) {
+      if (std::optional<ImageConfig> config =
+              options_.image_config(planned.base.image, planned.platform)) {
+        triggers = std::move(config->onbuild);
+      }
+    }
+    return triggers;
+  }
+
+  // Parses a stage's triggers and puts them before its own instructions.
+  absl::Status AddTriggers(int index) {
+    StageState& state = states_[index];
+    state.triggers_added = true;
+    const std::vector<std::string> triggers = TriggerExpressions(index);
+    if (triggers.empty()) return absl::OkStatus();
+    const SourceRange location = state.stage->from.location;
+    std::vector<Command> own = std::move(state.commands);
+    state.commands.clear();
+    for (const std::string& expression : triggers) {
+      auto fail = [&](absl::string_view message) {
+        return At(location, absl::StrCat("ONBUILD trigger \"", expression, "\": ", message));
+      };
+      absl::StatusOr<dockerfile::ParseResult> ast = dockerfile::Parse(expression, "");
+      if (!ast.ok()) {
+        // Drop the parser's ":LINE: " location, which is inside the trigger.
+        absl::string_view message = ast.status().message();
+        if (absl::StartsWith(message, ":")) message.remove_prefix(message.find(": ") + 2);
+        return fail(message);
+      }
+      if (ast->children.size() != 1) return fail("onbuild trigger should be a single expression");
+      absl::StatusOr<Instruction> instruction = dockerfile::ParseInstruction(ast->children[0]);
+      if (!instruction.ok()) return fail(instruction.status().message());
+      if (std::holds_alternative<dockerfile::From>(*instruction)) {
+        return fail("FROM isn't allowed as an ONBUILD trigger");
+      }
+      std::visit([&location](auto& typed) { typed.location = location; }, *instruction);
+      triggers_.push_back(*std::move(instruction));
+      if (absl::Status s = AddCommand(index, triggers_.back(), location, true); !s.ok()) return s;
+    }
+    graph_.stages[index].instruction_count = state.commands.size() + own.size();
+    for (Command& command : own) state.commands.push_back(std::move(command));
+    return absl::OkStatus();
+  }
+
+  // Marks what the target needs, adding the triggers of each needed stage
+  // (which may need more stages) until nothing changes.
+  absl::Status MarkNeeded() {
+    bool trigger_edges = false;
+    while (true) {
+      for (PlannedStage& stage : graph_.stages) stage.needed = false;
+      std::vector<int> stack = {graph_.target};
+      graph_.stages[graph_.target].needed = true;
+      while (!stack.empty()) {
+        const int node = stack.back();
+        stack.pop_back();
+        for (const StageEdge& edge : graph_.stages[node].edges) {
+          if (!graph_.stages[edge.stage].needed) {
+            graph_.stages[edge.stage].needed = true;
+            stack.push_back(edge.stage);
+          }
+        }
+      }
+      bool changed = false;
+      for (size_t i = 0; i < states_.size(); ++i) {
+        if (!graph_.stages[i].needed || states_[i].triggers_added) continue;
+        const size_t edges_before = graph_.stages[i].edges.size();
+        if (absl::Status s = AddTriggers(static_cast<int>(i)); !s.ok()) return s;
+        if (graph_.stages[i].edges.size() != edges_before) changed = trigger_edges = true;
+      }
+      if (!changed) break;
+    }
+    return trigger_edges ? CheckCycles() : absl::OkStatus();
+  }
+
+  // A needed stage may only read earlier stages (the reference fails at
+  // dispatch, when the later stage has not been built yet).
+  absl::Status CheckForwardReferences() const {
+    for (size_t i = 0; i < states_.size(); ++i) {
+      const PlannedStage& planned = graph_.stages[i];
+      if (!planned.needed) continue;
+      const std::string current = DisplayName(static_cast<int>(i));
+      if (planned.base.kind == StageBase::Kind::kStage && planned.base.stage > planned.index) {
+        return At(planned.line,
+                  absl::StrCat("base stage \"", planned.base_name,
+                               "\" needs to be defined before current stage \"", current, "\""));
+      }
+      for (const Command& command : states_[i].commands) {
+        if (command.copy_from.kind == Origin::Kind::kStage &&
+            command.copy_from.stage > planned.index) {
+          return At(
+              command.location,
+              absl::StrCat("cannot copy from stage \"",
+                           std::get<dockerfile::Copy>(*command.instruction).from,
+                           "\", it needs to be defined before current stage \"", current, "\""));
+        }
+        for (const Origin& origin : command.mount_from) {
+          if (origin.kind == Origin::Kind::kStage && origin.stage > planned.index) {
+            return At(
+                command.location,
+                absl::StrCat("cannot mount from stage \"", DisplayName(origin.stage),
+                             "\", it needs to be defined before current stage \"", current, "\""));
+          }
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Dependencies, external images and waves.
+  void Summarize() {
+    std::vector<int> wave(graph_.stages.size(), 0);
+    for (size_t i = 0; i < states_.size(); ++i) {
+      PlannedStage& planned = graph_.stages[i];
+      for (const StageEdge& edge : planned.edges) planned.deps.push_back(edge.stage);
+      std::sort(planned.deps.begin(), planned.deps.end());
+      planned.deps.erase(std::unique(planned.deps.begin(), planned.deps.end()), planned.deps.end());
+      for (const Command& command : states_[i].commands) {
+        if (command.copy_from.kind == Origin::Kind::kImage) {
+          planned.images.push_back(command.copy_from.image);
+        }
+        for (const Origin& origin : command.mount_from) {
+          if (origin.kind == Origin::Kind::kImage) planned.images.push_back(origin.image);
+        }
+      }
+      std::sort(planned.images.begin(), planned.images.end());
+      planned.images.erase(std::unique(planned.images.begin(), planned.images.end()),
+                           planned.images.end());
+      if (!planned.needed) continue;
+      for (int dep : planned.deps) wave[i] = std::max(wave[i], wave[dep] + 1);  // deps are earlier
+      if (graph_.waves.size() <= static_cast<size_t>(wave[i])) graph_.waves.resize(wave[i] + 1);
+      graph_.waves[wave[i]].push_back(static_cast<int>(i));
     }
   }
-  return env;
-}
+
+  // What an instruction reads besides its own stage.
+  static std::vector<Source> Reads(const Command& command, const ExpandedInstruction& expanded) {
+    std::vector<Source> reads;
+    auto read = [&reads](const Origin& origin, absl::string_view path) {
+      Source source;
+      switch (origin.kind) {
+        case Origin::Kind::kScratch:
+          return;
+        case Origin::Kind::kContext:
+          source.kind = SourceKind::kContext;
+          break;
+        case Origin::Kind::kStage:
+          source.kind = SourceKind::kStage;
+          source.stage = origin.stage;
+          break;
+        case Origin::Kind::kImage:
+          source.kind = SourceKind::kImage;
+          source.image = origin.image;
+          break;
+      }
+      source.path = CleanAbsolute(path);
+      reads.push_back(std::move(source));
+    };
+    if (const auto* copy = std::get_if<dockerfile::Copy>(&expanded.instruction)) {
+      for (const std::string& src : copy->files.source_paths) read(command.copy_from, src);
+    } else if (const auto* add = std::get_if<dockerfile::Add>(&expanded.instruction)) {
+      for (const std::string& src : add->files.source_paths) {
+        if (IsRemoteSource(src)) {
+          reads.push_back({SourceKind::kUrl, -1, {}, src});
+        } else {
+          read(Origin{}, src);
+        }
+      }
+    } else {
+      for (size_t k = 0; k < expanded.mounts.size(); ++k) {
+        const dockerfile::Mount& mount = expanded.mounts[k];
+        const Origin& origin = command.mount_from[k];
+        if (mount.type == dockerfile::MountType::kBind ||
+            (mount.type == dockerfile::MountType::kCache &&
+             origin.kind != Origin::Kind::kContext)) {
+          read(origin, mount.source);
+        }
+      }
+    }
+    return reads;
+  }
+
+  // Expands every instruction of a needed stage in order, tracking its scope.
+  absl::Status PlanStage(int index) {
+    PlannedStage& planned = graph_.stages[index];
+    StageState& state = states_[index];
+    StageScope scope;
+    if (planned.base.kind == StageBase::Kind::kStage) {
+      scope = *states_[planned.base.stage].scope;  // earlier and needed, so planned
+    } else {
+      std::vector<std::string> image_env;
+      if (planned.base.kind == StageBase::Kind::kImage && options_.image_config) {
+        if (std::optional<ImageConfig> config =
+                options_.image_config(planned.base.image, planned.platform)) {
+          image_env = std::move(config->env);
+        }
+      }
+      scope = StageScope::ForImage(image_env, planned.platform);
+    }
+    planned.instructions.reserve(state.commands.size());
+    planned.context_paths.reserve(state.commands.size());
+    for (const Command& command : state.commands) {
+      PlannedInstruction out;
+      out.location = command.location;
+      out.onbuild = command.onbuild;
+      out.platform = planned.platform;
+      out.env = scope.EnvSnapshot();
+      out.args = scope.ArgsSnapshot();
+      ExpandedInstruction expanded;
+      if (const auto* arg = std::get_if<dockerfile::Arg>(command.instruction)) {
+        absl::StatusOr<dockerfile::Arg> resolved =
+            scope.ApplyArg(*arg, build_args_, global_, lexer_);
+        if (!resolved.ok()) return At(command.location, resolved.status().message());
+        for (const dockerfile::ArgDefinition& def : arg->args) declared_args_.insert(def.key);
+        expanded.instruction = *std::move(resolved);
+      } else {
+        absl::StatusOr<ExpandedInstruction> result =
+            Expand(*command.instruction, lexer_, scope.env());
+        if (!result.ok()) return At(command.location, result.status().message());
+        expanded = *std::move(result);
+        if (const auto* env = std::get_if<dockerfile::Env>(&expanded.instruction)) {
+          scope.ApplyEnv(*env);
+        }
+      }
+      out.text = NormalizedText(expanded.instruction, expanded.mounts);
+      out.reads = Reads(command, expanded);
+      for (const Source& source : out.reads) {
+        if (source.kind == SourceKind::kContext) planned.context_paths.push_back(source.path);
+        if (source.kind == SourceKind::kStage)
+          planned.stage_reads.push_back({source.stage, source.path});
+      }
+      out.instruction = std::move(expanded.instruction);
+      out.mounts = std::move(expanded.mounts);
+      planned.instructions.push_back(std::move(out));
+    }
+    std::sort(planned.context_paths.begin(), planned.context_paths.end());
+    planned.context_paths.erase(
+        std::unique(planned.context_paths.begin(), planned.context_paths.end()),
+        planned.context_paths.end());
+    std::sort(planned.stage_reads.begin(), planned.stage_reads.end());
+    planned.stage_reads.erase(std::unique(planned.stage_reads.begin(), planned.stage_reads.end()),
+                              planned.stage_reads.end());
+    state.scope = std::move(scope);
+    return absl::OkStatus();
+  }
+
+  const dockerfile::StagedDockerfile& dockerfile_;
+  const PlanOptions& options_;
+  const ShellLexer lexer_;
+  BuildArgs build_args_;
+  ShellEnv global_;
+  StageGraph graph_;
+  std::vector<StageState> states_;
+  absl::flat_hash_map<std::string, int> by_name_;
+  std::deque<Instruction> triggers_;  // parsed ONBUILD triggers; stable addresses
+  absl::flat_hash_set<std::string> meta_arg_names_;
+  absl::flat_hash_set<std::string> declared_args_;
+};
 
 }  // namespace
-
-std::string HostPlatform() {
-  struct utsname name;
-  std::string arch = uname(&name) == 0 ? name.machine : "x86_64";
-  if (arch == "x86_64") return "linux/amd64";
-  if (arch == "aarch64") return "linux/arm64";
-  if (arch == "armv7l") return "linux/arm/v7";
-  if (arch == "armv6l") return "linux/arm/v6";
-  if (arch == "i686" || arch == "i386") return "linux/386";
-  return absl::StrCat("linux/", arch);  // ppc64le, s390x, riscv64 keep their names
-}
 
 absl::string_view EdgeKindName(EdgeKind kind) {
   switch (kind) {
@@ -91,143 +691,8 @@ absl::string_view EdgeKindName(EdgeKind kind) {
 }
 
 absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& dockerfile,
-                                           char escape_token,
-                                           const std::vector<std::string>& build_args,
-                                           absl::string_view target, absl::string_view filename,
-                                           absl::string_view target_platform) {
-  if (dockerfile.stages.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(filename, ": dockerfile contains no stages to build"));
-  }
-  const ShellLexer lexer(escape_token);
-  absl::StatusOr<ShellEnv> scope =
-      MetaArgScope(dockerfile, lexer, build_args, filename, target_platform);
-  if (!scope.ok()) return scope.status();
-
-  StageGraph graph;
-  absl::flat_hash_map<std::string, int> by_name;
-  for (size_t i = 0; i < dockerfile.stages.size(); ++i) {
-    const dockerfile::Stage& stage = dockerfile.stages[i];
-    PlannedStage planned;
-    planned.index = static_cast<int>(i);
-    planned.name = stage.name();
-    planned.line = stage.from.location.start_line;
-    planned.instructions = stage.commands.size();
-    if (!planned.name.empty() && !by_name.emplace(planned.name, planned.index).second) {
-      return At(filename, planned.line,
-                absl::StrCat("duplicate stage name \"", planned.name, "\""));
-    }
-    absl::StatusOr<std::string> base = lexer.ProcessWord(stage.from.base_name, *scope);
-    if (!base.ok()) return At(filename, planned.line, base.status().message());
-    if (base->empty()) {
-      return At(filename, planned.line,
-                absl::StrCat("base name (", stage.from.base_name, ") should not be blank"));
-    }
-    planned.base = *std::move(base);
-    if (!stage.from.platform.empty()) {
-      absl::StatusOr<std::string> platform = lexer.ProcessWord(stage.from.platform, *scope);
-      if (!platform.ok()) return At(filename, planned.line, platform.status().message());
-      planned.platform = *std::move(platform);
-    }
-    graph.stages.push_back(std::move(planned));
-  }
-
-  // A reference names a stage when it matches a stage name (any position) or
-  // is the index of an earlier stage.
-  auto resolve = [&](absl::string_view ref, int current,
-                     int line) -> absl::StatusOr<std::optional<int>> {
-    const std::string lower = absl::AsciiStrToLower(ref);
-    if (auto it = by_name.find(lower); it != by_name.end()) return std::optional<int>(it->second);
-    int index = 0;
-    if (absl::SimpleAtoi(ref, &index)) {
-      if (index < 0 || index >= current) {
-        return At(
-            filename, line,
-            absl::StrCat("invalid stage index ", ref, ": only earlier stages can be referenced"));
-      }
-      return std::optional<int>(index);
-    }
-    return std::optional<int>();
-  };
-
-  for (size_t i = 0; i < dockerfile.stages.size(); ++i) {
-    const dockerfile::Stage& stage = dockerfile.stages[i];
-    PlannedStage& planned = graph.stages[i];
-    const int current = static_cast<int>(i);
-    if (auto it = by_name.find(absl::AsciiStrToLower(planned.base));
-        it != by_name.end() && it->second != current) {
-      planned.base_is_stage = true;
-      planned.edges.push_back({it->second, EdgeKind::kFrom, planned.line});
-    }
-    auto add_from = [&](absl::string_view ref, EdgeKind kind, int line) -> absl::Status {
-      absl::StatusOr<std::optional<int>> resolved = resolve(ref, current, line);
-      if (!resolved.ok()) return resolved.status();
-      if (*resolved) {
-        planned.edges.push_back({**resolved, kind, line});
-      } else {
-        planned.external_images.emplace_back(ref);
-      }
-      return absl::OkStatus();
-    };
-    for (const dockerfile::Instruction& instruction : stage.commands) {
-      const int line = dockerfile::BaseOf(instruction).location.start_line;
-      if (const auto* copy = std::get_if<dockerfile::Copy>(&instruction);
-          copy && !copy->from.empty()) {
-        if (absl::Status s = add_from(copy->from, EdgeKind::kCopyFrom, line); !s.ok()) return s;
-      }
-      if (const auto* run = std::get_if<dockerfile::Run>(&instruction)) {
-        for (const std::string& spec : run->mounts) {
-          absl::StatusOr<dockerfile::Mount> mount = dockerfile::ParseMount(
-              spec, [](absl::string_view word) -> absl::StatusOr<std::string> {
-                return std::string(word);
-              });
-          if (!mount.ok()) return At(filename, line, mount.status().message());
-          if (mount->from.empty()) continue;
-          if (absl::Status s = add_from(mount->from, EdgeKind::kMountFrom, line); !s.ok()) return s;
-        }
-      }
-    }
-  }
-
-  if (target.empty()) {
-    graph.target = static_cast<int>(graph.stages.size()) - 1;
-  } else {
-    auto it = by_name.find(absl::AsciiStrToLower(target));
-    if (it == by_name.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(filename, ": target stage \"", target, "\" could not be found"));
-    }
-    graph.target = it->second;
-  }
-
-  // Depth-first from the target: marks what is needed and finds cycles.
-  enum class Mark { kNone, kActive, kDone };
-  std::vector<Mark> marks(graph.stages.size(), Mark::kNone);
-  std::vector<std::pair<int, size_t>> stack = {{graph.target, 0}};
-  marks[graph.target] = Mark::kActive;
-  while (!stack.empty()) {
-    auto& [node, next_edge] = stack.back();
-    PlannedStage& stage = graph.stages[node];
-    stage.needed = true;
-    if (next_edge == stage.edges.size()) {
-      marks[node] = Mark::kDone;
-      stack.pop_back();
-      continue;
-    }
-    const StageEdge& edge = stage.edges[next_edge++];
-    if (marks[edge.stage] == Mark::kActive) {
-      return At(
-          filename, edge.line,
-          absl::StrCat("circular dependency detected on stage: ",
-                       graph.stages[edge.stage].name.empty() ? absl::StrCat(edge.stage)
-                                                             : graph.stages[edge.stage].name));
-    }
-    if (marks[edge.stage] == Mark::kNone) {
-      marks[edge.stage] = Mark::kActive;
-      stack.push_back({edge.stage, 0});
-    }
-  }
-  return graph;
+                                           char escape_token, const PlanOptions& options) {
+  return Planner(dockerfile, escape_token, options).Run();
 }
 
 }  // namespace stagefarm::graph

@@ -23,9 +23,12 @@ struct Invocation {
   std::string output;  // stdout and stderr together
 };
 
-// Runs `stagefarm ARGS` through the shell; ARGS must be quoted by the caller.
-Invocation Stagefarm(const std::string& args) {
-  const std::string command = absl::StrCat(STAGEFARM_BINARY, " ", args, " 2>&1");
+// Runs `stagefarm ARGS` through the shell with `env` ("NAME=value ...")
+// prepended, stdout and stderr together; ARGS must be quoted by the caller
+// and may end with redirections of their own, which apply last.
+Invocation Stagefarm(const std::string& args, const std::string& env = "") {
+  const std::string command =
+      absl::StrCat(env, env.empty() ? "" : " ", STAGEFARM_BINARY, " 2>&1 ", args);
   Invocation run;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return run;
@@ -71,20 +74,69 @@ TEST(StagefarmCli, MisspeltFlagIsAUsageErrorWithAHint) {
   EXPECT_THAT(run.output, HasSubstr("unknown flag: --buidl-arg (did you mean --build-arg?)"));
 }
 
-TEST(StagefarmCli, PlanShowsStagesEdgesAndTarget) {
-  const Invocation run = Stagefarm("plan '" + kExamples + "/diamond'");
+TEST(StagefarmCli, PlanShowsStagesEdgesTargetAndWaves) {
+  const Invocation run = Stagefarm("plan --platform linux/amd64 '" + kExamples + "/diamond'");
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, HasSubstr("left (copy-from), right (copy-from)"));
-  EXPECT_THAT(run.output, HasSubstr("target: final"));
+  EXPECT_THAT(run.output, HasSubstr("target: final (#2) for linux/amd64"));
+  EXPECT_THAT(run.output, HasSubstr("  1: left, right\n  2: final\n"));
 }
 
 TEST(StagefarmCli, PlanTargetPrunesAndBuildArgsExpandFrom) {
   const Invocation run = Stagefarm("plan --format json --target left --build-arg BASE=debian:12 '" +
                                    kExamples + "/diamond'");
   EXPECT_EQ(run.exit_code, 0) << run.output;
-  EXPECT_THAT(run.output, HasSubstr("\"base\": \"debian:12\""));
+  EXPECT_THAT(run.output,
+              HasSubstr("\"base\": {\n        \"image\": \"docker.io/library/debian:12\""));
   EXPECT_THAT(run.output, HasSubstr("\"target\": 0"));
   EXPECT_THAT(run.output, HasSubstr("\"needed\": false"));
+  EXPECT_THAT(run.output, HasSubstr("\"waves\": [\n    [\n      0\n    ]\n  ]"));
+}
+
+TEST(StagefarmCli, PlanJsonHasTheIssueShape) {
+  const Invocation run =
+      Stagefarm("plan --format json --platform linux/arm64 '" + kExamples + "/heredoc-app'");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  for (const char* key : {"\"index\": 1", "\"name\": null", "\"platform\": \"linux/arm64\"",
+                          "\"deps\": [\n        0\n      ]", "\"images\": []",
+                          "\"instructions\": 5", "\"needed\": true"}) {
+    EXPECT_THAT(run.output, HasSubstr(key));
+  }
+}
+
+TEST(StagefarmCli, PlanDotDrawsStagesAndEdges) {
+  const Invocation run = Stagefarm("plan --format dot '" + kExamples + "/diamond'");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("digraph stages {"));
+  EXPECT_THAT(run.output, HasSubstr("s0 -> s2 [label=\"copy-from\"];"));
+  EXPECT_THAT(run.output, HasSubstr("s1 -> s2 [label=\"copy-from\"];"));
+}
+
+TEST(StagefarmCli, PlanWarnsAboutUnusedBuildArgsOnStderr) {
+  const Invocation run =
+      Stagefarm("plan --build-arg NOPE=1 '" + kExamples + "/diamond' 2>&1 >/dev/null");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(run.output, "[Warning] One or more build-args [NOPE] were not consumed\n");
+}
+
+TEST(StagefarmCli, PlanBareBuildArgTakesTheEnvironmentValue) {
+  const Invocation run =
+      Stagefarm("plan --format json --build-arg BASE '" + kExamples + "/diamond'", "BASE=alpine:3");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("docker.io/library/alpine:3"));
+}
+
+TEST(StagefarmCli, PlanErrorsExitOneWithFileAndLine) {
+  const auto file = std::filesystem::path(::testing::TempDir()) / "cycle.Dockerfile";
+  std::ofstream(file) << "FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\n"
+                         "COPY --from=a /y /y\n";
+  const Invocation run = Stagefarm("plan -f '" + file.string() + "' .");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.output,
+              HasSubstr("cycle.Dockerfile:4: circular dependency detected on stage: a"));
+  const Invocation bad_format = Stagefarm("plan --format yaml '" + kExamples + "/diamond'");
+  EXPECT_EQ(bad_format.exit_code, 2);
+  EXPECT_THAT(bad_format.output, HasSubstr("--format must be text, json or dot"));
 }
 
 TEST(StagefarmCli, EveryExamplePlans) {
