@@ -16,6 +16,8 @@
 #include "cli/plan_output.h"
 #include "common/dockerfile/instructions.h"
 #include "common/dockerfile/parser.h"
+#include "common/fs/context_index.h"
+#include "common/graph/plan_cache_keys.h"
 #include "common/graph/stage_graph.h"
 
 namespace stagefarm::cli {
@@ -162,9 +164,26 @@ int Plan(const std::vector<std::string>& args) {
   for (const std::string& warning : stage_graph->warnings) {
     std::fprintf(stderr, "%s\n", warning.c_str());
   }
-  const std::string out = format == "json"  ? PlanJson(*stage_graph)
-                          : format == "dot" ? PlanDot(*stage_graph)
-                                            : PlanText(*stage_graph);
+  std::string out;
+  if (format == "json") {
+    // Cache keys read the context: only JSON shows them, so only JSON pays.
+    // A context that cannot give them (a COPY source missing, as when planning
+    // without the checkout) still gets its plan, without keys.
+    absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> keys =
+        [&]() -> absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> {
+      absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(context, file);
+      if (!index.ok()) return index.status();
+      return graph::ComputePlanCacheKeys(*stage_graph, *index, file);
+    }();
+    if (!keys.ok()) {
+      std::fprintf(stderr, "stagefarm: warning: no cache keys in this plan: %s\n",
+                   std::string(keys.status().message()).c_str());
+      keys = std::vector<std::optional<graph::StageKeys>>(stage_graph->stages.size());
+    }
+    out = PlanJson(*stage_graph, *keys);
+  } else {
+    out = format == "dot" ? PlanDot(*stage_graph) : PlanText(*stage_graph);
+  }
   std::fwrite(out.data(), 1, out.size(), stdout);
   return 0;
 }

@@ -143,7 +143,8 @@ std::string PlanText(const graph::StageGraph& graph) {
   return out;
 }
 
-std::string PlanJson(const graph::StageGraph& graph) {
+std::string PlanJson(const graph::StageGraph& graph,
+                     const std::vector<std::optional<graph::StageKeys>>& keys) {
   nlohmann::ordered_json stages = nlohmann::ordered_json::array();
   for (const PlannedStage& stage : graph.stages) {
     nlohmann::ordered_json base;
@@ -172,13 +173,16 @@ std::string PlanJson(const graph::StageGraph& graph) {
       stage_reads.push_back({{"stage", read.stage}, {"path", read.path}});
     }
     nlohmann::ordered_json steps = nlohmann::ordered_json::array();
-    for (const graph::PlannedInstruction& instruction : stage.instructions) {
+    const std::optional<graph::StageKeys>& stage_keys = keys[stage.index];
+    for (size_t i = 0; i < stage.instructions.size(); ++i) {
+      const graph::PlannedInstruction& instruction = stage.instructions[i];
       nlohmann::ordered_json reads = nlohmann::ordered_json::array();
       for (const graph::Source& source : instruction.reads) reads.push_back(SourceJson(source));
       nlohmann::ordered_json step = {{"line", instruction.location.start_line},
                                      {"text", instruction.text}};
       if (instruction.onbuild) step["onbuild"] = true;
       if (!reads.empty()) step["reads"] = std::move(reads);
+      if (stage_keys) step["cache_key"] = stage_keys->instructions[i].ToString();
       steps.push_back(std::move(step));
     }
     nlohmann::ordered_json entry = {
@@ -199,6 +203,7 @@ std::string PlanJson(const graph::StageGraph& graph) {
       entry["context_paths"] = stage.context_paths;
       entry["stage_reads"] = std::move(stage_reads);
       entry["steps"] = std::move(steps);
+      if (stage_keys) entry["result_key"] = stage_keys->result.ToString();
     }
     stages.push_back(std::move(entry));
   }

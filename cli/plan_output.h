@@ -2,8 +2,11 @@
 // people, JSON for scripts, Graphviz for pictures.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "common/graph/plan_cache_keys.h"
 #include "common/graph/stage_graph.h"
 
 namespace stagefarm::cli {
@@ -16,7 +19,10 @@ std::string PlanText(const graph::StageGraph& graph);
 // "needed", "instructions", ...}], "waves", ...}; the fields past the issue's
 // shape are the build and target platforms, the edges, each needed stage's
 // context paths and stage reads, and its expanded instructions ("steps").
-std::string PlanJson(const graph::StageGraph& graph);
+// `keys` (from graph::ComputePlanCacheKeys, one per stage) adds a cache key to
+// every step and a result key to every needed stage.
+std::string PlanJson(const graph::StageGraph& graph,
+                     const std::vector<std::optional<graph::StageKeys>>& keys);
 
 // A Graphviz digraph: one box per stage (dashed when not needed), one ellipse
 // per external image read through --from, an arrow from what is read to the

@@ -1,0 +1,37 @@
+// Cache keys for a whole plan: every instruction of every needed stage, chained
+// from the stage's base.
+//
+// At plan time some inputs are not content yet, and stand-ins take their place.
+// Each stand-in is itself a key, so it changes whenever the content could:
+//  - a base or external image is keyed by its normalised reference
+//    (BaseImageKey without a manifest digest) until a registry resolves it;
+//  - a file another stage produces is keyed by that stage's result key (the
+//    key of its last instruction), which covers everything the file can
+//    depend on;
+//  - a remote ADD source is keyed by its URL (a --checksum is in the text).
+// Context files count by content and mode (fs::SelectionDigest), never mtime.
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/digest/digest.h"
+#include "common/fs/context_index.h"
+#include "common/graph/stage_graph.h"
+
+namespace stagefarm::graph {
+
+struct StageKeys {
+  digest::Digest base;                       // the first instruction's parent
+  std::vector<digest::Digest> instructions;  // one per PlannedStage::instructions entry
+  digest::Digest result;                     // the last instruction's key, or `base`
+};
+
+// Keys for every needed stage of `graph` (nullopt for stages not needed),
+// reading context files from `context`. InvalidArgument "FILE:LINE: ..." when
+// an instruction's context source does not exist.
+absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
+    const StageGraph& graph, const fs::ContextIndex& context, absl::string_view filename);
+
+}  // namespace stagefarm::graph
