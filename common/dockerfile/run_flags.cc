@@ -359,6 +359,22 @@ absl::StatusOr<Mount> ParseMount(absl::string_view spec, WordExpander expand) {
   return ParseMountFields(spec, &expand);
 }
 
+absl::StatusOr<std::string> MountFromField(absl::string_view spec) {
+  absl::StatusOr<std::vector<std::string>> fields = CsvFields(spec);
+  if (!fields.ok()) {
+    return Invalid(absl::StrCat("failed to parse csv mounts: ", fields.status().message()));
+  }
+  std::string from;
+  for (const std::string& field : *fields) {
+    const size_t equals = field.find('=');
+    if (equals != std::string::npos &&
+        absl::AsciiStrToLower(absl::string_view(field).substr(0, equals)) == "from") {
+      from = field.substr(equals + 1);
+    }
+  }
+  return from;
+}
+
 absl::Status CheckMountBeforeExpansion(absl::string_view spec) {
   return ParseMountFields(spec, nullptr).status();
 }

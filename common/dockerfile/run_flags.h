@@ -56,6 +56,11 @@ using WordExpander = absl::FunctionRef<absl::StatusOr<std::string>(absl::string_
 // required`; errors of `expand` are returned unchanged.
 absl::StatusOr<Mount> ParseMount(absl::string_view spec, WordExpander expand);
 
+// The raw `from` field of a `--mount` value as written, before any expansion
+// (the last one when repeated, as the reference's parser keeps it); empty when
+// there is none. InvalidArgument when `spec` is not valid CSV.
+absl::StatusOr<std::string> MountFromField(absl::string_view spec);
+
 // The checks the reference makes when the RUN instruction is parsed, before
 // any expansion: the value must be valid CSV and `from` must not use a
 // variable ("'from' doesn't support variable expansion, define alias stage

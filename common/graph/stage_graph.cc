@@ -60,43 +60,6 @@ std::optional<int> StageIndex(absl::string_view value) {
   return index;
 }
 
-// The raw `from` field of a --mount value (already checked to be valid CSV
-// without variables in `from`); empty when there is none. The last one wins,
-// as in the reference's parser.
-std::string MountFrom(absl::string_view spec) {
-  std::string from;
-  size_t pos = 0;
-  while (pos <= spec.size()) {
-    std::string field;
-    if (pos < spec.size() && spec[pos] == '"') {
-      ++pos;
-      while (pos < spec.size()) {
-        if (spec[pos] == '"') {
-          if (pos + 1 < spec.size() && spec[pos + 1] == '"') {
-            field += '"';
-            pos += 2;
-            continue;
-          }
-          ++pos;
-          break;
-        }
-        field += spec[pos++];
-      }
-    }
-    const size_t comma = spec.find(',', pos);
-    absl::StrAppend(
-        &field,
-        spec.substr(pos, comma == absl::string_view::npos ? absl::string_view::npos : comma - pos));
-    const size_t eq = field.find('=');
-    if (eq != std::string::npos && absl::AsciiStrToLower(field.substr(0, eq)) == "from") {
-      from = field.substr(eq + 1);
-    }
-    if (comma == absl::string_view::npos) break;
-    pos = comma + 1;
-  }
-  return from;
-}
-
 bool IsRemoteSource(absl::string_view src) {
   return absl::StartsWith(src, "http://") || absl::StartsWith(src, "https://") ||
          absl::StartsWith(src, "git@") || absl::StartsWith(src, "git://") ||
@@ -362,10 +325,11 @@ class Planner {
     }
     if (const auto* run = std::get_if<dockerfile::Run>(&instruction)) {
       for (const std::string& spec : run->mounts) {
-        const std::string from = MountFrom(spec);
+        absl::StatusOr<std::string> from = dockerfile::MountFromField(spec);
+        if (!from.ok()) return At(location, from.status().message());
         Origin origin;
-        if (!from.empty()) {
-          absl::StatusOr<Origin> resolved = ResolveFrom(from, /*allow_index=*/false, location);
+        if (!from->empty()) {
+          absl::StatusOr<Origin> resolved = ResolveFrom(*from, /*allow_index=*/false, location);
           if (!resolved.ok()) return resolved.status();
           origin = *std::move(resolved);
           add_edge(origin, EdgeKind::kMountFrom);

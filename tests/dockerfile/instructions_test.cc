@@ -958,3 +958,19 @@ TEST(Stages, FileWithOnlyArgsHasNoStages) {
 
 }  // namespace
 }  // namespace stagefarm::dockerfile
+
+namespace stagefarm::dockerfile {
+namespace {
+
+TEST(MountFromField, ReadsTheRawFromFieldLastOneWinning) {
+  EXPECT_EQ(*MountFromField("type=bind,from=builder,target=/src"), "builder");
+  EXPECT_EQ(*MountFromField("FROM=a,from=\"b,c\""), "b,c");
+  EXPECT_EQ(*MountFromField("type=cache,target=/c"), "");
+  absl::StatusOr<std::string> bad = MountFromField("from=\"unterminated");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              ::testing::HasSubstr("failed to parse csv mounts"));
+}
+
+}  // namespace
+}  // namespace stagefarm::dockerfile
