@@ -964,7 +964,7 @@ namespace {
 
 TEST(MountFromField, ReadsTheRawFromFieldLastOneWinning) {
   EXPECT_EQ(*MountFromField("type=bind,from=builder,target=/src"), "builder");
-  EXPECT_EQ(*MountFromField("FROM=a,from=\"b,c\""), "b,c");
+  EXPECT_EQ(*MountFromField("FROM=a,\"from=b,c\""), "b,c");
   EXPECT_EQ(*MountFromField("type=cache,target=/c"), "");
   absl::StatusOr<std::string> bad = MountFromField("from=\"unterminated");
   ASSERT_FALSE(bad.ok());
