@@ -200,6 +200,7 @@ JsonArrayResult DecodeJsonStringArray(absl::string_view text) {
       r.Advance();
       open.pop_back();
       just_opened = false;
+      expect_key = false;  // `{}` closed before any key
       expect_value = false;
       continue;
     }
@@ -252,6 +253,10 @@ JsonArrayResult DecodeJsonStringArray(absl::string_view text) {
     }
     return {};
   }
+  // json.Unmarshal validates the whole text first: only JSON whitespace may
+  // follow the value.
+  r.SkipSpace();
+  if (!r.AtEnd()) return {};
   // Decoding into []interface{} fails on float64 overflow before the element
   // types are looked at, so that input is shell form, not an error.
   if (overflow) return {};

@@ -1,7 +1,8 @@
 // Decoding the exec (JSON array) form of RUN, CMD, ENTRYPOINT, SHELL, ADD, COPY
-// and VOLUME exactly as the reference does with Go's json.Decoder: the first
-// JSON value after leading whitespace is decoded and anything after it is
-// ignored (`SHELL ["sh"] ]` is accepted).
+// and VOLUME exactly as the reference does with Go's json.Unmarshal: after
+// leading Unicode whitespace the whole text must be one JSON value, so text
+// after the array other than JSON whitespace makes it shell form
+// (`SHELL ["sh"] ]` is the command `["sh"] ]`).
 #pragma once
 
 #include <string>
@@ -22,8 +23,9 @@ struct JsonArrayResult {
   std::vector<std::string> strings;
 };
 
-// Decodes `text` (leading Unicode whitespace allowed). Nesting deeper than
-// Go's limit (10000) is kNotJson, like the reference's decode error.
+// Decodes `text` (leading Unicode whitespace allowed). Any syntax error,
+// trailing text included, is kNotJson even when an element is not a string;
+// so is nesting deeper than Go's limit (10000), like the reference's error.
 JsonArrayResult DecodeJsonStringArray(absl::string_view text);
 
 inline constexpr absl::string_view kNonStringArrayError =

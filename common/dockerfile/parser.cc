@@ -127,8 +127,11 @@ class DirectiveParser {
       done_ = true;
       return false;
     }
+    // BuildKit v0.33 (the pinned version's era): cut the `#`, trim Unicode
+    // space (so `#\u00a0escape=`` is a directive), then match
+    // ^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$ with ASCII \s. Releases before
+    // that matched ^#\s*... with ASCII \s only.
     line = go::TrimLeftSpace(line.substr(1));
-    // ^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$
     size_t i = 0;
     if (i >= line.size() || !absl::ascii_isalpha(static_cast<unsigned char>(line[i]))) {
       done_ = true;
@@ -150,7 +153,7 @@ class DirectiveParser {
     while (lead < rest.size() && IsRegexSpace(rest[lead])) ++lead;
     absl::string_view value;
     if (lead == rest.size()) {
-      value = rest.substr(0, 1);  // all blanks: the lazy group keeps one
+      value = rest.substr(rest.size() - 1);  // all blanks: the lazy group keeps the last
     } else {
       value = rest.substr(lead);
       while (!value.empty() && IsRegexSpace(value.back())) value.remove_suffix(1);

@@ -239,6 +239,24 @@ TEST(Parser, DirectivesAreOnlyReadInTheLeadingBlock) {
   EXPECT_EQ(r.directives.check, "error=true");
 }
 
+TEST(Parser, DirectiveHashMayBeFollowedByAnyUnicodeSpace) {
+  // Current BuildKit cuts the `#` and trims Unicode space before matching the
+  // key, so U+00A0 after `#` still makes a directive (older releases matched
+  // `^#\s*` with ASCII \s and read this line as a plain comment).
+  ParseResult r = MustParse(
+      "#\xc2\xa0"
+      "escape=`\nRUN a `\n  b\n");
+  EXPECT_EQ(r.directives.escape_token, '`');
+  EXPECT_EQ(Dump(r), "(run \"a   b\")\n");
+  EXPECT_EQ(MustParse("#\t escape=`\nFROM a\n").directives.escape_token, '`');
+}
+
+TEST(Parser, AllBlankDirectiveValueIsItsLastBlank) {
+  // `=\s*(.+?)\s*$` backtracks the greedy `\s*`, so the lazy group gets the
+  // last blank.
+  EXPECT_EQ(MustParse("# syntax= \t\nFROM a\n").directives.syntax, "\t");
+}
+
 TEST(Parser, RepeatedDirectiveIsAnErrorWithItsLine) {
   absl::StatusOr<ParseResult> r = Parse("# escape=`\n# escape=\\\nFROM a\n", "df");
   ASSERT_FALSE(r.ok());
@@ -266,13 +284,25 @@ TEST(Parser, UnicodeKeywordsLowerCaseLikeGo) {
   EXPECT_EQ(Dump(r), "(from \"a\")\n(workdir \"/x y\")\n");
 }
 
-TEST(Parser, JsonTrailingTextIsIgnoredLikeGoDecoder) {
-  EXPECT_EQ(Dump(MustParse("SHELL [\"/bin/sh\", \"-c\"] ]\n")), "(shell \"/bin/sh\" \"-c\")\n");
+TEST(Parser, JsonFollowedByTextIsShellFormLikeGoUnmarshal) {
+  EXPECT_EQ(Dump(MustParse("SHELL [\"/bin/sh\", \"-c\"] ]\n")),
+            "(shell \"[\\\"/bin/sh\\\", \\\"-c\\\"] ]\")\n");
+  EXPECT_EQ(Dump(MustParse("COPY [\"a\", \"b\"]x\n")), "(copy \"[\\\"a\\\",\" \"\\\"b\\\"]x\")\n");
+  // The syntax error wins over the non-string element.
+  EXPECT_EQ(Dump(MustParse("CMD [\"a\", 1] x\n")), "(cmd \"[\\\"a\\\", 1] x\")\n");
 }
 
 TEST(Parser, JsonWithNonStringElementIsAnErrorEvenWhenNested) {
   for (const char* text : {"CMD [\"a\", 1]\n", "RUN [\"a\", null]\n", "COPY [[\"a\"], \"b\"]\n",
                            "ENTRYPOINT [{\"a\": \"b\"}]\n", "HEALTHCHECK CMD [true]\n"}) {
+    absl::StatusOr<ParseResult> r = Parse(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_THAT(r.status().message(), HasSubstr("arrays must be comprised of strings only"));
+  }
+}
+
+TEST(Parser, EmptyObjectElementIsANonStringError) {
+  for (const char* text : {"COPY [{}]\n", "CMD [\"a\", {}, \"b\"]\n", "RUN [{\"k\": {}}, {}]\n"}) {
     absl::StatusOr<ParseResult> r = Parse(text);
     ASSERT_FALSE(r.ok()) << text;
     EXPECT_THAT(r.status().message(), HasSubstr("arrays must be comprised of strings only"));
