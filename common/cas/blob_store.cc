@@ -1,0 +1,825 @@
+#include "common/cas/blob_store.h"
+
+#include <algorithm>
+#include <exception>
+#include <random>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/slice.h"
+#include "rocksdb/write_batch.h"
+
+namespace stagefarm::cas {
+namespace {
+
+using digest::Digest;
+
+constexpr uint8_t kIndexVersion = 1;
+constexpr size_t kCheckSize = 8;
+constexpr size_t kRawSha256Size = 32;
+
+// Column family order in handles_ (index 0 is RocksDB's default family).
+enum Family : size_t {
+  kDefault,
+  kChunks,
+  kChunkMeta,
+  kBlobs,
+  kAccess,
+  kRefs,
+  kLeases,
+  kFamilyCount
+};
+constexpr const char* kFamilyNames[kFamilyCount] = {"default", "chunks", "chunk_meta", "blobs",
+                                                    "access",  "refs",   "leases"};
+
+absl::Status FromRocks(const rocksdb::Status& status, absl::string_view context) {
+  if (status.ok()) return absl::OkStatus();
+  std::string message = absl::StrCat(context, ": ", status.ToString());
+  if (status.IsNotFound()) return absl::NotFoundError(message);
+  if (status.IsCorruption()) return absl::DataLossError(message);
+  if (status.IsIOError()) return absl::UnavailableError(message);
+  if (status.IsInvalidArgument()) return absl::InvalidArgumentError(message);
+  return absl::InternalError(message);
+}
+
+// Runs `body`, turning any exception (std::bad_alloc from RocksDB or us) into
+// an Internal status so none crosses the module boundary.
+template <typename F>
+auto NoThrow(absl::string_view what, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": unexpected exception: ", e.what()));
+  }
+}
+
+void PutVarint(std::string* out, uint64_t value) {
+  while (value >= 0x80) {
+    out->push_back(static_cast<char>(value | 0x80));
+    value >>= 7;
+  }
+  out->push_back(static_cast<char>(value));
+}
+
+bool GetVarint(absl::string_view* in, uint64_t* value) {
+  uint64_t result = 0;
+  for (int shift = 0; shift <= 63 && !in->empty(); shift += 7) {
+    const auto byte = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    result |= uint64_t{byte & 0x7fu} << shift;
+    if ((byte & 0x80) == 0) {
+      *value = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+void PutFixed64(std::string* out, uint64_t value) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(value >> (8 * i)));
+}
+
+bool GetFixed64(absl::string_view* in, uint64_t* value) {
+  if (in->size() < 8) return false;
+  uint64_t result = 0;
+  for (int i = 0; i < 8; ++i) result |= uint64_t{static_cast<uint8_t>((*in)[i])} << (8 * i);
+  in->remove_prefix(8);
+  *value = result;
+  return true;
+}
+
+void PutLengthPrefixed(std::string* out, absl::string_view bytes) {
+  PutVarint(out, bytes.size());
+  out->append(bytes.data(), bytes.size());
+}
+
+bool GetLengthPrefixed(absl::string_view* in, absl::string_view* bytes) {
+  uint64_t length = 0;
+  if (!GetVarint(in, &length) || length > in->size()) return false;
+  *bytes = in->substr(0, length);
+  in->remove_prefix(length);
+  return true;
+}
+
+std::string Check(absl::string_view body) {
+  return digest::Sha256Of(body).hex().substr(0, 2 * kCheckSize);
+}
+
+struct ChunkEntry {
+  Digest digest;
+  uint64_t length;
+};
+
+struct IndexRecord {
+  uint64_t size = 0;
+  std::vector<ChunkEntry> chunks;
+  std::string media_type;
+};
+
+// Index record, version 1:
+//   u8 version (1) | u8 algorithm (0 = sha256) | varint size | varint chunk count
+//   | count x (varint length, 32 raw digest bytes) | varint media type length, bytes
+//   | 8 check bytes (the first 8 bytes of SHA-256 of everything before them)
+template <typename Chunks>
+std::string EncodeIndexRecord(uint64_t size, const Chunks& chunks, absl::string_view media_type) {
+  std::string out;
+  out.reserve(16 + chunks.size() * (kRawSha256Size + 4) + media_type.size() + kCheckSize);
+  out.push_back(static_cast<char>(kIndexVersion));
+  out.push_back(static_cast<char>(digest::Algorithm::kSha256));
+  PutVarint(&out, size);
+  PutVarint(&out, chunks.size());
+  for (const auto& chunk : chunks) {
+    PutVarint(&out, chunk.length);
+    out.append(absl::HexStringToBytes(chunk.digest.hex()));
+  }
+  PutLengthPrefixed(&out, media_type);
+  out.append(absl::HexStringToBytes(Check(out)));
+  return out;
+}
+
+absl::StatusOr<IndexRecord> DecodeIndexRecord(const Digest& blob, absl::string_view in) {
+  auto corrupt = [&](absl::string_view why) {
+    return absl::DataLossError(
+        absl::StrCat("index record of blob ", blob.ToString(), " is corrupt: ", why));
+  };
+  if (in.size() < 2 + kCheckSize) return corrupt("too short");
+  absl::string_view body = in.substr(0, in.size() - kCheckSize);
+  if (absl::BytesToHexString(in.substr(body.size())) != Check(body)) {
+    return corrupt("check bytes do not match");
+  }
+  if (static_cast<uint8_t>(body[0]) != kIndexVersion) {
+    return corrupt(absl::StrCat("unknown version ", static_cast<int>(body[0])));
+  }
+  if (static_cast<uint8_t>(body[1]) != static_cast<uint8_t>(digest::Algorithm::kSha256)) {
+    return corrupt(absl::StrCat("unknown algorithm ", static_cast<int>(body[1])));
+  }
+  body.remove_prefix(2);
+  IndexRecord record;
+  uint64_t count = 0;
+  if (!GetVarint(&body, &record.size) || !GetVarint(&body, &count)) return corrupt("bad header");
+  if (count > body.size() / (kRawSha256Size + 1)) return corrupt("chunk count too large");
+  record.chunks.reserve(count);
+  uint64_t total = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t length = 0;
+    if (!GetVarint(&body, &length) || body.size() < kRawSha256Size) {
+      return corrupt(absl::StrCat("chunk ", i, " truncated"));
+    }
+    absl::StatusOr<Digest> chunk = Digest::Parse(
+        absl::StrCat("sha256:", absl::BytesToHexString(body.substr(0, kRawSha256Size))));
+    if (!chunk.ok()) return corrupt(chunk.status().message());
+    body.remove_prefix(kRawSha256Size);
+    total += length;
+    record.chunks.push_back({*std::move(chunk), length});
+  }
+  absl::string_view media_type;
+  if (!GetLengthPrefixed(&body, &media_type)) return corrupt("bad media type");
+  if (!body.empty()) return corrupt("trailing bytes");
+  if (total != record.size) {
+    return corrupt(absl::StrCat("chunks add up to ", total, " bytes, record says ", record.size));
+  }
+  record.media_type = std::string(media_type);
+  return record;
+}
+
+// Lease record: varint expiry (unix micros) | varint count | count x length-prefixed digest.
+std::string EncodeLease(absl::Time expiry, absl::Span<const Digest> blobs) {
+  std::string out;
+  PutVarint(&out, static_cast<uint64_t>(absl::ToUnixMicros(expiry)));
+  PutVarint(&out, blobs.size());
+  for (const Digest& blob : blobs) PutLengthPrefixed(&out, blob.ToString());
+  return out;
+}
+
+struct Lease {
+  absl::Time expiry;
+  std::vector<std::string> blobs;  // digest strings, as keys are
+};
+
+absl::StatusOr<Lease> DecodeLease(absl::string_view id, absl::string_view in) {
+  Lease lease;
+  uint64_t expiry = 0, count = 0;
+  bool ok = GetVarint(&in, &expiry) && GetVarint(&in, &count) && count <= in.size();
+  for (uint64_t i = 0; ok && i < count; ++i) {
+    absl::string_view blob;
+    ok = GetLengthPrefixed(&in, &blob);
+    lease.blobs.emplace_back(blob);
+  }
+  if (!ok || !in.empty()) return absl::DataLossError(absl::StrCat("lease ", id, " is corrupt"));
+  lease.expiry = absl::FromUnixMicros(static_cast<int64_t>(expiry));
+  return lease;
+}
+
+std::string EncodeTime(absl::Time time) {
+  std::string out;
+  PutFixed64(&out, static_cast<uint64_t>(absl::ToUnixMicros(time)));
+  return out;
+}
+
+absl::Time DecodeTime(absl::string_view in) {
+  uint64_t micros = 0;
+  if (!GetFixed64(&in, &micros)) return absl::InfinitePast();
+  return absl::FromUnixMicros(static_cast<int64_t>(micros));
+}
+
+rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+absl::string_view ToView(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
+
+rocksdb::WriteOptions Synced() {
+  rocksdb::WriteOptions options;
+  options.sync = true;
+  return options;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- BlobWriter
+
+BlobWriter::BlobWriter(BlobStore* store) : store_(store), chunker_(store->options_.chunker) {}
+
+BlobWriter::~BlobWriter() { store_->Unpin(chunks_); }
+
+absl::Status BlobWriter::Write(absl::string_view bytes) {
+  if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
+  return NoThrow("BlobWriter::Write", [&]() -> absl::Status {
+    whole_.Update(bytes);
+    size_ += bytes.size();
+    while (!bytes.empty()) {
+      std::optional<size_t> cut = chunker_.Next(bytes);
+      if (!cut) {
+        pending_.append(bytes.data(), bytes.size());
+        break;
+      }
+      pending_.append(bytes.data(), *cut);
+      bytes.remove_prefix(*cut);
+      if (absl::Status status = StorePending(); !status.ok()) {
+        spent_ = true;
+        return status;
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status BlobWriter::StorePending() {
+  Digest chunk = digest::Sha256Of(pending_);
+  const bool logged = stored_ < store_->options_.logged_prefix;
+  if (absl::Status status = store_->StoreChunk(chunk, pending_, logged, &needs_flush_);
+      !status.ok()) {
+    return status;
+  }
+  stored_ += pending_.size();
+  chunks_.push_back({std::move(chunk), pending_.size()});
+  pending_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status BlobWriter::Commit(const Digest& expected, absl::string_view media_type) {
+  if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
+  spent_ = true;
+  return NoThrow("BlobWriter::Commit", [&]() -> absl::Status {
+    if (!pending_.empty()) {
+      if (absl::Status status = StorePending(); !status.ok()) return status;
+    }
+    Digest actual = whole_.Finish();
+    if (actual != expected) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("blob content hashes to ", actual.ToString(), " but the expected digest is ",
+                       expected.ToString(), " (", size_, " bytes); nothing was stored"));
+    }
+    return store_->CommitIndex(expected, EncodeIndexRecord(size_, chunks_, media_type),
+                               needs_flush_);
+  });
+}
+
+// ---------------------------------------------------------------- BlobReader
+
+absl::StatusOr<absl::string_view> BlobReader::Next() {
+  if (returned_ >= length_ || next_chunk_ >= chunks_.size()) return absl::string_view();
+  return NoThrow("BlobReader::Next", [&]() -> absl::StatusOr<absl::string_view> {
+    const ChunkRef& chunk = chunks_[next_chunk_++];
+    if (absl::Status status = store_->ReadChunk(blob_, chunk.digest, chunk.length, &buffer_);
+        !status.ok()) {
+      return status;
+    }
+    absl::string_view piece = buffer_;
+    piece.remove_prefix(std::min<uint64_t>(skip_, piece.size()));
+    skip_ = 0;
+    piece = piece.substr(0, std::min<uint64_t>(piece.size(), length_ - returned_));
+    returned_ += piece.size();
+    return piece;
+  });
+}
+
+// ---------------------------------------------------------------- BlobStore
+
+absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem::path& dir,
+                                                           BlobStoreOptions options) {
+  return NoThrow("BlobStore::Open", [&]() -> absl::StatusOr<std::unique_ptr<BlobStore>> {
+    std::error_code error;
+    std::filesystem::create_directories(dir, error);
+    if (error) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create store directory ", dir.string(), ": ", error.message()));
+    }
+    rocksdb::Options db_options;
+    db_options.create_if_missing = true;
+    db_options.create_missing_column_families = true;
+    db_options.IncreaseParallelism(2);
+    // A chunk and its chunk_meta entry are flushed together (see blob_store.h).
+    db_options.atomic_flush = true;
+
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const char* name : kFamilyNames) {
+      rocksdb::ColumnFamilyOptions family_options;
+      if (absl::string_view(name) == "chunks") {
+        family_options.enable_blob_files = true;
+        family_options.min_blob_size = options.min_blob_file_value;
+        family_options.blob_file_size = 256 << 20;
+        family_options.enable_blob_garbage_collection = true;
+        family_options.write_buffer_size = 64 << 20;
+      } else if (absl::string_view(name) == "blobs" || absl::string_view(name) == "chunk_meta") {
+        family_options.OptimizeForPointLookup(64);
+      }
+      families.emplace_back(name, family_options);
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status status =
+        rocksdb::DB::Open(rocksdb::DBOptions(db_options), dir.string(), families, &handles, &raw);
+    if (!status.ok()) return FromRocks(status, absl::StrCat("opening store ", dir.string()));
+    std::unique_ptr<BlobStore> store(
+        new BlobStore(std::move(options), std::unique_ptr<rocksdb::DB>(raw), std::move(handles)));
+    absl::MutexLock lock(&store->mu_);
+    if (absl::Status swept = store->SweepOrphanChunks(); !swept.ok()) return swept;
+    return store;
+  });
+}
+
+BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
+                     std::vector<rocksdb::ColumnFamilyHandle*> handles)
+    : options_(std::move(options)),
+      db_(std::move(db)),
+      handles_(std::move(handles)),
+      chunks_(handles_[kChunks]),
+      chunk_meta_(handles_[kChunkMeta]),
+      blobs_(handles_[kBlobs]),
+      access_(handles_[kAccess]),
+      refs_(handles_[kRefs]),
+      leases_(handles_[kLeases]) {}
+
+BlobStore::~BlobStore() {
+  for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+    db_->DestroyColumnFamilyHandle(handle).PermitUncheckedError();
+  }
+  db_->Close().PermitUncheckedError();
+}
+
+// Mark: chunks named by any index record or pinned by an open writer. Sweep:
+// every other chunk. Also recomputes stored_bytes_.
+absl::Status BlobStore::SweepOrphanChunks() {
+  absl::flat_hash_set<std::string> live;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blobs_));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      absl::StatusOr<Digest> blob = Digest::Parse(ToView(it->key()));
+      if (!blob.ok()) continue;
+      absl::StatusOr<IndexRecord> record = DecodeIndexRecord(*blob, ToView(it->value()));
+      if (!record.ok()) return record.status();
+      for (const ChunkEntry& chunk : record->chunks) live.insert(chunk.digest.ToString());
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scanning blob index");
+  }
+  rocksdb::WriteBatch batch;
+  uint64_t stored = 0;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), chunk_meta_));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      absl::string_view key = ToView(it->key());
+      if (live.contains(key) || pinned_.contains(key)) {
+        absl::string_view value = ToView(it->value());
+        uint64_t length = 0;
+        if (GetVarint(&value, &length)) stored += length;
+        continue;
+      }
+      batch.Delete(chunks_, it->key());
+      batch.Delete(chunk_meta_, it->key());
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scanning chunks");
+  }
+  stored_bytes_ = stored;
+  if (batch.Count() == 0) return absl::OkStatus();
+  return FromRocks(db_->Write(Synced(), &batch), "deleting unused chunks");
+}
+
+std::unique_ptr<BlobWriter> BlobStore::NewWriter() {
+  return std::unique_ptr<BlobWriter>(new BlobWriter(this));
+}
+
+absl::Status BlobStore::Put(absl::string_view bytes, const Digest& expected,
+                            absl::string_view media_type) {
+  std::unique_ptr<BlobWriter> writer = NewWriter();
+  if (absl::Status status = writer->Write(bytes); !status.ok()) return status;
+  return writer->Commit(expected, media_type);
+}
+
+absl::Status BlobStore::StoreChunk(const Digest& chunk, absl::string_view bytes, bool logged,
+                                   bool* needs_flush) {
+  std::string key = chunk.ToString();
+  absl::MutexLock lock(&mu_);
+  ++pinned_[key];
+  std::string ignored;
+  rocksdb::Status found = db_->Get(rocksdb::ReadOptions(), chunk_meta_, key, &ignored);
+  if (found.ok()) {
+    // Another put may have written it unlogged and not flushed yet.
+    if (unlogged_writes_ > flushed_writes_) *needs_flush = true;
+    return absl::OkStatus();
+  }
+  if (!found.IsNotFound()) return FromRocks(found, absl::StrCat("looking up chunk ", key));
+  rocksdb::WriteBatch batch;
+  std::string length;
+  PutVarint(&length, bytes.size());
+  batch.Put(chunks_, key, ToSlice(bytes));
+  batch.Put(chunk_meta_, key, length);
+  // Not synced: CommitIndex makes it durable before the index names it.
+  rocksdb::WriteOptions write_options;
+  write_options.disableWAL = !logged;
+  rocksdb::Status status = db_->Write(write_options, &batch);
+  if (!status.ok()) return FromRocks(status, absl::StrCat("storing chunk ", key));
+  stored_bytes_ += bytes.size();
+  if (!logged) {
+    ++unlogged_writes_;
+    *needs_flush = true;
+  }
+  return absl::OkStatus();
+}
+
+void BlobStore::Unpin(absl::Span<const BlobWriter::ChunkRef> chunks) {
+  absl::MutexLock lock(&mu_);
+  for (const BlobWriter::ChunkRef& chunk : chunks) {
+    auto it = pinned_.find(chunk.digest.ToString());
+    if (it != pinned_.end() && --it->second == 0) pinned_.erase(it);
+  }
+}
+
+absl::Status BlobStore::CommitIndex(const Digest& blob, const std::string& record,
+                                    bool needs_flush) {
+  std::string key = blob.ToString();
+  if (needs_flush) {
+    uint64_t covered = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      covered = unlogged_writes_;
+    }
+    rocksdb::FlushOptions flush_options;
+    flush_options.wait = true;
+    flush_options.allow_write_stall = true;
+    rocksdb::Status status = db_->Flush(flush_options, {chunks_, chunk_meta_});
+    if (!status.ok()) {
+      return FromRocks(status, absl::StrCat("flushing chunks of blob ", key));
+    }
+    absl::MutexLock lock(&mu_);
+    flushed_writes_ = std::max(flushed_writes_, covered);
+  }
+  rocksdb::WriteBatch batch;
+  batch.Put(blobs_, key, record);
+  batch.Put(access_, key, EncodeTime(options_.now()));
+  absl::MutexLock lock(&mu_);
+  return FromRocks(db_->Write(Synced(), &batch), absl::StrCat("committing blob ", key));
+}
+
+absl::StatusOr<std::string> BlobStore::ReadIndex(const Digest& blob) const {
+  std::string value;
+  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), blobs_, blob.ToString(), &value);
+  if (status.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("blob ", blob.ToString(), " is not in the store"));
+  }
+  if (!status.ok()) return FromRocks(status, absl::StrCat("reading index of ", blob.ToString()));
+  return value;
+}
+
+absl::Status BlobStore::ReadChunk(const Digest& blob, const Digest& chunk, uint64_t length,
+                                  std::string* out) const {
+  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), chunks_, chunk.ToString(), out);
+  if (status.IsNotFound()) {
+    return absl::DataLossError(absl::StrCat("chunk ", chunk.ToString(), " of blob ",
+                                            blob.ToString(), " is missing from the store"));
+  }
+  if (!status.ok()) {
+    return FromRocks(
+        status, absl::StrCat("reading chunk ", chunk.ToString(), " of blob ", blob.ToString()));
+  }
+  if (out->size() != length || digest::Sha256Of(*out) != chunk) {
+    return absl::DataLossError(absl::StrCat(
+        "chunk ", chunk.ToString(), " of blob ", blob.ToString(), " is corrupt (", out->size(),
+        " bytes hash to ", digest::Sha256Of(*out).ToString(), ", expected ", length, " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+void BlobStore::RecordAccess(const Digest& blob) {
+  // Best effort and unsynced: a lost access time only makes GC's LRU order
+  // slightly stale.
+  db_->Put(rocksdb::WriteOptions(), access_, blob.ToString(), EncodeTime(options_.now()))
+      .PermitUncheckedError();
+}
+
+absl::StatusOr<std::unique_ptr<BlobReader>> BlobStore::Get(const Digest& blob, uint64_t offset,
+                                                           std::optional<uint64_t> length) {
+  return NoThrow("BlobStore::Get", [&]() -> absl::StatusOr<std::unique_ptr<BlobReader>> {
+    absl::StatusOr<std::string> value = ReadIndex(blob);
+    if (!value.ok()) return value.status();
+    absl::StatusOr<IndexRecord> record = DecodeIndexRecord(blob, *value);
+    if (!record.ok()) return record.status();
+    if (offset > record->size) {
+      return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the end of blob ",
+                                                blob.ToString(), " (", record->size, " bytes)"));
+    }
+    const uint64_t range = std::min(record->size - offset, length.value_or(record->size));
+    std::vector<BlobReader::ChunkRef> chunks;
+    uint64_t start = 0;  // offset of the current chunk in the blob
+    uint64_t skip = 0;
+    for (ChunkEntry& chunk : record->chunks) {
+      const uint64_t end = start + chunk.length;
+      if (range > 0 && end > offset && start < offset + range) {
+        if (chunks.empty()) skip = offset - start;
+        chunks.push_back({std::move(chunk.digest), chunk.length});
+      }
+      start = end;
+    }
+    RecordAccess(blob);
+    return std::unique_ptr<BlobReader>(new BlobReader(this, blob, std::move(chunks), skip, range));
+  });
+}
+
+absl::StatusOr<std::string> BlobStore::ReadAll(const Digest& blob, uint64_t offset,
+                                               std::optional<uint64_t> length) {
+  absl::StatusOr<std::unique_ptr<BlobReader>> reader = Get(blob, offset, length);
+  if (!reader.ok()) return reader.status();
+  return NoThrow("BlobStore::ReadAll", [&]() -> absl::StatusOr<std::string> {
+    std::string out;
+    out.reserve((*reader)->length());
+    while (true) {
+      absl::StatusOr<absl::string_view> piece = (*reader)->Next();
+      if (!piece.ok()) return piece.status();
+      if (piece->empty()) return out;
+      out.append(piece->data(), piece->size());
+    }
+  });
+}
+
+absl::StatusOr<bool> BlobStore::Has(const Digest& blob) const {
+  absl::StatusOr<std::vector<Digest>> missing = FindMissing({&blob, 1});
+  if (!missing.ok()) return missing.status();
+  return missing->empty();
+}
+
+absl::StatusOr<BlobInfo> BlobStore::Stat(const Digest& blob) const {
+  return NoThrow("BlobStore::Stat", [&]() -> absl::StatusOr<BlobInfo> {
+    absl::StatusOr<std::string> value = ReadIndex(blob);
+    if (!value.ok()) return value.status();
+    absl::StatusOr<IndexRecord> record = DecodeIndexRecord(blob, *value);
+    if (!record.ok()) return record.status();
+    return BlobInfo{record->size, record->chunks.size(), std::move(record->media_type)};
+  });
+}
+
+absl::StatusOr<std::vector<Digest>> BlobStore::FindMissing(absl::Span<const Digest> blobs) const {
+  return NoThrow("BlobStore::FindMissing", [&]() -> absl::StatusOr<std::vector<Digest>> {
+    std::vector<std::string> keys;
+    keys.reserve(blobs.size());
+    for (const Digest& blob : blobs) keys.push_back(blob.ToString());
+    std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+    std::vector<rocksdb::PinnableSlice> values(keys.size());
+    std::vector<rocksdb::Status> statuses(keys.size());
+    db_->MultiGet(rocksdb::ReadOptions(), blobs_, slices.size(), slices.data(), values.data(),
+                  statuses.data());
+    std::vector<Digest> missing;
+    for (size_t i = 0; i < blobs.size(); ++i) {
+      if (statuses[i].IsNotFound()) {
+        missing.push_back(blobs[i]);
+      } else if (!statuses[i].ok()) {
+        return FromRocks(statuses[i], absl::StrCat("looking up ", keys[i]));
+      }
+    }
+    return missing;
+  });
+}
+
+absl::Status BlobStore::Delete(const Digest& blob) {
+  return NoThrow("BlobStore::Delete", [&]() -> absl::Status {
+    std::string key = blob.ToString();
+    absl::MutexLock lock(&mu_);
+    if (absl::StatusOr<std::string> value = ReadIndex(blob); !value.ok()) return value.status();
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), refs_));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (ToView(it->value()) == key) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "blob ", key, " is named by ref \"", ToView(it->key()), "\"; delete the ref first"));
+      }
+    }
+    rocksdb::WriteBatch batch;
+    batch.Delete(blobs_, key);
+    batch.Delete(access_, key);
+    return FromRocks(db_->Write(Synced(), &batch), absl::StrCat("deleting blob ", key));
+  });
+}
+
+absl::Status BlobStore::SetRef(absl::string_view name, const Digest& blob) {
+  if (name.empty()) return absl::InvalidArgumentError("ref name is empty");
+  return NoThrow("BlobStore::SetRef", [&]() -> absl::Status {
+    absl::MutexLock lock(&mu_);  // against a concurrent Delete of the blob
+    if (absl::StatusOr<std::string> value = ReadIndex(blob); !value.ok()) {
+      return absl::NotFoundError(
+          absl::StrCat("cannot set ref \"", name, "\": ", value.status().message()));
+    }
+    return FromRocks(db_->Put(Synced(), refs_, ToSlice(name), blob.ToString()),
+                     absl::StrCat("setting ref \"", name, "\""));
+  });
+}
+
+absl::StatusOr<Digest> BlobStore::GetRef(absl::string_view name) const {
+  return NoThrow("BlobStore::GetRef", [&]() -> absl::StatusOr<Digest> {
+    std::string value;
+    rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), refs_, ToSlice(name), &value);
+    if (status.IsNotFound()) return absl::NotFoundError(absl::StrCat("no ref \"", name, "\""));
+    if (!status.ok()) return FromRocks(status, absl::StrCat("reading ref \"", name, "\""));
+    return Digest::Parse(value);
+  });
+}
+
+absl::Status BlobStore::DeleteRef(absl::string_view name) {
+  return NoThrow("BlobStore::DeleteRef", [&]() -> absl::Status {
+    absl::MutexLock lock(&mu_);
+    std::string value;
+    rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), refs_, ToSlice(name), &value);
+    if (status.IsNotFound()) return absl::NotFoundError(absl::StrCat("no ref \"", name, "\""));
+    if (!status.ok()) return FromRocks(status, absl::StrCat("reading ref \"", name, "\""));
+    return FromRocks(db_->Delete(Synced(), refs_, ToSlice(name)),
+                     absl::StrCat("deleting ref \"", name, "\""));
+  });
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, Digest>>> BlobStore::ListRefs(
+    absl::string_view prefix) const {
+  using Refs = std::vector<std::pair<std::string, Digest>>;
+  return NoThrow("BlobStore::ListRefs", [&]() -> absl::StatusOr<Refs> {
+    Refs refs;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), refs_));
+    for (it->Seek(ToSlice(prefix)); it->Valid() && it->key().starts_with(ToSlice(prefix));
+         it->Next()) {
+      absl::StatusOr<Digest> blob = Digest::Parse(ToView(it->value()));
+      if (!blob.ok()) {
+        return absl::DataLossError(
+            absl::StrCat("ref \"", ToView(it->key()), "\" is corrupt: ", blob.status().message()));
+      }
+      refs.emplace_back(std::string(ToView(it->key())), *std::move(blob));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "listing refs");
+    return refs;
+  });
+}
+
+absl::StatusOr<std::string> BlobStore::AcquireLease(absl::Span<const Digest> blobs,
+                                                    absl::Duration ttl) {
+  return NoThrow("BlobStore::AcquireLease", [&]() -> absl::StatusOr<std::string> {
+    std::random_device random;
+    std::string raw;
+    for (int i = 0; i < 4; ++i) PutFixed64(&raw, (uint64_t{random()} << 32) | random());
+    std::string id = absl::BytesToHexString(raw.substr(0, 16));
+    rocksdb::Status status =
+        db_->Put(Synced(), leases_, id, EncodeLease(options_.now() + ttl, blobs));
+    if (!status.ok()) return FromRocks(status, "storing lease");
+    return id;
+  });
+}
+
+absl::Status BlobStore::ReleaseLease(absl::string_view lease_id) {
+  return NoThrow("BlobStore::ReleaseLease", [&]() -> absl::Status {
+    std::string value;
+    rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), leases_, ToSlice(lease_id), &value);
+    if (status.IsNotFound()) return absl::NotFoundError(absl::StrCat("no lease ", lease_id));
+    if (!status.ok()) return FromRocks(status, absl::StrCat("reading lease ", lease_id));
+    return FromRocks(db_->Delete(Synced(), leases_, ToSlice(lease_id)),
+                     absl::StrCat("releasing lease ", lease_id));
+  });
+}
+
+uint64_t BlobStore::StoredBytes() const {
+  absl::MutexLock lock(&mu_);
+  return stored_bytes_;
+}
+
+absl::StatusOr<GcStats> BlobStore::CollectGarbage(uint64_t size_cap) {
+  return NoThrow("BlobStore::CollectGarbage", [&]() -> absl::StatusOr<GcStats> {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.now();
+    rocksdb::WriteBatch batch;
+    GcStats stats;
+
+    // Protected: blobs named by refs or unexpired leases. Expired leases go.
+    absl::flat_hash_set<std::string> protected_blobs;
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), refs_));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) protected_blobs.emplace(ToView(it->value()));
+      if (!it->status().ok()) return FromRocks(it->status(), "scanning refs");
+    }
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), leases_));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        absl::StatusOr<Lease> lease = DecodeLease(ToView(it->key()), ToView(it->value()));
+        if (!lease.ok() || lease->expiry <= now) {
+          batch.Delete(leases_, it->key());
+          continue;
+        }
+        for (std::string& blob : lease->blobs) protected_blobs.insert(std::move(blob));
+      }
+      if (!it->status().ok()) return FromRocks(it->status(), "scanning leases");
+    }
+
+    // Mark: chunk use counts over all blobs, and the deletion candidates.
+    struct Candidate {
+      absl::Time access;
+      std::string key;
+      std::vector<std::string> chunks;
+    };
+    std::vector<Candidate> candidates;
+    absl::flat_hash_map<std::string, int> uses;
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blobs_));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        absl::string_view key = ToView(it->key());
+        absl::StatusOr<Digest> blob = Digest::Parse(key);
+        if (!blob.ok()) continue;
+        absl::StatusOr<IndexRecord> record = DecodeIndexRecord(*blob, ToView(it->value()));
+        if (!record.ok()) return record.status();
+        Candidate candidate{absl::InfinitePast(), std::string(key), {}};
+        for (const ChunkEntry& chunk : record->chunks) {
+          std::string chunk_key = chunk.digest.ToString();
+          ++uses[chunk_key];
+          candidate.chunks.push_back(std::move(chunk_key));
+        }
+        if (protected_blobs.contains(key)) continue;
+        std::string access;
+        if (db_->Get(rocksdb::ReadOptions(), access_, it->key(), &access).ok()) {
+          candidate.access = DecodeTime(access);
+        }
+        candidates.push_back(std::move(candidate));
+      }
+      if (!it->status().ok()) return FromRocks(it->status(), "scanning blob index");
+    }
+    for (const auto& [chunk, count] : pinned_) uses[chunk] += count;
+
+    // Chunk lengths, and the orphans (no use at all) swept unconditionally.
+    absl::flat_hash_map<std::string, uint64_t> lengths;
+    uint64_t stored = 0;
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), chunk_meta_));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        absl::string_view key = ToView(it->key());
+        absl::string_view value = ToView(it->value());
+        uint64_t length = 0;
+        GetVarint(&value, &length);
+        if (!uses.contains(key)) {
+          batch.Delete(chunks_, it->key());
+          batch.Delete(chunk_meta_, it->key());
+          ++stats.chunks_deleted;
+          continue;
+        }
+        lengths.emplace(key, length);
+        stored += length;
+      }
+      if (!it->status().ok()) return FromRocks(it->status(), "scanning chunks");
+    }
+
+    // Evict least recently used first until under the cap.
+    std::sort(candidates.begin(), candidates.end(),
+              [](const Candidate& a, const Candidate& b) { return a.access < b.access; });
+    for (const Candidate& candidate : candidates) {
+      if (stored <= size_cap) break;
+      batch.Delete(blobs_, candidate.key);
+      batch.Delete(access_, candidate.key);
+      ++stats.blobs_deleted;
+      for (const std::string& chunk : candidate.chunks) {
+        auto use = uses.find(chunk);
+        if (--use->second > 0) continue;
+        batch.Delete(chunks_, chunk);
+        batch.Delete(chunk_meta_, chunk);
+        ++stats.chunks_deleted;
+        if (auto length = lengths.find(chunk); length != lengths.end()) stored -= length->second;
+      }
+    }
+    if (batch.Count() > 0) {
+      rocksdb::Status status = db_->Write(Synced(), &batch);
+      if (!status.ok()) return FromRocks(status, "deleting garbage");
+    }
+    stored_bytes_ = stored;
+    stats.stored_bytes_after = stored;
+    return stats;
+  });
+}
+
+}  // namespace stagefarm::cas

@@ -1,0 +1,281 @@
+// The content store of a node: blobs by digest, cut into content-defined
+// chunks, in one RocksDB database.
+//
+// Column families:
+//   chunks      chunk digest string -> chunk bytes. Integrated BlobDB
+//               (enable_blob_files) so chunk bytes live in blob files, not
+//               in the LSM tree.
+//   chunk_meta  chunk digest string -> chunk length (varint). Lets the store
+//               enumerate and size chunks without reading their bytes.
+//   blobs       blob digest string -> index record (see EncodeIndexRecord in
+//               blob_store.cc): version byte, algorithm, size, ordered chunk
+//               list (length + raw digest), media type, 8-byte check.
+//   access      blob digest string -> last access time (8 bytes, micros).
+//   refs        ref name -> blob digest string.
+//   leases      lease id -> expiry (micros) + the digests it protects.
+//
+// Crash consistency: a chunk is written as one batch (chunks + chunk_meta).
+// The first BlobStoreOptions::logged_prefix bytes of a blob go through the
+// WAL without sync; later chunks of a large blob skip the WAL (writing them
+// twice halves put throughput). The index record is written last, in one
+// WriteBatch with sync=true, and only after every chunk it names is durable:
+// logged chunks because the WAL is one ordered log and the synced index write
+// syncs everything logged before it; unlogged chunks because Commit first
+// flushes the chunk families (atomic_flush, so a chunk and its chunk_meta
+// entry land together) when the writer wrote, or found by dedup, a chunk that
+// may still be unlogged in a memtable. So after a crash at any point an index
+// record is either absent or names only chunks that are present. A blob is
+// visible (Has, Get, FindMissing, Stat) only through its index record.
+// Chunks without a blob (an abandoned or killed put, a wrong expected digest)
+// are deleted when the store is opened and by CollectGarbage.
+//
+// Garbage collection is mark-and-sweep: CollectGarbage reads every index
+// record, counts chunk uses in memory, removes least recently used blobs that
+// no ref and no live lease names until the stored bytes fit the cap, then
+// deletes every chunk no remaining blob and no open BlobWriter uses.
+//
+// Thread safety: BlobStore is safe for concurrent use. A BlobWriter or a
+// BlobReader is used by one thread at a time; many may exist at once. Both
+// must be destroyed before their BlobStore. A reader of a blob that is
+// deleted (Delete or CollectGarbage) while it reads may fail with NotFound or
+// DataLoss.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/cas/chunker.h"
+#include "common/digest/digest.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+}  // namespace rocksdb
+
+namespace stagefarm::cas {
+
+struct BlobStoreOptions {
+  ChunkerOptions chunker;
+  // Chunk values at least this large go to RocksDB blob files.
+  uint64_t min_blob_file_value = 64 * 1024;
+  // Chunks starting within this many bytes of a blob's start are written
+  // through the WAL; later ones are flushed at Commit instead (see above).
+  uint64_t logged_prefix = 8 * 1024 * 1024;
+  // The clock for access times and lease expiry (a seam for tests).
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+};
+
+struct BlobInfo {
+  uint64_t size = 0;
+  size_t chunk_count = 0;
+  std::string media_type;  // empty when unknown
+};
+
+struct GcStats {
+  size_t blobs_deleted = 0;
+  size_t chunks_deleted = 0;
+  uint64_t stored_bytes_after = 0;
+};
+
+class BlobStore;
+
+// A put in progress. Write stores each chunk as soon as it is complete; the
+// blob becomes visible only when Commit verifies the whole digest. Destroying
+// an uncommitted writer abandons the put (its chunks are garbage).
+class BlobWriter {
+ public:
+  ~BlobWriter();
+  BlobWriter(const BlobWriter&) = delete;
+  BlobWriter& operator=(const BlobWriter&) = delete;
+
+  // Appends `bytes` to the blob. An error (a RocksDB write failure) spends the
+  // writer: later calls return FailedPrecondition.
+  absl::Status Write(absl::string_view bytes);
+
+  // Verifies that the bytes written hash to `expected` and makes the blob
+  // visible under it (durably, before returning). On a mismatch returns
+  // InvalidArgument naming both digests and nothing becomes visible. The
+  // writer is spent afterwards, whatever the outcome.
+  absl::Status Commit(const digest::Digest& expected, absl::string_view media_type = "");
+
+  // Bytes written so far.
+  uint64_t size() const { return size_; }
+
+ private:
+  friend class BlobStore;
+  struct ChunkRef {
+    digest::Digest digest;
+    uint64_t length;
+  };
+  explicit BlobWriter(BlobStore* store);
+  absl::Status StorePending();
+
+  BlobStore* store_;
+  Chunker chunker_;
+  digest::Sha256 whole_;
+  std::string pending_;  // bytes of the current, unfinished chunk
+  std::vector<ChunkRef> chunks_;
+  uint64_t size_ = 0;         // bytes written
+  uint64_t stored_ = 0;       // bytes of chunks stored
+  bool needs_flush_ = false;  // a chunk of this blob may be unlogged in a memtable
+  bool spent_ = false;
+};
+
+// Reads a byte range of one blob, chunk by chunk, verifying each chunk's
+// digest as it is read.
+class BlobReader {
+ public:
+  // The next piece of the range, valid until the next call; empty at the end.
+  // A chunk that is missing or does not hash to its digest gives DataLoss
+  // naming the chunk and the blob.
+  absl::StatusOr<absl::string_view> Next();
+
+  // Length of the range being read.
+  uint64_t length() const { return length_; }
+
+ private:
+  friend class BlobStore;
+  struct ChunkRef {
+    digest::Digest digest;
+    uint64_t length;
+  };
+  BlobReader(const BlobStore* store, digest::Digest blob, std::vector<ChunkRef> chunks,
+             uint64_t skip, uint64_t length)
+      : store_(store),
+        blob_(std::move(blob)),
+        chunks_(std::move(chunks)),
+        skip_(skip),
+        length_(length) {}
+
+  const BlobStore* store_;
+  digest::Digest blob_;
+  std::vector<ChunkRef> chunks_;  // the chunks overlapping the range
+  size_t next_chunk_ = 0;
+  uint64_t skip_;  // bytes to skip at the start of the first chunk
+  uint64_t length_;
+  uint64_t returned_ = 0;
+  std::string buffer_;
+};
+
+class BlobStore {
+ public:
+  // Opens (creating if needed) the store in directory `dir` and deletes chunks
+  // that no blob uses (left by a killed put). Returns the RocksDB error with
+  // the path on failure.
+  static absl::StatusOr<std::unique_ptr<BlobStore>> Open(const std::filesystem::path& dir,
+                                                         BlobStoreOptions options = {});
+  ~BlobStore();
+  BlobStore(const BlobStore&) = delete;
+  BlobStore& operator=(const BlobStore&) = delete;
+
+  // Starts a streaming put.
+  std::unique_ptr<BlobWriter> NewWriter();
+
+  // Puts `bytes` in one call (NewWriter, Write, Commit).
+  absl::Status Put(absl::string_view bytes, const digest::Digest& expected,
+                   absl::string_view media_type = "");
+
+  // Reads `length` bytes from `offset` (clamped to the blob's end; nullopt
+  // length means to the end). NotFound naming the digest if the blob is not
+  // stored; OutOfRange if offset is past the end. Records the access for GC.
+  absl::StatusOr<std::unique_ptr<BlobReader>> Get(const digest::Digest& blob, uint64_t offset = 0,
+                                                  std::optional<uint64_t> length = std::nullopt);
+
+  // Reads a whole blob (or range) into memory; for small blobs and tests.
+  absl::StatusOr<std::string> ReadAll(const digest::Digest& blob, uint64_t offset = 0,
+                                      std::optional<uint64_t> length = std::nullopt);
+
+  absl::StatusOr<bool> Has(const digest::Digest& blob) const;
+  // NotFound naming the digest if the blob is not stored.
+  absl::StatusOr<BlobInfo> Stat(const digest::Digest& blob) const;
+
+  // The digests of `blobs` that are not stored, in input order (one batched
+  // RocksDB MultiGet).
+  absl::StatusOr<std::vector<digest::Digest>> FindMissing(
+      absl::Span<const digest::Digest> blobs) const;
+
+  // Removes the blob (its chunks go at the next GC). NotFound if absent;
+  // FailedPrecondition naming the ref if a ref points at it.
+  absl::Status Delete(const digest::Digest& blob);
+
+  // Refs: names for blobs. SetRef fails with NotFound if the blob is absent
+  // and InvalidArgument for an empty name.
+  absl::Status SetRef(absl::string_view name, const digest::Digest& blob);
+  absl::StatusOr<digest::Digest> GetRef(absl::string_view name) const;
+  // NotFound naming the ref if it does not exist.
+  absl::Status DeleteRef(absl::string_view name);
+  // All refs whose name starts with `prefix`, sorted by name.
+  absl::StatusOr<std::vector<std::pair<std::string, digest::Digest>>> ListRefs(
+      absl::string_view prefix = "") const;
+
+  // Protects `blobs` from GC until `ttl` from now or Release; returns the
+  // lease id. The blobs need not be stored yet (a lease can cover a fetch).
+  absl::StatusOr<std::string> AcquireLease(absl::Span<const digest::Digest> blobs,
+                                           absl::Duration ttl);
+  // NotFound naming the lease if it does not exist (or already expired and collected).
+  absl::Status ReleaseLease(absl::string_view lease_id);
+
+  // Deletes least recently used blobs that no ref and no unexpired lease
+  // names until StoredBytes() <= size_cap (or nothing more can go), then every
+  // chunk no remaining blob uses, and expired leases.
+  absl::StatusOr<GcStats> CollectGarbage(uint64_t size_cap);
+
+  // Bytes of distinct chunks stored (what dedup saves is not counted twice).
+  uint64_t StoredBytes() const;
+
+ private:
+  friend class BlobWriter;
+  friend class BlobReader;
+  BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
+            std::vector<rocksdb::ColumnFamilyHandle*> handles);
+
+  absl::Status SweepOrphanChunks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores a chunk unless present, pinning it for the writer; through the WAL
+  // if `logged`. Sets *needs_flush if the chunk may now be in a memtable
+  // without being in the WAL.
+  absl::Status StoreChunk(const digest::Digest& chunk, absl::string_view bytes, bool logged,
+                          bool* needs_flush);
+  void Unpin(absl::Span<const BlobWriter::ChunkRef> chunks);
+  // Flushes unlogged chunks if `needs_flush`, then writes the index record synced.
+  absl::Status CommitIndex(const digest::Digest& blob, const std::string& record, bool needs_flush);
+  absl::Status ReadChunk(const digest::Digest& blob, const digest::Digest& chunk, uint64_t length,
+                         std::string* out) const;
+  absl::StatusOr<std::string> ReadIndex(const digest::Digest& blob) const;
+  void RecordAccess(const digest::Digest& blob);
+
+  BlobStoreOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* chunks_;
+  rocksdb::ColumnFamilyHandle* chunk_meta_;
+  rocksdb::ColumnFamilyHandle* blobs_;
+  rocksdb::ColumnFamilyHandle* access_;
+  rocksdb::ColumnFamilyHandle* refs_;
+  rocksdb::ColumnFamilyHandle* leases_;
+
+  // Serialises chunk inserts, index commits and deletes against GC's sweep.
+  mutable absl::Mutex mu_;
+  // Chunks written by open writers (count of writers using each).
+  absl::flat_hash_map<std::string, int> pinned_ ABSL_GUARDED_BY(mu_);
+  uint64_t stored_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Unlogged chunk writes so far, and how many of them a finished flush covers.
+  uint64_t unlogged_writes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t flushed_writes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace stagefarm::cas
