@@ -102,6 +102,16 @@ absl::Status ServeOnePing(zmq::socket_t& server, absl::Duration timeout,
 
 class ZapAuthenticatorTest : public ::testing::Test {
  protected:
+  // Connects a client with `security`, sends a ping and expects the server to
+  // receive nothing within kSilenceTimeout.
+  void ExpectServerHearsNothing(Server& server, const SocketSecurity& security) {
+    zmq::socket_t client = ConnectClient(client_context_, security, server.endpoint);
+    client.set(zmq::sockopt::sndtimeo, 0);
+    (void)SendPing(client, 1);
+    EXPECT_EQ(ReceiveMessage(server.socket, kSilenceTimeout).status().code(),
+              absl::StatusCode::kDeadlineExceeded);
+  }
+
   zmq::context_t server_context_;
   zmq::context_t client_context_;
   CurveKeyPair server_keys_ = MustGenerate();
@@ -148,12 +158,8 @@ TEST_F(ZapAuthenticatorTest, UnauthorisedClient_GetsNothingAndIsReported) {
   absl::StatusOr<SocketSecurity> client_security =
       SocketSecurity::CurveClient(intruder, server_keys_.public_key);
   ASSERT_TRUE(client_security.ok());
-  zmq::socket_t client = ConnectClient(client_context_, *client_security, server.endpoint);
   // The DEALER queues the ping; it is never delivered because the handshake fails.
-  client.set(zmq::sockopt::sndtimeo, 0);
-  (void)SendPing(client, 1);
-  EXPECT_EQ(ReceiveMessage(server.socket, kSilenceTimeout).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  ExpectServerHearsNothing(server, *client_security);
   EXPECT_EQ(ReceiveMessage(client, absl::Milliseconds(50)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   EXPECT_GE((*auth)->rejected_count(), 1u);
@@ -176,11 +182,7 @@ TEST_F(ZapAuthenticatorTest, ClientWithWrongServerKey_GetsNothing) {
   absl::StatusOr<SocketSecurity> client_security =
       SocketSecurity::CurveClient(client_keys, impostor.public_key);
   ASSERT_TRUE(client_security.ok());
-  zmq::socket_t client = ConnectClient(client_context_, *client_security, server.endpoint);
-  client.set(zmq::sockopt::sndtimeo, 0);
-  (void)SendPing(client, 1);
-  EXPECT_EQ(ReceiveMessage(server.socket, kSilenceTimeout).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  ExpectServerHearsNothing(server, *client_security);
 }
 
 TEST_F(ZapAuthenticatorTest, PlainClient_CannotTalkToCurveServer) {
@@ -191,12 +193,7 @@ TEST_F(ZapAuthenticatorTest, PlainClient_CannotTalkToCurveServer) {
   ASSERT_TRUE(server_security.ok());
   Server server(server_context_, *server_security);
   ASSERT_TRUE(server.status.ok());
-  zmq::socket_t client =
-      ConnectClient(client_context_, SocketSecurity::Insecure(), server.endpoint);
-  client.set(zmq::sockopt::sndtimeo, 0);
-  (void)SendPing(client, 1);
-  EXPECT_EQ(ReceiveMessage(server.socket, kSilenceTimeout).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  ExpectServerHearsNothing(server, SocketSecurity::Insecure());
 }
 
 TEST_F(ZapAuthenticatorTest, InsecureOnBothSides_TalksPlainWithoutAuthenticator) {
@@ -256,11 +253,7 @@ TEST_F(ZapAuthenticatorTest, AfterAuthenticatorStops_CurveServerFailsClosed) {
   absl::StatusOr<SocketSecurity> client_security =
       SocketSecurity::CurveClient(client_keys, server_keys_.public_key);
   ASSERT_TRUE(client_security.ok());
-  zmq::socket_t client = ConnectClient(client_context_, *client_security, server.endpoint);
-  client.set(zmq::sockopt::sndtimeo, 0);
-  (void)SendPing(client, 1);
-  EXPECT_EQ(ReceiveMessage(server.socket, kSilenceTimeout).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  ExpectServerHearsNothing(server, *client_security);
 }
 
 TEST_F(ZapAuthenticatorTest, Stop_JoinsPromptlyAndAllowsRestart) {
