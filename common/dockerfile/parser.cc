@@ -639,7 +639,8 @@ absl::StatusOr<ParseResult> Parse(absl::string_view data, absl::string_view file
     if (!child.ok())
       return LocatedError(filename, start_line, current_line, child.status().message());
 
-    if (CanContainHeredoc(*child) && absl::StrContains(buf, "<<")) {
+    // The cheap test first: almost no line contains "<<".
+    if (absl::StrContains(buf, "<<") && CanContainHeredoc(*child)) {
       absl::StatusOr<std::vector<Heredoc>> heredocs = HeredocsFromLine(buf);
       if (!heredocs.ok()) {
         return LocatedError(filename, start_line, current_line, heredocs.status().message());
