@@ -108,14 +108,9 @@ std::string Check(absl::string_view body) {
   return digest::Sha256Of(body).hex().substr(0, 2 * kCheckSize);
 }
 
-struct ChunkEntry {
-  Digest digest;
-  uint64_t length;
-};
-
 struct IndexRecord {
   uint64_t size = 0;
-  std::vector<ChunkEntry> chunks;
+  std::vector<ChunkRef> chunks;
   std::string media_type;
 };
 
@@ -265,14 +260,17 @@ absl::Status BlobWriter::Write(absl::string_view bytes) {
 }
 
 absl::Status BlobWriter::StorePending() {
-  Digest chunk = digest::Sha256Of(pending_);
+  // Pinned before it is looked up, so that GC cannot take a chunk found
+  // present; the destructor unpins every entry of chunks_.
+  chunks_.push_back({digest::Sha256Of(pending_), pending_.size()});
+  store_->Pin({&chunks_.back(), 1});
   const bool logged = stored_ < store_->options_.logged_prefix;
-  if (absl::Status status = store_->StoreChunk(chunk, pending_, logged, &needs_flush_);
+  if (absl::Status status =
+          store_->StoreChunk(chunks_.back().digest, pending_, logged, &needs_flush_);
       !status.ok()) {
     return status;
   }
   stored_ += pending_.size();
-  chunks_.push_back({std::move(chunk), pending_.size()});
   pending_.clear();
   return absl::OkStatus();
 }
@@ -301,7 +299,7 @@ absl::StatusOr<absl::string_view> BlobReader::Next() {
   if (returned_ >= length_ || next_chunk_ >= chunks_.size()) return absl::string_view();
   return NoThrow("BlobReader::Next", [&]() -> absl::StatusOr<absl::string_view> {
     const ChunkRef& chunk = chunks_[next_chunk_++];
-    if (absl::Status status = store_->ReadChunk(blob_, chunk.digest, chunk.length, &buffer_);
+    if (absl::Status status = store_->ReadChunk(blob_, chunk, &buffer_);
         !status.ok()) {
       return status;
     }
@@ -311,6 +309,124 @@ absl::StatusOr<absl::string_view> BlobReader::Next() {
     piece = piece.substr(0, std::min<uint64_t>(piece.size(), length_ - returned_));
     returned_ += piece.size();
     return piece;
+  });
+}
+
+// ------------------------------------------------------------- BlobAssembler
+
+namespace {
+// Out-of-order chunk bytes an assembler keeps in memory before it starts
+// reading them back from the store instead.
+constexpr uint64_t kMaxBufferedBytes = uint64_t{64} << 20;
+}  // namespace
+
+BlobAssembler::BlobAssembler(BlobStore* store, BlobManifest manifest, std::vector<bool> stored,
+                             bool needs_flush)
+    : store_(store),
+      manifest_(std::move(manifest)),
+      stored_(std::move(stored)),
+      needs_flush_(needs_flush) {
+  offsets_.reserve(manifest_.chunks.size());
+  uint64_t offset = 0;
+  for (const ChunkRef& chunk : manifest_.chunks) {
+    offsets_.push_back(offset);
+    offset += chunk.length;
+  }
+  needed_ = std::count(stored_.begin(), stored_.end(), false);
+}
+
+BlobAssembler::~BlobAssembler() { store_->Unpin(manifest_.chunks); }
+
+std::vector<size_t> BlobAssembler::MissingChunks() const {
+  std::vector<size_t> missing;
+  missing.reserve(needed_);
+  for (size_t i = 0; i < stored_.size(); ++i) {
+    if (!stored_[i]) missing.push_back(i);
+  }
+  return missing;
+}
+
+absl::Status BlobAssembler::AddChunk(size_t index, absl::string_view bytes) {
+  if (spent_) return absl::FailedPreconditionError("BlobAssembler used after Commit");
+  if (index >= manifest_.chunks.size()) {
+    return absl::OutOfRangeError(absl::StrCat("chunk index ", index, " is out of range for blob ",
+                                              manifest_.digest.ToString(), " (",
+                                              manifest_.chunks.size(), " chunks)"));
+  }
+  if (stored_[index]) return absl::OkStatus();
+  const ChunkRef& chunk = manifest_.chunks[index];
+  return NoThrow("BlobAssembler::AddChunk", [&]() -> absl::Status {
+    if (bytes.size() != chunk.length) {
+      return absl::DataLossError(absl::StrCat("chunk ", index, " (", chunk.digest.ToString(),
+                                              ") of blob ", manifest_.digest.ToString(), " has ",
+                                              bytes.size(), " bytes, expected ", chunk.length));
+    }
+    if (Digest actual = digest::Sha256Of(bytes); actual != chunk.digest) {
+      return absl::DataLossError(absl::StrCat("chunk ", index, " of blob ",
+                                              manifest_.digest.ToString(), " hashes to ",
+                                              actual.ToString(), ", expected ",
+                                              chunk.digest.ToString()));
+    }
+    const bool logged = offsets_[index] < store_->options_.logged_prefix;
+    if (absl::Status status = store_->StoreChunk(chunk.digest, bytes, logged, &needs_flush_);
+        !status.ok()) {
+      return status;
+    }
+    stored_[index] = true;
+    --needed_;
+    if (index == hashed_) {
+      whole_.Update(bytes);
+      ++hashed_;
+    } else if (buffered_bytes_ + bytes.size() <= kMaxBufferedBytes) {
+      buffered_.emplace(index, std::string(bytes));
+      buffered_bytes_ += bytes.size();
+    }
+    return Absorb();
+  });
+}
+
+absl::Status BlobAssembler::Absorb() {
+  std::string read_back;
+  while (hashed_ < manifest_.chunks.size() && stored_[hashed_]) {
+    if (auto it = buffered_.find(hashed_); it != buffered_.end()) {
+      whole_.Update(it->second);
+      buffered_bytes_ -= it->second.size();
+      buffered_.erase(it);
+    } else {
+      // Stored before this assembler started, or added ahead while the buffer
+      // was full: read back, verified.
+      if (absl::Status status =
+              store_->ReadChunk(manifest_.digest, manifest_.chunks[hashed_], &read_back);
+          !status.ok()) {
+        return status;
+      }
+      whole_.Update(read_back);
+    }
+    ++hashed_;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BlobAssembler::Commit() {
+  if (spent_) return absl::FailedPreconditionError("BlobAssembler used after Commit");
+  spent_ = true;
+  if (needed_ > 0) {
+    return absl::FailedPreconditionError(absl::StrCat("blob ", manifest_.digest.ToString(),
+                                                      " cannot be committed: ", needed_, " of ",
+                                                      manifest_.chunks.size(),
+                                                      " chunks are missing"));
+  }
+  return NoThrow("BlobAssembler::Commit", [&]() -> absl::Status {
+    if (absl::Status status = Absorb(); !status.ok()) return status;
+    Digest actual = whole_.Finish();
+    if (actual != manifest_.digest) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the chunks listed for blob ", manifest_.digest.ToString(), " hash to ",
+          actual.ToString(), " (", manifest_.size, " bytes); nothing was stored"));
+    }
+    return store_->CommitIndex(
+        manifest_.digest,
+        EncodeIndexRecord(manifest_.size, manifest_.chunks, manifest_.media_type), needs_flush_);
   });
 }
 
@@ -389,7 +505,7 @@ absl::Status BlobStore::SweepOrphanChunks() {
       if (!blob.ok()) continue;
       absl::StatusOr<IndexRecord> record = DecodeIndexRecord(*blob, ToView(it->value()));
       if (!record.ok()) return record.status();
-      for (const ChunkEntry& chunk : record->chunks) live.insert(chunk.digest.ToString());
+      for (const ChunkRef& chunk : record->chunks) live.insert(chunk.digest.ToString());
     }
     if (!it->status().ok()) return FromRocks(it->status(), "scanning blob index");
   }
@@ -430,7 +546,6 @@ absl::Status BlobStore::StoreChunk(const Digest& chunk, absl::string_view bytes,
                                    bool* needs_flush) {
   std::string key = chunk.ToString();
   absl::MutexLock lock(&mu_);
-  ++pinned_[key];
   std::string ignored;
   rocksdb::Status found = db_->Get(rocksdb::ReadOptions(), chunk_meta_, key, &ignored);
   if (found.ok()) {
@@ -457,9 +572,14 @@ absl::Status BlobStore::StoreChunk(const Digest& chunk, absl::string_view bytes,
   return absl::OkStatus();
 }
 
-void BlobStore::Unpin(absl::Span<const BlobWriter::ChunkRef> chunks) {
+void BlobStore::Pin(absl::Span<const ChunkRef> chunks) {
   absl::MutexLock lock(&mu_);
-  for (const BlobWriter::ChunkRef& chunk : chunks) {
+  for (const ChunkRef& chunk : chunks) ++pinned_[chunk.digest.ToString()];
+}
+
+void BlobStore::Unpin(absl::Span<const ChunkRef> chunks) {
+  absl::MutexLock lock(&mu_);
+  for (const ChunkRef& chunk : chunks) {
     auto it = pinned_.find(chunk.digest.ToString());
     if (it != pinned_.end() && --it->second == 0) pinned_.erase(it);
   }
@@ -501,23 +621,109 @@ absl::StatusOr<std::string> BlobStore::ReadIndex(const Digest& blob) const {
   return value;
 }
 
-absl::Status BlobStore::ReadChunk(const Digest& blob, const Digest& chunk, uint64_t length,
+absl::Status BlobStore::ReadChunk(const Digest& blob, const ChunkRef& chunk,
                                   std::string* out) const {
-  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), chunks_, chunk.ToString(), out);
+  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), chunks_, chunk.digest.ToString(), out);
   if (status.IsNotFound()) {
-    return absl::DataLossError(absl::StrCat("chunk ", chunk.ToString(), " of blob ",
+    return absl::DataLossError(absl::StrCat("chunk ", chunk.digest.ToString(), " of blob ",
                                             blob.ToString(), " is missing from the store"));
   }
   if (!status.ok()) {
-    return FromRocks(
-        status, absl::StrCat("reading chunk ", chunk.ToString(), " of blob ", blob.ToString()));
+    return FromRocks(status, absl::StrCat("reading chunk ", chunk.digest.ToString(), " of blob ",
+                                          blob.ToString()));
   }
-  if (out->size() != length || digest::Sha256Of(*out) != chunk) {
-    return absl::DataLossError(absl::StrCat(
-        "chunk ", chunk.ToString(), " of blob ", blob.ToString(), " is corrupt (", out->size(),
-        " bytes hash to ", digest::Sha256Of(*out).ToString(), ", expected ", length, " bytes)"));
+  if (out->size() != chunk.length || digest::Sha256Of(*out) != chunk.digest) {
+    return absl::DataLossError(absl::StrCat("chunk ", chunk.digest.ToString(), " of blob ",
+                                            blob.ToString(), " is corrupt (", out->size(),
+                                            " bytes hash to ", digest::Sha256Of(*out).ToString(),
+                                            ", expected ", chunk.length, " bytes)"));
   }
   return absl::OkStatus();
+}
+
+absl::Status BlobStore::ReadChunkBytes(const Digest& chunk, std::string* out) const {
+  return NoThrow("BlobStore::ReadChunkBytes", [&]() -> absl::Status {
+    rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), chunks_, chunk.ToString(), out);
+    if (status.IsNotFound()) {
+      return absl::NotFoundError(absl::StrCat("chunk ", chunk.ToString(), " is not in the store"));
+    }
+    return FromRocks(status, absl::StrCat("reading chunk ", chunk.ToString()));
+  });
+}
+
+absl::StatusOr<std::vector<bool>> BlobStore::HasChunks(absl::Span<const ChunkRef> chunks) const {
+  std::vector<std::string> keys;
+  keys.reserve(chunks.size());
+  for (const ChunkRef& chunk : chunks) keys.push_back(chunk.digest.ToString());
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), chunk_meta_, slices.size(), slices.data(), values.data(),
+                statuses.data());
+  std::vector<bool> present(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].ok()) {
+      present[i] = true;
+    } else if (!statuses[i].IsNotFound()) {
+      return FromRocks(statuses[i], absl::StrCat("looking up chunk ", keys[i]));
+    }
+  }
+  return present;
+}
+
+bool BlobStore::UnflushedChunkWrites() const {
+  absl::MutexLock lock(&mu_);
+  return unlogged_writes_ > flushed_writes_;
+}
+
+absl::StatusOr<BlobManifest> BlobStore::Manifest(const Digest& blob) const {
+  return NoThrow("BlobStore::Manifest", [&]() -> absl::StatusOr<BlobManifest> {
+    absl::StatusOr<std::string> value = ReadIndex(blob);
+    if (!value.ok()) return value.status();
+    absl::StatusOr<IndexRecord> record = DecodeIndexRecord(blob, *value);
+    if (!record.ok()) return record.status();
+    return BlobManifest{blob, record->size, std::move(record->chunks),
+                        std::move(record->media_type)};
+  });
+}
+
+absl::StatusOr<std::unique_ptr<BlobAssembler>> BlobStore::NewAssembler(BlobManifest manifest) {
+  return NoThrow("BlobStore::NewAssembler", [&]() -> absl::StatusOr<std::unique_ptr<BlobAssembler>> {
+    auto invalid = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("manifest of blob ", manifest.digest.ToString(), " is invalid: ", why));
+    };
+    if (manifest.digest.algorithm() != digest::Algorithm::kSha256) {
+      return invalid("only sha256 blobs are stored");
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < manifest.chunks.size(); ++i) {
+      const ChunkRef& chunk = manifest.chunks[i];
+      if (chunk.digest.algorithm() != digest::Algorithm::kSha256) {
+        return invalid(absl::StrCat("chunk ", i, " is not sha256"));
+      }
+      if (chunk.length == 0 || chunk.length > kMaxChunkBytes) {
+        return invalid(absl::StrCat("chunk ", i, " has length ", chunk.length, " (allowed 1 to ",
+                                    kMaxChunkBytes, ")"));
+      }
+      total += chunk.length;
+    }
+    if (total != manifest.size) {
+      return invalid(absl::StrCat("chunks add up to ", total, " bytes, manifest says ",
+                                  manifest.size));
+    }
+    Pin(manifest.chunks);
+    absl::StatusOr<std::vector<bool>> stored = HasChunks(manifest.chunks);
+    if (!stored.ok()) {
+      Unpin(manifest.chunks);
+      return stored.status();
+    }
+    // A chunk found present may have been written unlogged by another put and
+    // not be flushed yet: then Commit flushes before writing the index.
+    const bool needs_flush = UnflushedChunkWrites();
+    return std::unique_ptr<BlobAssembler>(
+        new BlobAssembler(this, std::move(manifest), *std::move(stored), needs_flush));
+  });
 }
 
 void BlobStore::RecordAccess(const Digest& blob) {
@@ -539,10 +745,10 @@ absl::StatusOr<std::unique_ptr<BlobReader>> BlobStore::Get(const Digest& blob, u
                                                 blob.ToString(), " (", record->size, " bytes)"));
     }
     const uint64_t range = std::min(record->size - offset, length.value_or(record->size));
-    std::vector<BlobReader::ChunkRef> chunks;
+    std::vector<ChunkRef> chunks;
     uint64_t start = 0;  // offset of the current chunk in the blob
     uint64_t skip = 0;
-    for (ChunkEntry& chunk : record->chunks) {
+    for (ChunkRef& chunk : record->chunks) {
       const uint64_t end = start + chunk.length;
       if (range > 0 && end > offset && start < offset + range) {
         if (chunks.empty()) skip = offset - start;
@@ -757,7 +963,7 @@ absl::StatusOr<GcStats> BlobStore::CollectGarbage(uint64_t size_cap) {
         absl::StatusOr<IndexRecord> record = DecodeIndexRecord(*blob, ToView(it->value()));
         if (!record.ok()) return record.status();
         Candidate candidate{absl::InfinitePast(), std::string(key), {}};
-        for (const ChunkEntry& chunk : record->chunks) {
+        for (const ChunkRef& chunk : record->chunks) {
           std::string chunk_key = chunk.digest.ToString();
           ++uses[chunk_key];
           candidate.chunks.push_back(std::move(chunk_key));

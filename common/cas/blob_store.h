@@ -34,8 +34,8 @@
 // no ref and no live lease names until the stored bytes fit the cap, then
 // deletes every chunk no remaining blob and no open BlobWriter uses.
 //
-// Thread safety: BlobStore is safe for concurrent use. A BlobWriter or a
-// BlobReader is used by one thread at a time; many may exist at once. Both
+// Thread safety: BlobStore is safe for concurrent use. A BlobWriter, a
+// BlobAssembler or a BlobReader is used by one thread at a time; many may exist at once. Both
 // must be destroyed before their BlobStore. A reader of a blob that is
 // deleted (Delete or CollectGarbage) while it reads may fail with NotFound or
 // DataLoss.
@@ -86,6 +86,25 @@ struct BlobInfo {
   std::string media_type;  // empty when unknown
 };
 
+// One chunk of a blob: its digest and length.
+struct ChunkRef {
+  digest::Digest digest;
+  uint64_t length = 0;
+};
+
+// Chunks longer than this are refused in a manifest from a peer. The chunker
+// never cuts more than ChunkerOptions::max_size (4 MiB by default).
+inline constexpr uint64_t kMaxChunkBytes = uint64_t{8} << 20;
+
+// A blob as its ordered chunk list: what a peer needs to fetch it chunk by
+// chunk. The chunk lengths add up to `size`.
+struct BlobManifest {
+  digest::Digest digest;
+  uint64_t size = 0;
+  std::vector<ChunkRef> chunks;
+  std::string media_type;  // empty when unknown
+};
+
 struct GcStats {
   size_t blobs_deleted = 0;
   size_t chunks_deleted = 0;
@@ -118,10 +137,6 @@ class BlobWriter {
 
  private:
   friend class BlobStore;
-  struct ChunkRef {
-    digest::Digest digest;
-    uint64_t length;
-  };
   explicit BlobWriter(BlobStore* store);
   absl::Status StorePending();
 
@@ -150,10 +165,6 @@ class BlobReader {
 
  private:
   friend class BlobStore;
-  struct ChunkRef {
-    digest::Digest digest;
-    uint64_t length;
-  };
   BlobReader(const BlobStore* store, digest::Digest blob, std::vector<ChunkRef> chunks,
              uint64_t skip, uint64_t length)
       : store_(store),
@@ -170,6 +181,62 @@ class BlobReader {
   uint64_t length_;
   uint64_t returned_ = 0;
   std::string buffer_;
+};
+
+// Builds a blob from a known chunk list (a manifest received from a peer),
+// chunk by chunk in any order. Each chunk is verified against its digest
+// before it is stored; Commit verifies the whole blob's digest over the chunks
+// in order before the blob becomes visible. Chunks the store already has are
+// not needed again. The manifest's chunks are protected from garbage
+// collection while the assembler lives; destroying it uncommitted abandons the
+// blob (chunks no blob uses are garbage).
+class BlobAssembler {
+ public:
+  ~BlobAssembler();
+  BlobAssembler(const BlobAssembler&) = delete;
+  BlobAssembler& operator=(const BlobAssembler&) = delete;
+
+  const BlobManifest& manifest() const { return manifest_; }
+
+  // Indexes of the chunks still needed, ascending.
+  std::vector<size_t> MissingChunks() const;
+  // Whether every chunk is stored (Commit can succeed unless the whole digest
+  // is wrong).
+  bool complete() const { return needed_ == 0; }
+
+  // Verifies `bytes` against chunk `index` of the manifest and stores it.
+  // DataLoss naming the chunk, its index and the blob when length or digest
+  // differ (nothing is stored); OutOfRange for a bad index. Adding a chunk
+  // that is already stored does nothing.
+  absl::Status AddChunk(size_t index, absl::string_view bytes);
+
+  // Verifies that the chunks, in order, hash to the blob's digest and makes
+  // the blob visible (durably). FailedPrecondition when chunks are missing;
+  // InvalidArgument when the chunks hash to another digest (the chunk list
+  // lied), and then nothing becomes visible. The assembler is spent
+  // afterwards, whatever the outcome.
+  absl::Status Commit();
+
+ private:
+  friend class BlobStore;
+  BlobAssembler(BlobStore* store, BlobManifest manifest, std::vector<bool> stored,
+                bool needs_flush);
+  // Feeds the whole-blob hash with every chunk from hashed_ on that is stored.
+  absl::Status Absorb();
+
+  BlobStore* store_;
+  BlobManifest manifest_;
+  std::vector<uint64_t> offsets_;  // offset of each chunk in the blob
+  std::vector<bool> stored_;       // chunk i is in the store
+  size_t needed_ = 0;              // chunks not stored yet
+  digest::Sha256 whole_;
+  size_t hashed_ = 0;  // chunks [0, hashed_) are fed to whole_
+  // Bytes of chunks added ahead of hashed_, kept so that Absorb need not read
+  // them back (bounded by kMaxBufferedBytes; beyond it they are read back).
+  absl::flat_hash_map<size_t, std::string> buffered_;
+  uint64_t buffered_bytes_ = 0;
+  bool needs_flush_ = false;
+  bool spent_ = false;
 };
 
 class BlobStore {
@@ -195,6 +262,19 @@ class BlobStore {
   // stored; OutOfRange if offset is past the end. Records the access for GC.
   absl::StatusOr<std::unique_ptr<BlobReader>> Get(const digest::Digest& blob, uint64_t offset = 0,
                                                   std::optional<uint64_t> length = std::nullopt);
+
+  // The blob's chunk list, for serving it to a peer. NotFound naming the
+  // digest if the blob is not stored.
+  absl::StatusOr<BlobManifest> Manifest(const digest::Digest& blob) const;
+
+  // Reads one stored chunk's bytes into *out without hashing them (the peer
+  // that receives them verifies). NotFound naming the chunk if absent.
+  absl::Status ReadChunkBytes(const digest::Digest& chunk, std::string* out) const;
+
+  // Starts assembling the blob `manifest` describes. InvalidArgument naming
+  // the blob when the manifest is inconsistent (lengths that do not add up, an
+  // empty or over-long chunk, a digest that is not sha256).
+  absl::StatusOr<std::unique_ptr<BlobAssembler>> NewAssembler(BlobManifest manifest);
 
   // Reads a whole blob (or range) into memory; for small blobs and tests.
   absl::StatusOr<std::string> ReadAll(const digest::Digest& blob, uint64_t offset = 0,
@@ -241,19 +321,27 @@ class BlobStore {
  private:
   friend class BlobWriter;
   friend class BlobReader;
+  friend class BlobAssembler;
   BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
             std::vector<rocksdb::ColumnFamilyHandle*> handles);
 
   absl::Status SweepOrphanChunks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stores a chunk unless present, pinning it for the writer; through the WAL
-  // if `logged`. Sets *needs_flush if the chunk may now be in a memtable
-  // without being in the WAL.
+  // Stores a chunk unless present; through the WAL if `logged`. Sets
+  // *needs_flush if the chunk may now be in a memtable without being in the
+  // WAL. The caller has pinned the chunk.
   absl::Status StoreChunk(const digest::Digest& chunk, absl::string_view bytes, bool logged,
                           bool* needs_flush);
-  void Unpin(absl::Span<const BlobWriter::ChunkRef> chunks);
+  // Pinned chunks survive garbage collection (counted: each Pin needs an Unpin).
+  void Pin(absl::Span<const ChunkRef> chunks);
+  void Unpin(absl::Span<const ChunkRef> chunks);
+  // Whether each chunk is stored (one MultiGet on chunk_meta).
+  absl::StatusOr<std::vector<bool>> HasChunks(absl::Span<const ChunkRef> chunks) const;
+  // Whether an unlogged chunk write may not be flushed yet.
+  bool UnflushedChunkWrites() const;
   // Flushes unlogged chunks if `needs_flush`, then writes the index record synced.
   absl::Status CommitIndex(const digest::Digest& blob, const std::string& record, bool needs_flush);
-  absl::Status ReadChunk(const digest::Digest& blob, const digest::Digest& chunk, uint64_t length,
+  // Reads a chunk of `blob` and verifies its length and digest (DataLoss).
+  absl::Status ReadChunk(const digest::Digest& blob, const ChunkRef& chunk,
                          std::string* out) const;
   absl::StatusOr<std::string> ReadIndex(const digest::Digest& blob) const;
   void RecordAccess(const digest::Digest& blob);

@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
+#include "tests/testing/random_blobs.h"
 
 namespace stagefarm::cas {
 namespace {
@@ -31,65 +32,11 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Pair;
 
-constexpr uint64_t kMiB = 1024 * 1024;
-
-// Seeded pseudo-random bytes, generated a buffer at a time so huge blobs never
-// sit in memory. std::mt19937_64's output is fixed by the standard.
-class RandomStream {
- public:
-  explicit RandomStream(uint64_t seed) : random_(seed) {}
-  void Fill(std::string* buffer, size_t size) {
-    buffer->resize(size);
-    for (size_t i = 0; i < size; i += 8) {
-      uint64_t word = random_();
-      for (size_t j = 0; j < 8 && i + j < size; ++j) {
-        (*buffer)[i + j] = static_cast<char>(word >> (8 * j));
-      }
-    }
-  }
-
- private:
-  std::mt19937_64 random_;
-};
-
-std::string RandomBytes(uint64_t seed, size_t size) {
-  std::string out;
-  RandomStream(seed).Fill(&out, size);
-  return out;
-}
-
-// Streams `size` seeded bytes into a new blob and commits it under their digest.
-absl::StatusOr<Digest> PutRandom(BlobStore& store, uint64_t seed, uint64_t size) {
-  RandomStream stream(seed);
-  digest::Sha256 hasher;
-  std::unique_ptr<BlobWriter> writer = store.NewWriter();
-  std::string buffer;
-  for (uint64_t done = 0; done < size;) {
-    stream.Fill(&buffer, std::min<uint64_t>(size - done, 4 * kMiB));
-    hasher.Update(buffer);
-    if (absl::Status status = writer->Write(buffer); !status.ok()) return status;
-    done += buffer.size();
-  }
-  Digest blob = hasher.Finish();
-  if (absl::Status status = writer->Commit(blob); !status.ok()) return status;
-  return blob;
-}
-
-// Reads the whole blob through the streaming reader; returns its digest and size.
-absl::StatusOr<std::pair<Digest, uint64_t>> HashStored(BlobStore& store, const Digest& blob) {
-  absl::StatusOr<std::unique_ptr<BlobReader>> reader = store.Get(blob);
-  if (!reader.ok()) return reader.status();
-  digest::Sha256 hasher;
-  uint64_t size = 0;
-  while (true) {
-    absl::StatusOr<absl::string_view> piece = (*reader)->Next();
-    if (!piece.ok()) return piece.status();
-    if (piece->empty()) break;
-    hasher.Update(*piece);
-    size += piece->size();
-  }
-  return std::make_pair(hasher.Finish(), size);
-}
+using testing::HashStored;
+using testing::kMiB;
+using testing::PutRandom;
+using testing::RandomBytes;
+using testing::RandomStream;
 
 class BlobStoreTest : public ::testing::Test {
  protected:
