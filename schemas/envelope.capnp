@@ -7,6 +7,8 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("stagefarm::schema");
 
+using Transfer = import "transfer.capnp";
+
 const protocolVersion :UInt32 = 1;
 
 struct Envelope {
@@ -19,6 +21,21 @@ struct Envelope {
     error @2 :Error;
     ping @3 :Void;
     pong @4 :Void;
+
+    # Blob transfer: see transfer.capnp for the exchanges.
+    statBlobs @5 :Transfer.DigestList;
+    blobManifests @6 :Transfer.BlobManifests;
+    getChunk @7 :Transfer.ChunkAddress;
+    chunkData @8 :Transfer.ChunkAddress;
+    findMissing @9 :Transfer.DigestList;
+    missingBlobs @10 :Transfer.DigestList;
+    putBlob @11 :Transfer.BlobPut;
+    offerBlob @12 :Transfer.BlobManifest;
+    offerReply @13 :Transfer.OfferReply;
+    putChunk @14 :Transfer.ChunkAddress;
+    chunkStored @15 :Transfer.ChunkAddress;
+    commitBlob @16 :Transfer.BlobPut;
+    blobStored @17 :Transfer.BlobPut;
   }
 }
 

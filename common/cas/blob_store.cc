@@ -327,10 +327,13 @@ BlobAssembler::BlobAssembler(BlobStore* store, BlobManifest manifest, std::vecto
       stored_(std::move(stored)),
       needs_flush_(needs_flush) {
   offsets_.reserve(manifest_.chunks.size());
+  first_.reserve(manifest_.chunks.size());
+  absl::flat_hash_map<absl::string_view, size_t> first_index;
   uint64_t offset = 0;
-  for (const ChunkRef& chunk : manifest_.chunks) {
+  for (size_t i = 0; i < manifest_.chunks.size(); ++i) {
     offsets_.push_back(offset);
-    offset += chunk.length;
+    offset += manifest_.chunks[i].length;
+    first_.push_back(first_index.emplace(manifest_.chunks[i].digest.hex(), i).first->second);
   }
   needed_ = std::count(stored_.begin(), stored_.end(), false);
 }
@@ -341,7 +344,7 @@ std::vector<size_t> BlobAssembler::MissingChunks() const {
   std::vector<size_t> missing;
   missing.reserve(needed_);
   for (size_t i = 0; i < stored_.size(); ++i) {
-    if (!stored_[i]) missing.push_back(i);
+    if (!stored_[i] && first_[i] == i) missing.push_back(i);
   }
   return missing;
 }
@@ -372,8 +375,13 @@ absl::Status BlobAssembler::AddChunk(size_t index, absl::string_view bytes) {
         !status.ok()) {
       return status;
     }
-    stored_[index] = true;
-    --needed_;
+    // Every occurrence of this chunk in the blob is stored now.
+    for (size_t i = first_[index]; i < stored_.size(); ++i) {
+      if (first_[i] == first_[index] && !stored_[i]) {
+        stored_[i] = true;
+        --needed_;
+      }
+    }
     if (index == hashed_) {
       whole_.Update(bytes);
       ++hashed_;
@@ -387,18 +395,23 @@ absl::Status BlobAssembler::AddChunk(size_t index, absl::string_view bytes) {
 
 absl::Status BlobAssembler::Absorb() {
   std::string read_back;
+  size_t read_back_index = manifest_.chunks.size();  // the chunk in read_back, if any
   while (hashed_ < manifest_.chunks.size() && stored_[hashed_]) {
     if (auto it = buffered_.find(hashed_); it != buffered_.end()) {
       whole_.Update(it->second);
       buffered_bytes_ -= it->second.size();
       buffered_.erase(it);
     } else {
-      // Stored before this assembler started, or added ahead while the buffer
-      // was full: read back, verified.
-      if (absl::Status status =
-              store_->ReadChunk(manifest_.digest, manifest_.chunks[hashed_], &read_back);
-          !status.ok()) {
-        return status;
+      // Stored before this assembler started, added ahead while the buffer
+      // was full, or a repeat of an earlier chunk: read back, verified (once
+      // for a run of the same chunk).
+      if (read_back_index == manifest_.chunks.size() || first_[read_back_index] != first_[hashed_]) {
+        if (absl::Status status =
+                store_->ReadChunk(manifest_.digest, manifest_.chunks[hashed_], &read_back);
+            !status.ok()) {
+          return status;
+        }
+        read_back_index = hashed_;
       }
       whole_.Update(read_back);
     }

@@ -198,7 +198,9 @@ class BlobAssembler {
 
   const BlobManifest& manifest() const { return manifest_; }
 
-  // Indexes of the chunks still needed, ascending.
+  // Indexes of the chunks still needed, ascending; a chunk that occurs more
+  // than once in the blob (runs of zeros, say) is listed at its first index
+  // only, and adding it there stores every occurrence.
   std::vector<size_t> MissingChunks() const;
   // Whether every chunk is stored (Commit can succeed unless the whole digest
   // is wrong).
@@ -228,7 +230,9 @@ class BlobAssembler {
   BlobManifest manifest_;
   std::vector<uint64_t> offsets_;  // offset of each chunk in the blob
   std::vector<bool> stored_;       // chunk i is in the store
-  size_t needed_ = 0;              // chunks not stored yet
+  // For each index, the first index with the same chunk digest.
+  std::vector<size_t> first_;
+  size_t needed_ = 0;  // chunk indexes not stored yet
   digest::Sha256 whole_;
   size_t hashed_ = 0;  // chunks [0, hashed_) are fed to whole_
   // Bytes of chunks added ahead of hashed_, kept so that Absorb need not read
