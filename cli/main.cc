@@ -1,5 +1,6 @@
 // stagefarm: the client. Subcommands today:
 //   stagefarm dockerfile parse [--dump] FILE
+//   stagefarm keys generate DIR [--name NAME]
 //   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--platform P]
 //                  [--format text|json|dot] CONTEXT
 #include <cstdio>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/command_line.h"
+#include "cli/keys_command.h"
 #include "cli/plan_output.h"
 #include "cli/subcommand.h"
 #include "common/dockerfile/instructions.h"
@@ -29,6 +31,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  dockerfile parse [--dump] FILE   parse a Dockerfile; --dump prints BuildKit's AST dump\n"
+    "  keys generate DIR [--name NAME]  write a CURVE keypair DIR/NAME.key, DIR/NAME.pub\n"
     "  plan [flags] CONTEXT             show the stages a build needs and what they depend on\n"
     "\n"
     "Run 'stagefarm COMMAND --help' for a command's flags.\n";
@@ -172,6 +175,12 @@ int Main(int argc, char** argv) {
       return Fail("usage: stagefarm dockerfile parse [--dump] FILE", kExitUsage);
     }
     return DockerfileParse(std::vector<std::string>(args.begin() + 2, args.end()));
+  }
+  if (command == "keys") {
+    if (args.size() < 2 || args[1] != "generate") {
+      return Fail("usage: stagefarm keys generate DIR [--name NAME]", kExitUsage);
+    }
+    return KeysGenerate(std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (command == "plan") return Plan(std::vector<std::string>(args.begin() + 1, args.end()));
   return Fail(absl::StrCat("unknown command \"", command, "\"\n", kUsage), kExitUsage);

@@ -2,12 +2,15 @@
 // and exit codes.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +19,7 @@
 namespace stagefarm {
 namespace {
 
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
 
 struct Invocation {
@@ -144,6 +148,79 @@ TEST(StagefarmCli, EveryExamplePlans) {
     const Invocation run = Stagefarm("plan '" + entry.path().string() + "'");
     EXPECT_EQ(run.exit_code, 0) << entry.path() << "\n" << run.output;
   }
+}
+
+// A fresh, empty directory for one test.
+std::filesystem::path TestDir() {
+  const auto dir = std::filesystem::path(::testing::TempDir()) /
+                   absl::StrCat("stagefarm_cli_test_", ::getpid(), "_",
+                                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+unsigned ModeOf(const std::filesystem::path& file) {
+  struct stat st;
+  EXPECT_EQ(::stat(file.c_str(), &st), 0) << file;
+  return st.st_mode & 0777;
+}
+
+std::string ReadFile(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(StagefarmCli, KeysGenerateWritesKeypairWithModesAndPrintsThePublicKey) {
+  const auto keys = TestDir() / "new/keys";  // neither directory exists yet
+  const Invocation run = Stagefarm(absl::StrCat("keys generate '", keys.string(), "'"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(ModeOf(keys), 0700u);
+  EXPECT_EQ(ModeOf(keys / "node.key"), 0600u);
+  EXPECT_EQ(ModeOf(keys / "node.pub"), 0644u);
+  const std::string public_key = ReadFile(keys / "node.pub");
+  ASSERT_EQ(public_key.size(), 41u);  // 40 Z85 characters and a newline
+  EXPECT_THAT(run.output, HasSubstr((keys / "node.pub").string()));
+  EXPECT_THAT(run.output, EndsWith("\n" + public_key));
+}
+
+TEST(StagefarmCli, KeysGenerateNamesTheFilesAfterName) {
+  const auto keys = TestDir();
+  const Invocation run =
+      Stagefarm(absl::StrCat("keys generate --name worker1 '", keys.string(), "'"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(std::filesystem::exists(keys / "worker1.key"));
+  EXPECT_TRUE(std::filesystem::exists(keys / "worker1.pub"));
+  EXPECT_FALSE(std::filesystem::exists(keys / "node.key"));
+}
+
+TEST(StagefarmCli, KeysGenerateRefusesToOverwriteAKey) {
+  const auto keys = TestDir();
+  ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", keys.string(), "'")).exit_code, 0);
+  const std::string secret = ReadFile(keys / "node.key");
+  const std::string public_key = ReadFile(keys / "node.pub");
+  const Invocation again = Stagefarm(absl::StrCat("keys generate '", keys.string(), "'"));
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_THAT(again.output, HasSubstr((keys / "node.key").string() + ": already exists"));
+  EXPECT_EQ(ReadFile(keys / "node.key"), secret);
+  EXPECT_EQ(ReadFile(keys / "node.pub"), public_key);
+}
+
+TEST(StagefarmCli, KeysGenerateUsageErrorsExitTwoWithAHint) {
+  const Invocation no_dir = Stagefarm("keys generate");
+  EXPECT_EQ(no_dir.exit_code, 2);
+  EXPECT_THAT(no_dir.output, HasSubstr("usage: stagefarm keys generate DIR [--name NAME]"));
+  const Invocation no_verb = Stagefarm("keys");
+  EXPECT_EQ(no_verb.exit_code, 2);
+  EXPECT_THAT(no_verb.output, HasSubstr("usage: stagefarm keys generate"));
+  const Invocation bad_flag = Stagefarm("keys generate --nmae x '" + TestDir().string() + "'");
+  EXPECT_EQ(bad_flag.exit_code, 2);
+  EXPECT_THAT(bad_flag.output, HasSubstr("unknown flag: --nmae (did you mean --name?)"));
+  const auto dir = TestDir();
+  const Invocation bad_name = Stagefarm("keys generate --name ../x '" + dir.string() + "'");
+  EXPECT_EQ(bad_name.exit_code, 2);
+  EXPECT_THAT(bad_name.output, HasSubstr("must be a plain file name"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
 }
 
 }  // namespace
