@@ -1,5 +1,6 @@
 // stagefarm: the client. Subcommands today:
 //   stagefarm dockerfile parse [--dump] FILE
+//   stagefarm keys generate DIR [--name NAME]
 //   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--platform P]
 //                  [--format text|json|dot] CONTEXT
 #include <cstdio>
@@ -13,7 +14,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/command_line.h"
+#include "cli/keys_command.h"
 #include "cli/plan_output.h"
+#include "cli/subcommand.h"
 #include "common/dockerfile/instructions.h"
 #include "common/dockerfile/parser.h"
 #include "common/fs/context_index.h"
@@ -23,22 +26,15 @@
 namespace stagefarm::cli {
 namespace {
 
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
-
 constexpr char kUsage[] =
     "usage: stagefarm COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
     "  dockerfile parse [--dump] FILE   parse a Dockerfile; --dump prints BuildKit's AST dump\n"
+    "  keys generate DIR [--name NAME]  write a CURVE keypair DIR/NAME.key, DIR/NAME.pub\n"
     "  plan [flags] CONTEXT             show the stages a build needs and what they depend on\n"
     "\n"
     "Run 'stagefarm COMMAND --help' for a command's flags.\n";
-
-int Fail(absl::string_view message, int code = kExitError) {
-  std::fprintf(stderr, "stagefarm: %.*s\n", static_cast<int>(message.size()), message.data());
-  return code;
-}
 
 // Reads a whole file ("-" is standard input).
 absl::StatusOr<std::string> ReadInput(const std::string& path) {
@@ -59,27 +55,6 @@ void PrintWarnings(const std::string& filename, const dockerfile::ParseResult& r
     std::fprintf(stderr, "%s:%d: warning: %s\n", filename.c_str(), w.start_line,
                  w.short_text.c_str());
   }
-}
-
-// Parses a command's arguments (adding --help) and handles help and usage
-// errors. Returns the exit code to stop with, or nullopt to go on with `out`.
-std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
-                                std::vector<FlagSpec> specs, absl::string_view positional_name,
-                                ParsedArgs& out) {
-  specs.push_back({"help", "h", false, false, "show this help"});
-  absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, specs);
-  if (!parsed.ok()) return Fail(parsed.status().message(), kExitUsage);
-  if (parsed->Has("help")) {
-    std::printf("usage: %.*s\n\n%s", static_cast<int>(usage.size()), usage.data(),
-                FlagHelp(specs).c_str());
-    return 0;
-  }
-  if (parsed->positional.size() != 1) {
-    return Fail(absl::StrCat("expected exactly one ", positional_name, "\nusage: ", usage),
-                kExitUsage);
-  }
-  out = *std::move(parsed);
-  return std::nullopt;
 }
 
 int DockerfileParse(const std::vector<std::string>& args) {
@@ -200,6 +175,12 @@ int Main(int argc, char** argv) {
       return Fail("usage: stagefarm dockerfile parse [--dump] FILE", kExitUsage);
     }
     return DockerfileParse(std::vector<std::string>(args.begin() + 2, args.end()));
+  }
+  if (command == "keys") {
+    if (args.size() < 2 || args[1] != "generate") {
+      return Fail("usage: stagefarm keys generate DIR [--name NAME]", kExitUsage);
+    }
+    return KeysGenerate(std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (command == "plan") return Plan(std::vector<std::string>(args.begin() + 1, args.end()));
   return Fail(absl::StrCat("unknown command \"", command, "\"\n", kUsage), kExitUsage);

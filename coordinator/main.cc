@@ -1,23 +1,34 @@
 // stagefarm-coordinator: parses, plans and schedules builds for a cluster of
 // workers. Scheduling arrives with the coordinator issue; today the daemon
-// accepts its documented flags (or a --flagfile) and reports them.
+// accepts its documented flags (or a --flagfile), reports them, and checks its
+// security flags: it refuses to start (exit 2) unless they configure CURVE
+// completely or ask for --insecure alone.
 #include <cstdio>
+#include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/net/node_security.h"
 
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7700", "ZeroMQ endpoint for workers and clients");
 ABSL_FLAG(std::string, data_dir, "/var/lib/stagefarm/coordinator",
           "Directory for the coordinator's store (cache index, refs)");
-ABSL_FLAG(std::string, curve_secret_key, "", "File with this node's CURVE secret key");
+ABSL_FLAG(std::string, curve_secret_key, "",
+          "This node's CURVE secret key file NAME.key (NAME.pub beside it)");
 ABSL_FLAG(std::string, authorized_keys, "", "Directory of CURVE public keys allowed to connect");
 ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in production)");
+
+namespace {
+
+constexpr int kExitUsage = 2;
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "stagefarm-coordinator --listen tcp://0.0.0.0:7700 --data-dir DIR "
-      "[--curve-secret-key FILE --authorized-keys DIR]");
+      "(--curve-secret-key FILE --authorized-keys DIR | --insecure)");
   absl::ParseCommandLine(argc, argv);
   std::printf(
       "stagefarm-coordinator: listen=%s data-dir=%s curve-secret-key=%s authorized-keys=%s "
@@ -25,6 +36,21 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_listen).c_str(), absl::GetFlag(FLAGS_data_dir).c_str(),
       absl::GetFlag(FLAGS_curve_secret_key).c_str(), absl::GetFlag(FLAGS_authorized_keys).c_str(),
       absl::GetFlag(FLAGS_insecure) ? "true" : "false");
+
+  stagefarm::net::NodeSecurityFlags security_flags;
+  security_flags.curve_secret_key = absl::GetFlag(FLAGS_curve_secret_key);
+  security_flags.authorized_keys = absl::GetFlag(FLAGS_authorized_keys);
+  security_flags.insecure = absl::GetFlag(FLAGS_insecure);
+  absl::StatusOr<stagefarm::net::NodeSecurity> security =
+      stagefarm::net::LoadNodeSecurity(security_flags, {.serves = true});
+  if (!security.ok()) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "stagefarm-coordinator: %s\n",
+                 std::string(security.status().message()).c_str());
+    return kExitUsage;
+  }
+  std::printf("stagefarm-coordinator: security: %s\n", security->Summary().c_str());
+  std::fflush(stdout);
   std::fprintf(stderr, "stagefarm-coordinator: scheduling is not implemented yet; exiting\n");
   return 0;
 }

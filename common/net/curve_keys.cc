@@ -119,14 +119,19 @@ absl::Status ValidateCurveKey(absl::string_view key, absl::string_view what) {
   return absl::OkStatus();
 }
 
-absl::Status WriteCurveKeyPair(const CurveKeyPair& keys, const std::filesystem::path& dir,
-                               absl::string_view name) {
-  if (absl::Status s = ValidateCurveKey(keys.public_key, "public key"); !s.ok()) return s;
-  if (absl::Status s = ValidateCurveKey(keys.secret_key, "secret key"); !s.ok()) return s;
+absl::Status ValidateKeyName(absl::string_view name) {
   if (name.empty() || name.find('/') != absl::string_view::npos || name == "." || name == "..") {
     return absl::InvalidArgumentError(
         absl::StrCat("key name \"", name, "\" must be a plain file name"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status WriteCurveKeyPair(const CurveKeyPair& keys, const std::filesystem::path& dir,
+                               absl::string_view name) {
+  if (absl::Status s = ValidateCurveKey(keys.public_key, "public key"); !s.ok()) return s;
+  if (absl::Status s = ValidateCurveKey(keys.secret_key, "secret key"); !s.ok()) return s;
+  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
   const std::filesystem::path secret_file = dir / absl::StrCat(name, ".key");
   const std::filesystem::path public_file = dir / absl::StrCat(name, ".pub");
   std::error_code ec;

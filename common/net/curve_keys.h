@@ -34,9 +34,14 @@ struct CurveKeyPair {
 // InvalidArgument naming `what` (a file name or flag) and the offending value.
 absl::Status ValidateCurveKey(absl::string_view key, absl::string_view what);
 
+// Returns OK when `name` can name a keypair's files: a plain file name (not
+// empty, no '/', not "." or ".."); otherwise InvalidArgument.
+absl::Status ValidateKeyName(absl::string_view name);
+
 // Writes `dir/<name>.key` (0600) and `dir/<name>.pub` (0644). Refuses to
 // overwrite (AlreadyExists naming the file) and writes nothing then; `dir`
-// must exist. On a failure after the secret file was created, removes it.
+// must exist; `name` must pass ValidateKeyName. On a failure after the secret
+// file was created, removes it.
 absl::Status WriteCurveKeyPair(const CurveKeyPair& keys, const std::filesystem::path& dir,
                                absl::string_view name);
 

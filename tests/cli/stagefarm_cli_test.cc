@@ -2,12 +2,15 @@
 // and exit codes.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -16,19 +19,21 @@
 namespace stagefarm {
 namespace {
 
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct Invocation {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
 };
 
-// Runs `stagefarm ARGS` through the shell with `env` ("NAME=value ...")
+// Runs `BINARY ARGS` through the shell with `env` ("NAME=value ...")
 // prepended, stdout and stderr together; ARGS must be quoted by the caller
 // and may end with redirections of their own, which apply last.
-Invocation Stagefarm(const std::string& args, const std::string& env = "") {
-  const std::string command =
-      absl::StrCat(env, env.empty() ? "" : " ", STAGEFARM_BINARY, " 2>&1 ", args);
+Invocation RunBinary(const std::string& binary, const std::string& args,
+                     const std::string& env = "") {
+  const std::string command = absl::StrCat(env, env.empty() ? "" : " ", binary, " 2>&1 ", args);
   Invocation run;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return run;
@@ -38,6 +43,10 @@ Invocation Stagefarm(const std::string& args, const std::string& env = "") {
   const int status = pclose(pipe);
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return run;
+}
+
+Invocation Stagefarm(const std::string& args, const std::string& env = "") {
+  return RunBinary(STAGEFARM_BINARY, args, env);
 }
 
 const std::string kExamples = std::string(STAGEFARM_SOURCE_DIR) + "/examples";
@@ -144,6 +153,161 @@ TEST(StagefarmCli, EveryExamplePlans) {
     const Invocation run = Stagefarm("plan '" + entry.path().string() + "'");
     EXPECT_EQ(run.exit_code, 0) << entry.path() << "\n" << run.output;
   }
+}
+
+// A fresh, empty directory for one test.
+std::filesystem::path TestDir() {
+  const auto dir = std::filesystem::path(::testing::TempDir()) /
+                   absl::StrCat("stagefarm_cli_test_", ::getpid(), "_",
+                                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+unsigned ModeOf(const std::filesystem::path& file) {
+  struct stat st;
+  EXPECT_EQ(::stat(file.c_str(), &st), 0) << file;
+  return st.st_mode & 0777;
+}
+
+std::string ReadFile(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(StagefarmCli, KeysGenerateWritesKeypairWithModesAndPrintsThePublicKey) {
+  const auto keys = TestDir() / "new/keys";  // neither directory exists yet
+  const Invocation run = Stagefarm(absl::StrCat("keys generate '", keys.string(), "'"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(ModeOf(keys), 0700u);
+  EXPECT_EQ(ModeOf(keys / "node.key"), 0600u);
+  EXPECT_EQ(ModeOf(keys / "node.pub"), 0644u);
+  const std::string public_key = ReadFile(keys / "node.pub");
+  ASSERT_EQ(public_key.size(), 41u);  // 40 Z85 characters and a newline
+  EXPECT_THAT(run.output, HasSubstr((keys / "node.pub").string()));
+  EXPECT_THAT(run.output, EndsWith("\n" + public_key));
+}
+
+TEST(StagefarmCli, KeysGenerateNamesTheFilesAfterName) {
+  const auto keys = TestDir();
+  const Invocation run =
+      Stagefarm(absl::StrCat("keys generate --name worker1 '", keys.string(), "'"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(std::filesystem::exists(keys / "worker1.key"));
+  EXPECT_TRUE(std::filesystem::exists(keys / "worker1.pub"));
+  EXPECT_FALSE(std::filesystem::exists(keys / "node.key"));
+}
+
+TEST(StagefarmCli, KeysGenerateRefusesToOverwriteAKey) {
+  const auto keys = TestDir();
+  ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", keys.string(), "'")).exit_code, 0);
+  const std::string secret = ReadFile(keys / "node.key");
+  const std::string public_key = ReadFile(keys / "node.pub");
+  const Invocation again = Stagefarm(absl::StrCat("keys generate '", keys.string(), "'"));
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_THAT(again.output, HasSubstr((keys / "node.key").string() + ": already exists"));
+  EXPECT_EQ(ReadFile(keys / "node.key"), secret);
+  EXPECT_EQ(ReadFile(keys / "node.pub"), public_key);
+}
+
+TEST(StagefarmCli, KeysGenerateUsageErrorsExitTwoWithAHint) {
+  const Invocation no_dir = Stagefarm("keys generate");
+  EXPECT_EQ(no_dir.exit_code, 2);
+  EXPECT_THAT(no_dir.output, HasSubstr("usage: stagefarm keys generate DIR [--name NAME]"));
+  const Invocation no_verb = Stagefarm("keys");
+  EXPECT_EQ(no_verb.exit_code, 2);
+  EXPECT_THAT(no_verb.output, HasSubstr("usage: stagefarm keys generate"));
+  const Invocation bad_flag = Stagefarm("keys generate --nmae x '" + TestDir().string() + "'");
+  EXPECT_EQ(bad_flag.exit_code, 2);
+  EXPECT_THAT(bad_flag.output, HasSubstr("unknown flag: --nmae (did you mean --name?)"));
+  const auto dir = TestDir();
+  const Invocation bad_name = Stagefarm("keys generate --name ../x '" + dir.string() + "'");
+  EXPECT_EQ(bad_name.exit_code, 2);
+  EXPECT_THAT(bad_name.output, HasSubstr("must be a plain file name"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+}
+
+TEST(StagefarmDaemons, WithoutSecurityFlags_RefuseToStartNamingBothWays) {
+  for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
+    const Invocation run = RunBinary(binary, "");
+    EXPECT_EQ(run.exit_code, 2) << binary;
+    EXPECT_THAT(run.output, HasSubstr(": no transport security configured: pass "
+                                      "--curve-secret-key"));
+    EXPECT_THAT(run.output, HasSubstr("or --insecure"));
+    EXPECT_THAT(run.output, Not(HasSubstr("security: ")));
+  }
+  EXPECT_THAT(RunBinary(STAGEFARM_WORKER_BINARY, "").output,
+              HasSubstr("stagefarm-worker: no transport security configured"));
+}
+
+TEST(StagefarmDaemons, WithInsecure_StartAndSaySo) {
+  const Invocation coordinator = RunBinary(STAGEFARM_COORDINATOR_BINARY, "--insecure");
+  EXPECT_EQ(coordinator.exit_code, 0) << coordinator.output;
+  EXPECT_THAT(coordinator.output, HasSubstr("insecure=true"));
+  EXPECT_THAT(coordinator.output,
+              HasSubstr("stagefarm-coordinator: security: INSECURE (plain TCP, --insecure)"));
+  const Invocation worker = RunBinary(STAGEFARM_WORKER_BINARY, "--insecure --slots 3");
+  EXPECT_EQ(worker.exit_code, 0) << worker.output;
+  EXPECT_THAT(worker.output, HasSubstr("slots=3"));
+  EXPECT_THAT(worker.output,
+              HasSubstr("stagefarm-worker: security: INSECURE (plain TCP, --insecure)"));
+}
+
+// Abseil flags are spelt with underscores on the daemons' command lines.
+TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
+  const auto dir = TestDir();
+  ASSERT_EQ(
+      Stagefarm(absl::StrCat("keys generate --name coordinator '", dir.string(), "/c'")).exit_code,
+      0);
+  ASSERT_EQ(
+      Stagefarm(absl::StrCat("keys generate --name worker1 '", dir.string(), "/w'")).exit_code, 0);
+  std::filesystem::create_directories(dir / "allowed");
+  std::filesystem::copy_file(dir / "w/worker1.pub", dir / "allowed/worker1.pub");
+  std::filesystem::copy_file(dir / "c/coordinator.pub", dir / "allowed/coordinator.pub");
+
+  const Invocation coordinator =
+      RunBinary(STAGEFARM_COORDINATOR_BINARY,
+                absl::StrCat("--curve_secret_key='", (dir / "c/coordinator.key").string(),
+                             "' --authorized_keys='", (dir / "allowed").string(), "'"));
+  EXPECT_EQ(coordinator.exit_code, 0) << coordinator.output;
+  EXPECT_THAT(coordinator.output,
+              HasSubstr("stagefarm-coordinator: security: CURVE (2 authorised keys)"));
+
+  const std::string worker_flags =
+      absl::StrCat("--curve_secret_key='", (dir / "w/worker1.key").string(),
+                   "' --authorized_keys='", (dir / "allowed").string(), "'");
+  const Invocation worker =
+      RunBinary(STAGEFARM_WORKER_BINARY, absl::StrCat(worker_flags, " --coordinator_public_key='",
+                                                      (dir / "c/coordinator.pub").string(), "'"));
+  EXPECT_EQ(worker.exit_code, 0) << worker.output;
+  EXPECT_THAT(worker.output, HasSubstr("stagefarm-worker: security: CURVE (2 authorised keys)"));
+
+  const Invocation no_coordinator_key = RunBinary(STAGEFARM_WORKER_BINARY, worker_flags);
+  EXPECT_EQ(no_coordinator_key.exit_code, 2);
+  EXPECT_THAT(no_coordinator_key.output, HasSubstr("--coordinator-public-key is missing"));
+}
+
+TEST(StagefarmDaemons, InsecureWithKeys_IsAUsageError) {
+  const auto dir = TestDir();
+  ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", dir.string(), "'")).exit_code, 0);
+  const Invocation run =
+      RunBinary(STAGEFARM_COORDINATOR_BINARY,
+                absl::StrCat("--insecure --curve_secret_key='", (dir / "node.key").string(), "'"));
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.output,
+              HasSubstr("stagefarm-coordinator: --insecure conflicts with --curve-secret-key"));
+}
+
+TEST(StagefarmDaemons, SecretKeyReadableByOthers_IsRefusedNamingTheFile) {
+  const auto dir = TestDir();
+  ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", dir.string(), "'")).exit_code, 0);
+  ASSERT_EQ(::chmod((dir / "node.key").c_str(), 0644), 0);
+  const Invocation run = RunBinary(STAGEFARM_COORDINATOR_BINARY,
+                                   absl::StrCat("--curve_secret_key='", (dir / "node.key").string(),
+                                                "' --authorized_keys='", dir.string(), "'"));
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.output, HasSubstr("node.key: secret key file has mode 0644"));
 }
 
 }  // namespace

@@ -1,0 +1,35 @@
+#include "cli/subcommand.h"
+
+#include <cstdio>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace stagefarm::cli {
+
+int Fail(absl::string_view message, int code) {
+  std::fprintf(stderr, "stagefarm: %.*s\n", static_cast<int>(message.size()), message.data());
+  return code;
+}
+
+std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
+                                std::vector<FlagSpec> specs, absl::string_view positional_name,
+                                ParsedArgs& out) {
+  specs.push_back({"help", "h", false, false, "show this help"});
+  absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, specs);
+  if (!parsed.ok()) return Fail(parsed.status().message(), kExitUsage);
+  if (parsed->Has("help")) {
+    std::printf("usage: %.*s\n\n%s", static_cast<int>(usage.size()), usage.data(),
+                FlagHelp(specs).c_str());
+    return 0;
+  }
+  if (parsed->positional.size() != 1) {
+    return Fail(absl::StrCat("expected exactly one ", positional_name, "\nusage: ", usage),
+                kExitUsage);
+  }
+  out = *std::move(parsed);
+  return std::nullopt;
+}
+
+}  // namespace stagefarm::cli

@@ -1,0 +1,30 @@
+// What every stagefarm subcommand shares: its exit codes, how it reports an
+// error, and how it parses its arguments (with --help and usage errors).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "cli/command_line.h"
+
+namespace stagefarm::cli {
+
+// The command ran and failed (bad input, I/O error).
+inline constexpr int kExitError = 1;
+// The command line was wrong; nothing was done.
+inline constexpr int kExitUsage = 2;
+
+// Prints "stagefarm: MESSAGE" to stderr and returns `code`.
+int Fail(absl::string_view message, int code = kExitError);
+
+// Parses a command's arguments against `specs` plus --help, and handles help
+// (prints `usage` and the flags, returns 0) and usage errors (an unknown
+// flag, or not exactly one positional argument, named `positional_name`:
+// returns kExitUsage). Returns nullopt, with `out` filled, to go on.
+std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
+                                std::vector<FlagSpec> specs, absl::string_view positional_name,
+                                ParsedArgs& out);
+
+}  // namespace stagefarm::cli
