@@ -1,8 +1,10 @@
 #include "common/cas/blob_store.h"
 
 #include <algorithm>
+#include <deque>
 #include <exception>
 #include <random>
+#include <thread>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
@@ -233,45 +235,137 @@ rocksdb::WriteOptions Synced() {
 
 // ---------------------------------------------------------------- BlobWriter
 
-BlobWriter::BlobWriter(BlobStore* store) : store_(store), chunker_(store->options_.chunker) {}
+// SHA-256 of a blob's chunks, in order, on a thread of its own, so that the
+// whole-blob hash overlaps the writer's chunking, chunk hashing and RocksDB
+// writes instead of adding to them. Chunk buffers circulate without copies:
+// the writer fills a buffer from TakeBuffer, hands it over with Submit and
+// may go on reading it until its next TakeBuffer; this thread puts it back on
+// the free list once hashed. kBuffers bounds the memory: a writer that runs
+// ahead waits in TakeBuffer.
+class BlobWriter::WholeHasher {
+ public:
+  WholeHasher() = default;
+  // Abandons the hash: the thread stops without draining the queue.
+  ~WholeHasher() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+  WholeHasher(const WholeHasher&) = delete;
+  WholeHasher& operator=(const WholeHasher&) = delete;
+
+  // An empty buffer to fill; blocks while all kBuffers are queued or hashing.
+  std::string* TakeBuffer() {
+    absl::MutexLock lock(&mu_);
+    if (free_.empty() && buffers_.size() < kBuffers) {
+      buffers_.push_back(std::make_unique<std::string>());
+      return buffers_.back().get();
+    }
+    mu_.Await(absl::Condition(
+        +[](std::vector<std::string*>* free) { return !free->empty(); }, &free_));
+    std::string* buffer = free_.back();
+    free_.pop_back();
+    buffer->clear();
+    return buffer;
+  }
+
+  // Queues a filled buffer (one of ours) to be hashed after those before it.
+  // Starts the thread on the first call.
+  void Submit(std::string* buffer) {
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.push_back(buffer);
+    }
+    if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  }
+
+  // Hashes everything submitted and returns the digest. Call once.
+  Digest Finish() {
+    {
+      absl::MutexLock lock(&mu_);
+      finishing_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+    return sha_.Finish();
+  }
+
+ private:
+  static constexpr size_t kBuffers = 3;
+
+  void Run() {
+    while (true) {
+      std::string* buffer = nullptr;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &WholeHasher::HasWork));
+        if (stop_ || queue_.empty()) return;
+        buffer = queue_.front();
+        queue_.pop_front();
+      }
+      sha_.Update(*buffer);
+      absl::MutexLock lock(&mu_);
+      free_.push_back(buffer);
+    }
+  }
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_ || finishing_ || !queue_.empty();
+  }
+
+  digest::Sha256 sha_;  // used by the thread only, until Finish joins it
+  std::thread thread_;
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<std::string>> buffers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string*> free_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string*> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+BlobWriter::BlobWriter(BlobStore* store)
+    : store_(store),
+      chunker_(store->options_.chunker),
+      hasher_(std::make_unique<WholeHasher>()),
+      pending_(hasher_->TakeBuffer()) {}
 
 BlobWriter::~BlobWriter() { store_->Unpin(chunks_); }
 
 absl::Status BlobWriter::Write(absl::string_view bytes) {
   if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
   return NoThrow("BlobWriter::Write", [&]() -> absl::Status {
-    whole_.Update(bytes);
     size_ += bytes.size();
     while (!bytes.empty()) {
       std::optional<size_t> cut = chunker_.Next(bytes);
       if (!cut) {
-        pending_.append(bytes.data(), bytes.size());
+        pending_->append(bytes.data(), bytes.size());
         break;
       }
-      pending_.append(bytes.data(), *cut);
+      pending_->append(bytes.data(), *cut);
       bytes.remove_prefix(*cut);
-      if (absl::Status status = StorePending(); !status.ok()) {
+      if (absl::Status status = StorePending(/*hash_whole=*/true); !status.ok()) {
         spent_ = true;
         return status;
       }
+      pending_ = hasher_->TakeBuffer();
     }
     return absl::OkStatus();
   });
 }
 
-absl::Status BlobWriter::StorePending() {
+absl::Status BlobWriter::StorePending(bool hash_whole) {
+  if (hash_whole) hasher_->Submit(pending_);
   // Pinned before it is looked up, so that GC cannot take a chunk found
   // present; the destructor unpins every entry of chunks_.
-  chunks_.push_back({digest::Sha256Of(pending_), pending_.size()});
+  chunks_.push_back({digest::Sha256Of(*pending_), pending_->size()});
   store_->Pin({&chunks_.back(), 1});
   const bool logged = stored_ < store_->options_.logged_prefix;
   if (absl::Status status =
-          store_->StoreChunk(chunks_.back().digest, pending_, logged, &needs_flush_);
+          store_->StoreChunk(chunks_.back().digest, *pending_, logged, &needs_flush_);
       !status.ok()) {
     return status;
   }
-  stored_ += pending_.size();
-  pending_.clear();
+  stored_ += pending_->size();
   return absl::OkStatus();
 }
 
@@ -279,10 +373,16 @@ absl::Status BlobWriter::Commit(const Digest& expected, absl::string_view media_
   if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
   spent_ = true;
   return NoThrow("BlobWriter::Commit", [&]() -> absl::Status {
-    if (!pending_.empty()) {
-      if (absl::Status status = StorePending(); !status.ok()) return status;
+    // A blob of one chunk is its chunk: its digest is the chunk's, hashed once.
+    const bool single_chunk = chunks_.empty();
+    if (!pending_->empty()) {
+      if (absl::Status status = StorePending(/*hash_whole=*/!single_chunk); !status.ok()) {
+        return status;
+      }
     }
-    Digest actual = whole_.Finish();
+    Digest actual = !single_chunk       ? hasher_->Finish()
+                    : chunks_.empty() ? digest::Sha256Of("")
+                                      : chunks_.front().digest;
     if (actual != expected) {
       return absl::InvalidArgumentError(
           absl::StrCat("blob content hashes to ", actual.ToString(), " but the expected digest is ",

@@ -116,6 +116,11 @@ class BlobStore;
 // A put in progress. Write stores each chunk as soon as it is complete; the
 // blob becomes visible only when Commit verifies the whole digest. Destroying
 // an uncommitted writer abandons the put (its chunks are garbage).
+//
+// A writer of a blob longer than one chunk runs one helper thread, which
+// hashes the whole blob while Write cuts, hashes and stores the next chunks;
+// it holds at most three chunk buffers (ChunkerOptions::max_size each). The
+// thread ends with Commit or with the writer.
 class BlobWriter {
  public:
   ~BlobWriter();
@@ -138,12 +143,16 @@ class BlobWriter {
  private:
   friend class BlobStore;
   explicit BlobWriter(BlobStore* store);
-  absl::Status StorePending();
+  class WholeHasher;
+  // Stores the chunk in *pending_; hands it to hasher_ first if `hash_whole`.
+  absl::Status StorePending(bool hash_whole);
 
   BlobStore* store_;
   Chunker chunker_;
-  digest::Sha256 whole_;
-  std::string pending_;  // bytes of the current, unfinished chunk
+  // The whole-blob SHA-256, on a thread of its own once a first chunk is cut.
+  // Owns the chunk buffers; declared before pending_, which points into it.
+  std::unique_ptr<WholeHasher> hasher_;
+  std::string* pending_;  // bytes of the current, unfinished chunk
   std::vector<ChunkRef> chunks_;
   uint64_t size_ = 0;         // bytes written
   uint64_t stored_ = 0;       // bytes of chunks stored
