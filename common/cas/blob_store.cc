@@ -723,7 +723,12 @@ absl::StatusOr<std::string> BlobStore::ReadIndex(const Digest& blob) const {
 
 absl::Status BlobStore::ReadChunk(const Digest& blob, const ChunkRef& chunk,
                                   std::string* out) const {
-  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), chunks_, chunk.digest.ToString(), out);
+  // RocksDB's own checksums are not verified: the SHA-256 below is the
+  // stronger check of the same bytes, and this build of RocksDB computes CRC32C
+  // in software, which costs a third of a read.
+  rocksdb::ReadOptions read_options;
+  read_options.verify_checksums = false;
+  rocksdb::Status status = db_->Get(read_options, chunks_, chunk.digest.ToString(), out);
   if (status.IsNotFound()) {
     return absl::DataLossError(absl::StrCat("chunk ", chunk.digest.ToString(), " of blob ",
                                             blob.ToString(), " is missing from the store"));
