@@ -557,6 +557,12 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
         family_options.blob_file_size = 256 << 20;
         family_options.enable_blob_garbage_collection = true;
         family_options.write_buffer_size = 64 << 20;
+        // Its SST files hold only keys and blob references, so more of them in
+        // L0 cost lookups little; compacting less often matters, because
+        // every compaction also relocates the blobs of the oldest blob files
+        // (blob GC). With the default of 4, a 1 GiB put (16 memtables)
+        // triggered several; this saves about a sixth of put's CPU.
+        family_options.level0_file_num_compaction_trigger = 16;
       } else if (absl::string_view(name) == "blobs" || absl::string_view(name) == "chunk_meta") {
         family_options.OptimizeForPointLookup(64);
       }
