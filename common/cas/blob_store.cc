@@ -32,10 +32,11 @@ enum Family : size_t {
   kAccess,
   kRefs,
   kLeases,
+  kCache,
   kFamilyCount
 };
 constexpr const char* kFamilyNames[kFamilyCount] = {"default", "chunks", "chunk_meta", "blobs",
-                                                    "access",  "refs",   "leases"};
+                                                    "access",  "refs",   "leases",     "cache"};
 
 absl::Status FromRocks(const rocksdb::Status& status, absl::string_view context) {
   if (status.ok()) return absl::OkStatus();
@@ -591,7 +592,8 @@ BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
       blobs_(handles_[kBlobs]),
       access_(handles_[kAccess]),
       refs_(handles_[kRefs]),
-      leases_(handles_[kLeases]) {}
+      leases_(handles_[kLeases]),
+      cache_(handles_[kCache]) {}
 
 BlobStore::~BlobStore() {
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
@@ -1022,6 +1024,45 @@ absl::Status BlobStore::ReleaseLease(absl::string_view lease_id) {
     if (!status.ok()) return FromRocks(status, absl::StrCat("reading lease ", lease_id));
     return FromRocks(db_->Delete(Synced(), leases_, ToSlice(lease_id)),
                      absl::StrCat("releasing lease ", lease_id));
+  });
+}
+
+absl::Status BlobStore::PutCacheEntry(absl::string_view key, absl::string_view value) {
+  return NoThrow("BlobStore::PutCacheEntry", [&]() -> absl::Status {
+    return FromRocks(db_->Put(Synced(), cache_, ToSlice(key), ToSlice(value)),
+                     absl::StrCat("storing cache entry \"", absl::CEscape(key), "\""));
+  });
+}
+
+absl::StatusOr<std::string> BlobStore::GetCacheEntry(absl::string_view key) const {
+  return NoThrow("BlobStore::GetCacheEntry", [&]() -> absl::StatusOr<std::string> {
+    std::string value;
+    rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), cache_, ToSlice(key), &value);
+    if (status.IsNotFound()) {
+      return absl::NotFoundError(absl::StrCat("no cache entry \"", absl::CEscape(key), "\""));
+    }
+    if (!status.ok()) {
+      return FromRocks(status, absl::StrCat("reading cache entry \"", absl::CEscape(key), "\""));
+    }
+    return value;
+  });
+}
+
+absl::Status BlobStore::DeleteCacheEntry(absl::string_view key) {
+  return NoThrow("BlobStore::DeleteCacheEntry", [&]() -> absl::Status {
+    // Under mu_ so that the NotFound check and the delete are one step against
+    // another DeleteCacheEntry (a concurrent Put may land before or after).
+    absl::MutexLock lock(&mu_);
+    std::string ignored;
+    rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), cache_, ToSlice(key), &ignored);
+    if (status.IsNotFound()) {
+      return absl::NotFoundError(absl::StrCat("no cache entry \"", absl::CEscape(key), "\""));
+    }
+    if (!status.ok()) {
+      return FromRocks(status, absl::StrCat("reading cache entry \"", absl::CEscape(key), "\""));
+    }
+    return FromRocks(db_->Delete(Synced(), cache_, ToSlice(key)),
+                     absl::StrCat("deleting cache entry \"", absl::CEscape(key), "\""));
   });
 }
 

@@ -13,6 +13,9 @@
 //   access      blob digest string -> last access time (8 bytes, micros).
 //   refs        ref name -> blob digest string.
 //   leases      lease id -> expiry (micros) + the digests it protects.
+//   cache       cache key -> opaque bytes: the build cache index (what a key
+//               maps to is the caller's encoding). Added after the others; a
+//               store made before it gains the family, empty, when opened.
 //
 // Crash consistency: a chunk is written as one batch (chunks + chunk_meta).
 // The first BlobStoreOptions::logged_prefix bytes of a blob go through the
@@ -319,6 +322,15 @@ class BlobStore {
   // NotFound naming the lease if it does not exist (or already expired and collected).
   absl::Status ReleaseLease(absl::string_view lease_id);
 
+  // The build cache index: opaque `value` bytes under `key`, replacing any
+  // previous value; durable (synced) before returning. GC does not look at
+  // cache entries: a value that names blobs does not protect them.
+  absl::Status PutCacheEntry(absl::string_view key, absl::string_view value);
+  // NotFound naming the key if there is no entry.
+  absl::StatusOr<std::string> GetCacheEntry(absl::string_view key) const;
+  // Removes the entry (synced). NotFound naming the key if there is none.
+  absl::Status DeleteCacheEntry(absl::string_view key);
+
   // Deletes least recently used blobs that no ref and no unexpired lease
   // names until StoredBytes() <= size_cap (or nothing more can go), then every
   // chunk no remaining blob uses, and expired leases.
@@ -364,6 +376,7 @@ class BlobStore {
   rocksdb::ColumnFamilyHandle* access_;
   rocksdb::ColumnFamilyHandle* refs_;
   rocksdb::ColumnFamilyHandle* leases_;
+  rocksdb::ColumnFamilyHandle* cache_;
 
   // Serialises chunk inserts, index commits and deletes against GC's sweep.
   mutable absl::Mutex mu_;
