@@ -140,6 +140,39 @@ TEST_F(BlobStoreTest, WrongExpectedDigestStoresNothingVisible) {
   EXPECT_EQ(store_->StoredBytes(), 0u);
 }
 
+TEST_F(BlobStoreTest, WrongExpectedDigestOfOneChunkBlobStoresNothingVisible) {
+  // One chunk: the whole digest is taken from the chunk's, not hashed again.
+  const std::string bytes = RandomBytes(5, 100'000);
+  const Digest wrong = Sha256Of("something else");
+  absl::Status status = store_->Put(bytes, wrong);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Sha256Of(bytes).ToString()));
+  EXPECT_FALSE(store_->Has(Sha256Of(bytes)).value());
+}
+
+TEST_F(BlobStoreTest, DestroyingAnUncommittedWriterMidBlobAbandonsThePut) {
+  // Many chunks in flight to the whole-blob hashing thread, some in tiny
+  // writes; the writer goes without Commit.
+  const std::string bytes = RandomBytes(6, 24 * kMiB);
+  for (size_t piece : {size_t{4} * kMiB, size_t{4093}}) {
+    std::unique_ptr<BlobWriter> writer = store_->NewWriter();
+    for (size_t offset = 0; offset < bytes.size(); offset += piece) {
+      ASSERT_TRUE(writer->Write(absl::string_view(bytes).substr(offset, piece)).ok());
+    }
+    writer.reset();
+    EXPECT_FALSE(store_->Has(Sha256Of(bytes)).value());
+  }
+  ASSERT_TRUE(store_->CollectGarbage(UINT64_MAX).ok());
+  EXPECT_EQ(store_->StoredBytes(), 0u);
+  // The same bytes written again in odd pieces commit under their digest.
+  std::unique_ptr<BlobWriter> writer = store_->NewWriter();
+  for (size_t offset = 0; offset < bytes.size(); offset += 1'000'003) {
+    ASSERT_TRUE(writer->Write(absl::string_view(bytes).substr(offset, 1'000'003)).ok());
+  }
+  ASSERT_TRUE(writer->Commit(Sha256Of(bytes)).ok());
+  EXPECT_EQ(store_->ReadAll(Sha256Of(bytes)).value(), bytes);
+}
+
 TEST_F(BlobStoreTest, WriterIsSpentAfterCommit) {
   std::unique_ptr<BlobWriter> writer = store_->NewWriter();
   ASSERT_TRUE(writer->Write("abc").ok());
