@@ -236,45 +236,50 @@ rocksdb::WriteOptions Synced() {
 
 // ---------------------------------------------------------------- BlobWriter
 
-// SHA-256 of a blob's chunks, in order, on a thread of its own, so that the
-// whole-blob hash overlaps the writer's chunking, chunk hashing and RocksDB
-// writes instead of adding to them. Chunk buffers circulate without copies:
-// the writer fills a buffer from TakeBuffer, hands it over with Submit and
-// may go on reading it until its next TakeBuffer; this thread puts it back on
-// the free list once hashed. kBuffers bounds the memory: a writer that runs
-// ahead waits in TakeBuffer.
-class BlobWriter::WholeHasher {
+// A chunk's bytes and, once hashed, its digest.
+struct BlobWriter::ChunkBuffer {
+  std::string bytes;
+  std::optional<Digest> digest;  // set by the hasher thread, under its mutex
+};
+
+// SHA-256 of each chunk and of the whole blob (the chunks in order), on a
+// thread of its own, so that hashing overlaps the writer's chunking and
+// RocksDB writes instead of adding to them. Buffers circulate without copies:
+// the writer fills one from TakeBuffer and hands it over with Submit, gets its
+// digest with AwaitDigest, stores it, and gives it back with Release. Both
+// threads only read a submitted buffer. kBuffers bounds the memory: a writer
+// that runs ahead waits in TakeBuffer.
+class BlobWriter::ChunkHasher {
  public:
-  WholeHasher() = default;
+  ChunkHasher() = default;
   // Abandons the hash: the thread stops without draining the queue.
-  ~WholeHasher() {
+  ~ChunkHasher() {
     {
       absl::MutexLock lock(&mu_);
       stop_ = true;
     }
     if (thread_.joinable()) thread_.join();
   }
-  WholeHasher(const WholeHasher&) = delete;
-  WholeHasher& operator=(const WholeHasher&) = delete;
+  ChunkHasher(const ChunkHasher&) = delete;
+  ChunkHasher& operator=(const ChunkHasher&) = delete;
 
-  // An empty buffer to fill; blocks while all kBuffers are queued or hashing.
-  std::string* TakeBuffer() {
+  // An empty buffer to fill; blocks while all kBuffers are in use.
+  ChunkBuffer* TakeBuffer() {
     absl::MutexLock lock(&mu_);
     if (free_.empty() && buffers_.size() < kBuffers) {
-      buffers_.push_back(std::make_unique<std::string>());
+      buffers_.push_back(std::make_unique<ChunkBuffer>());
       return buffers_.back().get();
     }
     mu_.Await(absl::Condition(
-        +[](std::vector<std::string*>* free) { return !free->empty(); }, &free_));
-    std::string* buffer = free_.back();
+        +[](std::vector<ChunkBuffer*>* free) { return !free->empty(); }, &free_));
+    ChunkBuffer* buffer = free_.back();
     free_.pop_back();
-    buffer->clear();
     return buffer;
   }
 
-  // Queues a filled buffer (one of ours) to be hashed after those before it.
-  // Starts the thread on the first call.
-  void Submit(std::string* buffer) {
+  // Queues a filled buffer to be hashed, and fed to the whole-blob hash after
+  // those submitted before it. Starts the thread on the first call.
+  void Submit(ChunkBuffer* buffer) {
     {
       absl::MutexLock lock(&mu_);
       queue_.push_back(buffer);
@@ -282,44 +287,70 @@ class BlobWriter::WholeHasher {
     if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
   }
 
-  // Hashes everything submitted and returns the digest. Call once.
+  // The digest of a submitted buffer's bytes, once hashed.
+  Digest AwaitDigest(ChunkBuffer* buffer) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](ChunkBuffer* b) { return b->digest.has_value(); }, buffer));
+    return *buffer->digest;
+  }
+
+  // Gives back a buffer whose digest was awaited.
+  void Release(ChunkBuffer* buffer) {
+    absl::MutexLock lock(&mu_);
+    buffer->bytes.clear();
+    buffer->digest.reset();
+    free_.push_back(buffer);
+  }
+
+  // Hashes everything submitted and returns the whole-blob digest. Call once.
   Digest Finish() {
     {
       absl::MutexLock lock(&mu_);
       finishing_ = true;
     }
     if (thread_.joinable()) thread_.join();
-    return sha_.Finish();
+    return whole_.Finish();
   }
 
  private:
   static constexpr size_t kBuffers = 3;
+  // Both hashes take the bytes a block at a time, so the second reads them
+  // from cache.
+  static constexpr size_t kBlock = 64 * 1024;
 
   void Run() {
     while (true) {
-      std::string* buffer = nullptr;
+      ChunkBuffer* buffer = nullptr;
       {
         absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &WholeHasher::HasWork));
+        mu_.Await(absl::Condition(this, &ChunkHasher::HasWork));
         if (stop_ || queue_.empty()) return;
         buffer = queue_.front();
         queue_.pop_front();
       }
-      sha_.Update(*buffer);
+      digest::Sha256 chunk;
+      const absl::string_view bytes = buffer->bytes;
+      for (size_t offset = 0; offset < bytes.size(); offset += kBlock) {
+        const absl::string_view block = bytes.substr(offset, kBlock);
+        chunk.Update(block);
+        whole_.Update(block);
+      }
+      Digest digest = chunk.Finish();
       absl::MutexLock lock(&mu_);
-      free_.push_back(buffer);
+      buffer->digest = std::move(digest);
     }
   }
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stop_ || finishing_ || !queue_.empty();
   }
 
-  digest::Sha256 sha_;  // used by the thread only, until Finish joins it
+  digest::Sha256 whole_;  // used by the thread only, until Finish joins it
   std::thread thread_;
   absl::Mutex mu_;
-  std::vector<std::unique_ptr<std::string>> buffers_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string*> free_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string*> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<ChunkBuffer>> buffers_ ABSL_GUARDED_BY(mu_);
+  std::vector<ChunkBuffer*> free_ ABSL_GUARDED_BY(mu_);
+  std::deque<ChunkBuffer*> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -327,7 +358,7 @@ class BlobWriter::WholeHasher {
 BlobWriter::BlobWriter(BlobStore* store)
     : store_(store),
       chunker_(store->options_.chunker),
-      hasher_(std::make_unique<WholeHasher>()),
+      hasher_(std::make_unique<ChunkHasher>()),
       pending_(hasher_->TakeBuffer()) {}
 
 BlobWriter::~BlobWriter() { store_->Unpin(chunks_); }
@@ -339,34 +370,47 @@ absl::Status BlobWriter::Write(absl::string_view bytes) {
     while (!bytes.empty()) {
       std::optional<size_t> cut = chunker_.Next(bytes);
       if (!cut) {
-        pending_->append(bytes.data(), bytes.size());
+        pending_->bytes.append(bytes.data(), bytes.size());
         break;
       }
-      pending_->append(bytes.data(), *cut);
+      pending_->bytes.append(bytes.data(), *cut);
       bytes.remove_prefix(*cut);
-      if (absl::Status status = StorePending(/*hash_whole=*/true); !status.ok()) {
+      if (absl::Status status = CutPending(); !status.ok()) {
         spent_ = true;
         return status;
       }
-      pending_ = hasher_->TakeBuffer();
     }
     return absl::OkStatus();
   });
 }
 
-absl::Status BlobWriter::StorePending(bool hash_whole) {
-  if (hash_whole) hasher_->Submit(pending_);
+absl::Status BlobWriter::CutPending() {
+  hasher_->Submit(pending_);
+  if (submitted_ != nullptr) {
+    if (absl::Status status = StoreSubmitted(); !status.ok()) return status;
+  }
+  submitted_ = pending_;
+  pending_ = hasher_->TakeBuffer();
+  return absl::OkStatus();
+}
+
+absl::Status BlobWriter::StoreSubmitted() {
+  // Chunks are stored in blob order, so stored_ decides logging as it would
+  // without the hasher thread.
+  const absl::string_view bytes = submitted_->bytes;
   // Pinned before it is looked up, so that GC cannot take a chunk found
   // present; the destructor unpins every entry of chunks_.
-  chunks_.push_back({digest::Sha256Of(*pending_), pending_->size()});
+  chunks_.push_back({hasher_->AwaitDigest(submitted_), bytes.size()});
   store_->Pin({&chunks_.back(), 1});
   const bool logged = stored_ < store_->options_.logged_prefix;
   if (absl::Status status =
-          store_->StoreChunk(chunks_.back().digest, *pending_, logged, &needs_flush_);
+          store_->StoreChunk(chunks_.back().digest, bytes, logged, &needs_flush_);
       !status.ok()) {
     return status;
   }
-  stored_ += pending_->size();
+  stored_ += bytes.size();
+  hasher_->Release(submitted_);
+  submitted_ = nullptr;
   return absl::OkStatus();
 }
 
@@ -374,20 +418,32 @@ absl::Status BlobWriter::Commit(const Digest& expected, absl::string_view media_
   if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
   spent_ = true;
   return NoThrow("BlobWriter::Commit", [&]() -> absl::Status {
-    // A blob of one chunk is its chunk: its digest is the chunk's, hashed once.
-    const bool single_chunk = chunks_.empty();
-    if (!pending_->empty()) {
-      if (absl::Status status = StorePending(/*hash_whole=*/!single_chunk); !status.ok()) {
-        return status;
+    std::optional<Digest> actual;
+    if (submitted_ == nullptr) {
+      // No chunk was cut: the blob is empty or one chunk, hashed here, once
+      // (its digest is its chunk's).
+      actual = digest::Sha256Of(pending_->bytes);
+      if (!pending_->bytes.empty()) {
+        chunks_.push_back({*actual, pending_->bytes.size()});
+        store_->Pin({&chunks_.back(), 1});
+        const bool logged = store_->options_.logged_prefix > 0;
+        if (absl::Status status =
+                store_->StoreChunk(*actual, pending_->bytes, logged, &needs_flush_);
+            !status.ok()) {
+          return status;
+        }
       }
+    } else {
+      if (!pending_->bytes.empty()) {
+        if (absl::Status status = CutPending(); !status.ok()) return status;
+      }
+      if (absl::Status status = StoreSubmitted(); !status.ok()) return status;
+      actual = hasher_->Finish();
     }
-    Digest actual = !single_chunk       ? hasher_->Finish()
-                    : chunks_.empty() ? digest::Sha256Of("")
-                                      : chunks_.front().digest;
-    if (actual != expected) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("blob content hashes to ", actual.ToString(), " but the expected digest is ",
-                       expected.ToString(), " (", size_, " bytes); nothing was stored"));
+    if (*actual != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob content hashes to ", actual->ToString(), " but the expected digest is ",
+          expected.ToString(), " (", size_, " bytes); nothing was stored"));
     }
     return store_->CommitIndex(expected, EncodeIndexRecord(size_, chunks_, media_type),
                                needs_flush_);

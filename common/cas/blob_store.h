@@ -121,9 +121,10 @@ class BlobStore;
 // an uncommitted writer abandons the put (its chunks are garbage).
 //
 // A writer of a blob longer than one chunk runs one helper thread, which
-// hashes the whole blob while Write cuts, hashes and stores the next chunks;
-// it holds at most three chunk buffers (ChunkerOptions::max_size each). The
-// thread ends with Commit or with the writer.
+// hashes each chunk and the whole blob while Write cuts the next chunk and
+// stores the previous one; it holds at most three chunk buffers
+// (ChunkerOptions::max_size each). The thread ends with Commit or with the
+// writer.
 class BlobWriter {
  public:
   ~BlobWriter();
@@ -146,16 +147,22 @@ class BlobWriter {
  private:
   friend class BlobStore;
   explicit BlobWriter(BlobStore* store);
-  class WholeHasher;
-  // Stores the chunk in *pending_; hands it to hasher_ first if `hash_whole`.
-  absl::Status StorePending(bool hash_whole);
+  class ChunkHasher;
+  struct ChunkBuffer;
+  // Hands the complete chunk in *pending_ to the hasher, stores the chunk
+  // handed over before it (if any), and takes a new buffer for pending_.
+  absl::Status CutPending();
+  // Stores *submitted_ once the hasher has its digest, and releases it.
+  absl::Status StoreSubmitted();
 
   BlobStore* store_;
   Chunker chunker_;
-  // The whole-blob SHA-256, on a thread of its own once a first chunk is cut.
-  // Owns the chunk buffers; declared before pending_, which points into it.
-  std::unique_ptr<WholeHasher> hasher_;
-  std::string* pending_;  // bytes of the current, unfinished chunk
+  // Hashes each chunk and the whole blob on a thread of its own, while this
+  // writer cuts the next chunk and stores the previous one. Owns the chunk
+  // buffers; declared before the pointers into it.
+  std::unique_ptr<ChunkHasher> hasher_;
+  ChunkBuffer* pending_;              // the current, unfinished chunk
+  ChunkBuffer* submitted_ = nullptr;  // a chunk being hashed, not stored yet
   std::vector<ChunkRef> chunks_;
   uint64_t size_ = 0;         // bytes written
   uint64_t stored_ = 0;       // bytes of chunks stored
