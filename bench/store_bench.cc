@@ -76,7 +76,8 @@ bool PutBlob(BlobStore& store, benchmark::State& state, double* commit_seconds =
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = writer->Commit(blob.digest);
   if (commit_seconds != nullptr) {
-    *commit_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    *commit_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   if (!status.ok()) state.SkipWithError(std::string(status.message()).c_str());
   return status.ok();

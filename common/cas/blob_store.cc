@@ -403,8 +403,7 @@ absl::Status BlobWriter::StoreSubmitted() {
   chunks_.push_back({hasher_->AwaitDigest(submitted_), bytes.size()});
   store_->Pin({&chunks_.back(), 1});
   const bool logged = stored_ < store_->options_.logged_prefix;
-  if (absl::Status status =
-          store_->StoreChunk(chunks_.back().digest, bytes, logged, &needs_flush_);
+  if (absl::Status status = store_->StoreChunk(chunks_.back().digest, bytes, logged, &needs_flush_);
       !status.ok()) {
     return status;
   }

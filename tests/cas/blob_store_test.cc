@@ -247,7 +247,7 @@ TEST_F(BlobStoreTest, RefsSetGetListDelete) {
 }
 
 TEST_F(BlobStoreTest, CacheEntriesPutGetOverwriteDeleteAndSurviveReopen) {
-  const std::string binary_key("key\0with\xff" "bytes", 15);
+  const std::string binary_key = std::string("key\0with\xff", 9) + "bytes";
   const std::string binary_value("\0\1\2value", 8);
   ASSERT_TRUE(store_->PutCacheEntry("stage/abc", "first").ok());
   ASSERT_TRUE(store_->PutCacheEntry(binary_key, binary_value).ok());
@@ -306,8 +306,8 @@ TEST_F(BlobStoreTest, StoreMadeBeforeTheCacheFamilyOpensWithItsBlobsAndGainsIt) 
     }
     delete db;
     ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
-    EXPECT_THAT(names, ElementsAre("default", "chunks", "chunk_meta", "blobs", "access", "refs",
-                                   "leases"));
+    EXPECT_THAT(
+        names, ElementsAre("default", "chunks", "chunk_meta", "blobs", "access", "refs", "leases"));
   }
   Reopen();
   EXPECT_EQ(store_->ReadAll(blob).value(), bytes);
