@@ -13,6 +13,9 @@
 //   access      blob digest string -> last access time (8 bytes, micros).
 //   refs        ref name -> blob digest string.
 //   leases      lease id -> expiry (micros) + the digests it protects.
+//   cache       cache key -> opaque bytes: the build cache index (what a key
+//               maps to is the caller's encoding). Added after the others; a
+//               store made before it gains the family, empty, when opened.
 //
 // Crash consistency: a chunk is written as one batch (chunks + chunk_meta).
 // The first BlobStoreOptions::logged_prefix bytes of a blob go through the
@@ -116,6 +119,12 @@ class BlobStore;
 // A put in progress. Write stores each chunk as soon as it is complete; the
 // blob becomes visible only when Commit verifies the whole digest. Destroying
 // an uncommitted writer abandons the put (its chunks are garbage).
+//
+// A writer of a blob longer than one chunk runs one helper thread, which
+// hashes each chunk and the whole blob while Write cuts the next chunk and
+// stores the previous one; it holds at most three chunk buffers
+// (ChunkerOptions::max_size each). The thread ends with Commit or with the
+// writer.
 class BlobWriter {
  public:
   ~BlobWriter();
@@ -138,12 +147,22 @@ class BlobWriter {
  private:
   friend class BlobStore;
   explicit BlobWriter(BlobStore* store);
-  absl::Status StorePending();
+  class ChunkHasher;
+  struct ChunkBuffer;
+  // Hands the complete chunk in *pending_ to the hasher, stores the chunk
+  // handed over before it (if any), and takes a new buffer for pending_.
+  absl::Status CutPending();
+  // Stores *submitted_ once the hasher has its digest, and releases it.
+  absl::Status StoreSubmitted();
 
   BlobStore* store_;
   Chunker chunker_;
-  digest::Sha256 whole_;
-  std::string pending_;  // bytes of the current, unfinished chunk
+  // Hashes each chunk and the whole blob on a thread of its own, while this
+  // writer cuts the next chunk and stores the previous one. Owns the chunk
+  // buffers; declared before the pointers into it.
+  std::unique_ptr<ChunkHasher> hasher_;
+  ChunkBuffer* pending_;              // the current, unfinished chunk
+  ChunkBuffer* submitted_ = nullptr;  // a chunk being hashed, not stored yet
   std::vector<ChunkRef> chunks_;
   uint64_t size_ = 0;         // bytes written
   uint64_t stored_ = 0;       // bytes of chunks stored
@@ -314,6 +333,15 @@ class BlobStore {
   // NotFound naming the lease if it does not exist (or already expired and collected).
   absl::Status ReleaseLease(absl::string_view lease_id);
 
+  // The build cache index: opaque `value` bytes under `key`, replacing any
+  // previous value; durable (synced) before returning. GC does not look at
+  // cache entries: a value that names blobs does not protect them.
+  absl::Status PutCacheEntry(absl::string_view key, absl::string_view value);
+  // NotFound naming the key if there is no entry.
+  absl::StatusOr<std::string> GetCacheEntry(absl::string_view key) const;
+  // Removes the entry (synced). NotFound naming the key if there is none.
+  absl::Status DeleteCacheEntry(absl::string_view key);
+
   // Deletes least recently used blobs that no ref and no unexpired lease
   // names until StoredBytes() <= size_cap (or nothing more can go), then every
   // chunk no remaining blob uses, and expired leases.
@@ -359,6 +387,7 @@ class BlobStore {
   rocksdb::ColumnFamilyHandle* access_;
   rocksdb::ColumnFamilyHandle* refs_;
   rocksdb::ColumnFamilyHandle* leases_;
+  rocksdb::ColumnFamilyHandle* cache_;
 
   // Serialises chunk inserts, index commits and deletes against GC's sweep.
   mutable absl::Mutex mu_;

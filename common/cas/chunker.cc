@@ -41,26 +41,43 @@ std::optional<size_t> Chunker::Next(absl::string_view bytes) {
   const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
   const size_t n = bytes.size();
   size_t i = 0;
+  size_t position = position_;
   // Below min_size nothing can cut: skip without hashing. The hash only sees
   // the last 64 bytes, so starting it at min_size loses nothing.
-  if (position_ < options_.min_size) {
-    const size_t skip = std::min(n, options_.min_size - position_);
+  if (position < options_.min_size) {
+    const size_t skip = std::min(n, options_.min_size - position);
     i += skip;
-    position_ += skip;
+    position += skip;
   }
+  // The loops run to precomputed ends and keep their state in locals: a
+  // per-byte size check, or a member written through while `data` (which may
+  // alias it) is read, costs as much as the gear hash itself. A byte at
+  // position p is judged by the small mask while p < avg_size, by the large
+  // one after; the chunk is cut after the byte that reaches max_size anyway.
   uint64_t hash = hash_;
-  while (i < n && position_ < options_.avg_size) {
-    hash = (hash << 1) + kGear[data[i++]];
-    ++position_;
-    if ((hash & mask_small_) == 0 || position_ >= options_.max_size) goto cut;
+  if (position < options_.avg_size) {
+    const size_t end = i + std::min(n - i, options_.avg_size - position);
+    const size_t start = i;
+    while (i < end) {
+      hash = (hash << 1) + kGear[data[i++]];
+      if ((hash & mask_small_) == 0) break;
+    }
+    position += i - start;
+    if ((i > start && (hash & mask_small_) == 0) || position >= options_.max_size) goto cut;
   }
-  while (i < n) {
-    hash = (hash << 1) + kGear[data[i++]];
-    ++position_;
-    if ((hash & mask_large_) == 0 || position_ >= options_.max_size) goto cut;
+  if (position < options_.max_size) {
+    const size_t end = i + std::min(n - i, options_.max_size - position);
+    const size_t start = i;
+    while (i < end) {
+      hash = (hash << 1) + kGear[data[i++]];
+      if ((hash & mask_large_) == 0) break;
+    }
+    position += i - start;
+    if ((i > start && (hash & mask_large_) == 0) || position >= options_.max_size) goto cut;
   }
-  if (position_ >= options_.max_size) goto cut;  // max_size reached by skipping alone
+  if (position >= options_.max_size) goto cut;  // max_size reached by skipping alone
   hash_ = hash;
+  position_ = position;
   return std::nullopt;
 cut:
   hash_ = 0;

@@ -140,6 +140,39 @@ TEST_F(BlobStoreTest, WrongExpectedDigestStoresNothingVisible) {
   EXPECT_EQ(store_->StoredBytes(), 0u);
 }
 
+TEST_F(BlobStoreTest, WrongExpectedDigestOfOneChunkBlobStoresNothingVisible) {
+  // One chunk: the whole digest is taken from the chunk's, not hashed again.
+  const std::string bytes = RandomBytes(5, 100'000);
+  const Digest wrong = Sha256Of("something else");
+  absl::Status status = store_->Put(bytes, wrong);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Sha256Of(bytes).ToString()));
+  EXPECT_FALSE(store_->Has(Sha256Of(bytes)).value());
+}
+
+TEST_F(BlobStoreTest, DestroyingAnUncommittedWriterMidBlobAbandonsThePut) {
+  // Many chunks in flight to the whole-blob hashing thread, some in tiny
+  // writes; the writer goes without Commit.
+  const std::string bytes = RandomBytes(6, 24 * kMiB);
+  for (size_t piece : {size_t{4} * kMiB, size_t{4093}}) {
+    std::unique_ptr<BlobWriter> writer = store_->NewWriter();
+    for (size_t offset = 0; offset < bytes.size(); offset += piece) {
+      ASSERT_TRUE(writer->Write(absl::string_view(bytes).substr(offset, piece)).ok());
+    }
+    writer.reset();
+    EXPECT_FALSE(store_->Has(Sha256Of(bytes)).value());
+  }
+  ASSERT_TRUE(store_->CollectGarbage(UINT64_MAX).ok());
+  EXPECT_EQ(store_->StoredBytes(), 0u);
+  // The same bytes written again in odd pieces commit under their digest.
+  std::unique_ptr<BlobWriter> writer = store_->NewWriter();
+  for (size_t offset = 0; offset < bytes.size(); offset += 1'000'003) {
+    ASSERT_TRUE(writer->Write(absl::string_view(bytes).substr(offset, 1'000'003)).ok());
+  }
+  ASSERT_TRUE(writer->Commit(Sha256Of(bytes)).ok());
+  EXPECT_EQ(store_->ReadAll(Sha256Of(bytes)).value(), bytes);
+}
+
 TEST_F(BlobStoreTest, WriterIsSpentAfterCommit) {
   std::unique_ptr<BlobWriter> writer = store_->NewWriter();
   ASSERT_TRUE(writer->Write("abc").ok());
@@ -211,6 +244,78 @@ TEST_F(BlobStoreTest, RefsSetGetListDelete) {
   EXPECT_EQ(store_->DeleteRef("img/one").code(), absl::StatusCode::kNotFound);
   Reopen();
   EXPECT_EQ(store_->GetRef("other").value(), a);
+}
+
+TEST_F(BlobStoreTest, CacheEntriesPutGetOverwriteDeleteAndSurviveReopen) {
+  const std::string binary_key = std::string("key\0with\xff", 9) + "bytes";
+  const std::string binary_value("\0\1\2value", 8);
+  ASSERT_TRUE(store_->PutCacheEntry("stage/abc", "first").ok());
+  ASSERT_TRUE(store_->PutCacheEntry(binary_key, binary_value).ok());
+  EXPECT_EQ(store_->GetCacheEntry("stage/abc").value(), "first");
+  ASSERT_TRUE(store_->PutCacheEntry("stage/abc", "second").ok());
+  EXPECT_EQ(store_->GetCacheEntry("stage/abc").value(), "second");
+  Reopen();
+  EXPECT_EQ(store_->GetCacheEntry("stage/abc").value(), "second");
+  EXPECT_EQ(store_->GetCacheEntry(binary_key).value(), binary_value);
+  ASSERT_TRUE(store_->DeleteCacheEntry("stage/abc").ok());
+  EXPECT_EQ(store_->GetCacheEntry("stage/abc").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetCacheEntry(binary_key).value(), binary_value);
+}
+
+TEST_F(BlobStoreTest, MissingCacheEntryIsNotFoundNamingTheKey) {
+  absl::StatusOr<std::string> got = store_->GetCacheEntry("stage/missing");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(got.status().message(), HasSubstr("stage/missing"));
+  absl::Status deleted = store_->DeleteCacheEntry("stage/missing");
+  EXPECT_EQ(deleted.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(deleted.message(), HasSubstr("stage/missing"));
+}
+
+TEST_F(BlobStoreTest, CacheEntriesAreNotBlobsOrRefs) {
+  const Digest blob = PutBytes("blob bytes");
+  ASSERT_TRUE(store_->PutCacheEntry(blob.ToString(), "entry").ok());
+  ASSERT_TRUE(store_->Delete(blob).ok());
+  EXPECT_EQ(store_->GetCacheEntry(blob.ToString()).value(), "entry");
+  EXPECT_EQ(store_->GetRef(blob.ToString()).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(BlobStoreTest, StoreMadeBeforeTheCacheFamilyOpensWithItsBlobsAndGainsIt) {
+  const std::string bytes = RandomBytes(12, 3 * kMiB);
+  const Digest blob = PutBytes(bytes);
+  store_.reset();
+  const std::string path = (dir_ / "cas").string();
+  {
+    // Make it a store of the layout before the cache family: drop the family
+    // with RocksDB directly, leaving exactly the older families.
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const std::string& name : names) {
+      families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open({}, path, families, &handles, &db).ok());
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "cache") {
+        ASSERT_TRUE(db->DropColumnFamily(handles[i]).ok());
+      }
+    }
+    for (rocksdb::ColumnFamilyHandle* handle : handles) {
+      ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+    }
+    delete db;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
+    EXPECT_THAT(
+        names, ElementsAre("default", "chunks", "chunk_meta", "blobs", "access", "refs", "leases"));
+  }
+  Reopen();
+  EXPECT_EQ(store_->ReadAll(blob).value(), bytes);
+  EXPECT_EQ(store_->GetCacheEntry("k").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->PutCacheEntry("k", "v").ok());
+  Reopen();
+  EXPECT_EQ(store_->GetCacheEntry("k").value(), "v");
+  EXPECT_EQ(store_->ReadAll(blob).value(), bytes);
 }
 
 TEST_F(BlobStoreTest, GarbageCollectionKeepsLeasedAndReferencedAndEvictsLeastRecentlyUsed) {
