@@ -290,8 +290,9 @@ class BlobStore {
   // digest if the blob is not stored.
   absl::StatusOr<BlobManifest> Manifest(const digest::Digest& blob) const;
 
-  // Reads one stored chunk's bytes into *out without hashing them (the peer
-  // that receives them verifies). NotFound naming the chunk if absent.
+  // Reads one stored chunk's bytes into *out without checking them (neither
+  // SHA-256 nor RocksDB's CRC: the peer that receives them verifies the
+  // digest). NotFound naming the chunk if absent.
   absl::Status ReadChunkBytes(const digest::Digest& chunk, std::string* out) const;
 
   // Starts assembling the blob `manifest` describes. InvalidArgument naming

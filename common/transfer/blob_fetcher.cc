@@ -224,6 +224,9 @@ class Fetch {
                                                                    message.status().message()));
         if (!status.ok()) return status;
         if (remaining_ == 0) return absl::OkStatus();
+        // Spend the credit this reply returned at once, so the holder works
+        // on the next chunks while this one is verified and stored.
+        if (absl::Status refill = Dispatch(); !refill.ok()) return refill;
       }
     }
     return absl::OkStatus();

@@ -1,5 +1,7 @@
 #include "common/transfer/wire.h"
 
+#include <malloc.h>
+
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -69,6 +71,13 @@ void FillManifest(const cas::BlobManifest& manifest, schema::BlobManifest::Build
     chunks[i].setDigest(manifest.chunks[i].digest.ToString());
     chunks[i].setLength(manifest.chunks[i].length);
   }
+}
+
+void KeepLargeBuffersMapped() {
+  // Above the largest chunk, so chunk buffers come from the heap; and freed
+  // heap memory is returned to the system only in large amounts.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 zmq::message_t FrameFromString(std::string&& bytes) {
