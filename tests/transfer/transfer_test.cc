@@ -363,6 +363,57 @@ TEST_F(TransferTest, ServerAnswersMalformedAndUnexpectedRequestsWithErrorsAndKee
   EXPECT_EQ(server->stats().errors_sent, 6u);
 }
 
+TEST_F(TransferTest, UploadSessionsAreBoundedAndExpireWhenIdle) {
+  std::unique_ptr<cas::BlobStore> holder = OpenStore("holder");
+  std::unique_ptr<cas::BlobStore> scratch = OpenStore("scratch");
+  BlobServerOptions options;
+  options.max_upload_sessions = 1;
+  options.upload_idle_timeout = absl::Milliseconds(300);
+  std::unique_ptr<BlobServer> server = Serve(*holder, options);
+  zmq::socket_t client(context_, zmq::socket_type::dealer);
+  client.set(zmq::sockopt::linger, 0);
+  client.connect(server->endpoint());
+  // Two manifests to offer, taken from blobs in another store.
+  std::vector<cas::BlobManifest> manifests;
+  for (uint64_t seed : {31, 32}) {
+    absl::StatusOr<Digest> blob = PutRandom(*scratch, seed, 2 * kMiB);
+    manifests.push_back(*scratch->Manifest(*blob));
+  }
+  auto offer = [&](const cas::BlobManifest& manifest, uint64_t id) {
+    capnp::MallocMessageBuilder message;
+    FillManifest(manifest, net::InitEnvelope(message, id).initOfferBlob());
+    EXPECT_TRUE(net::SendMessage(client, "", message).ok());
+    absl::StatusOr<net::ReceivedMessage> reply = net::ReceiveMessage(client, absl::Seconds(5));
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    return reply;
+  };
+  absl::StatusOr<net::ReceivedMessage> first = offer(manifests[0], 1);
+  ASSERT_EQ(first->envelope().which(), schema::Envelope::OFFER_REPLY);
+  EXPECT_EQ(first->envelope().getOfferReply().getWanted().size(), manifests[0].chunks.size());
+  absl::StatusOr<net::ReceivedMessage> second = offer(manifests[1], 2);
+  ASSERT_EQ(second->envelope().which(), schema::Envelope::ERROR);
+  EXPECT_EQ(net::StatusFromError(second->envelope().getError(), "server").code(),
+            absl::StatusCode::kResourceExhausted);
+
+  // Idle past the timeout: the first session is gone, so a chunk for it is
+  // refused and the second blob can be offered.
+  absl::SleepFor(absl::Milliseconds(600));
+  capnp::MallocMessageBuilder chunk;
+  schema::ChunkAddress::Builder address = net::InitEnvelope(chunk, 3).initPutChunk();
+  address.setBlob(manifests[0].digest.ToString());
+  address.setIndex(0);
+  address.setChunk(manifests[0].chunks[0].digest.ToString());
+  std::vector<zmq::message_t> frames;
+  frames.emplace_back(std::string(manifests[0].chunks[0].length, 'x'));
+  ASSERT_TRUE(net::SendMessage(client, "", chunk, std::move(frames)).ok());
+  absl::StatusOr<net::ReceivedMessage> refused = net::ReceiveMessage(client, absl::Seconds(5));
+  ASSERT_TRUE(refused.ok());
+  ASSERT_EQ(refused->envelope().which(), schema::Envelope::ERROR);
+  EXPECT_THAT(net::StatusFromError(refused->envelope().getError(), "server").message(),
+              HasSubstr("no upload of blob"));
+  EXPECT_EQ(offer(manifests[1], 4)->envelope().which(), schema::Envelope::OFFER_REPLY);
+}
+
 class CurveTransferTest : public TransferTest {
  protected:
   void SetUp() override {
