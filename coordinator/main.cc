@@ -7,8 +7,10 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/daemon/daemon_args.h"
 #include "common/net/node_security.h"
 
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7700", "ZeroMQ endpoint for workers and clients");
@@ -26,10 +28,15 @@ constexpr int kExitUsage = 2;
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  absl::SetProgramUsageMessage(absl::StrCat(
       "stagefarm-coordinator --listen tcp://0.0.0.0:7700 --data-dir DIR "
-      "(--curve-secret-key FILE --authorized-keys DIR | --insecure)");
-  absl::ParseCommandLine(argc, argv);
+      "(--curve-secret-key FILE --authorized-keys DIR | --insecure) [--flagfile FILE]\n\n",
+      stagefarm::daemon::kFlagSpellingHelp));
+  absl::Status parsed = stagefarm::daemon::ParseDaemonCommandLine(argc, argv);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "stagefarm-coordinator: %s\n", std::string(parsed.message()).c_str());
+    return kExitUsage;
+  }
   std::printf(
       "stagefarm-coordinator: listen=%s data-dir=%s curve-secret-key=%s authorized-keys=%s "
       "insecure=%s\n",

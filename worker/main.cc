@@ -7,8 +7,10 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/daemon/daemon_args.h"
 #include "common/net/node_security.h"
 
 ABSL_FLAG(std::string, coordinator, "tcp://127.0.0.1:7700", "Coordinator endpoint");
@@ -31,11 +33,16 @@ constexpr int kExitUsage = 2;
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  absl::SetProgramUsageMessage(absl::StrCat(
       "stagefarm-worker --coordinator tcp://HOST:7700 --listen tcp://0.0.0.0:7701 --data-dir DIR "
       "[--slots N] [--platform ...] (--curve-secret-key FILE --authorized-keys DIR "
-      "--coordinator-public-key FILE | --insecure)");
-  absl::ParseCommandLine(argc, argv);
+      "--coordinator-public-key FILE | --insecure) [--flagfile FILE]\n\n",
+      stagefarm::daemon::kFlagSpellingHelp));
+  absl::Status parsed = stagefarm::daemon::ParseDaemonCommandLine(argc, argv);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "stagefarm-worker: %s\n", std::string(parsed.message()).c_str());
+    return kExitUsage;
+  }
   std::printf(
       "stagefarm-worker: coordinator=%s listen=%s data-dir=%s slots=%d platform=%s "
       "curve-secret-key=%s authorized-keys=%s coordinator-public-key=%s insecure=%s\n",

@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "tests/testing/corpus.h"
@@ -254,9 +256,10 @@ TEST(StagefarmDaemons, WithInsecure_StartAndSaySo) {
               HasSubstr("stagefarm-worker: security: INSECURE (plain TCP, --insecure)"));
 }
 
-// Abseil flags are spelt with underscores on the daemons' command lines.
-TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
-  const auto dir = TestDir();
+// A coordinator keypair and a worker keypair made by `stagefarm keys
+// generate` under `dir` (c/coordinator.*, w/worker1.*), both allowed in
+// `dir`/allowed.
+void MakeClusterKeys(const std::filesystem::path& dir) {
   ASSERT_EQ(
       Stagefarm(absl::StrCat("keys generate --name coordinator '", dir.string(), "/c'")).exit_code,
       0);
@@ -265,27 +268,160 @@ TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
   std::filesystem::create_directories(dir / "allowed");
   std::filesystem::copy_file(dir / "w/worker1.pub", dir / "allowed/worker1.pub");
   std::filesystem::copy_file(dir / "c/coordinator.pub", dir / "allowed/coordinator.pub");
+}
+
+// The documented spelling: dashes, values as the next argument or after '='.
+TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
+  const auto dir = TestDir();
+  MakeClusterKeys(dir);
 
   const Invocation coordinator =
       RunBinary(STAGEFARM_COORDINATOR_BINARY,
-                absl::StrCat("--curve_secret_key='", (dir / "c/coordinator.key").string(),
-                             "' --authorized_keys='", (dir / "allowed").string(), "'"));
+                absl::StrCat("--data-dir '", (dir / "data-c").string(), "' --curve-secret-key '",
+                             (dir / "c/coordinator.key").string(), "' --authorized-keys='",
+                             (dir / "allowed").string(), "'"));
   EXPECT_EQ(coordinator.exit_code, 0) << coordinator.output;
+  EXPECT_THAT(coordinator.output, HasSubstr(absl::StrCat("data-dir=", (dir / "data-c").string(),
+                                                         " curve-secret-key=")));
   EXPECT_THAT(coordinator.output,
               HasSubstr("stagefarm-coordinator: security: CURVE (2 authorised keys)"));
 
   const std::string worker_flags =
-      absl::StrCat("--curve_secret_key='", (dir / "w/worker1.key").string(),
-                   "' --authorized_keys='", (dir / "allowed").string(), "'");
+      absl::StrCat("--listen tcp://worker-1:7701 --data-dir='", (dir / "data-w").string(),
+                   "' --curve-secret-key='", (dir / "w/worker1.key").string(),
+                   "' --authorized-keys '", (dir / "allowed").string(), "'");
   const Invocation worker =
-      RunBinary(STAGEFARM_WORKER_BINARY, absl::StrCat(worker_flags, " --coordinator_public_key='",
+      RunBinary(STAGEFARM_WORKER_BINARY, absl::StrCat(worker_flags, " --coordinator-public-key '",
                                                       (dir / "c/coordinator.pub").string(), "'"));
   EXPECT_EQ(worker.exit_code, 0) << worker.output;
+  EXPECT_THAT(worker.output, HasSubstr(absl::StrCat("listen=tcp://worker-1:7701 data-dir=",
+                                                    (dir / "data-w").string(), " ")));
   EXPECT_THAT(worker.output, HasSubstr("stagefarm-worker: security: CURVE (2 authorised keys)"));
 
   const Invocation no_coordinator_key = RunBinary(STAGEFARM_WORKER_BINARY, worker_flags);
   EXPECT_EQ(no_coordinator_key.exit_code, 2);
   EXPECT_THAT(no_coordinator_key.output, HasSubstr("--coordinator-public-key is missing"));
+}
+
+// Abseil's own spelling, with underscores, keeps working.
+TEST(StagefarmDaemons, UnderscoreSpellingsStillWork) {
+  const auto dir = TestDir();
+  MakeClusterKeys(dir);
+  const Invocation coordinator =
+      RunBinary(STAGEFARM_COORDINATOR_BINARY,
+                absl::StrCat("--data_dir='", (dir / "data").string(), "' --curve_secret_key='",
+                             (dir / "c/coordinator.key").string(), "' --authorized_keys='",
+                             (dir / "allowed").string(), "'"));
+  EXPECT_EQ(coordinator.exit_code, 0) << coordinator.output;
+  EXPECT_THAT(coordinator.output, HasSubstr("data-dir=" + (dir / "data").string()));
+  EXPECT_THAT(coordinator.output, HasSubstr("security: CURVE (2 authorised keys)"));
+}
+
+TEST(StagefarmDaemons, WithDashedDataDirAndInsecure_Start) {
+  const auto dir = TestDir();
+  for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
+    const Invocation run =
+        RunBinary(binary, absl::StrCat("--insecure --data-dir '", dir.string(), "/data-1'"));
+    EXPECT_EQ(run.exit_code, 0) << binary << ": " << run.output;
+    EXPECT_THAT(run.output, HasSubstr(absl::StrCat("data-dir=", dir.string(), "/data-1 ")));
+    EXPECT_THAT(run.output, HasSubstr("security: INSECURE (plain TCP, --insecure)"));
+  }
+}
+
+// What the Ansible roles do: every flag in a flagfile, spelt with dashes.
+TEST(StagefarmDaemons, FlagfileWithDashedNames_Configures) {
+  const auto dir = TestDir();
+  MakeClusterKeys(dir);
+  std::ofstream(dir / "coordinator.flags")
+      << "# stagefarm-coordinator, templated by Ansible\n"
+      << "--listen=tcp://0.0.0.0:7700\n"
+      << "  --data-dir=" << (dir / "data-c").string() << "\n\n"
+      << "--curve-secret-key=" << (dir / "c/coordinator.key").string() << "\n"
+      << "--authorized-keys=" << (dir / "allowed").string() << "\n";
+  for (const std::string form : {"--flagfile ", "--flagfile=", "-flagfile="}) {
+    const Invocation coordinator =
+        RunBinary(STAGEFARM_COORDINATOR_BINARY,
+                  absl::StrCat(form, "'", (dir / "coordinator.flags").string(), "'"));
+    EXPECT_EQ(coordinator.exit_code, 0) << form << ": " << coordinator.output;
+    EXPECT_THAT(coordinator.output, HasSubstr("data-dir=" + (dir / "data-c").string()));
+    EXPECT_THAT(coordinator.output,
+                HasSubstr("stagefarm-coordinator: security: CURVE (2 authorised keys)"));
+  }
+
+  std::ofstream(dir / "worker.flags") << "--coordinator=tcp://coordinator-1:7700\n"
+                                      << "--slots=4\n"
+                                      << "--insecure\n";
+  const Invocation worker = RunBinary(
+      STAGEFARM_WORKER_BINARY,
+      absl::StrCat("--data-dir=/srv/w-1 --flagfile='", (dir / "worker.flags").string(), "'"));
+  EXPECT_EQ(worker.exit_code, 0) << worker.output;
+  EXPECT_THAT(worker.output, HasSubstr("coordinator=tcp://coordinator-1:7700 "));
+  EXPECT_THAT(worker.output, HasSubstr("data-dir=/srv/w-1 slots=4 "));
+  EXPECT_THAT(worker.output, HasSubstr("security: INSECURE"));
+}
+
+TEST(StagefarmDaemons, MissingFlagfile_ExitsTwoNamingTheFile) {
+  const auto missing = TestDir() / "missing.flags";
+  for (const std::string program : {"stagefarm-coordinator", "stagefarm-worker"}) {
+    const Invocation run = RunBinary(
+        program == "stagefarm-worker" ? STAGEFARM_WORKER_BINARY : STAGEFARM_COORDINATOR_BINARY,
+        absl::StrCat("--insecure --flagfile '", missing.string(), "'"));
+    EXPECT_EQ(run.exit_code, 2) << run.output;
+    EXPECT_THAT(run.output,
+                HasSubstr(absl::StrCat(program, ": cannot read flagfile ", missing.string(),
+                                       ": No such file or directory")));
+    EXPECT_THAT(run.output, Not(HasSubstr("security: ")));
+  }
+}
+
+// The --flags named in `text`, as an operator would copy them.
+std::vector<std::string> FlagsNamedIn(const std::string& text) {
+  const std::regex flag("--[a-z][a-z-]*[a-z]");
+  std::vector<std::string> flags;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), flag); it != std::sregex_iterator();
+       ++it) {
+    flags.push_back(it->str());
+  }
+  return flags;
+}
+
+// An operator types the flags the daemons' messages name, and the daemon
+// takes them: it answers about their values, not with an unknown flag.
+TEST(StagefarmDaemons, FlagsNamedInSecurityErrors_AreAccepted) {
+  const auto dir = TestDir();
+  MakeClusterKeys(dir);
+  for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
+    std::string messages = RunBinary(binary, "").output;
+    messages += RunBinary(binary, absl::StrCat("--curve_secret_key='",
+                                               (dir / "w/worker1.key").string(), "'"))
+                    .output;
+    const std::vector<std::string> flags = FlagsNamedIn(messages);
+    EXPECT_THAT(flags, ::testing::Contains("--curve-secret-key")) << messages;
+    EXPECT_THAT(flags, ::testing::Contains("--authorized-keys")) << messages;
+    EXPECT_THAT(flags, ::testing::Contains("--insecure")) << messages;
+    for (const std::string& flag : flags) {
+      const std::string value = flag == "--insecure" ? "" : "=/nonexistent/x";
+      const Invocation run = RunBinary(binary, flag + value);
+      EXPECT_THAT(run.output, Not(HasSubstr("Unknown command line flag"))) << binary << " " << flag;
+      EXPECT_THAT(run.output, HasSubstr("stagefarm-")) << binary << " " << flag;
+    }
+  }
+  EXPECT_THAT(
+      FlagsNamedIn(RunBinary(STAGEFARM_WORKER_BINARY,
+                             absl::StrCat("--curve-secret-key='", (dir / "w/worker1.key").string(),
+                                          "' --authorized-keys='", (dir / "allowed").string(), "'"))
+                       .output),
+      ::testing::Contains("--coordinator-public-key"));
+}
+
+TEST(StagefarmDaemons, HelpShowsTheDashedSpellings) {
+  const Invocation coordinator = RunBinary(STAGEFARM_COORDINATOR_BINARY, "--help");
+  EXPECT_THAT(coordinator.output,
+              HasSubstr("--data-dir DIR (--curve-secret-key FILE --authorized-keys DIR | "
+                        "--insecure) [--flagfile FILE]"));
+  EXPECT_THAT(coordinator.output, HasSubstr("Flags are spelt with dashes (--data-dir)"));
+  const Invocation worker = RunBinary(STAGEFARM_WORKER_BINARY, "--help");
+  EXPECT_THAT(worker.output, HasSubstr("--coordinator-public-key FILE | --insecure)"));
 }
 
 TEST(StagefarmDaemons, InsecureWithKeys_IsAUsageError) {
