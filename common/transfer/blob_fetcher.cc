@@ -1,17 +1,21 @@
 #include "common/transfer/blob_fetcher.h"
 
 #include <capnp/message.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <deque>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/net/envelope_frame.h"
 
@@ -60,6 +64,95 @@ struct Request {
   absl::Time sent;
 };
 
+// Verifies and stores received chunks on a thread of its own, so that the
+// network thread keeps receiving and spending credit while a chunk is hashed
+// and written (the two cost about the same). Results come back through
+// TakeDone, announced on an eventfd the network thread polls.
+class StoreWorker {
+ public:
+  struct Work {
+    size_t blob;
+    ChunkTask task;
+    size_t holder;
+    cas::BlobAssembler* assembler;
+    zmq::message_t frame;
+  };
+  struct Done {
+    size_t blob;
+    ChunkTask task;
+    size_t holder;
+    absl::Status added;  // AddChunk's result
+    uint64_t bytes = 0;
+    // Set when this chunk completed the blob: Commit's result.
+    std::optional<absl::Status> committed;
+  };
+
+  StoreWorker() : event_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), thread_([this] { Loop(); }) {}
+  ~StoreWorker() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+    if (event_ >= 0) ::close(event_);
+  }
+
+  int event_fd() const { return event_; }
+
+  void Push(Work work) {
+    absl::MutexLock lock(&mu_);
+    work_.push_back(std::move(work));
+  }
+
+  std::vector<Done> TakeDone() {
+    uint64_t ignored;
+    (void)!::read(event_, &ignored, sizeof ignored);
+    absl::MutexLock lock(&mu_);
+    std::vector<Done> done(std::make_move_iterator(done_.begin()),
+                           std::make_move_iterator(done_.end()));
+    done_.clear();
+    return done;
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      Work work;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](StoreWorker* self) { return self->stop_ || !self->work_.empty(); }, this));
+        if (stop_) return;
+        work = std::move(work_.front());
+        work_.pop_front();
+      }
+      Done done{work.blob, std::move(work.task), work.holder, absl::OkStatus(), 0, std::nullopt};
+      absl::string_view bytes(static_cast<const char*>(work.frame.data()), work.frame.size());
+      done.added = work.assembler->AddChunk(done.task.index, bytes);
+      if (done.added.ok()) {
+        done.bytes = bytes.size();
+        if (work.assembler->complete() && committed_.insert(work.assembler).second) {
+          done.committed = work.assembler->Commit();
+        }
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        done_.push_back(std::move(done));
+      }
+      const uint64_t one = 1;
+      (void)!::write(event_, &one, sizeof one);
+    }
+  }
+
+  const int event_;
+  absl::Mutex mu_;
+  std::deque<Work> work_ ABSL_GUARDED_BY(mu_);
+  std::deque<Done> done_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<cas::BlobAssembler*> committed_;  // worker thread only
+  std::thread thread_;
+};
+
 class Fetch {
  public:
   Fetch(zmq::context_t& context, cas::BlobStore& store, absl::Span<const Peer> holders,
@@ -93,6 +186,8 @@ class Fetch {
       if (!socket.ok()) return socket.status();
       holders_.push_back(Holder{.peer = &peer, .socket = *std::move(socket)});
     }
+    worker_ = std::make_unique<StoreWorker>();
+    if (worker_->event_fd() < 0) return absl::InternalError("eventfd failed");
     while (remaining_ > 0) {
       if (absl::Status status = Dispatch(); !status.ok()) return status;
       if (absl::Status status = ReceiveReplies(); !status.ok()) return status;
@@ -131,10 +226,12 @@ class Fetch {
       }
       if (!can_ask) return NoHolderFor(blob);
     }
-    // Then chunks, the queue's head first, each to a holder that may have it.
+    // Then chunks, the queue's head first, each to a holder that may have it,
+    // unless the store worker is already that far behind.
     for (size_t round = 0; round < holders_.size() && !queue_.empty(); ++round) {
       bool sent_any = false;
       for (size_t h = 0; h < holders_.size() && !queue_.empty(); ++h) {
+        if (queued_ >= options_.chunks_in_flight) break;
         if (!Usable(holders_[h], now)) continue;
         auto task = std::find_if(queue_.begin(), queue_.end(), [&](const ChunkTask& candidate) {
           return !candidate.excluded[h] && !blobs_[candidate.blob].lacks[h];
@@ -196,6 +293,7 @@ class Fetch {
     for (Holder& holder : holders_) {
       items.push_back({holder.socket.handle(), 0, ZMQ_POLLIN, 0});
     }
+    items.push_back({nullptr, worker_->event_fd(), ZMQ_POLLIN, 0});
     absl::Duration wait = absl::Milliseconds(50);
     const absl::Time now = absl::Now();
     for (const auto& [id, request] : outstanding_) {
@@ -210,6 +308,10 @@ class Fetch {
                 std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(wait))));
     } catch (const zmq::error_t& e) {
       return absl::UnavailableError(absl::StrCat("polling holders failed: ", e.what()));
+    }
+    if ((items.back().revents & ZMQ_POLLIN) != 0) {
+      if (absl::Status status = ProcessStored(); !status.ok()) return status;
+      if (remaining_ == 0) return absl::OkStatus();
     }
     for (size_t h = 0; h < holders_.size(); ++h) {
       if ((items[h].revents & ZMQ_POLLIN) == 0) continue;
@@ -324,25 +426,39 @@ class Fetch {
       task.excluded[h] = true;
       return Retry(std::move(task), absl::OkStatus());
     }
-    absl::string_view bytes(static_cast<const char*>(frames[0].data()), frames[0].size());
-    absl::Status added = blob.assembler->AddChunk(task.index, bytes);
-    if (absl::IsDataLoss(added)) {
-      absl::Status status = Fault(h, added.message());
-      if (!status.ok()) return status;
-      task.excluded[h] = true;
-      return Retry(std::move(task), added);
-    }
-    if (!added.ok()) return added;
-    report_.bytes_received += bytes.size();
-    progress_.bytes_received += bytes.size();
-    if (options_.on_progress) options_.on_progress(progress_);
-    if (blob.assembler->complete()) return CommitBlob(task.blob);
+    worker_->Push({task.blob, std::move(task), h, blob.assembler.get(), std::move(frames[0])});
+    ++queued_;
     return absl::OkStatus();
   }
 
-  absl::Status CommitBlob(size_t b) {
-    BlobState& blob = blobs_[b];
-    absl::Status committed = blob.assembler->Commit();
+  // Takes the store worker's results: a corrupt chunk is a fault and fetched
+  // again, a stored one is progress, and a completed blob is done.
+  absl::Status ProcessStored() {
+    for (StoreWorker::Done& done : worker_->TakeDone()) {
+      --queued_;
+      if (absl::IsDataLoss(done.added)) {
+        if (absl::Status status = Fault(done.holder, done.added.message()); !status.ok()) {
+          return status;
+        }
+        done.task.excluded[done.holder] = true;
+        if (absl::Status status = Retry(std::move(done.task), done.added); !status.ok()) {
+          return status;
+        }
+        continue;
+      }
+      if (!done.added.ok()) return done.added;
+      report_.bytes_received += done.bytes;
+      progress_.bytes_received += done.bytes;
+      if (options_.on_progress) options_.on_progress(progress_);
+      if (!done.committed) continue;
+      BlobState& blob = blobs_[done.blob];
+      if (absl::Status status = Committed(blob, *done.committed); !status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+
+  // Records the outcome of committing `blob`.
+  absl::Status Committed(BlobState& blob, const absl::Status& committed) {
     if (absl::IsInvalidArgument(committed)) {
       Fault(blob.manifest_holder,
             absl::StrCat("sent a chunk list that does not hash to its blob: ", committed.message()))
@@ -350,11 +466,16 @@ class Fetch {
       return absl::DataLossError(committed.message());
     }
     if (!committed.ok()) return committed;
-    blob.assembler.reset();
     blob.done = true;
     --remaining_;
     ++report_.blobs_fetched;
     return absl::OkStatus();
+  }
+
+  // Commits a blob whose chunks were all stored already (no worker involved).
+  absl::Status CommitBlob(size_t b) {
+    BlobState& blob = blobs_[b];
+    return Committed(blob, blob.assembler->Commit());
   }
 
   // Queues `task` again unless it has been sent max_attempts times.
@@ -458,8 +579,11 @@ class Fetch {
   absl::flat_hash_map<uint64_t, Request> outstanding_;
   uint64_t next_id_ = 1;
   size_t remaining_ = 0;
+  size_t queued_ = 0;  // chunks with the store worker
   FetchReport report_;
   FetchProgress progress_;
+  // Last, so it stops before the assemblers it uses are destroyed.
+  std::unique_ptr<StoreWorker> worker_;
 };
 
 }  // namespace
