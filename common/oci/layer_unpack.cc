@@ -1,0 +1,478 @@
+#include "common/oci/layer_unpack.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/dockerfile/go_text.h"
+
+namespace stagefarm::oci {
+namespace {
+
+using dockerfile::go::Quote;
+using fs::RootDir;
+using fs::UniqueFd;
+
+constexpr absl::string_view kWhiteoutPrefix = ".wh.";
+constexpr absl::string_view kWhiteoutMetaPrefix = ".wh..wh.";
+constexpr absl::string_view kOpaqueMarker = ".wh..wh..opq";
+// Mode of parent directories the tar does not list.
+constexpr mode_t kImplicitDirMode = 0755;
+
+struct ArchiveFree {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+struct CloseDir {
+  void operator()(DIR* dir) const { closedir(dir); }
+};
+
+// The entry name cleaned as Go's path.Clean would on "/" + name, except that
+// a ".." which would climb above the root is an error rather than dropped:
+// an image that says "../../etc/passwd" is broken or an attack, and moby's
+// pkg/archive refuses it too ("... is outside of ..."; containerd instead
+// clamps it to the root, which would hide the problem). "" is the root.
+absl::StatusOr<std::string> CleanEntryPath(absl::string_view raw) {
+  std::vector<absl::string_view> elements;
+  for (size_t start = 0; start <= raw.size();) {
+    size_t end = raw.find('/', start);
+    if (end == absl::string_view::npos) end = raw.size();
+    const absl::string_view element = raw.substr(start, end - start);
+    start = end + 1;
+    if (element.empty() || element == ".") continue;
+    if (element == "..") {
+      if (elements.empty()) return absl::InvalidArgumentError("path escapes the root");
+      elements.pop_back();
+      continue;
+    }
+    elements.push_back(element);
+  }
+  std::string clean;
+  for (const absl::string_view element : elements) {
+    if (!clean.empty()) clean.push_back('/');
+    absl::StrAppend(&clean, element);
+  }
+  return clean;
+}
+
+// Pulls pieces from the LayerReader for libarchive and keeps the reader's
+// own error, which libarchive would otherwise flatten into a string.
+struct ReadContext {
+  const LayerReader* read;
+  absl::Status status;
+};
+
+la_ssize_t ReadCallback(archive* a, void* data, const void** buffer) {
+  auto* context = static_cast<ReadContext*>(data);
+  absl::StatusOr<absl::string_view> piece = (*context->read)();
+  if (!piece.ok()) {
+    context->status = piece.status();
+    archive_set_error(a, EIO, "layer reader failed");
+    return -1;
+  }
+  *buffer = piece->data();
+  return static_cast<la_ssize_t>(piece->size());
+}
+
+// One entry of a directory as this layer wrote it: the directory's device
+// and inode, and the name in it. Identifying the directory by inode rather
+// than by path keeps the record right whichever symlinks the tar reached it
+// through.
+using WrittenKey = std::tuple<dev_t, ino_t, std::string>;
+
+class LayerApplier {
+ public:
+  LayerApplier(const RootDir& root, const ApplyOptions& options) : root_(root), options_(options) {}
+
+  absl::StatusOr<ApplyStats> Run(const LayerReader& read);
+
+ private:
+  struct DirTimes {
+    std::string path;  // cleaned
+    std::string raw;   // as in the tar, for messages
+    timespec times[2];
+  };
+
+  absl::Status ApplyEntry(archive* a, archive_entry* entry, absl::string_view raw);
+  absl::Status ApplyWhiteout(absl::string_view raw, absl::string_view dir, absl::string_view base);
+  // Removes from the open directory `dir_fd` every entry this layer has not
+  // written, descending into the directories it has.
+  absl::Status ClearLowerEntries(int dir_fd, const std::string& display);
+  absl::Status ApplyHardlink(absl::string_view raw, const RootDir::Parent& parent,
+                             const struct stat* existing, const char* target_raw);
+  absl::Status WriteFile(archive* a, absl::string_view raw, const RootDir::Parent& parent,
+                         archive_entry* entry);
+  // Owner, mode, xattrs and, except for a directory (see SetDirectoryTimes), times.
+  absl::Status SetMetadata(absl::string_view raw, const RootDir::Parent& parent,
+                           archive_entry* entry, bool is_symlink);
+  absl::Status SetDirectoryTimes();
+  absl::Status RecordWritten(const RootDir::Parent& parent, absl::string_view raw);
+
+  const RootDir& root_;
+  const ApplyOptions& options_;
+  ApplyStats stats_;
+  absl::flat_hash_set<WrittenKey> written_;
+  std::vector<DirTimes> dir_times_;
+};
+
+absl::Status EntryError(absl::string_view raw, absl::string_view what, int error_number) {
+  return absl::ErrnoToStatus(error_number, absl::StrCat("layer entry ", Quote(raw), ": ", what));
+}
+
+// `status` with the entry named in front of its message, same code.
+absl::Status Annotate(absl::string_view raw, const absl::Status& status) {
+  return absl::Status(status.code(),
+                      absl::StrCat("layer entry ", Quote(raw), ": ", status.message()));
+}
+
+absl::StatusOr<ApplyStats> LayerApplier::Run(const LayerReader& read) {
+  std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
+  if (a == nullptr) return absl::ResourceExhaustedError("archive_read_new failed");
+  // Tar in every dialect libarchive knows (ustar, pax, GNU), uncompressed or
+  // compressed as the OCI media types allow (+gzip, +zstd).
+  archive_read_support_format_tar(a.get());
+  archive_read_support_filter_gzip(a.get());
+  archive_read_support_filter_zstd(a.get());
+  ReadContext context{&read, absl::OkStatus()};
+  std::string last = "(none)";
+  auto stream_error = [&](absl::string_view when) {
+    if (!context.status.ok()) return context.status;
+    return absl::DataLossError(
+        absl::StrCat("layer: ", when, " (last entry ", last, "): ", archive_error_string(a.get())));
+  };
+  if (archive_read_open(a.get(), &context, nullptr, ReadCallback, nullptr) != ARCHIVE_OK) {
+    return stream_error("opening the stream");
+  }
+  while (true) {
+    archive_entry* entry = nullptr;
+    const int result = archive_read_next_header(a.get(), &entry);
+    if (result == ARCHIVE_EOF) break;
+    // ARCHIVE_WARN is something libarchive could not convert (an unknown pax
+    // keyword, a name in another charset); the entry itself is usable.
+    if (result < ARCHIVE_WARN) return stream_error("reading a tar header");
+    const char* name = archive_entry_pathname(entry);
+    if (name == nullptr) return stream_error("an entry without a name");
+    ++stats_.entries;
+    last = Quote(name);
+    absl::Status applied = ApplyEntry(a.get(), entry, name);
+    if (!applied.ok()) {
+      return context.status.ok() ? applied : context.status;
+    }
+  }
+  absl::Status times = SetDirectoryTimes();
+  if (!times.ok()) return times;
+  return stats_;
+}
+
+absl::Status LayerApplier::ApplyEntry(archive* a, archive_entry* entry, absl::string_view raw) {
+  absl::StatusOr<std::string> clean = CleanEntryPath(raw);
+  if (!clean.ok()) return Annotate(raw, clean.status());
+  if (clean->empty()) return absl::OkStatus();
+  const size_t slash = clean->rfind('/');
+  const absl::string_view dir =
+      slash == std::string::npos ? absl::string_view() : absl::string_view(*clean).substr(0, slash);
+  const absl::string_view base = slash == std::string::npos
+                                     ? absl::string_view(*clean)
+                                     : absl::string_view(*clean).substr(slash + 1);
+  if (absl::StartsWith(base, kWhiteoutPrefix)) return ApplyWhiteout(raw, dir, base);
+
+  absl::StatusOr<RootDir::Parent> parent = root_.MkdirParents(*clean, kImplicitDirMode);
+  if (!parent.ok()) return Annotate(raw, parent.status());
+  struct stat existing_stat {};
+  const struct stat* existing = nullptr;
+  if (fstatat(parent->dir.get(), parent->name.c_str(), &existing_stat, AT_SYMLINK_NOFOLLOW) == 0) {
+    existing = &existing_stat;
+  } else if (errno != ENOENT) {
+    return EntryError(raw, "lstat", errno);
+  }
+
+  if (const char* target = archive_entry_hardlink(entry); target != nullptr) {
+    absl::Status linked = ApplyHardlink(raw, *parent, existing, target);
+    if (!linked.ok()) return linked;
+    return RecordWritten(*parent, raw);
+  }
+
+  const mode_t type = archive_entry_filetype(entry);
+  const bool keep_directory = type == AE_IFDIR && existing != nullptr && S_ISDIR(existing->st_mode);
+  if (existing != nullptr && !keep_directory) {
+    absl::Status removed = fs::RemoveAllAt(parent->dir.get(), parent->name, *clean);
+    if (!removed.ok()) return Annotate(raw, removed);
+  }
+  const int dir_fd = parent->dir.get();
+  const char* name = parent->name.c_str();
+  const mode_t perm = archive_entry_perm(entry) & 07777;
+  switch (type) {
+    case AE_IFREG: {
+      absl::Status written = WriteFile(a, raw, *parent, entry);
+      if (!written.ok()) return written;
+      break;
+    }
+    case AE_IFDIR:
+      // Made private; SetMetadata gives it its mode once it has its owner.
+      if (!keep_directory && mkdirat(dir_fd, name, 0700) != 0) {
+        return EntryError(raw, "mkdir", errno);
+      }
+      break;
+    case AE_IFLNK: {
+      const char* target = archive_entry_symlink(entry);
+      if (target == nullptr || *target == '\0') {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer entry ", Quote(raw), ": symlink without a target"));
+      }
+      if (symlinkat(target, dir_fd, name) != 0) return EntryError(raw, "symlink", errno);
+      break;
+    }
+    case AE_IFCHR:
+    case AE_IFBLK:
+    case AE_IFIFO: {
+      const dev_t device = type == AE_IFIFO ? 0
+                                            : makedev(archive_entry_rdevmajor(entry),
+                                                      archive_entry_rdevminor(entry));
+      if (mknodat(dir_fd, name, type | (perm & 0777), device) != 0) {
+        return EntryError(raw, "mknod", errno);
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer entry ", Quote(raw), ": unsupported entry type 0", absl::Dec(type >> 12)));
+  }
+  absl::Status metadata = SetMetadata(raw, *parent, entry, type == AE_IFLNK);
+  if (!metadata.ok()) return metadata;
+  if (type == AE_IFDIR) {
+    DirTimes times{*clean, std::string(raw), {}};
+    times.times[1] = {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)};
+    times.times[0] = archive_entry_atime_is_set(entry)
+                         ? timespec{archive_entry_atime(entry), archive_entry_atime_nsec(entry)}
+                         : times.times[1];
+    if (archive_entry_mtime_is_set(entry)) dir_times_.push_back(std::move(times));
+  }
+  return RecordWritten(*parent, raw);
+}
+
+absl::Status LayerApplier::RecordWritten(const RootDir::Parent& parent, absl::string_view raw) {
+  struct stat dir_stat {};
+  if (fstat(parent.dir.get(), &dir_stat) != 0) return EntryError(raw, "stat parent", errno);
+  written_.insert(WrittenKey(dir_stat.st_dev, dir_stat.st_ino, parent.name));
+  return absl::OkStatus();
+}
+
+absl::Status LayerApplier::ApplyWhiteout(absl::string_view raw, absl::string_view dir,
+                                         absl::string_view base) {
+  const bool opaque = base == kOpaqueMarker;
+  if (!opaque && absl::StartsWith(base, kWhiteoutMetaPrefix)) return absl::OkStatus();
+  const absl::string_view target = base.substr(kWhiteoutPrefix.size());
+  // ".wh.." and ".wh..." would name the directory itself or its parent; no
+  // tool writes them, and removing what they name is not what a whiteout is.
+  if (!opaque && (target.empty() || target == "." || target == "..")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer entry ", Quote(raw), ": whiteout of ", Quote(target)));
+  }
+  ++stats_.whiteouts;
+  absl::StatusOr<UniqueFd> dir_fd =
+      root_.OpenAt(dir.empty() ? "." : dir, opaque ? O_RDONLY | O_DIRECTORY : O_PATH | O_DIRECTORY);
+  // Nothing below a missing directory to remove.
+  if (absl::IsNotFound(dir_fd.status())) return absl::OkStatus();
+  if (!dir_fd.ok()) return Annotate(raw, dir_fd.status());
+  absl::Status removed =
+      opaque ? ClearLowerEntries(dir_fd->get(), std::string(dir))
+             : fs::RemoveAllAt(dir_fd->get(), target,
+                               dir.empty() ? std::string(target) : absl::StrCat(dir, "/", target));
+  return removed.ok() ? removed : Annotate(raw, removed);
+}
+
+absl::Status LayerApplier::ClearLowerEntries(int dir_fd, const std::string& display) {
+  struct stat dir_stat {};
+  if (fstat(dir_fd, &dir_stat) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": stat"));
+  }
+  // The stream gets its own descriptor: closedir closes it.
+  const int stream_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (stream_fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": open"));
+  std::unique_ptr<DIR, CloseDir> stream(fdopendir(stream_fd));
+  if (stream == nullptr) {
+    close(stream_fd);
+    return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": opendir"));
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* child = readdir(stream.get())) {
+    const absl::string_view name(child->d_name);
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  if (errno != 0) return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": readdir"));
+  stream.reset();
+  for (const std::string& name : names) {
+    const std::string child = display.empty() ? name : absl::StrCat(display, "/", name);
+    if (!written_.contains(WrittenKey(dir_stat.st_dev, dir_stat.st_ino, name))) {
+      absl::Status removed = fs::RemoveAllAt(dir_fd, name, child);
+      if (!removed.ok()) return removed;
+      continue;
+    }
+    // Written by this layer: kept, but a directory may still hold older entries.
+    UniqueFd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!sub.valid()) {
+      if (errno == ENOTDIR || errno == ELOOP) continue;
+      return absl::ErrnoToStatus(errno, absl::StrCat(Quote(child), ": open"));
+    }
+    absl::Status cleared = ClearLowerEntries(sub.get(), child);
+    if (!cleared.ok()) return cleared;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LayerApplier::ApplyHardlink(absl::string_view raw, const RootDir::Parent& parent,
+                                         const struct stat* existing, const char* target_raw) {
+  absl::StatusOr<std::string> target = CleanEntryPath(target_raw);
+  if (!target.ok() || target->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("layer entry ", Quote(raw), ": hardlink target ",
+                                                   Quote(target_raw), " escapes the root"));
+  }
+  auto missing = [&]() {
+    return absl::NotFoundError(absl::StrCat("layer entry ", Quote(raw), ": hardlink target ",
+                                            Quote(target_raw), " does not exist in the root"));
+  };
+  absl::StatusOr<RootDir::Parent> target_parent = root_.OpenParent(*target);
+  if (absl::IsNotFound(target_parent.status())) return missing();
+  if (!target_parent.ok()) return Annotate(raw, target_parent.status());
+  struct stat target_stat {};
+  if (fstatat(target_parent->dir.get(), target_parent->name.c_str(), &target_stat,
+              AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return missing();
+    return EntryError(raw, absl::StrCat("lstat hardlink target ", Quote(target_raw)), errno);
+  }
+  if (S_ISDIR(target_stat.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("layer entry ", Quote(raw), ": hardlink target ",
+                                                   Quote(target_raw), " is a directory"));
+  }
+  if (existing != nullptr) {
+    // Linking a name to itself (or to an existing link of the same file).
+    if (existing->st_dev == target_stat.st_dev && existing->st_ino == target_stat.st_ino) {
+      return absl::OkStatus();
+    }
+    absl::Status removed = fs::RemoveAllAt(parent.dir.get(), parent.name, raw);
+    if (!removed.ok()) return Annotate(raw, removed);
+  }
+  // No AT_SYMLINK_FOLLOW: a link to a symlink is a link to the symlink, as tar means it.
+  if (linkat(target_parent->dir.get(), target_parent->name.c_str(), parent.dir.get(),
+             parent.name.c_str(), 0) != 0) {
+    return EntryError(raw, absl::StrCat("link to ", Quote(target_raw)), errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LayerApplier::WriteFile(archive* a, absl::string_view raw,
+                                     const RootDir::Parent& parent, archive_entry* entry) {
+  UniqueFd fd(openat(parent.dir.get(), parent.name.c_str(),
+                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) return EntryError(raw, "create", errno);
+  while (true) {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    const int result = archive_read_data_block(a, &block, &size, &offset);
+    if (result == ARCHIVE_EOF) break;
+    if (result < ARCHIVE_WARN) {
+      return absl::DataLossError(
+          absl::StrCat("layer entry ", Quote(raw), ": reading content: ", archive_error_string(a)));
+    }
+    const char* data = static_cast<const char*>(block);
+    while (size > 0) {
+      const ssize_t n = pwrite(fd.get(), data, size, offset);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return EntryError(raw, "write", errno);
+      }
+      data += n;
+      size -= static_cast<size_t>(n);
+      offset += n;
+    }
+  }
+  // A sparse file's trailing hole has no block to write.
+  const la_int64_t size = archive_entry_size(entry);
+  if (ftruncate(fd.get(), size) != 0) return EntryError(raw, "truncate", errno);
+  stats_.bytes += static_cast<uint64_t>(size);
+  return absl::OkStatus();
+}
+
+absl::Status LayerApplier::SetMetadata(absl::string_view raw, const RootDir::Parent& parent,
+                                       archive_entry* entry, bool is_symlink) {
+  const int dir_fd = parent.dir.get();
+  const char* name = parent.name.c_str();
+  // Owner first: chown clears setuid/setgid and security.capability.
+  if (options_.preserve_ownership &&
+      fchownat(dir_fd, name, static_cast<uid_t>(archive_entry_uid(entry)),
+               static_cast<gid_t>(archive_entry_gid(entry)), AT_SYMLINK_NOFOLLOW) != 0) {
+    return EntryError(raw, "chown", errno);
+  }
+  // Symlinks have no mode of their own on Linux.
+  if (!is_symlink &&
+      fchmodat(dir_fd, name, archive_entry_perm(entry) & 07777, AT_SYMLINK_NOFOLLOW) != 0) {
+    return EntryError(raw, "chmod", errno);
+  }
+  if (archive_entry_xattr_reset(entry) > 0) {
+    // There is no lsetxattrat(2) before Linux 6.13; the parent's descriptor
+    // through /proc names the entry without resolving its path again, and
+    // lsetxattr does not follow the entry if it is a symlink.
+    const std::string path = absl::StrCat("/proc/self/fd/", dir_fd, "/", parent.name);
+    const char* key = nullptr;
+    const void* value = nullptr;
+    size_t size = 0;
+    while (archive_entry_xattr_next(entry, &key, &value, &size) == ARCHIVE_OK) {
+      if (lsetxattr(path.c_str(), key, value, size, 0) != 0) {
+        return EntryError(raw, absl::StrCat("set xattr ", Quote(key)), errno);
+      }
+    }
+  }
+  if (archive_entry_filetype(entry) != AE_IFDIR && archive_entry_mtime_is_set(entry)) {
+    timespec times[2];
+    times[1] = {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)};
+    times[0] = archive_entry_atime_is_set(entry)
+                   ? timespec{archive_entry_atime(entry), archive_entry_atime_nsec(entry)}
+                   : times[1];
+    if (utimensat(dir_fd, name, times, AT_SYMLINK_NOFOLLOW) != 0) {
+      return EntryError(raw, "set times", errno);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LayerApplier::SetDirectoryTimes() {
+  // Children were written after their parents, so the reverse order sets a
+  // directory's times after every change below it.
+  for (auto it = dir_times_.rbegin(); it != dir_times_.rend(); ++it) {
+    absl::StatusOr<RootDir::Parent> parent = root_.OpenParent(it->path);
+    if (absl::IsNotFound(parent.status())) continue;  // removed by a later whiteout
+    if (!parent.ok()) return Annotate(it->raw, parent.status());
+    if (utimensat(parent->dir.get(), parent->name.c_str(), it->times, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      return EntryError(it->raw, "set times", errno);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ApplyStats> ApplyLayer(const fs::RootDir& root, const LayerReader& read,
+                                      const ApplyOptions& options) {
+  LayerApplier applier(root, options);
+  return applier.Run(read);
+}
+
+}  // namespace stagefarm::oci

@@ -1,0 +1,75 @@
+// Applying an OCI image layer (the image spec's "image-layer" changeset: a tar,
+// uncompressed or gzip- or zstd-compressed) to a directory, the way
+// containerd's archive.Apply and BuildKit do: each layer of an image is
+// unpacked once into its own snapshot and reused.
+//
+// Every entry is hostile until checked. Names are cleaned ("./a", "/a" and
+// "a/b/../a" are all "a"); a name or hardlink target whose ".." climbs above
+// the root is refused. Everything else is resolved through fs::RootDir, so a
+// symlink met on the way (one from a lower layer or one this layer made
+// earlier, "evil -> /" included) is followed only inside the root: an entry
+// "evil/etc/passwd" lands at <root>/etc/passwd, never on the host.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/fs/root.h"
+
+namespace stagefarm::oci {
+
+// The layer's bytes: each call gives the next piece, valid until the next
+// call; an empty piece is the end. An error ends the apply with that error.
+// cas::BlobReader::Next has this contract.
+using LayerReader = std::function<absl::StatusOr<absl::string_view>()>;
+
+struct ApplyOptions {
+  // Give entries the tar's uid/gid (needs CAP_CHOWN). When false, entries
+  // belong to the caller and setuid/setgid bits are kept as the tar says.
+  bool preserve_ownership = true;
+};
+
+struct ApplyStats {
+  uint64_t entries = 0;    // tar entries read, whiteouts and skipped ones included
+  uint64_t bytes = 0;      // bytes of regular-file content (holes of sparse files included)
+  uint64_t whiteouts = 0;  // ".wh.<name>" and ".wh..wh..opq" markers applied
+};
+
+// Reads the layer from `read` and applies it to `root`:
+//  - Regular files (streamed in blocks; sparse files keep their holes),
+//    directories, symlinks (target stored verbatim, never followed), char and
+//    block devices and FIFOs are created with the tar's owner
+//    (ApplyOptions::preserve_ownership), mode including setuid/setgid/sticky
+//    (set after the owner, which would clear them), xattrs (security.capability
+//    included, set after the owner, which would clear it) and mtime; a
+//    directory's mtime is set after everything in the layer is written.
+//  - An entry replaces what is at its path unless both are directories (then
+//    the directory stays, with the entry's metadata): a file over a directory
+//    removes the directory's whole tree.
+//  - A hardlink's target is cleaned like a name and must already exist in the
+//    root, not as a directory; the link is made to the target itself (a
+//    symlink target is not followed). The link carries the target's metadata.
+//  - ".wh.<name>" removes <name> (a tree, recursively) from its directory;
+//    nothing happens if it is absent. ".wh..wh..opq" removes everything in its
+//    directory that this layer has not written (entries before the marker are
+//    kept, entries after it are written after the clearing). Other
+//    ".wh..wh." names are AUFS metadata and are skipped, as Docker does.
+//  - An entry naming the root itself ("./") is skipped, as containerd does.
+//  - Missing parent directories are made with mode 0755, owned by the caller.
+// Errors, naming the entry as written in the tar:
+//  - InvalidArgument for a name or hardlink target escaping the root, a
+//    whiteout of "." or "..", an unsupported entry type (socket);
+//  - NotFound for a hardlink whose target does not exist;
+//  - FailedPrecondition when a parent is not a directory, a dangling symlink
+//    included (containerd would make the directory it points at);
+//  - DataLoss for a stream libarchive cannot read (truncated, corrupt,
+//    not a tar), or the reader's own error;
+//  - the errno's code for a failing system call.
+// On error the root holds what was applied so far: unpack into a fresh
+// directory and discard it on failure.
+absl::StatusOr<ApplyStats> ApplyLayer(const fs::RootDir& root, const LayerReader& read,
+                                      const ApplyOptions& options);
+
+}  // namespace stagefarm::oci
