@@ -1,0 +1,515 @@
+#include "worker/copy/copy.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/dockerfile/dockerignore.h"
+
+namespace stagefarm::worker {
+namespace {
+
+absl::Status Errno(absl::string_view what, absl::string_view path, int error) {
+  return absl::ErrnoToStatus(error, absl::StrCat(what, " \"", path, "\""));
+}
+
+bool HasMeta(absl::string_view pattern) {
+  return pattern.find_first_of("*?[\\") != absl::string_view::npos;
+}
+
+std::string Join(absl::string_view dir, absl::string_view name) {
+  if (dir.empty() || dir == "/") return absl::StrCat("/", name);
+  return absl::StrCat(dir, "/", name);
+}
+
+absl::string_view BaseName(absl::string_view path) {
+  size_t slash = path.rfind('/');
+  return slash == absl::string_view::npos ? path : path.substr(slash + 1);
+}
+
+absl::string_view DirName(absl::string_view path) {
+  size_t slash = path.rfind('/');
+  if (slash == absl::string_view::npos || slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// The names in an open directory, sorted as Go's os.ReadDir sorts them.
+absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd, absl::string_view path) {
+  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("cannot list", path, errno);
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    ::close(fd);
+    return Errno("cannot list", path, errno);
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (struct dirent* entry = ::readdir(dir)) {
+    absl::string_view name = entry->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  const int error = errno;
+  ::closedir(dir);
+  if (error != 0) return Errno("cannot list", path, error);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Lines of a file inside `root` (missing file: no lines).
+std::vector<std::string> ReadLines(const fs::RootDir& root, absl::string_view path) {
+  absl::StatusOr<fs::UniqueFd> fd = root.OpenAt(path, O_RDONLY);
+  if (!fd.ok()) return {};
+  std::string content;
+  char buffer[8192];
+  ssize_t n;
+  while ((n = ::read(fd->get(), buffer, sizeof buffer)) > 0) content.append(buffer, n);
+  return absl::StrSplit(content, '\n', absl::SkipEmpty());
+}
+
+// Looks `name` up in a passwd- or group-format file: the 3rd field (the id)
+// and, for passwd, the 4th (the primary group).
+std::optional<std::pair<uint32_t, uint32_t>> LookUp(const fs::RootDir& root,
+                                                    absl::string_view file,
+                                                    absl::string_view name) {
+  for (const std::string& line : ReadLines(root, file)) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ':');
+    if (fields.size() < 3 || fields[0] != name) continue;
+    uint32_t id = 0, group = 0;
+    if (!absl::SimpleAtoi(fields[2], &id)) continue;
+    if (fields.size() >= 4) (void)absl::SimpleAtoi(fields[3], &group);
+    return std::make_pair(id, group);
+  }
+  return std::nullopt;
+}
+
+class Copier {
+ public:
+  Copier(const fs::RootDir& source, const fs::RootDir& destination, const CopyOptions& options,
+         std::optional<dockerfile::PatternMatcher> excludes)
+      : source_(source),
+        destination_(destination),
+        options_(options),
+        excludes_(std::move(excludes)) {}
+
+  const CopyStats& stats() const { return stats_; }
+
+  // Expands one source pattern into existing source paths ("a/b", no leading
+  // slash; "" is the source root), sorted per directory as Go's Glob does.
+  absl::StatusOr<std::vector<std::string>> Expand(absl::string_view pattern) {
+    std::string clean = dockerfile::CleanPath(absl::StrCat("/", pattern));
+    absl::string_view relative = absl::string_view(clean).substr(1);
+    if (!HasMeta(relative)) {
+      if (absl::Status status = source_.Lstat(relative).status(); !status.ok()) {
+        if (absl::IsNotFound(status)) {
+          return absl::NotFoundError(absl::StrCat("COPY source \"", pattern, "\": not found"));
+        }
+        return status;
+      }
+      return std::vector<std::string>{std::string(relative)};
+    }
+    std::vector<std::string> prefixes = {""};
+    for (absl::string_view element : absl::StrSplit(relative, '/')) {
+      std::vector<std::string> next;
+      for (const std::string& prefix : prefixes) {
+        if (!HasMeta(element)) {
+          std::string path = prefix.empty() ? std::string(element) : Join(prefix, element);
+          if (source_.Lstat(path).ok()) next.push_back(std::move(path));
+          continue;
+        }
+        absl::StatusOr<fs::UniqueFd> dir =
+            source_.OpenAt(prefix.empty() ? "." : prefix, O_RDONLY | O_DIRECTORY);
+        if (!dir.ok()) continue;  // not a directory: nothing below it matches
+        absl::StatusOr<std::vector<std::string>> names = ListDir(dir->get(), prefix);
+        if (!names.ok()) return names.status();
+        for (const std::string& name : *names) {
+          absl::StatusOr<bool> matched = dockerfile::MatchGlob(element, name);
+          if (!matched.ok()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("COPY source \"", pattern, "\": ", matched.status().message()));
+          }
+          if (*matched) next.push_back(prefix.empty() ? name : Join(prefix, name));
+        }
+      }
+      prefixes = std::move(next);
+    }
+    return prefixes;
+  }
+
+  absl::StatusOr<bool> Excluded(absl::string_view source_path) {
+    if (!excludes_ || source_path.empty()) return false;
+    return excludes_->MatchesOrParentMatches(source_path);
+  }
+
+  // Makes `path` and its missing parents (0755, the --chown owner or root).
+  absl::Status MakeDirs(absl::string_view path) {
+    std::string prefix;
+    for (absl::string_view element : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+      prefix = Join(prefix, element);
+      if (destination_.Lstat(prefix).ok()) continue;
+      absl::StatusOr<fs::UniqueFd> made = destination_.MkdirAll(prefix, 0755);
+      if (!made.ok()) return made.status();
+      const Owner owner = options_.owner.value_or(Owner{});
+      if (::fchownat(made->get(), "", owner.uid, owner.gid, AT_EMPTY_PATH) != 0) {
+        return Errno("cannot chown", prefix, errno);
+      }
+      // The umask may have narrowed the mode; set it exactly, through the
+      // descriptor (a path would be resolved outside the root).
+      const std::string proc = absl::StrCat("/proc/self/fd/", made->get());
+      if (::chmod(proc.c_str(), 0755) != 0) return Errno("cannot chmod", prefix, errno);
+    }
+    return absl::OkStatus();
+  }
+
+  // Copies the contents of the open source directory `dir` (at `source_path`)
+  // into the existing destination directory `dest_path`.
+  absl::Status CopyContents(int dir, const std::string& source_path,
+                            const std::string& dest_path) {
+    absl::StatusOr<std::vector<std::string>> names = ListDir(dir, source_path);
+    if (!names.ok()) return names.status();
+    for (const std::string& name : *names) {
+      const std::string child = source_path.empty() ? name : Join(source_path, name);
+      absl::StatusOr<bool> excluded = Excluded(child);
+      if (!excluded.ok()) return excluded.status();
+      if (*excluded) continue;
+      struct stat info;
+      if (::fstatat(dir, name.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0) {
+        return Errno("cannot stat source", child, errno);
+      }
+      if (absl::Status status = CopyNode(dir, name, info, child, Join(dest_path, name));
+          !status.ok()) {
+        return status;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Copies the entry `name` of source directory `dir` (not following it) to
+  // `dest_path`.
+  absl::Status CopyNode(int dir, const std::string& name, const struct stat& info,
+                        const std::string& source_path, const std::string& dest_path) {
+    if (S_ISDIR(info.st_mode)) {
+      int child = ::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child < 0) return Errno("cannot open source", source_path, errno);
+      fs::UniqueFd owned(child);
+      return CopyDirectory(child, info, source_path, dest_path);
+    }
+    if (S_ISREG(info.st_mode)) {
+      int file = ::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (file < 0) return Errno("cannot open source", source_path, errno);
+      fs::UniqueFd owned(file);
+      return CopyFile(file, info, source_path, dest_path);
+    }
+    absl::StatusOr<fs::RootDir::Parent> parent = ReplaceableTarget(dest_path);
+    if (!parent.ok()) return parent.status();
+    const char* target_name = parent->name.c_str();
+    if (S_ISLNK(info.st_mode)) {
+      std::string target(info.st_size > 0 ? info.st_size + 1 : 4096, '\0');
+      ssize_t n = ::readlinkat(dir, name.c_str(), target.data(), target.size());
+      if (n < 0) return Errno("cannot read link", source_path, errno);
+      target.resize(n);
+      if (::symlinkat(target.c_str(), parent->dir.get(), target_name) != 0) {
+        return Errno("cannot make symlink", dest_path, errno);
+      }
+    } else if (S_ISCHR(info.st_mode) || S_ISBLK(info.st_mode) || S_ISFIFO(info.st_mode)) {
+      if (::mknodat(parent->dir.get(), target_name, (info.st_mode & S_IFMT) | 0600,
+                    info.st_rdev) != 0) {
+        return Errno("cannot make node", dest_path, errno);
+      }
+    } else {
+      return absl::OkStatus();  // sockets are not copied
+    }
+    ++stats_.entries;
+    return ApplyMetadata(parent->dir.get(), parent->name, info, dest_path, -1);
+  }
+
+  absl::Status CopyDirectory(int dir, const struct stat& info, const std::string& source_path,
+                             const std::string& dest_path) {
+    absl::StatusOr<struct stat> existing = destination_.Lstat(dest_path);
+    if (existing.ok() && !S_ISDIR(existing->st_mode)) {
+      if (absl::Status status = destination_.RemoveAll(dest_path); !status.ok()) return status;
+      existing = absl::NotFoundError("removed");
+    }
+    if (!existing.ok()) {
+      if (!absl::IsNotFound(existing.status())) return existing.status();
+      absl::StatusOr<fs::RootDir::Parent> parent = destination_.OpenParent(dest_path);
+      if (!parent.ok()) return parent.status();
+      if (::mkdirat(parent->dir.get(), parent->name.c_str(), 0700) != 0) {
+        return Errno("cannot make directory", dest_path, errno);
+      }
+    }
+    ++stats_.entries;
+    if (absl::Status status = CopyContents(dir, source_path, dest_path); !status.ok()) {
+      return status;
+    }
+    // The directory's own metadata last, so its mtime is not disturbed by
+    // the entries made in it.
+    absl::StatusOr<fs::RootDir::Parent> parent = destination_.OpenParent(dest_path);
+    if (!parent.ok()) {
+      // The root itself ("COPY dir /"): apply to the root.
+      return ApplyMetadata(destination_.fd(), "", info, dest_path, dir);
+    }
+    return ApplyMetadata(parent->dir.get(), parent->name, info, dest_path, dir);
+  }
+
+  absl::Status CopyFile(int file, const struct stat& info, const std::string& source_path,
+                        const std::string& dest_path) {
+    absl::StatusOr<fs::RootDir::Parent> parent = ReplaceableTarget(dest_path);
+    if (!parent.ok()) return parent.status();
+    if (info.st_nlink > 1) {
+      auto link = links_.find(std::make_pair(info.st_dev, info.st_ino));
+      if (link != links_.end()) {
+        absl::StatusOr<fs::RootDir::Parent> first = destination_.OpenParent(link->second);
+        if (!first.ok()) return first.status();
+        if (::linkat(first->dir.get(), first->name.c_str(), parent->dir.get(),
+                     parent->name.c_str(), 0) != 0) {
+          return Errno("cannot link", dest_path, errno);
+        }
+        ++stats_.entries;
+        return absl::OkStatus();
+      }
+      links_.emplace(std::make_pair(info.st_dev, info.st_ino), dest_path);
+    }
+    int out = ::openat(parent->dir.get(), parent->name.c_str(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0) return Errno("cannot create", dest_path, errno);
+    fs::UniqueFd owned(out);
+    uint64_t left = static_cast<uint64_t>(info.st_size);
+    bool use_read_write = false;
+    std::string buffer;
+    while (left > 0) {
+      ssize_t n = -1;
+      if (!use_read_write) {
+        n = ::copy_file_range(file, nullptr, out, nullptr, std::min<uint64_t>(left, 1 << 30), 0);
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+          use_read_write = true;
+          continue;
+        }
+      } else {
+        buffer.resize(1 << 20);
+        n = ::read(file, buffer.data(), std::min<uint64_t>(left, buffer.size()));
+        if (n > 0 && ::write(out, buffer.data(), n) != n) n = -1;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Errno("cannot copy to", dest_path, errno);
+      if (n == 0) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("COPY source \"", source_path, "\" shrank while it was copied"));
+      }
+      left -= n;
+    }
+    ++stats_.entries;
+    stats_.bytes += info.st_size;
+    return ApplyMetadata(parent->dir.get(), parent->name, info, dest_path, file);
+  }
+
+  // The parent of `dest_path` and its name, with any non-directory already
+  // there removed. A directory there is an error: a file cannot replace it.
+  absl::StatusOr<fs::RootDir::Parent> ReplaceableTarget(const std::string& dest_path) {
+    absl::StatusOr<fs::RootDir::Parent> parent = destination_.OpenParent(dest_path);
+    if (!parent.ok()) return parent.status();
+    struct stat existing;
+    if (::fstatat(parent->dir.get(), parent->name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (S_ISDIR(existing.st_mode)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("cannot copy a non-directory over the directory \"", dest_path, "\""));
+      }
+      if (::unlinkat(parent->dir.get(), parent->name.c_str(), 0) != 0) {
+        return Errno("cannot replace", dest_path, errno);
+      }
+    }
+    return parent;
+  }
+
+  // Owner, mode, xattrs (from `source_fd` when it is open) and times of the
+  // entry `name` in `dir` ("" means `dir` itself).
+  absl::Status ApplyMetadata(int dir, const std::string& name, const struct stat& info,
+                             const std::string& dest_path, int source_fd) {
+    Owner owner{info.st_uid, info.st_gid};
+    if (options_.owner) {
+      owner = *options_.owner;
+    } else if (options_.reset_owner) {
+      owner = Owner{};
+    }
+    const int at_flags = name.empty() ? AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW;
+    if (::fchownat(dir, name.c_str(), owner.uid, owner.gid, at_flags) != 0) {
+      return Errno("cannot chown", dest_path, errno);
+    }
+    const bool symlink = S_ISLNK(info.st_mode);
+    if (!symlink) {
+      const mode_t mode = options_.mode ? *options_.mode : (info.st_mode & 07777);
+      // Entries we just made (never symlinks here), so following is safe;
+      // fchmodat cannot take AT_SYMLINK_NOFOLLOW on Linux.
+      int fd = ::openat(dir, name.empty() ? "." : name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) return Errno("cannot open", dest_path, errno);
+      fs::UniqueFd owned(fd);
+      const std::string proc = absl::StrCat("/proc/self/fd/", fd);
+      if (::chmod(proc.c_str(), mode) != 0) return Errno("cannot chmod", dest_path, errno);
+      if (source_fd >= 0) {
+        if (absl::Status status = CopyXattrs(source_fd, proc, dest_path); !status.ok()) {
+          return status;
+        }
+      }
+    }
+    const struct timespec times[2] = {info.st_atim, info.st_mtim};
+    if (::utimensat(dir, name.c_str(), times, at_flags) != 0) {
+      return Errno("cannot set times of", dest_path, errno);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyXattrs(int source_fd, const std::string& target, const std::string& dest_path) {
+    std::string names(65536, '\0');
+    ssize_t size = ::flistxattr(source_fd, names.data(), names.size());
+    if (size < 0) {
+      if (errno == ENOTSUP || errno == EBADF) return absl::OkStatus();
+      return Errno("cannot list xattrs of the source of", dest_path, errno);
+    }
+    names.resize(size);
+    for (absl::string_view name : absl::StrSplit(names, '\0', absl::SkipEmpty())) {
+      std::string key(name);
+      std::string value(65536, '\0');
+      ssize_t length = ::fgetxattr(source_fd, key.c_str(), value.data(), value.size());
+      if (length < 0) continue;
+      if (::lsetxattr(target.c_str(), key.c_str(), value.data(), length, 0) != 0) {
+        return Errno(absl::StrCat("cannot set xattr ", key, " on"), dest_path, errno);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const fs::RootDir& source_;
+  const fs::RootDir& destination_;
+  const CopyOptions& options_;
+  std::optional<dockerfile::PatternMatcher> excludes_;
+  CopyStats stats_;
+  // Hard-linked sources already copied: (device, inode) -> destination path.
+  absl::flat_hash_map<std::pair<dev_t, ino_t>, std::string> links_;
+};
+
+}  // namespace
+
+absl::StatusOr<Owner> ResolveChown(const fs::RootDir& root, absl::string_view spec) {
+  std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(spec, ':');
+  const bool has_group = absl::StrContains(spec, ':');
+  if (parts.first.empty() || (has_group && parts.second.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid --chown value \"", spec, "\""));
+  }
+  Owner owner;
+  uint32_t number = 0;
+  bool user_numeric = absl::SimpleAtoi(parts.first, &number);
+  if (user_numeric) {
+    owner.uid = number;
+    owner.gid = number;
+  } else {
+    std::optional<std::pair<uint32_t, uint32_t>> user =
+        LookUp(root, "/etc/passwd", parts.first);
+    if (!user) {
+      return absl::InvalidArgumentError(absl::StrCat("--chown=", spec, ": no user \"",
+                                                     parts.first, "\" in /etc/passwd"));
+    }
+    owner.uid = user->first;
+    owner.gid = user->second;
+  }
+  if (has_group) {
+    if (absl::SimpleAtoi(parts.second, &number)) {
+      owner.gid = number;
+    } else {
+      std::optional<std::pair<uint32_t, uint32_t>> group =
+          LookUp(root, "/etc/group", parts.second);
+      if (!group) {
+        return absl::InvalidArgumentError(absl::StrCat("--chown=", spec, ": no group \"",
+                                                       parts.second, "\" in /etc/group"));
+      }
+      owner.gid = group->first;
+    }
+  }
+  return owner;
+}
+
+absl::StatusOr<CopyStats> CopyInto(const fs::RootDir& source,
+                                   absl::Span<const std::string> sources,
+                                   const fs::RootDir& destination, absl::string_view dest,
+                                   const CopyOptions& options) {
+  if (!absl::StartsWith(dest, "/")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("COPY destination \"", dest, "\" must be absolute (WORKDIR applied)"));
+  }
+  std::optional<dockerfile::PatternMatcher> excludes;
+  if (!options.excludes.empty()) {
+    absl::StatusOr<dockerfile::PatternMatcher> matcher =
+        dockerfile::PatternMatcher::Create(options.excludes);
+    if (!matcher.ok()) return matcher.status();
+    excludes = *std::move(matcher);
+  }
+  Copier copier(source, destination, options, std::move(excludes));
+  std::vector<std::string> matches;
+  for (const std::string& pattern : sources) {
+    absl::StatusOr<std::vector<std::string>> expanded = copier.Expand(pattern);
+    if (!expanded.ok()) return expanded.status();
+    for (std::string& match : *expanded) {
+      absl::StatusOr<bool> excluded = copier.Excluded(match);
+      if (!excluded.ok()) return excluded.status();
+      if (!*excluded) matches.push_back(std::move(match));
+    }
+  }
+  if (matches.empty()) return copier.stats();
+
+  const bool trailing_slash = absl::EndsWith(dest, "/");
+  const std::string clean_dest = dockerfile::CleanPath(dest);
+  const bool dest_is_dir = trailing_slash || matches.size() > 1 ||
+                           destination.OpenAt(clean_dest, O_PATH | O_DIRECTORY).ok();
+  for (const std::string& match : matches) {
+    absl::StatusOr<fs::UniqueFd> opened = source.OpenAt(match.empty() ? "." : match, O_PATH);
+    if (!opened.ok()) return opened.status();
+    struct stat info;
+    if (::fstat(opened->get(), &info) != 0) return Errno("cannot stat source", match, errno);
+    if (S_ISDIR(info.st_mode)) {
+      absl::StatusOr<fs::UniqueFd> dir =
+          source.OpenAt(match.empty() ? "." : match, O_RDONLY | O_DIRECTORY);
+      if (!dir.ok()) return dir.status();
+      if (absl::Status status = copier.MakeDirs(DirName(clean_dest)); !status.ok()) {
+        return status;
+      }
+      if (absl::Status status = copier.CopyDirectory(dir->get(), info, match, clean_dest);
+          !status.ok()) {
+        return status;
+      }
+      continue;
+    }
+    const std::string target =
+        dest_is_dir ? Join(clean_dest, BaseName(match.empty() ? "." : match)) : clean_dest;
+    if (absl::Status status = copier.MakeDirs(DirName(target)); !status.ok()) return status;
+    if (S_ISREG(info.st_mode)) {
+      absl::StatusOr<fs::UniqueFd> file = source.OpenAt(match, O_RDONLY);
+      if (!file.ok()) return file.status();
+      if (absl::Status status = copier.CopyFile(file->get(), info, match, target); !status.ok()) {
+        return status;
+      }
+      continue;
+    }
+    absl::StatusOr<fs::RootDir::Parent> parent = source.OpenParent(match);
+    if (!parent.ok()) return parent.status();
+    if (absl::Status status = copier.CopyNode(parent->dir.get(), parent->name, info, match, target);
+        !status.ok()) {
+      return status;
+    }
+  }
+  return copier.stats();
+}
+
+}  // namespace stagefarm::worker
