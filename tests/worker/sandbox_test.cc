@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/random_blobs.h"
 
 namespace stagefarm::worker {
@@ -22,20 +23,10 @@ using ::testing::Not;
 class SandboxTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(std::filesystem::exists("/bin/busybox"))
-        << "busybox-static is missing (scripts/lib/setup.sh installs it)";
     ASSERT_EQ(geteuid(), 0u) << "runc needs root";
     rootfs_ = dir_.path() / "rootfs";
-    std::filesystem::create_directories(rootfs_ / "bin");
-    for (const char* dir : {"etc", "tmp", "proc", "sys", "dev", "work"}) {
-      std::filesystem::create_directories(rootfs_ / dir);
-    }
-    std::filesystem::copy_file("/bin/busybox", rootfs_ / "bin/busybox");
-    for (const char* applet : {"sh", "echo", "cat", "id", "touch", "ls", "grep", "hostname",
-                               "pwd", "env", "mkdir", "sleep"}) {
-      std::filesystem::create_symlink("busybox", rootfs_ / "bin" / applet);
-    }
-    std::ofstream(rootfs_ / "etc/passwd") << "root:x:0:0:root:/root:/bin/sh\n";
+    absl::Status made = stagefarm::testing::MakeBusyboxRootfs(rootfs_);
+    ASSERT_TRUE(made.ok()) << made;
   }
 
   absl::StatusOr<RunResult> Run(SandboxSpec spec) {
