@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/dockerfile/dockerignore.h"
+#include "common/fs/account_files.h"
 
 namespace stagefarm::worker {
 namespace {
@@ -67,33 +68,6 @@ absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd, absl::string_view p
   if (error != 0) return Errno("cannot list", path, error);
   std::sort(names.begin(), names.end());
   return names;
-}
-
-// Lines of a file inside `root` (missing file: no lines).
-std::vector<std::string> ReadLines(const fs::RootDir& root, absl::string_view path) {
-  absl::StatusOr<fs::UniqueFd> fd = root.OpenAt(path, O_RDONLY);
-  if (!fd.ok()) return {};
-  std::string content;
-  char buffer[8192];
-  ssize_t n;
-  while ((n = ::read(fd->get(), buffer, sizeof buffer)) > 0) content.append(buffer, n);
-  return absl::StrSplit(content, '\n', absl::SkipEmpty());
-}
-
-// Looks `name` up in a passwd- or group-format file: the 3rd field (the id)
-// and, for passwd, the 4th (the primary group).
-std::optional<std::pair<uint32_t, uint32_t>> LookUp(const fs::RootDir& root,
-                                                    absl::string_view file,
-                                                    absl::string_view name) {
-  for (const std::string& line : ReadLines(root, file)) {
-    std::vector<absl::string_view> fields = absl::StrSplit(line, ':');
-    if (fields.size() < 3 || fields[0] != name) continue;
-    uint32_t id = 0, group = 0;
-    if (!absl::SimpleAtoi(fields[2], &id)) continue;
-    if (fields.size() >= 4) (void)absl::SimpleAtoi(fields[3], &group);
-    return std::make_pair(id, group);
-  }
-  return std::nullopt;
 }
 
 class Copier {
@@ -411,31 +385,33 @@ absl::StatusOr<Owner> ResolveChown(const fs::RootDir& root, absl::string_view sp
   }
   Owner owner;
   uint32_t number = 0;
-  bool user_numeric = absl::SimpleAtoi(parts.first, &number);
-  if (user_numeric) {
+  if (absl::SimpleAtoi(parts.first, &number)) {
     owner.uid = number;
-    owner.gid = number;
+    owner.gid = number;  // BuildKit: a uid alone means the same gid
   } else {
-    std::optional<std::pair<uint32_t, uint32_t>> user =
-        LookUp(root, "/etc/passwd", parts.first);
-    if (!user) {
+    const std::vector<fs::PasswdEntry> users = fs::ReadPasswd(root);
+    auto user = std::find_if(users.begin(), users.end(),
+                             [&](const fs::PasswdEntry& entry) { return entry.name == parts.first; });
+    if (user == users.end()) {
       return absl::InvalidArgumentError(absl::StrCat("--chown=", spec, ": no user \"",
                                                      parts.first, "\" in /etc/passwd"));
     }
-    owner.uid = user->first;
-    owner.gid = user->second;
+    owner.uid = user->uid;
+    owner.gid = user->gid;
   }
   if (has_group) {
     if (absl::SimpleAtoi(parts.second, &number)) {
       owner.gid = number;
     } else {
-      std::optional<std::pair<uint32_t, uint32_t>> group =
-          LookUp(root, "/etc/group", parts.second);
-      if (!group) {
+      const std::vector<fs::GroupEntry> groups = fs::ReadGroup(root);
+      auto group = std::find_if(groups.begin(), groups.end(), [&](const fs::GroupEntry& entry) {
+        return entry.name == parts.second;
+      });
+      if (group == groups.end()) {
         return absl::InvalidArgumentError(absl::StrCat("--chown=", spec, ": no group \"",
                                                        parts.second, "\" in /etc/group"));
       }
-      owner.gid = group->first;
+      owner.gid = group->gid;
     }
   }
   return owner;

@@ -1,12 +1,13 @@
 #include "worker/step/run_command.h"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include <algorithm>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/dockerfile/parser.h"
+#include "common/fs/account_files.h"
 
 namespace stagefarm::worker {
 namespace {
@@ -24,22 +25,6 @@ std::string Chomp(absl::string_view body) {
 
 std::string Body(const dockerfile::Heredoc& heredoc) {
   return heredoc.chomp ? Chomp(heredoc.content) : heredoc.content;
-}
-
-// The lines of `path` inside `root` split into fields at ':'.
-std::vector<std::vector<std::string>> Entries(const fs::RootDir& root, absl::string_view path) {
-  std::vector<std::vector<std::string>> entries;
-  absl::StatusOr<fs::UniqueFd> fd = root.OpenAt(path, O_RDONLY);
-  if (!fd.ok()) return entries;
-  std::string content;
-  char buffer[8192];
-  ssize_t n;
-  while ((n = ::read(fd->get(), buffer, sizeof buffer)) > 0) content.append(buffer, n);
-  for (absl::string_view line : absl::StrSplit(content, '\n', absl::SkipEmpty())) {
-    if (line.front() == '#') continue;
-    entries.push_back(absl::StrSplit(line, ':'));
-  }
-  return entries;
 }
 
 }  // namespace
@@ -86,56 +71,48 @@ absl::StatusOr<ExecUser> ResolveExecUser(const fs::RootDir& root, absl::string_v
   std::pair<std::string, std::string> parts = absl::StrSplit(spec, absl::MaxSplits(':', 1));
   const std::string& user_arg = parts.first;
   const std::string& group_arg = parts.second;
-  const bool explicit_group = !group_arg.empty();
   uint32_t number = 0;
   const bool numeric_user = absl::SimpleAtoi(user_arg, &number);
-  std::string name;
-  bool found = false;
-  for (const std::vector<std::string>& entry : Entries(root, "/etc/passwd")) {
-    if (entry.size() < 4) continue;
-    uint32_t uid = 0, gid = 0;
-    if (!absl::SimpleAtoi(entry[2], &uid) || !absl::SimpleAtoi(entry[3], &gid)) continue;
-    if (entry[0] == user_arg || (numeric_user && uid == number)) {
-      name = entry[0];
-      user.uid = uid;
-      user.gid = gid;
-      found = true;
+  // runc: a numeric user is always a uid; the first matching entry wins.
+  std::optional<fs::PasswdEntry> matched;
+  for (fs::PasswdEntry& entry : fs::ReadPasswd(root)) {
+    if (numeric_user ? entry.uid == number : entry.name == user_arg) {
+      matched = std::move(entry);
       break;
     }
   }
-  if (!found) {
-    if (!numeric_user) {
-      return absl::NotFoundError(absl::StrCat("unable to find user ", user_arg,
-                                              ": no matching entries in passwd file"));
-    }
+  if (matched) {
+    user.uid = matched->uid;
+    user.gid = matched->gid;
+  } else if (numeric_user) {
     user.uid = number;
+  } else {
+    return absl::NotFoundError(
+        absl::StrCat("unable to find user ", user_arg, ": no matching entries in passwd file"));
   }
-  std::vector<std::vector<std::string>> groups = Entries(root, "/etc/group");
-  if (explicit_group) {
+  const std::vector<fs::GroupEntry> groups = fs::ReadGroup(root);
+  if (!group_arg.empty()) {
     uint32_t gid = 0;
-    if (absl::SimpleAtoi(group_arg, &gid)) {
-      user.gid = gid;
-      return user;
-    }
-    for (const std::vector<std::string>& entry : groups) {
-      if (entry.size() >= 3 && entry[0] == group_arg && absl::SimpleAtoi(entry[2], &gid)) {
-        user.gid = gid;
+    const bool numeric_group = absl::SimpleAtoi(group_arg, &gid);
+    for (const fs::GroupEntry& group : groups) {
+      if (numeric_group ? group.gid == gid : group.name == group_arg) {
+        user.gid = group.gid;
         return user;
       }
     }
-    return absl::NotFoundError(absl::StrCat("unable to find group ", group_arg,
-                                            ": no matching entries in group file"));
+    if (!numeric_group) {
+      return absl::NotFoundError(absl::StrCat("unable to find group ", group_arg,
+                                              ": no matching entries in group file"));
+    }
+    user.gid = gid;
+    return user;
   }
-  if (found) {  // runc: any passwd match, by name or number
-    for (const std::vector<std::string>& entry : groups) {
-      if (entry.size() < 4) continue;
-      uint32_t gid = 0;
-      if (!absl::SimpleAtoi(entry[2], &gid)) continue;
-      for (absl::string_view member : absl::StrSplit(entry[3], ',', absl::SkipEmpty())) {
-        if (member == name) {
-          user.additional_gids.push_back(gid);
-          break;
-        }
+  // Supplementary groups: only in the implicit form, for a user in passwd.
+  if (matched) {
+    for (const fs::GroupEntry& group : groups) {
+      if (std::find(group.members.begin(), group.members.end(), matched->name) !=
+          group.members.end()) {
+        user.additional_gids.push_back(group.gid);
       }
     }
   }
