@@ -59,6 +59,16 @@ PreparedMounts::~PreparedMounts() {
   for (int fd : lock_fds_) ::close(fd);  // releases the flocks
 }
 
+void PreparedMounts::TrackMountPoint(absl::string_view target) {
+  std::string prefix;
+  bool missing = false;
+  for (absl::string_view element : absl::StrSplit(target, '/', absl::SkipEmpty())) {
+    prefix = absl::StrCat(prefix, "/", element);
+    if (!missing && !rootfs_->Lstat(prefix).ok()) missing = true;
+    if (missing) stubs_.push_back(prefix);
+  }
+}
+
 absl::Status PreparedMounts::RemoveStubs() {
   if (rootfs_ == nullptr) return absl::OkStatus();
   for (auto it = stubs_.rbegin(); it != stubs_.rend(); ++it) {
@@ -103,14 +113,7 @@ absl::StatusOr<PreparedMounts> PrepareRunMounts(absl::Span<const dockerfile::Mou
     if (target == "/") {
       return absl::InvalidArgumentError(absl::StrCat(Describe(mount), ": cannot mount over /"));
     }
-    // The mount point and the parents the mount will make.
-    std::string prefix;
-    bool missing = false;
-    for (absl::string_view element : absl::StrSplit(target, '/', absl::SkipEmpty())) {
-      prefix = absl::StrCat(prefix, "/", element);
-      if (!missing && !prepared.rootfs_->Lstat(prefix).ok()) missing = true;
-      if (missing) prepared.stubs_.push_back(prefix);
-    }
+    prepared.TrackMountPoint(target);  // and the parents the mount will make
     SandboxMount out{.destination = target, .type = "", .source = "", .options = {}};
     switch (mount.type) {
       case dockerfile::MountType::kBind: {

@@ -53,6 +53,10 @@ class PreparedMounts {
 
   const std::vector<SandboxMount>& mounts() const { return mounts_; }
 
+  // Records that the sandbox also mounts over `target` (an absolute path in
+  // the root filesystem, such as /etc/hosts), so its stub is removed too.
+  void TrackMountPoint(absl::string_view target);
+
   // Removes the mount points (and parents) that were made for the mounts and
   // are still empty. Call after the step, before its changes are diffed.
   absl::Status RemoveStubs();
