@@ -1,8 +1,10 @@
 // stagefarm-coordinator: parses, plans and schedules builds for a cluster of
 // workers. Scheduling arrives with the coordinator issue; today the daemon
-// accepts its documented flags (or a --flagfile), reports them, and checks its
-// security flags: it refuses to start (exit 2) unless they configure CURVE
-// completely or ask for --insecure alone.
+// accepts its documented flags (or a --flagfile), checks its security flags
+// (it refuses to start, exit 2, unless they configure CURVE completely or ask
+// for --insecure alone), and serves its content store on --listen, where
+// clients upload build contexts, until SIGINT or SIGTERM. --check stops after
+// the checks.
 #include <cstdio>
 #include <string>
 
@@ -10,6 +12,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/daemon/blob_service.h"
 #include "common/daemon/daemon_args.h"
 #include "common/net/node_security.h"
 
@@ -20,6 +23,8 @@ ABSL_FLAG(std::string, curve_secret_key, "",
           "This node's CURVE secret key file NAME.key (NAME.pub beside it)");
 ABSL_FLAG(std::string, authorized_keys, "", "Directory of CURVE public keys allowed to connect");
 ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in production)");
+ABSL_FLAG(bool, check, false,
+          "Check the flags and keys, report them, and exit without serving");
 
 namespace {
 
@@ -28,6 +33,8 @@ constexpr int kExitUsage = 2;
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists, so that ServeBlobsUntilSignal receives them.
+  stagefarm::daemon::BlockStopSignals();
   absl::SetProgramUsageMessage(absl::StrCat(
       "stagefarm-coordinator --listen tcp://0.0.0.0:7700 --data-dir DIR "
       "(--curve-secret-key FILE --authorized-keys DIR | --insecure) [--flagfile FILE]\n\n",
@@ -58,6 +65,12 @@ int main(int argc, char** argv) {
   }
   std::printf("stagefarm-coordinator: security: %s\n", security->Summary().c_str());
   std::fflush(stdout);
-  std::fprintf(stderr, "stagefarm-coordinator: scheduling is not implemented yet; exiting\n");
+  if (absl::GetFlag(FLAGS_check)) return 0;
+  absl::Status served = stagefarm::daemon::ServeBlobsUntilSignal(
+      "stagefarm-coordinator", absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir), *security);
+  if (!served.ok()) {
+    std::fprintf(stderr, "stagefarm-coordinator: %s\n", std::string(served.message()).c_str());
+    return 1;
+  }
   return 0;
 }

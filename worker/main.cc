@@ -1,8 +1,9 @@
-// stagefarm-worker: executes build stages and serves blobs to peers. Execution
-// arrives with the worker issue; today the daemon accepts its documented flags
-// (or a --flagfile), reports them, and checks its security flags: it refuses
-// to start (exit 2) unless they configure CURVE completely or ask for
-// --insecure alone.
+// stagefarm-worker: executes build stages and serves blobs to peers. Stage
+// execution arrives with the worker issue; today the daemon accepts its
+// documented flags (or a --flagfile), checks its security flags (it refuses
+// to start, exit 2, unless they configure CURVE completely or ask for
+// --insecure alone), and serves its content store to peers on --listen until
+// SIGINT or SIGTERM. --check stops after the checks.
 #include <cstdio>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/daemon/blob_service.h"
 #include "common/daemon/daemon_args.h"
 #include "common/net/node_security.h"
 
@@ -25,6 +27,8 @@ ABSL_FLAG(std::string, authorized_keys, "",
           "Directory of CURVE public keys allowed to fetch blobs from this worker");
 ABSL_FLAG(std::string, coordinator_public_key, "", "File with the coordinator's CURVE public key");
 ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in production)");
+ABSL_FLAG(bool, check, false,
+          "Check the flags and keys, report them, and exit without serving");
 
 namespace {
 
@@ -33,6 +37,8 @@ constexpr int kExitUsage = 2;
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists, so that ServeBlobsUntilSignal receives them.
+  stagefarm::daemon::BlockStopSignals();
   absl::SetProgramUsageMessage(absl::StrCat(
       "stagefarm-worker --coordinator tcp://HOST:7700 --listen tcp://0.0.0.0:7701 --data-dir DIR "
       "[--slots N] [--platform ...] (--curve-secret-key FILE --authorized-keys DIR "
@@ -68,6 +74,12 @@ int main(int argc, char** argv) {
   }
   std::printf("stagefarm-worker: security: %s\n", security->Summary().c_str());
   std::fflush(stdout);
-  std::fprintf(stderr, "stagefarm-worker: stage execution is not implemented yet; exiting\n");
+  if (absl::GetFlag(FLAGS_check)) return 0;
+  absl::Status served = stagefarm::daemon::ServeBlobsUntilSignal(
+      "stagefarm-worker", absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir), *security);
+  if (!served.ok()) {
+    std::fprintf(stderr, "stagefarm-worker: %s\n", std::string(served.message()).c_str());
+    return 1;
+  }
   return 0;
 }

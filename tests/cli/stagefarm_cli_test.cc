@@ -47,6 +47,13 @@ Invocation RunBinary(const std::string& binary, const std::string& args,
   return run;
 }
 
+// A daemon run with --check: it checks and reports its flags, then exits
+// instead of serving.
+Invocation RunDaemon(const std::string& binary, const std::string& args,
+                     const std::string& env = "") {
+  return RunBinary(binary, "--check " + args, env);
+}
+
 Invocation Stagefarm(const std::string& args, const std::string& env = "") {
   return RunBinary(STAGEFARM_BINARY, args, env);
 }
@@ -232,24 +239,24 @@ TEST(StagefarmCli, KeysGenerateUsageErrorsExitTwoWithAHint) {
 
 TEST(StagefarmDaemons, WithoutSecurityFlags_RefuseToStartNamingBothWays) {
   for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
-    const Invocation run = RunBinary(binary, "");
+    const Invocation run = RunDaemon(binary, "");
     EXPECT_EQ(run.exit_code, 2) << binary;
     EXPECT_THAT(run.output, HasSubstr(": no transport security configured: pass "
                                       "--curve-secret-key"));
     EXPECT_THAT(run.output, HasSubstr("or --insecure"));
     EXPECT_THAT(run.output, Not(HasSubstr("security: ")));
   }
-  EXPECT_THAT(RunBinary(STAGEFARM_WORKER_BINARY, "").output,
+  EXPECT_THAT(RunDaemon(STAGEFARM_WORKER_BINARY, "").output,
               HasSubstr("stagefarm-worker: no transport security configured"));
 }
 
 TEST(StagefarmDaemons, WithInsecure_StartAndSaySo) {
-  const Invocation coordinator = RunBinary(STAGEFARM_COORDINATOR_BINARY, "--insecure");
+  const Invocation coordinator = RunDaemon(STAGEFARM_COORDINATOR_BINARY, "--insecure");
   EXPECT_EQ(coordinator.exit_code, 0) << coordinator.output;
   EXPECT_THAT(coordinator.output, HasSubstr("insecure=true"));
   EXPECT_THAT(coordinator.output,
               HasSubstr("stagefarm-coordinator: security: INSECURE (plain TCP, --insecure)"));
-  const Invocation worker = RunBinary(STAGEFARM_WORKER_BINARY, "--insecure --slots 3");
+  const Invocation worker = RunDaemon(STAGEFARM_WORKER_BINARY, "--insecure --slots 3");
   EXPECT_EQ(worker.exit_code, 0) << worker.output;
   EXPECT_THAT(worker.output, HasSubstr("slots=3"));
   EXPECT_THAT(worker.output,
@@ -276,7 +283,7 @@ TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
   MakeClusterKeys(dir);
 
   const Invocation coordinator =
-      RunBinary(STAGEFARM_COORDINATOR_BINARY,
+      RunDaemon(STAGEFARM_COORDINATOR_BINARY,
                 absl::StrCat("--data-dir '", (dir / "data-c").string(), "' --curve-secret-key '",
                              (dir / "c/coordinator.key").string(), "' --authorized-keys='",
                              (dir / "allowed").string(), "'"));
@@ -291,14 +298,14 @@ TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
                    "' --curve-secret-key='", (dir / "w/worker1.key").string(),
                    "' --authorized-keys '", (dir / "allowed").string(), "'");
   const Invocation worker =
-      RunBinary(STAGEFARM_WORKER_BINARY, absl::StrCat(worker_flags, " --coordinator-public-key '",
+      RunDaemon(STAGEFARM_WORKER_BINARY, absl::StrCat(worker_flags, " --coordinator-public-key '",
                                                       (dir / "c/coordinator.pub").string(), "'"));
   EXPECT_EQ(worker.exit_code, 0) << worker.output;
   EXPECT_THAT(worker.output, HasSubstr(absl::StrCat("listen=tcp://worker-1:7701 data-dir=",
                                                     (dir / "data-w").string(), " ")));
   EXPECT_THAT(worker.output, HasSubstr("stagefarm-worker: security: CURVE (2 authorised keys)"));
 
-  const Invocation no_coordinator_key = RunBinary(STAGEFARM_WORKER_BINARY, worker_flags);
+  const Invocation no_coordinator_key = RunDaemon(STAGEFARM_WORKER_BINARY, worker_flags);
   EXPECT_EQ(no_coordinator_key.exit_code, 2);
   EXPECT_THAT(no_coordinator_key.output, HasSubstr("--coordinator-public-key is missing"));
 }
@@ -308,7 +315,7 @@ TEST(StagefarmDaemons, UnderscoreSpellingsStillWork) {
   const auto dir = TestDir();
   MakeClusterKeys(dir);
   const Invocation coordinator =
-      RunBinary(STAGEFARM_COORDINATOR_BINARY,
+      RunDaemon(STAGEFARM_COORDINATOR_BINARY,
                 absl::StrCat("--data_dir='", (dir / "data").string(), "' --curve_secret_key='",
                              (dir / "c/coordinator.key").string(), "' --authorized_keys='",
                              (dir / "allowed").string(), "'"));
@@ -321,7 +328,7 @@ TEST(StagefarmDaemons, WithDashedDataDirAndInsecure_Start) {
   const auto dir = TestDir();
   for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
     const Invocation run =
-        RunBinary(binary, absl::StrCat("--insecure --data-dir '", dir.string(), "/data-1'"));
+        RunDaemon(binary, absl::StrCat("--insecure --data-dir '", dir.string(), "/data-1'"));
     EXPECT_EQ(run.exit_code, 0) << binary << ": " << run.output;
     EXPECT_THAT(run.output, HasSubstr(absl::StrCat("data-dir=", dir.string(), "/data-1 ")));
     EXPECT_THAT(run.output, HasSubstr("security: INSECURE (plain TCP, --insecure)"));
@@ -340,7 +347,7 @@ TEST(StagefarmDaemons, FlagfileWithDashedNames_Configures) {
       << "--authorized-keys=" << (dir / "allowed").string() << "\n";
   for (const std::string form : {"--flagfile ", "--flagfile=", "-flagfile="}) {
     const Invocation coordinator =
-        RunBinary(STAGEFARM_COORDINATOR_BINARY,
+        RunDaemon(STAGEFARM_COORDINATOR_BINARY,
                   absl::StrCat(form, "'", (dir / "coordinator.flags").string(), "'"));
     EXPECT_EQ(coordinator.exit_code, 0) << form << ": " << coordinator.output;
     EXPECT_THAT(coordinator.output, HasSubstr("data-dir=" + (dir / "data-c").string()));
@@ -351,7 +358,7 @@ TEST(StagefarmDaemons, FlagfileWithDashedNames_Configures) {
   std::ofstream(dir / "worker.flags") << "--coordinator=tcp://coordinator-1:7700\n"
                                       << "--slots=4\n"
                                       << "--insecure\n";
-  const Invocation worker = RunBinary(
+  const Invocation worker = RunDaemon(
       STAGEFARM_WORKER_BINARY,
       absl::StrCat("--data-dir=/srv/w-1 --flagfile='", (dir / "worker.flags").string(), "'"));
   EXPECT_EQ(worker.exit_code, 0) << worker.output;
@@ -363,7 +370,7 @@ TEST(StagefarmDaemons, FlagfileWithDashedNames_Configures) {
 TEST(StagefarmDaemons, MissingFlagfile_ExitsTwoNamingTheFile) {
   const auto missing = TestDir() / "missing.flags";
   for (const std::string program : {"stagefarm-coordinator", "stagefarm-worker"}) {
-    const Invocation run = RunBinary(
+    const Invocation run = RunDaemon(
         program == "stagefarm-worker" ? STAGEFARM_WORKER_BINARY : STAGEFARM_COORDINATOR_BINARY,
         absl::StrCat("--insecure --flagfile '", missing.string(), "'"));
     EXPECT_EQ(run.exit_code, 2) << run.output;
@@ -391,8 +398,8 @@ TEST(StagefarmDaemons, FlagsNamedInSecurityErrors_AreAccepted) {
   const auto dir = TestDir();
   MakeClusterKeys(dir);
   for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
-    std::string messages = RunBinary(binary, "").output;
-    messages += RunBinary(binary, absl::StrCat("--curve_secret_key='",
+    std::string messages = RunDaemon(binary, "").output;
+    messages += RunDaemon(binary, absl::StrCat("--curve_secret_key='",
                                                (dir / "w/worker1.key").string(), "'"))
                     .output;
     const std::vector<std::string> flags = FlagsNamedIn(messages);
@@ -401,13 +408,13 @@ TEST(StagefarmDaemons, FlagsNamedInSecurityErrors_AreAccepted) {
     EXPECT_THAT(flags, ::testing::Contains("--insecure")) << messages;
     for (const std::string& flag : flags) {
       const std::string value = flag == "--insecure" ? "" : "=/nonexistent/x";
-      const Invocation run = RunBinary(binary, flag + value);
+      const Invocation run = RunDaemon(binary, flag + value);
       EXPECT_THAT(run.output, Not(HasSubstr("Unknown command line flag"))) << binary << " " << flag;
       EXPECT_THAT(run.output, HasSubstr("stagefarm-")) << binary << " " << flag;
     }
   }
   EXPECT_THAT(
-      FlagsNamedIn(RunBinary(STAGEFARM_WORKER_BINARY,
+      FlagsNamedIn(RunDaemon(STAGEFARM_WORKER_BINARY,
                              absl::StrCat("--curve-secret-key='", (dir / "w/worker1.key").string(),
                                           "' --authorized-keys='", (dir / "allowed").string(), "'"))
                        .output),
@@ -415,12 +422,12 @@ TEST(StagefarmDaemons, FlagsNamedInSecurityErrors_AreAccepted) {
 }
 
 TEST(StagefarmDaemons, HelpShowsTheDashedSpellings) {
-  const Invocation coordinator = RunBinary(STAGEFARM_COORDINATOR_BINARY, "--help");
+  const Invocation coordinator = RunDaemon(STAGEFARM_COORDINATOR_BINARY, "--help");
   EXPECT_THAT(coordinator.output,
               HasSubstr("--data-dir DIR (--curve-secret-key FILE --authorized-keys DIR | "
                         "--insecure) [--flagfile FILE]"));
   EXPECT_THAT(coordinator.output, HasSubstr("Flags are spelt with dashes (--data-dir)"));
-  const Invocation worker = RunBinary(STAGEFARM_WORKER_BINARY, "--help");
+  const Invocation worker = RunDaemon(STAGEFARM_WORKER_BINARY, "--help");
   EXPECT_THAT(worker.output, HasSubstr("--coordinator-public-key FILE | --insecure)"));
 }
 
@@ -428,7 +435,7 @@ TEST(StagefarmDaemons, InsecureWithKeys_IsAUsageError) {
   const auto dir = TestDir();
   ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", dir.string(), "'")).exit_code, 0);
   const Invocation run =
-      RunBinary(STAGEFARM_COORDINATOR_BINARY,
+      RunDaemon(STAGEFARM_COORDINATOR_BINARY,
                 absl::StrCat("--insecure --curve_secret_key='", (dir / "node.key").string(), "'"));
   EXPECT_EQ(run.exit_code, 2);
   EXPECT_THAT(run.output,
@@ -439,7 +446,7 @@ TEST(StagefarmDaemons, SecretKeyReadableByOthers_IsRefusedNamingTheFile) {
   const auto dir = TestDir();
   ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", dir.string(), "'")).exit_code, 0);
   ASSERT_EQ(::chmod((dir / "node.key").c_str(), 0644), 0);
-  const Invocation run = RunBinary(STAGEFARM_COORDINATOR_BINARY,
+  const Invocation run = RunDaemon(STAGEFARM_COORDINATOR_BINARY,
                                    absl::StrCat("--curve_secret_key='", (dir / "node.key").string(),
                                                 "' --authorized_keys='", dir.string(), "'"));
   EXPECT_EQ(run.exit_code, 2);

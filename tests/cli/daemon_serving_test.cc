@@ -1,0 +1,158 @@
+// The daemons' real path for blobs: stagefarm-worker and
+// stagefarm-coordinator started as processes serve their stores on --listen,
+// plain with --insecure and with CURVE and an allow-list, and stop on SIGTERM.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/cas/blob_store.h"
+#include "common/net/curve_keys.h"
+#include "common/transfer/blob_fetcher.h"
+#include "common/transfer/blob_uploader.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/random_blobs.h"
+
+extern char** environ;
+
+namespace stagefarm {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::kMiB;
+
+// A daemon process; its stdout is read line by line; SIGTERM on Stop.
+class Daemon {
+ public:
+  Daemon(const std::string& binary, std::vector<std::string> args) {
+    int out[2];
+    EXPECT_EQ(::pipe(out), 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    args.insert(args.begin(), binary);
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    EXPECT_EQ(posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    stdout_ = ::fdopen(out[0], "r");
+  }
+  ~Daemon() {
+    if (pid_ > 0) Stop();
+  }
+  // The next line of stdout ("" at the end).
+  std::string ReadLine() {
+    char buffer[4096];
+    if (std::fgets(buffer, sizeof buffer, stdout_) == nullptr) return "";
+    return std::string(absl::StripSuffix(buffer, "\n"));
+  }
+  // Reads lines until one starts with `prefix`; returns the rest of it.
+  std::string Await(absl::string_view prefix) {
+    for (std::string line = ReadLine(); !line.empty(); line = ReadLine()) {
+      if (absl::StartsWith(line, prefix)) return line.substr(prefix.size());
+    }
+    return "";
+  }
+  // SIGTERM, then the exit code.
+  int Stop() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = 0;
+    std::fclose(stdout_);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  pid_t pid_ = 0;
+  FILE* stdout_ = nullptr;
+};
+
+class DaemonServingTest : public ::testing::Test {
+ protected:
+  // A blob put into <data>/cas before the daemon starts.
+  digest::Digest PutBlob(const std::filesystem::path& data, uint64_t seed, uint64_t size) {
+    auto store = cas::BlobStore::Open(data / "cas");
+    EXPECT_TRUE(store.ok()) << store.status();
+    absl::StatusOr<digest::Digest> blob = testing::PutRandom(**store, seed, size);
+    EXPECT_TRUE(blob.ok()) << blob.status();
+    return *blob;
+  }
+  std::unique_ptr<cas::BlobStore> Store(const std::string& name) {
+    return *cas::BlobStore::Open(dir_.path() / name);
+  }
+
+  testing::TempDir dir_{"daemon_serving_test"};
+  zmq::context_t context_;
+};
+
+TEST_F(DaemonServingTest, InsecureWorkerServesItsStoreUntilSigterm) {
+  const std::filesystem::path data = dir_.path() / "worker";
+  const digest::Digest blob = PutBlob(data, 1, 6 * kMiB);
+  Daemon worker(STAGEFARM_WORKER_BINARY, {"--insecure", "--listen", "tcp://127.0.0.1:0",
+                                          "--data-dir", data.string()});
+  const std::string endpoint = worker.Await("stagefarm-worker: serving blobs on ");
+  ASSERT_FALSE(endpoint.empty());
+  std::unique_ptr<cas::BlobStore> receiver = Store("receiver");
+  absl::StatusOr<transfer::FetchReport> report = transfer::FetchBlobs(
+      context_, *receiver, {blob}, {transfer::Peer{endpoint, net::SocketSecurity::Insecure()}});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->blobs_fetched, 1u);
+  EXPECT_EQ(worker.Stop(), 0);
+}
+
+TEST_F(DaemonServingTest, CurveCoordinatorTakesUploadsOnlyFromListedKeys) {
+  const std::filesystem::path keys = dir_.path() / "keys";
+  std::filesystem::create_directories(keys / "allowed");
+  const net::CurveKeyPair server = *net::CurveKeyPair::Generate();
+  const net::CurveKeyPair client = *net::CurveKeyPair::Generate();
+  const net::CurveKeyPair stranger = *net::CurveKeyPair::Generate();
+  ASSERT_TRUE(net::WriteCurveKeyPair(server, keys, "coordinator").ok());
+  ASSERT_TRUE(net::WriteCurveKeyPair(client, keys / "allowed", "client").ok());
+  Daemon coordinator(STAGEFARM_COORDINATOR_BINARY,
+                     {"--listen", "tcp://127.0.0.1:0", "--data-dir",
+                      (dir_.path() / "coordinator").string(), "--curve-secret-key",
+                      (keys / "coordinator.key").string(), "--authorized-keys",
+                      (keys / "allowed").string()});
+  const std::string endpoint = coordinator.Await("stagefarm-coordinator: serving blobs on ");
+  ASSERT_FALSE(endpoint.empty());
+
+  const std::filesystem::path file = dir_.path() / "context.bin";
+  const std::string bytes = testing::RandomBytes(2, 3 * kMiB);
+  std::ofstream(file, std::ios::binary) << bytes;
+  const std::vector<transfer::UploadItem> items = {{file, digest::Sha256Of(bytes), ""}};
+
+  transfer::UploadOptions quick;
+  quick.request_timeout = absl::Seconds(2);
+  absl::StatusOr<transfer::UploadReport> refused = transfer::UploadFiles(
+      context_,
+      transfer::Peer{endpoint, *net::SocketSecurity::CurveClient(stranger, server.public_key)},
+      items, quick);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+
+  absl::StatusOr<transfer::UploadReport> uploaded = transfer::UploadFiles(
+      context_,
+      transfer::Peer{endpoint, *net::SocketSecurity::CurveClient(client, server.public_key)},
+      items);
+  ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+  EXPECT_EQ(uploaded->blobs_uploaded, 1u);
+  EXPECT_EQ(coordinator.Stop(), 0);
+  std::unique_ptr<cas::BlobStore> stored = Store("coordinator/cas");
+  EXPECT_TRUE(*stored->Has(digest::Sha256Of(bytes)));
+}
+
+}  // namespace
+}  // namespace stagefarm
