@@ -485,7 +485,7 @@ absl::StatusOr<bool> SameEntry(int lower_dir, const struct stat& a, int copy_dir
                                absl::string_view path) {
   if (a.st_mode != b.st_mode || a.st_uid != b.st_uid || a.st_gid != b.st_gid ||
       a.st_mtim.tv_sec != b.st_mtim.tv_sec || a.st_mtim.tv_nsec != b.st_mtim.tv_nsec ||
-      (!S_ISDIR(a.st_mode) && a.st_size != b.st_size) ||
+      (!S_ISDIR(a.st_mode) && (a.st_size != b.st_size || a.st_nlink != b.st_nlink)) ||
       ((S_ISCHR(a.st_mode) || S_ISBLK(a.st_mode)) && a.st_rdev != b.st_rdev)) {
     return false;
   }
@@ -599,6 +599,18 @@ absl::StatusOr<LayerDigests> WriteLayerFromUpper(const std::filesystem::path& up
   if (!walked.ok()) return walked;
   TarWriter writer(tar_sink, blob_sink, options);
   return writer.Write(*root, changes);
+}
+
+absl::StatusOr<bool> CopyUnchanged(const std::filesystem::path& lower_dir,
+                                   const std::filesystem::path& copy_dir) {
+  absl::StatusOr<UniqueFd> lower = OpenDir(AT_FDCWD, lower_dir.native(), lower_dir.native());
+  if (!lower.ok()) return lower.status();
+  absl::StatusOr<UniqueFd> copy = OpenDir(AT_FDCWD, copy_dir.native(), copy_dir.native());
+  if (!copy.ok()) return copy.status();
+  std::vector<Change> changes;
+  absl::Status walked = CollectCopy(lower->get(), copy->get(), "", &changes);
+  if (!walked.ok()) return walked;
+  return changes.empty();
 }
 
 absl::StatusOr<LayerDigests> WriteLayerFromCopy(const std::filesystem::path& lower_dir,

@@ -9,11 +9,12 @@
 //    trusted.overlay.opaque=y is followed by its ".wh..wh..opq" marker.
 //  - A lower tree and a full copy of it the step ran in (the fallback when
 //    overlayfs is unavailable): an entry is written when it is new or its
-//    type, mode, owner, size, mtime, xattrs, symlink target, device number or
-//    content differ; a directory is also written when anything below it is,
-//    as overlayfs would have copied it up; a name gone from the copy becomes
-//    a ".wh.NAME" entry. The copy path never writes opaque markers (deleting
-//    every child one by one has the same effect when applied).
+//    type, mode, owner, size, link count, mtime, xattrs, symlink target,
+//    device number or content differ (the link count, so that a new name for
+//    an unchanged file carries the file along, as an overlayfs copy-up would); a directory is also
+//    written when anything below it is, as overlayfs would have copied it up; a name gone from the
+//    copy becomes a ".wh.NAME" entry. The copy path never writes opaque markers (deleting every
+//    child one by one has the same effect when applied).
 //
 // The tar, in either case:
 //  - pax (libarchive's restricted pax: ustar headers, pax records only where
@@ -96,15 +97,23 @@ absl::StatusOr<bool> UpperIsEmpty(const std::filesystem::path& upper_dir);
 // A whiteout whose name `lower_exists` says is absent below is dropped. The
 // upper directory must not change meanwhile. Errors name the path and the
 // failing call; a sink's error is returned as it is. On error the sinks hold
-// a partial stream: discard it (an uncommitted BlobWriter does).
+// a partial stream: discard it (an uncommitted BlobWriter does). No changes
+// give a tar without entries, which is no layer: check UpperIsEmpty first.
 absl::StatusOr<LayerDigests> WriteLayerFromUpper(const std::filesystem::path& upper_dir,
                                                  const LowerExists& lower_exists,
                                                  const ByteSink& tar_sink,
                                                  const ByteSink& blob_sink,
                                                  const DiffOptions& options);
 
+// Whether `copy_dir` is the same tree as `lower_dir` (by the comparison
+// above): the step changed nothing and adds no layer. Reads the content of
+// files whose metadata is the same.
+absl::StatusOr<bool> CopyUnchanged(const std::filesystem::path& lower_dir,
+                                   const std::filesystem::path& copy_dir);
+
 // Writes the layer for the changes from `lower_dir` to `copy_dir` (see
 // above), as WriteLayerFromUpper does. Neither tree may change meanwhile.
+// Check CopyUnchanged first.
 absl::StatusOr<LayerDigests> WriteLayerFromCopy(const std::filesystem::path& lower_dir,
                                                 const std::filesystem::path& copy_dir,
                                                 const ByteSink& tar_sink, const ByteSink& blob_sink,

@@ -531,6 +531,28 @@ TEST(LayerDiffTest, CopyFallback_NoChangeGivesNoEntries) {
                          AppendTo(&out.blob), DiffOptions{});
   ASSERT_TRUE(layer.ok()) << layer.status();
   EXPECT_EQ(layer->entries, 0u);
+  absl::StatusOr<bool> unchanged = CopyUnchanged(temp.path() / "lower", temp.path() / "copy");
+  ASSERT_TRUE(unchanged.ok()) << unchanged.status();
+  EXPECT_TRUE(*unchanged);
+}
+
+TEST(LayerDiffTest, CopyFallback_NewNameOfAnUnchangedFileCarriesTheFileAlong) {
+  testing::TempDir temp("layer_diff");
+  MakeLower(temp.path() / "lower");
+  CopyTree(temp.path() / "lower", temp.path() / "copy");
+  ASSERT_EQ(link((temp.path() / "copy/etc/keep").c_str(), (temp.path() / "copy/etc/zlink").c_str()),
+            0);
+  absl::StatusOr<bool> unchanged = CopyUnchanged(temp.path() / "lower", temp.path() / "copy");
+  ASSERT_TRUE(unchanged.ok()) << unchanged.status();
+  EXPECT_FALSE(*unchanged);
+  Written out;
+  absl::StatusOr<LayerDigests> layer =
+      WriteLayerFromCopy(temp.path() / "lower", temp.path() / "copy", AppendTo(&out.tar),
+                         AppendTo(&out.blob), DiffOptions{});
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  const std::vector<TarEntry> entries = ReadTar(out.tar);
+  EXPECT_THAT(Paths(entries), ElementsAre("etc/", "etc/keep", "etc/zlink"));
+  EXPECT_EQ(Find(entries, "etc/zlink").description, "f 1a4 0:0 => etc/keep user.kept=1");
 }
 
 }  // namespace
