@@ -248,6 +248,36 @@ TEST_F(SnapshotsTest, PrepareRootfs_OverlayShowsTheStackAndTheStepsLayer) {
   EXPECT_THAT(tar, HasSubstr("etc/.wh.b"));
 }
 
+TEST_F(SnapshotsTest, PrepareRootfs_OverlayLayerDropsWhiteoutsOfWhatTheStackHides) {
+  const CountedLayer base = BaseLayer();
+  const CountedLayer top = TopLayer();
+  absl::StatusOr<std::vector<Snapshot>> chain = snapshots_->Ensure({base.Source(), top.Source()});
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  absl::StatusOr<std::unique_ptr<Rootfs>> rootfs =
+      snapshots_->PrepareRootfs(*chain, temp_.path() / "step", RootfsOptions{});
+  ASSERT_TRUE(rootfs.ok()) << rootfs.status();
+  if ((*rootfs)->mode() != RootfsMode::kOverlay) GTEST_SKIP() << (*rootfs)->mode_reason();
+  // Whiteouts made behind overlayfs' back, as a stale upper could hold them:
+  // etc/a is whited out by the top layer, dir/x hidden by its opaque dir/.
+  const stdfs::path upper = temp_.path() / "step/upper";
+  for (const char* dir : {"etc", "dir"}) ASSERT_EQ(mkdir((upper / dir).c_str(), 0755), 0);
+  for (const char* name : {"etc/a", "etc/b", "dir/x"}) {
+    ASSERT_EQ(mknod((upper / name).c_str(), S_IFCHR, makedev(0, 0)), 0) << name;
+  }
+  std::string tar;
+  absl::StatusOr<oci::LayerDigests> layer = (*rootfs)->WriteLayer(
+      [&](absl::string_view bytes) {
+        tar.append(bytes.data(), bytes.size());
+        return absl::OkStatus();
+      },
+      [](absl::string_view) { return absl::OkStatus(); }, oci::DiffOptions{});
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  EXPECT_EQ(layer->entries, 3u);  // dir/, etc/, etc/.wh.b
+  EXPECT_THAT(tar, HasSubstr("etc/.wh.b"));
+  EXPECT_THAT(tar, ::testing::Not(HasSubstr(".wh.a")));
+  EXPECT_THAT(tar, ::testing::Not(HasSubstr(".wh.x")));
+}
+
 TEST_F(SnapshotsTest, PrepareRootfs_CopyFallbackGivesTheSameTreeAndTheSameLayer) {
   const CountedLayer base = BaseLayer();
   const CountedLayer top = TopLayer();

@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/fs/root.h"
 
 namespace stagefarm::snapshots {
@@ -230,25 +232,31 @@ absl::StatusOr<UniqueFd> OpenDirectory(const stdfs::path& dir) {
 }
 
 // Whether `path` exists in the stack of snapshot dirs `lowers` (top-most
-// first), as overlayfs would resolve it.
+// first), as overlayfs resolves it: a whiteout or any other non-directory on
+// the way hides it and everything below, an opaque directory on the way hides
+// the layers below. Each element is lstat'ed below one verified to be a real
+// directory, so no symlink in a snapshot is followed.
 absl::StatusOr<bool> ExistsInLowers(const std::vector<stdfs::path>& lowers,
                                     absl::string_view path) {
-  const std::string rel(path);
+  const std::vector<std::string> elements = absl::StrSplit(path, '/', absl::SkipEmpty());
   for (const stdfs::path& lower : lowers) {
-    struct stat st {};
-    if (lstat((lower / rel).c_str(), &st) == 0) return !IsWhiteout(st);
-    // A non-directory (a whiteout included) above the path hides it.
-    if (errno == ENOTDIR) return false;
-    if (errno != ENOENT) return PathError((lower / rel).native(), "lstat", errno);
-    // An opaque directory above the path hides the layers below.
-    for (size_t slash = rel.find('/'); slash != std::string::npos;
-         slash = rel.find('/', slash + 1)) {
+    stdfs::path current = lower;
+    bool opaque = false;
+    for (size_t i = 0; i < elements.size(); ++i) {
+      current /= elements[i];
+      struct stat st {};
+      if (lstat(current.c_str(), &st) != 0) {
+        if (errno == ENOENT) break;
+        return PathError(current.native(), "lstat", errno);
+      }
+      if (i + 1 == elements.size()) return !IsWhiteout(st);
+      if (!S_ISDIR(st.st_mode)) return false;
       char value[2];
-      if (lgetxattr((lower / rel.substr(0, slash)).c_str(), kOpaqueXattr, value, 2) == 1 &&
-          value[0] == 'y') {
-        return false;
+      if (lgetxattr(current.c_str(), kOpaqueXattr, value, 2) == 1 && value[0] == 'y') {
+        opaque = true;
       }
     }
+    if (opaque) return false;
   }
   return false;
 }
@@ -295,11 +303,7 @@ Rootfs::~Rootfs() {
 
 absl::StatusOr<bool> Rootfs::Unchanged() const {
   if (mode_ == RootfsMode::kOverlay) return oci::UpperIsEmpty(upper_);
-  const oci::ByteSink discard = [](absl::string_view) { return absl::OkStatus(); };
-  absl::StatusOr<oci::LayerDigests> layer =
-      oci::WriteLayerFromCopy(lower_copy_, root_, discard, discard, oci::DiffOptions{});
-  if (!layer.ok()) return layer.status();
-  return layer->entries == 0;
+  return oci::CopyUnchanged(lower_copy_, root_);
 }
 
 absl::StatusOr<oci::LayerDigests> Rootfs::WriteLayer(const oci::ByteSink& tar_sink,
@@ -422,17 +426,24 @@ absl::StatusOr<std::unique_ptr<Rootfs>> Snapshots::PrepareRootfs(absl::Span<cons
       if (!made.ok()) return made;
       lowerdirs.push_back(empty.native());
     }
+    // The mount options separate lower dirs with ':' and options with ','.
+    const bool unsafe_path = std::any_of(lowerdirs.begin(), lowerdirs.end(),
+                                         [](const std::string& dir) {
+                                           return dir.find_first_of(":,") != std::string::npos;
+                                         }) ||
+                             scratch_dir.native().find_first_of(":,") != std::string::npos;
     const std::string data =
         absl::StrCat("lowerdir=", absl::StrJoin(lowerdirs, ":"),
                      ",upperdir=", rootfs->upper_.native(), ",workdir=", work.native());
-    if (mount("overlay", rootfs->root_.c_str(), "overlay", 0, data.c_str()) == 0) {
+    if (!unsafe_path && mount("overlay", rootfs->root_.c_str(), "overlay", 0, data.c_str()) == 0) {
       rootfs->mounted_ = true;
       rootfs->mode_ = RootfsMode::kOverlay;
       rootfs->mode_reason_ =
           absl::StrCat("rootfs: overlayfs with ", chain.size(), " snapshot(s) as lower dirs");
       return rootfs;
     }
-    reason = absl::StrCat("overlay mount failed: ", strerror(errno));
+    reason = unsafe_path ? "a snapshot or scratch path holds ':' or ','"
+                         : absl::StrCat("overlay mount failed: ", strerror(errno));
     rootfs->lowers_.clear();
   }
   rootfs->mode_ = RootfsMode::kCopy;

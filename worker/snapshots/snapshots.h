@@ -91,7 +91,8 @@ class Rootfs {
   absl::StatusOr<bool> Unchanged() const;
 
   // Writes the step's layer (see oci/layer_diff.h). Call after the step's
-  // processes are gone.
+  // processes are gone, and only when !Unchanged(): an unchanged step's tar
+  // has no entries and is no layer.
   absl::StatusOr<oci::LayerDigests> WriteLayer(const oci::ByteSink& tar_sink,
                                                const oci::ByteSink& blob_sink,
                                                const oci::DiffOptions& options) const;
