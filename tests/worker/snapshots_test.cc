@@ -319,6 +319,54 @@ TEST_F(SnapshotsTest, PrepareRootfs_CopyFallbackGivesTheSameTreeAndTheSameLayer)
   EXPECT_EQ(tars[0], tars[1]);
 }
 
+TEST_F(SnapshotsTest, StepLayer_StackedAsASnapshotGivesTheStepsView) {
+  const CountedLayer base = BaseLayer();
+  const CountedLayer top = TopLayer();
+  std::vector<LayerSource> sources = {base.Source(), top.Source()};
+  absl::StatusOr<std::vector<Snapshot>> chain = snapshots_->Ensure(sources);
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  absl::StatusOr<std::unique_ptr<Rootfs>> step =
+      snapshots_->PrepareRootfs(*chain, temp_.path() / "step", RootfsOptions{});
+  ASSERT_TRUE(step.ok()) << step.status();
+  if ((*step)->mode() != RootfsMode::kOverlay) GTEST_SKIP() << (*step)->mode_reason();
+  const stdfs::path root = (*step)->root();
+  // Delete, replace a lower directory by rm -rf + mkdir (opaque), add.
+  ASSERT_EQ(unlink((root / "etc/b").c_str()), 0);
+  stdfs::remove_all(root / "dir");
+  stdfs::create_directories(root / "dir/new");
+  WriteFile(root / "dir/new/f", "f");
+  WriteFile(root / "top", "top");
+  std::string blob;
+  absl::StatusOr<oci::LayerDigests> layer =
+      (*step)->WriteLayer([](absl::string_view) { return absl::OkStatus(); },
+                          [&](absl::string_view bytes) {
+                            blob.append(bytes.data(), bytes.size());
+                            return absl::OkStatus();
+                          },
+                          oci::DiffOptions{});
+  ASSERT_TRUE(layer.ok()) << layer.status();
+
+  // The step's layer (its compressed blob) as a third snapshot.
+  sources.push_back(LayerSource{layer->diff_id, [&blob]() -> absl::StatusOr<oci::LayerReader> {
+                                  auto done = std::make_shared<bool>(false);
+                                  return oci::LayerReader(
+                                      [&blob, done]() -> absl::StatusOr<absl::string_view> {
+                                        if (*done) return absl::string_view();
+                                        *done = true;
+                                        return absl::string_view(blob);
+                                      });
+                                }});
+  absl::StatusOr<std::vector<Snapshot>> next = snapshots_->Ensure(sources);
+  ASSERT_TRUE(next.ok()) << next.status();
+  for (const RootfsOptions& options : {RootfsOptions{}, RootfsOptions{.force_copy = true}}) {
+    absl::StatusOr<std::unique_ptr<Rootfs>> stacked = snapshots_->PrepareRootfs(
+        *next, temp_.path() / (options.force_copy ? "copy" : "overlay"), options);
+    ASSERT_TRUE(stacked.ok()) << stacked.status();
+    EXPECT_EQ(Tree((*stacked)->root()), Tree(root)) << (*stacked)->mode_reason();
+    EXPECT_THAT(Names((*stacked)->root() / "dir"), ElementsAre("new"));
+  }
+}
+
 TEST_F(SnapshotsTest, PrepareRootfs_FromScratch) {
   absl::StatusOr<std::unique_ptr<Rootfs>> rootfs =
       snapshots_->PrepareRootfs({}, temp_.path() / "step", RootfsOptions{});
