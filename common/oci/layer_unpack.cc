@@ -232,6 +232,13 @@ absl::Status LayerApplier::ApplyEntry(archive* a, archive_entry* entry, absl::st
       if (!keep_directory && mkdirat(dir_fd, name, 0700) != 0) {
         return EntryError(raw, "mkdir", errno);
       }
+      // In a snapshot, a directory over this layer's whiteout of its name
+      // replaces the lower layers' directory: overlayfs needs it opaque.
+      if (options_.whiteouts == ApplyOptions::Whiteouts::kOverlay && existing != nullptr &&
+          S_ISCHR(existing->st_mode) && existing->st_rdev == makedev(0, 0)) {
+        absl::Status marked = MarkOpaque(raw, *clean);
+        if (!marked.ok()) return marked;
+      }
       break;
     case AE_IFLNK: {
       const char* target = archive_entry_symlink(entry);

@@ -36,7 +36,8 @@ struct ApplyOptions {
   // ".wh.NAME" becomes an overlay whiteout, a char device 0/0 named NAME
   // (replacing anything this layer wrote there), and ".wh..wh..opq" sets
   // trusted.overlay.opaque=y on its directory (made 0755 if missing), so
-  // overlayfs hides the lower layers' entries as the tar means. Needs
+  // overlayfs hides the lower layers' entries as the tar means; so does a
+  // directory entry written over this layer's whiteout of the same name. Needs
   // CAP_MKNOD and CAP_SYS_ADMIN (trusted.* xattrs).
   enum class Whiteouts { kRemove, kOverlay };
   Whiteouts whiteouts = Whiteouts::kRemove;
