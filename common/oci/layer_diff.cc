@@ -437,6 +437,16 @@ absl::Status CollectUpper(int dir_fd, const std::string& dir, const LowerExists&
       if (*below) changes->push_back({Change::kWhiteout, path});
       continue;
     }
+    // A redirected directory or a metadata-only copy-up holds less than the
+    // change: the layer would silently lose the rest.
+    const char* partial = S_ISDIR(st.st_mode)   ? "trusted.overlay.redirect"
+                          : S_ISREG(st.st_mode) ? "trusted.overlay.metacopy"
+                                                : nullptr;
+    if (partial != nullptr && lgetxattr(ProcPath(dir_fd, name).c_str(), partial, nullptr, 0) >= 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(Quote(path), ": has ", partial,
+                       "; mount the overlay with redirect_dir=off,metacopy=off"));
+    }
     changes->push_back({Change::kEntry, path});
     if (!S_ISDIR(st.st_mode)) continue;
     absl::StatusOr<bool> opaque = IsOpaque(dir_fd, name, path);

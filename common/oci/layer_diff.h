@@ -94,6 +94,9 @@ absl::StatusOr<bool> UpperIsEmpty(const std::filesystem::path& upper_dir);
 
 // Writes the layer for an overlayfs upper directory (see above): the
 // uncompressed tar into `tar_sink`, the compressed one into `blob_sink`.
+// The overlay must have been mounted with redirect_dir=off and metacopy=off:
+// FailedPrecondition naming the entry when the upper dir holds a redirected
+// directory or a metadata-only copy-up (either is only part of the change).
 // A whiteout whose name `lower_exists` says is absent below is dropped. The
 // upper directory must not change meanwhile. Errors name the path and the
 // failing call; a sink's error is returned as it is. On error the sinks hold

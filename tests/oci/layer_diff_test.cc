@@ -100,9 +100,9 @@ class Overlay {
   }
   // Mounts; false (with errno's text in *error) when overlayfs is unavailable.
   bool Mount(std::string* error) {
-    const std::string data =
-        absl::StrCat("lowerdir=", lower().string(), ",upperdir=", upper().string(),
-                     ",workdir=", (base_ / "work").string());
+    const std::string data = absl::StrCat(
+        "lowerdir=", lower().string(), ",upperdir=", upper().string(),
+        ",workdir=", (base_ / "work").string(), ",redirect_dir=off,metacopy=off,index=off");
     if (mount("overlay", merged().c_str(), "overlay", 0, data.c_str()) != 0) {
       *error = strerror(errno);
       return false;
@@ -376,6 +376,20 @@ TEST(LayerDiffTest, WhiteoutOfNothingBelow_IsDropped) {
       AppendTo(&out.tar), AppendTo(&out.blob), DiffOptions{});
   ASSERT_TRUE(layer.ok()) << layer.status();
   EXPECT_THAT(Paths(ReadTar(out.tar)), ElementsAre(".wh.gone"));
+}
+
+TEST(LayerDiffTest, RedirectedDirectoryOrMetacopy_IsRefused) {
+  testing::TempDir temp("layer_diff");
+  stdfs::create_directories(temp.path() / "upper/moved");
+  ASSERT_EQ(
+      lsetxattr((temp.path() / "upper/moved").c_str(), "trusted.overlay.redirect", "/old", 4, 0),
+      0);
+  Written out;
+  absl::StatusOr<LayerDigests> layer =
+      WriteLayerFromUpper(temp.path() / "upper", ExistsIn(temp.path()), AppendTo(&out.tar),
+                          AppendTo(&out.blob), DiffOptions{});
+  EXPECT_TRUE(absl::IsFailedPrecondition(layer.status())) << layer.status();
+  EXPECT_THAT(std::string(layer.status().message()), ::testing::HasSubstr("redirect_dir=off"));
 }
 
 std::string Decompress(const std::string& blob) {

@@ -434,7 +434,11 @@ absl::StatusOr<std::unique_ptr<Rootfs>> Snapshots::PrepareRootfs(absl::Span<cons
                              scratch_dir.native().find_first_of(":,") != std::string::npos;
     const std::string data =
         absl::StrCat("lowerdir=", absl::StrJoin(lowerdirs, ":"),
-                     ",upperdir=", rootfs->upper_.native(), ",workdir=", work.native());
+                     ",upperdir=", rootfs->upper_.native(), ",workdir=", work.native(),
+                     // Whatever the kernel's defaults: the upper dir must hold
+                     // whole changes (see oci::WriteLayerFromUpper), and a
+                     // copy-up must not keep hardlinks to lower inodes.
+                     ",redirect_dir=off,metacopy=off,index=off");
     if (!unsafe_path && mount("overlay", rootfs->root_.c_str(), "overlay", 0, data.c_str()) == 0) {
       rootfs->mounted_ = true;
       rootfs->mode_ = RootfsMode::kOverlay;
