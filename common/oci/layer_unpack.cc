@@ -110,6 +110,11 @@ class LayerApplier {
 
   absl::Status ApplyEntry(archive* a, archive_entry* entry, absl::string_view raw);
   absl::Status ApplyWhiteout(absl::string_view raw, absl::string_view dir, absl::string_view base);
+  // ApplyOptions::Whiteouts::kOverlay: the opaque xattr on `dir`; a char
+  // device 0/0 at `dir`/`target`.
+  absl::Status MarkOpaque(absl::string_view raw, absl::string_view dir);
+  absl::Status MakeOverlayWhiteout(absl::string_view raw, absl::string_view dir,
+                                   absl::string_view target);
   // Removes from the open directory `dir_fd` every entry this layer has not
   // written, descending into the directories it has.
   absl::Status ClearLowerEntries(int dir_fd, const std::string& display);
@@ -227,6 +232,13 @@ absl::Status LayerApplier::ApplyEntry(archive* a, archive_entry* entry, absl::st
       if (!keep_directory && mkdirat(dir_fd, name, 0700) != 0) {
         return EntryError(raw, "mkdir", errno);
       }
+      // In a snapshot, a directory over this layer's whiteout of its name
+      // replaces the lower layers' directory: overlayfs needs it opaque.
+      if (options_.whiteouts == ApplyOptions::Whiteouts::kOverlay && existing != nullptr &&
+          S_ISCHR(existing->st_mode) && existing->st_rdev == makedev(0, 0)) {
+        absl::Status marked = MarkOpaque(raw, *clean);
+        if (!marked.ok()) return marked;
+      }
       break;
     case AE_IFLNK: {
       const char* target = archive_entry_symlink(entry);
@@ -284,6 +296,9 @@ absl::Status LayerApplier::ApplyWhiteout(absl::string_view raw, absl::string_vie
         absl::StrCat("layer entry ", Quote(raw), ": whiteout of ", Quote(target)));
   }
   ++stats_.whiteouts;
+  if (options_.whiteouts == ApplyOptions::Whiteouts::kOverlay) {
+    return opaque ? MarkOpaque(raw, dir) : MakeOverlayWhiteout(raw, dir, target);
+  }
   absl::StatusOr<UniqueFd> dir_fd =
       root_.OpenAt(dir.empty() ? "." : dir, opaque ? O_RDONLY | O_DIRECTORY : O_PATH | O_DIRECTORY);
   // Nothing below a missing directory to remove.
@@ -294,6 +309,30 @@ absl::Status LayerApplier::ApplyWhiteout(absl::string_view raw, absl::string_vie
              : fs::RemoveAllAt(dir_fd->get(), target,
                                dir.empty() ? std::string(target) : absl::StrCat(dir, "/", target));
   return removed.ok() ? removed : Annotate(raw, removed);
+}
+
+absl::Status LayerApplier::MarkOpaque(absl::string_view raw, absl::string_view dir) {
+  absl::StatusOr<UniqueFd> dir_fd = root_.MkdirAll(dir.empty() ? "." : dir, kImplicitDirMode);
+  if (!dir_fd.ok()) return Annotate(raw, dir_fd.status());
+  // "<fd>/." names the directory itself (the descriptor is O_PATH).
+  const std::string path = absl::StrCat("/proc/self/fd/", dir_fd->get(), "/.");
+  if (lsetxattr(path.c_str(), "trusted.overlay.opaque", "y", 1, 0) != 0) {
+    return EntryError(raw, "set xattr \"trusted.overlay.opaque\"", errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LayerApplier::MakeOverlayWhiteout(absl::string_view raw, absl::string_view dir,
+                                               absl::string_view target) {
+  const std::string path = dir.empty() ? std::string(target) : absl::StrCat(dir, "/", target);
+  absl::StatusOr<RootDir::Parent> parent = root_.MkdirParents(path, kImplicitDirMode);
+  if (!parent.ok()) return Annotate(raw, parent.status());
+  absl::Status removed = fs::RemoveAllAt(parent->dir.get(), parent->name, path);
+  if (!removed.ok()) return Annotate(raw, removed);
+  if (mknodat(parent->dir.get(), parent->name.c_str(), S_IFCHR, makedev(0, 0)) != 0) {
+    return EntryError(raw, "mknod overlay whiteout", errno);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LayerApplier::ClearLowerEntries(int dir_fd, const std::string& display) {

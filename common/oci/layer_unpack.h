@@ -29,6 +29,18 @@ struct ApplyOptions {
   // Give entries the tar's uid/gid (needs CAP_CHOWN). When false, entries
   // belong to the caller and setuid/setgid bits are kept as the tar says.
   bool preserve_ownership = true;
+
+  // What a whiteout does. kRemove applies the layer onto the layers below it,
+  // already in the root: see ApplyLayer. kOverlay unpacks the layer alone into
+  // a directory of its own that will be an overlayfs lower dir (a snapshot):
+  // ".wh.NAME" becomes an overlay whiteout, a char device 0/0 named NAME
+  // (replacing anything this layer wrote there), and ".wh..wh..opq" sets
+  // trusted.overlay.opaque=y on its directory (made 0755 if missing), so
+  // overlayfs hides the lower layers' entries as the tar means; so does a
+  // directory entry written over this layer's whiteout of the same name. Needs
+  // CAP_MKNOD and CAP_SYS_ADMIN (trusted.* xattrs).
+  enum class Whiteouts { kRemove, kOverlay };
+  Whiteouts whiteouts = Whiteouts::kRemove;
 };
 
 struct ApplyStats {

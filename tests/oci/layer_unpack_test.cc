@@ -313,6 +313,37 @@ TEST_F(LayerUnpackTest, OpaqueMarker_KeepsThisLayersSubdirectoryButClearsItsLowe
   EXPECT_THAT(Names(root_path() / "d" / "sub"), UnorderedElementsAre("new"));
 }
 
+TEST_F(LayerUnpackTest, OverlayWhiteouts_BecomeCharDevicesAndTheOpaqueXattr) {
+  ApplyOptions options;
+  options.whiteouts = ApplyOptions::Whiteouts::kOverlay;
+  absl::StatusOr<ApplyStats> stats = Apply(MakeTar({{.path = ".wh.gone"},
+                                                    {.path = "d", .type = AE_IFDIR},
+                                                    {.path = "d/.wh..wh..opq"},
+                                                    {.path = "d/kept", .content = "x"},
+                                                    {.path = "d/replaced", .content = "x"},
+                                                    {.path = "d/.wh.replaced"},
+                                                    {.path = "implicit/.wh..wh..opq"},
+                                                    {.path = "implicit/sub/.wh.x"},
+                                                    {.path = ".wh.redo"},
+                                                    {.path = "redo", .type = AE_IFDIR}}),
+                                           options);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->whiteouts, 6u);
+  for (const char* whiteout : {"gone", "d/replaced", "implicit/sub/x"}) {
+    const struct stat st = Lstat(root_path() / whiteout);
+    EXPECT_TRUE(S_ISCHR(st.st_mode)) << whiteout;
+    EXPECT_EQ(st.st_rdev, makedev(0, 0)) << whiteout;
+  }
+  EXPECT_EQ(ReadFile(root_path() / "d/kept"), "x");
+  for (const char* dir : {"d", "implicit", "redo"}) {
+    char value[4] = {};
+    EXPECT_EQ(lgetxattr((root_path() / dir).c_str(), "trusted.overlay.opaque", value, 4), 1) << dir;
+    EXPECT_EQ(value[0], 'y') << dir;
+  }
+  EXPECT_EQ(lgetxattr((root_path() / "implicit/sub").c_str(), "trusted.overlay.opaque", nullptr, 0),
+            -1);
+}
+
 TEST_F(LayerUnpackTest, CompressedLayers_GzipAndZstdAreRead) {
   for (Compression compression : {Compression::kGzip, Compression::kZstd}) {
     const std::string tar =
