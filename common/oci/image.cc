@@ -65,8 +65,7 @@ absl::Status ReadBool(const Json& object, const char* key, absl::string_view pat
   return absl::OkStatus();
 }
 
-absl::Status ReadInt64(const Json& object, const char* key, absl::string_view path,
-                       int64_t* out) {
+absl::Status ReadInt64(const Json& object, const char* key, absl::string_view path, int64_t* out) {
   const Json* value = Member(object, key);
   if (value == nullptr) return absl::OkStatus();
   if (value->is_number_unsigned()) {
@@ -145,23 +144,23 @@ absl::Status ReadTime(const Json& object, const char* key, absl::string_view pat
   absl::Time time;
   std::string error;
   if (!absl::ParseTime(absl::RFC3339_full, text, &time, &error)) {
-    return absl::InvalidArgumentError(absl::StrCat("image config: ", path, ": \"", text,
-                                                   "\" is not an RFC 3339 time: ", error));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image config: ", path, ": \"", text, "\" is not an RFC 3339 time: ", error));
   }
   *out = time;
   return absl::OkStatus();
 }
 
-#define RETURN_IF_ERROR(expr)                                   \
-  do {                                                          \
+// Local to this file: the readers below are chains of fallible steps.
+#define RETURN_IF_ERROR(expr)                                         \
+  do {                                                                \
     if (absl::Status status_ = (expr); !status_.ok()) return status_; \
   } while (false)
 
 absl::Status ReadHealthcheck(const Json& value, HealthcheckConfig* out) {
   if (!value.is_object()) return WrongType("config.Healthcheck", "an object", value);
   RETURN_IF_ERROR(ReadStrings(value, "Test", "config.Healthcheck.Test", &out->test));
-  RETURN_IF_ERROR(
-      ReadDuration(value, "Interval", "config.Healthcheck.Interval", &out->interval));
+  RETURN_IF_ERROR(ReadDuration(value, "Interval", "config.Healthcheck.Interval", &out->interval));
   RETURN_IF_ERROR(ReadDuration(value, "Timeout", "config.Healthcheck.Timeout", &out->timeout));
   RETURN_IF_ERROR(
       ReadDuration(value, "StartPeriod", "config.Healthcheck.StartPeriod", &out->start_period));
@@ -173,8 +172,7 @@ absl::Status ReadHealthcheck(const Json& value, HealthcheckConfig* out) {
 absl::Status ReadContainerConfig(const Json& value, ContainerConfig* out) {
   if (!value.is_object()) return WrongType("config", "an object", value);
   RETURN_IF_ERROR(ReadString(value, "User", "config.User", &out->user));
-  RETURN_IF_ERROR(
-      ReadKeySet(value, "ExposedPorts", "config.ExposedPorts", &out->exposed_ports));
+  RETURN_IF_ERROR(ReadKeySet(value, "ExposedPorts", "config.ExposedPorts", &out->exposed_ports));
   RETURN_IF_ERROR(ReadStrings(value, "Env", "config.Env", &out->env));
   RETURN_IF_ERROR(ReadStrings(value, "Entrypoint", "config.Entrypoint", &out->entrypoint));
   RETURN_IF_ERROR(ReadStrings(value, "Cmd", "config.Cmd", &out->cmd));
@@ -222,8 +220,8 @@ absl::Status ReadRootFs(const Json& value, ImageConfig* out) {
   for (size_t i = 0; i < diff_ids.size(); ++i) {
     absl::StatusOr<digest::Digest> parsed = digest::Digest::Parse(diff_ids[i]);
     if (!parsed.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("image config: rootfs.diff_ids[", i,
-                                                     "]: ", parsed.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("image config: rootfs.diff_ids[", i, "]: ", parsed.status().message()));
     }
     out->diff_ids.push_back(*std::move(parsed));
   }
@@ -512,5 +510,7 @@ std::string GoDurationString(absl::Duration duration) {
   }
   return negative ? "-" + out : out;
 }
+
+#undef RETURN_IF_ERROR
 
 }  // namespace stagefarm::oci

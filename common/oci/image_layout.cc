@@ -209,12 +209,13 @@ absl::StatusOr<LayoutImage> StoreImage(cas::BlobStore& store, const ImageConfig&
                                        std::vector<Descriptor> layers, absl::string_view ref_name,
                                        std::vector<std::string> repo_tags) {
   std::string config_json = SerializeImageConfig(config);
-  Descriptor config_descriptor{std::string(kImageConfigMediaType),
-                               digest::Sha256Of(config_json), config_json.size(), {}};
+  Descriptor config_descriptor{
+      std::string(kImageConfigMediaType), digest::Sha256Of(config_json), config_json.size(), {}};
   std::string manifest_json = SerializeManifest(config_descriptor, layers);
-  Descriptor manifest{std::string(kManifestMediaType), digest::Sha256Of(manifest_json),
-                      manifest_json.size(), {}};
-  if (!ref_name.empty()) manifest.annotations[std::string(kRefNameAnnotation)] = std::string(ref_name);
+  Descriptor manifest{
+      std::string(kManifestMediaType), digest::Sha256Of(manifest_json), manifest_json.size(), {}};
+  if (!ref_name.empty())
+    manifest.annotations[std::string(kRefNameAnnotation)] = std::string(ref_name);
   if (absl::Status status = store.Put(config_json, config_descriptor.digest, kImageConfigMediaType);
       !status.ok()) {
     return status;
@@ -232,7 +233,8 @@ absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutIma
   LayoutFiles files = CollectLayout(images);
   std::error_code ec;
   stdfs::create_directories(dir / "blobs" / "sha256", ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
   if (absl::Status status = WriteFile(dir / "oci-layout", kOciLayout); !status.ok()) return status;
   for (const auto& [name, blob] : files.blobs) {
     stdfs::path path = dir / name;

@@ -41,15 +41,33 @@ std::string GoQuotedRune(int64_t value) {
                    : static_cast<char32_t>(value);
   std::string out = "'";
   switch (r) {
-    case '\a': out += "\\a"; break;
-    case '\b': out += "\\b"; break;
-    case '\f': out += "\\f"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
-    case '\v': out += "\\v"; break;
-    case '\'': out += "\\'"; break;
-    case '\\': out += "\\\\"; break;
+    case '\a':
+      out += "\\a";
+      break;
+    case '\b':
+      out += "\\b";
+      break;
+    case '\f':
+      out += "\\f";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    case '\v':
+      out += "\\v";
+      break;
+    case '\'':
+      out += "\\'";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
     default:
       if (go::IsPrint(r)) {
         go::AppendRune(out, r);
@@ -93,10 +111,10 @@ std::optional<std::pair<uint64_t, uint64_t>> ParsePortRange(absl::string_view po
 // Linux signal names as moby's signal.SignalMap has them (without "SIG").
 bool IsSignalName(absl::string_view name) {
   static constexpr absl::string_view kNames[] = {
-      "ABRT", "ALRM", "BUS",  "CHLD", "CLD",    "CONT", "FPE",    "HUP",  "ILL",  "INT",
-      "IO",   "IOT",  "KILL", "PIPE", "POLL",   "PROF", "PWR",    "QUIT", "SEGV", "STKFLT",
-      "STOP", "SYS",  "TERM", "TRAP", "TSTP",   "TTIN", "TTOU",   "URG",  "USR1", "USR2",
-      "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX"};
+      "ABRT", "ALRM",   "BUS",  "CHLD",   "CLD",   "CONT", "FPE",  "HUP",   "ILL",
+      "INT",  "IO",     "IOT",  "KILL",   "PIPE",  "POLL", "PROF", "PWR",   "QUIT",
+      "SEGV", "STKFLT", "STOP", "SYS",    "TERM",  "TRAP", "TSTP", "TTIN",  "TTOU",
+      "URG",  "USR1",   "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX"};
   for (absl::string_view known : kNames) {
     if (name == known) return true;
   }

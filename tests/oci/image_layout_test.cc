@@ -96,8 +96,8 @@ class ImageLayoutTest : public ::testing::Test {
   LayoutImage MakeImage() {
     std::string layer = LayerTar(true);
     std::string diff = LayerTar(false);
-    Descriptor descriptor{LayerMediaType(LayerCompression::kGzip), digest::Sha256Of(layer),
-                          layer.size(), {}};
+    Descriptor descriptor{
+        LayerMediaType(LayerCompression::kGzip), digest::Sha256Of(layer), layer.size(), {}};
     EXPECT_TRUE(store_->Put(layer, descriptor.digest).ok());
     ImageConfig config = ScratchConfig({"linux", "amd64", "", ""});
     config.diff_ids.push_back(digest::Sha256Of(diff));
@@ -118,18 +118,20 @@ TEST_F(ImageLayoutTest, ManifestAndIndexJson) {
   auto manifest = store_->ReadAll(image.manifest.digest);
   ASSERT_TRUE(manifest.ok());
   EXPECT_EQ(*manifest,
-            absl::StrCat(R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)",
-                         R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")",
-                         image.config.digest.ToString(), R"(","size":)", image.config.size,
-                         R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",)",
-                         R"("digest":")", image.layers[0].digest.ToString(), R"(","size":)",
-                         image.layers[0].size, "}]}"));
-  EXPECT_EQ(SerializeIndex({image.manifest}),
-            absl::StrCat(R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",)",
-                         R"("manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",)",
-                         R"("digest":")", image.manifest.digest.ToString(), R"(","size":)",
-                         image.manifest.size,
-                         R"(,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]})"));
+            absl::StrCat(
+                R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)",
+                R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")",
+                image.config.digest.ToString(), R"(","size":)", image.config.size,
+                R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",)",
+                R"("digest":")", image.layers[0].digest.ToString(), R"(","size":)",
+                image.layers[0].size, "}]}"));
+  EXPECT_EQ(
+      SerializeIndex({image.manifest}),
+      absl::StrCat(R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",)",
+                   R"("manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",)",
+                   R"("digest":")", image.manifest.digest.ToString(), R"(","size":)",
+                   image.manifest.size,
+                   R"(,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]})"));
   EXPECT_EQ(LayerMediaType(LayerCompression::kZstd), "application/vnd.oci.image.layer.v1.tar+zstd");
 }
 
@@ -152,8 +154,10 @@ TEST_F(ImageLayoutTest, LayoutDirValidatesAndListsTheLayer) {
   CommandResult shown = RunCommand("python3 " + imgtree->string() + " show " + layout.string());
   ASSERT_EQ(shown.status, 0) << shown.output;
   std::string hi = digest::Sha256Of("hi\n").ToString();
-  EXPECT_THAT(shown.output, HasSubstr("\"/app\" d 0755 0:0\n\"/app/hello.txt\" f 0644 0:0 3 " + hi));
-  EXPECT_THAT(shown.output, HasSubstr("Cmd [\"/app/hello.txt\"]\nEntrypoint null\nWorkingDir \"/\""));
+  EXPECT_THAT(shown.output,
+              HasSubstr("\"/app\" d 0755 0:0\n\"/app/hello.txt\" f 0644 0:0 3 " + hi));
+  EXPECT_THAT(shown.output,
+              HasSubstr("Cmd [\"/app/hello.txt\"]\nEntrypoint null\nWorkingDir \"/\""));
 }
 
 TEST_F(ImageLayoutTest, TarsAreDeterministicAndReadable) {
@@ -190,7 +194,8 @@ TEST_F(ImageLayoutTest, TarsAreDeterministicAndReadable) {
 
 TEST_F(ImageLayoutTest, MissingBlobIsNotFound) {
   LayoutImage image = MakeImage();
-  image.layers.push_back({LayerMediaType(LayerCompression::kGzip), digest::Sha256Of("absent"), 6, {}});
+  image.layers.push_back(
+      {LayerMediaType(LayerCompression::kGzip), digest::Sha256Of("absent"), 6, {}});
   absl::Status status = WriteOciLayoutDir(*store_, {image}, dir_.path() / "layout");
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(status.message(), HasSubstr(digest::Sha256Of("absent").ToString()));

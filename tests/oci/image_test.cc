@@ -101,7 +101,8 @@ TEST(ImageConfig, ParseNamesTheFieldOfAWrongType) {
 TEST(ImageConfig, GoStringEscaping) {
   std::string out;
   AppendGoJsonString(out, "a\"\\\n\r\t\b\f\x01<>&\xE2\x80\xA8\xff\xC3\xA9\x7f");
-  EXPECT_EQ(out, R"("a\"\\\n\r\t\b\f\u0001\u003c\u003e\u0026\u2028\ufffdé)" "\x7f\"");
+  EXPECT_EQ(out, R"("a\"\\\n\r\t\b\f\u0001\u003c\u003e\u0026\u2028\ufffdé)"
+                 "\x7f\"");
 }
 
 TEST(ImageConfig, GoDurationStrings) {
@@ -153,7 +154,8 @@ TEST(StageImage, ExposeNormalisesPorts) {
   ASSERT_TRUE(image.Apply(expose).ok());
   EXPECT_THAT(image.config().config.exposed_ports,
               ElementsAre("53/udp", "7000/tcp", "7001/tcp", "8080/tcp", "9000/tcp"));
-  EXPECT_EQ(LastHistory(image), "EXPOSE map[53/udp:{} 7000/tcp:{} 7001/tcp:{} 8080/tcp:{} 9000/tcp:{}]");
+  EXPECT_EQ(LastHistory(image),
+            "EXPOSE map[53/udp:{} 7000/tcp:{} 7001/tcp:{} 8080/tcp:{} 9000/tcp:{}]");
   expose.ports = {"abc"};
   EXPECT_EQ(image.Apply(expose).message(), "invalid containerPort: abc");
   expose.ports = {"80/foo"};
@@ -221,7 +223,8 @@ TEST(StageImage, HealthcheckHistoryIsGoPercentQOfTheStruct) {
   health.health.test = {"NONE"};
   ASSERT_TRUE(image.Apply(health).ok());
   EXPECT_EQ(LastHistory(image), R"(HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" '\x00'})");
-  EXPECT_THAT(SerializeImageConfig(image.config()), HasSubstr(R"("Healthcheck":{"Test":["NONE"]})"));
+  EXPECT_THAT(SerializeImageConfig(image.config()),
+              HasSubstr(R"("Healthcheck":{"Test":["NONE"]})"));
 }
 
 TEST(StageImage, FilesystemInstructionsAndTheRest) {
