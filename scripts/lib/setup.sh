@@ -11,7 +11,7 @@ STAGEFARM_PACKAGES=(
   libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libabsl-dev
   libarchive-dev libssl-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  runc busybox-static python3
+  runc busybox-static python3 oci-image-tool
 )
 
 # What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.
