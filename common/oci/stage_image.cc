@@ -1,3 +1,4 @@
+#include "common/dockerfile/dockerignore.h"
 #include "common/oci/stage_image.h"
 
 #include <charconv>
@@ -174,26 +175,6 @@ std::string CopyHistory(absl::string_view keyword, const dockerfile::SourcesAndD
 
 }  // namespace
 
-std::string CleanPath(absl::string_view path) {
-  if (path.empty()) return ".";
-  bool rooted = path[0] == '/';
-  std::vector<absl::string_view> parts;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    if (part == ".") continue;
-    if (part == "..") {
-      if (!parts.empty() && parts.back() != "..") {
-        parts.pop_back();
-      } else if (!rooted) {
-        parts.push_back(part);
-      }
-      continue;
-    }
-    parts.push_back(part);
-  }
-  std::string out = absl::StrCat(rooted ? "/" : "", absl::StrJoin(parts, "/"));
-  return out.empty() ? "." : out;
-}
-
 absl::StatusOr<std::set<std::string>> ParseExposedPort(absl::string_view spec) {
   // splitParts: [ip:[hostport]:]containerport.
   std::vector<absl::string_view> parts = absl::StrSplit(spec, ':');
@@ -289,7 +270,7 @@ absl::Status StageImage::Apply(const dockerfile::Instruction& instruction,
     if (path.empty() || path[0] != '/') {
       path = absl::StrCat("/", c.working_dir, "/", path);
     }
-    c.working_dir = CleanPath(path);
+    c.working_dir = dockerfile::CleanPath(path);  // Go's path.Clean
     // BuildKit creates the directory (a FileOp mkdir: a layer) unless it is "/".
     AddHistory(absl::StrCat("WORKDIR ", c.working_dir), c.working_dir != "/");
   } else if (const auto* cmd = std::get_if<dockerfile::Cmd>(&instruction)) {

@@ -70,7 +70,4 @@ class StageImage {
 // InvalidArgument with Docker's message for a bad port or protocol.
 absl::StatusOr<std::set<std::string>> ParseExposedPort(absl::string_view spec);
 
-// Go's path.Clean.
-std::string CleanPath(absl::string_view path);
-
 }  // namespace stagefarm::oci
