@@ -149,10 +149,13 @@ absl::StatusOr<ApplyStats> LayerApplier::Run(const LayerReader& read) {
   std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
   if (a == nullptr) return absl::ResourceExhaustedError("archive_read_new failed");
   // Tar in every dialect libarchive knows (ustar, pax, GNU), uncompressed or
-  // compressed as the OCI media types allow (+gzip, +zstd).
+  // compressed as the OCI media types allow (+gzip, +zstd) or as ADD accepts
+  // local archives (also bzip2 and xz). No external filter programs.
   archive_read_support_format_tar(a.get());
   archive_read_support_filter_gzip(a.get());
   archive_read_support_filter_zstd(a.get());
+  archive_read_support_filter_bzip2(a.get());
+  archive_read_support_filter_xz(a.get());
   ReadContext context{&read, absl::OkStatus()};
   std::string last = "(none)";
   auto stream_error = [&](absl::string_view when) {
@@ -454,9 +457,14 @@ absl::Status LayerApplier::SetMetadata(absl::string_view raw, const RootDir::Par
   const int dir_fd = parent.dir.get();
   const char* name = parent.name.c_str();
   // Owner first: chown clears setuid/setgid and security.capability.
-  if (options_.preserve_ownership &&
-      fchownat(dir_fd, name, static_cast<uid_t>(archive_entry_uid(entry)),
-               static_cast<gid_t>(archive_entry_gid(entry)), AT_SYMLINK_NOFOLLOW) != 0) {
+  if (options_.owner) {
+    if (fchownat(dir_fd, name, options_.owner->first, options_.owner->second,
+                 AT_SYMLINK_NOFOLLOW) != 0) {
+      return EntryError(raw, "chown", errno);
+    }
+  } else if (options_.preserve_ownership &&
+             fchownat(dir_fd, name, static_cast<uid_t>(archive_entry_uid(entry)),
+                      static_cast<gid_t>(archive_entry_gid(entry)), AT_SYMLINK_NOFOLLOW) != 0) {
     return EntryError(raw, "chown", errno);
   }
   // Symlinks have no mode of their own on Linux.

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -29,6 +31,10 @@ struct ApplyOptions {
   // Give entries the tar's uid/gid (needs CAP_CHOWN). When false, entries
   // belong to the caller and setuid/setgid bits are kept as the tar says.
   bool preserve_ownership = true;
+
+  // When set, every entry gets this owner (uid, gid) instead of the tar's:
+  // ADD --chown of a local archive.
+  std::optional<std::pair<uint32_t, uint32_t>> owner;
 
   // What a whiteout does. kRemove applies the layer onto the layers below it,
   // already in the root: see ApplyLayer. kOverlay unpacks the layer alone into

@@ -1,5 +1,7 @@
 #include "worker/copy/copy.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -20,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "common/dockerfile/dockerignore.h"
 #include "common/fs/account_files.h"
+#include "common/oci/layer_unpack.h"
 
 namespace stagefarm::worker {
 namespace {
@@ -68,6 +71,30 @@ absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd, absl::string_view p
   if (error != 0) return Errno("cannot list", path, error);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+// Whether the file open at `fd` is a tar archive, possibly compressed with
+// gzip, bzip2, xz or zstd: libarchive recognises a first tar header.
+bool IsTarArchive(int fd) {
+  std::unique_ptr<archive, decltype(&archive_read_free)> a(archive_read_new(),
+                                                           &archive_read_free);
+  archive_read_support_format_tar(a.get());
+  archive_read_support_filter_gzip(a.get());
+  archive_read_support_filter_bzip2(a.get());
+  archive_read_support_filter_xz(a.get());
+  archive_read_support_filter_zstd(a.get());
+  const int copy = ::dup(fd);
+  if (copy < 0) return false;
+  bool recognised = false;
+  if (archive_read_open_fd(a.get(), copy, 65536) == ARCHIVE_OK) {
+    archive_entry* entry = nullptr;
+    recognised = archive_read_next_header(a.get(), &entry) == ARCHIVE_OK;
+  }
+  archive_read_close(a.get());
+  ::close(copy);
+  // The duplicate shares the file offset: rewind for whoever reads next.
+  if (::lseek(fd, 0, SEEK_SET) != 0) return false;
+  return recognised;
 }
 
 class Copier {
@@ -417,6 +444,43 @@ absl::StatusOr<Owner> ResolveChown(const fs::RootDir& root, absl::string_view sp
   return owner;
 }
 
+namespace {
+
+// ADD of a local archive: unpacked into the directory `dest` (made if
+// missing, as COPY makes destinations) with the layer unpacker, so every
+// entry is checked and stays inside the destination.
+absl::Status UnpackArchive(int fd, absl::string_view source_path, const fs::RootDir& destination,
+                           const std::string& dest, const CopyOptions& options) {
+  absl::StatusOr<fs::UniqueFd> dir = destination.MkdirAll(dest, 0755);
+  if (!dir.ok()) return dir.status();
+  std::error_code error;
+  const std::filesystem::path host =
+      std::filesystem::read_symlink(absl::StrCat("/proc/self/fd/", dir->get()), error);
+  if (error) return absl::InternalError(absl::StrCat("cannot resolve ", dest, ": ", error.message()));
+  absl::StatusOr<fs::RootDir> into = fs::RootDir::Open(host);
+  if (!into.ok()) return into.status();
+  if (::lseek(fd, 0, SEEK_SET) != 0) return Errno("cannot read", source_path, errno);
+  std::string buffer(1 << 20, '\0');
+  oci::LayerReader read = [&]() -> absl::StatusOr<absl::string_view> {
+    ssize_t n;
+    do {
+      n = ::read(fd, buffer.data(), buffer.size());
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return Errno("cannot read", source_path, errno);
+    return absl::string_view(buffer.data(), static_cast<size_t>(n));
+  };
+  oci::ApplyOptions apply;
+  if (options.owner) apply.owner = std::make_pair(options.owner->uid, options.owner->gid);
+  absl::StatusOr<oci::ApplyStats> applied = oci::ApplyLayer(*into, read, apply);
+  if (!applied.ok()) {
+    return absl::Status(applied.status().code(), absl::StrCat("ADD archive \"", source_path,
+                                                              "\": ", applied.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<CopyStats> CopyInto(const fs::RootDir& source,
                                    absl::Span<const std::string> sources,
                                    const fs::RootDir& destination, absl::string_view dest,
@@ -473,6 +537,11 @@ absl::StatusOr<CopyStats> CopyInto(const fs::RootDir& source,
     if (S_ISREG(info.st_mode)) {
       absl::StatusOr<fs::UniqueFd> file = source.OpenAt(match, O_RDONLY);
       if (!file.ok()) return file.status();
+      if (options.unpack_archives && IsTarArchive(file->get())) {
+        absl::Status unpacked = UnpackArchive(file->get(), match, destination, clean_dest, options);
+        if (!unpacked.ok()) return unpacked;
+        continue;
+      }
       if (absl::Status status = copier.CopyFile(file->get(), info, match, target); !status.ok()) {
         return status;
       }

@@ -20,7 +20,8 @@
 //    copied entry; --chown sets the owner of every copied entry, and without
 //    it context files become 0:0 (the client sends them so) while files from
 //    a stage or image keep theirs;
-//  - --exclude patterns (.dockerignore syntax) drop matching source paths.
+//  - --exclude patterns (.dockerignore syntax) drop matching source paths;
+//  - for ADD, local tar archives are unpacked (CopyOptions::unpack_archives).
 #ifndef STAGEFARM_WORKER_COPY_COPY_H_
 #define STAGEFARM_WORKER_COPY_COPY_H_
 
@@ -60,6 +61,10 @@ struct CopyOptions {
   std::optional<mode_t> mode;
   // --exclude patterns, matched against source-root-relative paths.
   std::vector<std::string> excludes;
+  // ADD: a source file that is a tar archive (plain, gzip, bzip2, xz or
+  // zstd, recognised by content, not name) is unpacked into the destination
+  // directory, keeping the archive's owners unless --chown is given.
+  bool unpack_archives = false;
 };
 
 struct CopyStats {
