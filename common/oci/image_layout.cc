@@ -180,13 +180,6 @@ class TarWriter {
 
 }  // namespace
 
-std::string LayerMediaType(LayerCompression compression) {
-  std::string type = "application/vnd.oci.image.layer.v1.tar";
-  if (compression == LayerCompression::kGzip) type += "+gzip";
-  if (compression == LayerCompression::kZstd) type += "+zstd";
-  return type;
-}
-
 std::string SerializeManifest(const Descriptor& config, absl::Span<const Descriptor> layers) {
   std::string out = "{\"schemaVersion\":2,\"mediaType\":";
   AppendGoJsonString(out, kManifestMediaType);

@@ -20,6 +20,7 @@
 #include "common/cas/blob_store.h"
 #include "common/digest/digest.h"
 #include "common/oci/image.h"
+#include "common/oci/media_types.h"
 
 namespace stagefarm::oci {
 
@@ -28,10 +29,6 @@ inline constexpr absl::string_view kManifestMediaType =
 inline constexpr absl::string_view kIndexMediaType = "application/vnd.oci.image.index.v1+json";
 inline constexpr absl::string_view kRefNameAnnotation = "org.opencontainers.image.ref.name";
 
-enum class LayerCompression { kNone, kGzip, kZstd };
-
-// "application/vnd.oci.image.layer.v1.tar" plus "+gzip" or "+zstd".
-std::string LayerMediaType(LayerCompression compression);
 
 // An OCI content descriptor.
 struct Descriptor {

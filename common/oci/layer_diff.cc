@@ -153,16 +153,14 @@ class Compressor {
   Compressor(LayerCompression compression, const ByteSink& sink)
       : compression_(compression), sink_(sink), buffer_(kBufferSize, '\0') {}
   ~Compressor() {
-    if (compression_ == LayerCompression::kGzip) {
-      if (started_) deflateEnd(&zlib_);
-    } else {
-      ZSTD_freeCCtx(zstd_);
-    }
+    if (started_) deflateEnd(&zlib_);
+    ZSTD_freeCCtx(zstd_);  // accepts nullptr
   }
   Compressor(const Compressor&) = delete;
   Compressor& operator=(const Compressor&) = delete;
 
   absl::Status Init() {
+    if (compression_ == LayerCompression::kNone) return absl::OkStatus();
     if (compression_ == LayerCompression::kGzip) {
       // windowBits 15 + 16: a gzip wrapper with mtime 0 and no file name.
       if (deflateInit2(&zlib_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
@@ -193,6 +191,13 @@ class Compressor {
   }
 
   absl::Status Run(absl::string_view in, bool finish) {
+    if (compression_ == LayerCompression::kNone) {
+      // The blob is the tar itself.
+      if (in.empty()) return absl::OkStatus();
+      hash_.Update(in);
+      size_ += in.size();
+      return sink_(in);
+    }
     if (compression_ == LayerCompression::kGzip) {
       zlib_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
       zlib_.avail_in = static_cast<uInt>(in.size());
@@ -576,16 +581,6 @@ absl::Status CollectCopy(int lower_dir, int copy_dir, const std::string& dir,
 }
 
 }  // namespace
-
-absl::string_view LayerMediaType(LayerCompression compression) {
-  switch (compression) {
-    case LayerCompression::kGzip:
-      return "application/vnd.oci.image.layer.v1.tar+gzip";
-    case LayerCompression::kZstd:
-      return "application/vnd.oci.image.layer.v1.tar+zstd";
-  }
-  return "";
-}
 
 absl::StatusOr<bool> UpperIsEmpty(const std::filesystem::path& upper_dir) {
   UniqueFd fd(open(upper_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

@@ -51,6 +51,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/digest/digest.h"
+#include "common/oci/media_types.h"
 
 namespace stagefarm::oci {
 
@@ -61,11 +62,6 @@ using ByteSink = std::function<absl::Status(absl::string_view)>;
 // Whether a root-relative path exists (as anything) in the tree below the
 // step. Used to drop whiteouts that hide nothing.
 using LowerExists = std::function<absl::StatusOr<bool>(absl::string_view path)>;
-
-enum class LayerCompression {
-  kGzip,  // application/vnd.oci.image.layer.v1.tar+gzip
-  kZstd,  // application/vnd.oci.image.layer.v1.tar+zstd
-};
 
 struct DiffOptions {
   // Seconds since the Unix epoch; mtimes later than it are clamped to it.
@@ -85,8 +81,6 @@ struct LayerDigests {
   LayerCompression compression = LayerCompression::kGzip;
 };
 
-// The layer's media type for `compression`.
-absl::string_view LayerMediaType(LayerCompression compression);
 
 // Whether the overlayfs upper directory holds nothing: the step changed
 // nothing and adds no layer. NotFound when `upper_dir` does not exist.

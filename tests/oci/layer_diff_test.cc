@@ -438,6 +438,22 @@ TEST(LayerDiffTest, GzipAndZstd_DecompressToTheSameTar) {
   EXPECT_EQ(LayerMediaType(zs->compression), "application/vnd.oci.image.layer.v1.tar+zstd");
 }
 
+TEST(LayerDiffTest, Uncompressed_BlobIsTheTarItself) {
+  testing::TempDir temp("layer_diff");
+  stdfs::create_directories(temp.path() / "upper");
+  WriteFile(temp.path() / "upper/f", "plain");
+  Written plain;
+  DiffOptions options;
+  options.compression = LayerCompression::kNone;
+  absl::StatusOr<LayerDigests> layer =
+      WriteLayerFromUpper(temp.path() / "upper", ExistsIn(temp.path()), AppendTo(&plain.tar),
+                          AppendTo(&plain.blob), options);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  EXPECT_EQ(plain.blob, plain.tar);
+  EXPECT_EQ(layer->blob_digest, layer->diff_id);
+  EXPECT_EQ(LayerMediaType(layer->compression), "application/vnd.oci.image.layer.v1.tar");
+}
+
 TEST(LayerDiffTest, IntoBlobWriters_CommitUnderTheReportedDigests) {
   testing::TempDir temp("layer_diff");
   stdfs::create_directories(temp.path() / "upper/d");
