@@ -192,9 +192,9 @@ class Compressor {
 
   absl::Status Run(absl::string_view in, bool finish) {
     if (compression_ == LayerCompression::kNone) {
-      // The blob is the tar itself.
+      // The blob is the tar itself; its digest is the diff id, computed once
+      // by the caller (TakeDigest is not used).
       if (in.empty()) return absl::OkStatus();
-      hash_.Update(in);
       size_ += in.size();
       return sink_(in);
     }
@@ -331,8 +331,12 @@ absl::StatusOr<LayerDigests> TarWriter::Write(const fs::RootDir& root,
   if (archive_write_close(archive_.get()) != ARCHIVE_OK) return ArchiveError("close");
   absl::Status finished = compressor_.Finish();
   if (!finished.ok()) return finished;
-  return LayerDigests{entries_,           tar_hash_.Finish(),  tar_size_, compressor_.TakeDigest(),
-                      compressor_.size(), options_.compression};
+  const digest::Digest diff_id = tar_hash_.Finish();
+  const digest::Digest blob = options_.compression == LayerCompression::kNone
+                                  ? diff_id
+                                  : compressor_.TakeDigest();
+  return LayerDigests{entries_, diff_id, tar_size_, blob, compressor_.size(),
+                      options_.compression};
 }
 
 absl::Status TarWriter::WriteHeader(archive_entry* entry, absl::string_view path) {
