@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <vector>
@@ -190,6 +191,31 @@ absl::Status RootDir::RemoveAll(absl::string_view path) const {
   return RemoveAllAt(parent->dir.get(), parent->name, path);
 }
 
+absl::StatusOr<std::vector<std::string>> ListDirectory(int dir_fd, absl::string_view display) {
+  auto error = [&](absl::string_view op) {
+    return absl::ErrnoToStatus(errno,
+                               absl::StrCat(Quote(display.empty() ? "/" : display), ": ", op));
+  };
+  // The stream gets its own descriptor: closedir closes it.
+  const int stream_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (stream_fd < 0) return error("open");
+  std::unique_ptr<DIR, CloseDir> stream(fdopendir(stream_fd));
+  if (stream == nullptr) {
+    const absl::Status status = error("opendir");
+    close(stream_fd);
+    return status;
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* child = readdir(stream.get())) {
+    const absl::string_view name(child->d_name);
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  if (errno != 0) return error("readdir");
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 absl::Status RemoveAllAt(int dir_fd, absl::string_view name, absl::string_view display_path) {
   const std::string name_str(name);
   auto error = [&](absl::string_view op) {
@@ -197,29 +223,17 @@ absl::Status RemoveAllAt(int dir_fd, absl::string_view name, absl::string_view d
   };
   if (unlinkat(dir_fd, name_str.c_str(), 0) == 0 || errno == ENOENT) return absl::OkStatus();
   if (errno != EISDIR) return error("remove");
-  const int fd = openat(dir_fd, name_str.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? absl::OkStatus() : error("open");
-  std::unique_ptr<DIR, CloseDir> dir(fdopendir(fd));
-  if (dir == nullptr) {
-    const absl::Status status = error("opendir");
-    close(fd);
-    return status;
-  }
+  UniqueFd dir(openat(dir_fd, name_str.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir.valid()) return errno == ENOENT ? absl::OkStatus() : error("open");
   // Names first, removals after: removing while reading a directory stream
   // leaves unspecified whether later readdir calls see every entry.
-  std::vector<std::string> children;
-  errno = 0;
-  while (const dirent* child = readdir(dir.get())) {
-    const absl::string_view child_name(child->d_name);
-    if (child_name != "." && child_name != "..") children.emplace_back(child_name);
-  }
-  if (errno != 0) return error("readdir");
-  for (const std::string& child : children) {
-    absl::Status removed =
-        RemoveAllAt(dirfd(dir.get()), child, absl::StrCat(display_path, "/", child));
+  absl::StatusOr<std::vector<std::string>> children = ListDirectory(dir.get(), display_path);
+  if (!children.ok()) return children.status();
+  for (const std::string& child : *children) {
+    absl::Status removed = RemoveAllAt(dir.get(), child, absl::StrCat(display_path, "/", child));
     if (!removed.ok()) return removed;
   }
-  dir.reset();
+  dir = UniqueFd();
   if (unlinkat(dir_fd, name_str.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     return error("rmdir");
   }

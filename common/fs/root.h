@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -108,6 +109,11 @@ class RootDir {
   std::filesystem::path path_;
   UniqueFd fd_;
 };
+
+// The names in the directory open at `dir_fd` ("." and ".." left out),
+// sorted by bytes. The directory is read through a descriptor of its own, so
+// `dir_fd` stays usable. Errors name `display`: `"display": readdir`.
+absl::StatusOr<std::vector<std::string>> ListDirectory(int dir_fd, absl::string_view display);
 
 // Removes `name` in the directory `dir_fd` and, if it is a directory, its
 // whole tree, never following a symlink. OK when `name` does not exist.

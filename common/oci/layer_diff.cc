@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -42,9 +41,6 @@ struct ArchiveWriteFree {
 struct EntryFree {
   void operator()(archive_entry* e) const { archive_entry_free(e); }
 };
-struct CloseDir {
-  void operator()(DIR* dir) const { closedir(dir); }
-};
 
 absl::Status PathError(absl::string_view path, absl::string_view op, int error_number) {
   return absl::ErrnoToStatus(error_number,
@@ -53,26 +49,6 @@ absl::Status PathError(absl::string_view path, absl::string_view op, int error_n
 
 std::string Join(absl::string_view dir, absl::string_view name) {
   return dir.empty() ? std::string(name) : absl::StrCat(dir, "/", name);
-}
-
-// The names in the open directory `dir_fd`, sorted by bytes ("." and ".." left out).
-absl::StatusOr<std::vector<std::string>> SortedNames(int dir_fd, absl::string_view display) {
-  const int stream_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (stream_fd < 0) return PathError(display, "open", errno);
-  std::unique_ptr<DIR, CloseDir> stream(fdopendir(stream_fd));
-  if (stream == nullptr) {
-    close(stream_fd);
-    return PathError(display, "opendir", errno);
-  }
-  std::vector<std::string> names;
-  errno = 0;
-  while (const dirent* child = readdir(stream.get())) {
-    const absl::string_view name(child->d_name);
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  if (errno != 0) return PathError(display, "readdir", errno);
-  std::sort(names.begin(), names.end());
-  return names;
 }
 
 absl::StatusOr<UniqueFd> OpenDir(int dir_fd, const std::string& name, absl::string_view display) {
@@ -432,7 +408,7 @@ absl::Status TarWriter::WriteEntry(const fs::RootDir& root, const std::string& p
 
 absl::Status CollectUpper(int dir_fd, const std::string& dir, const LowerExists& lower_exists,
                           std::vector<Change>* changes) {
-  absl::StatusOr<std::vector<std::string>> names = SortedNames(dir_fd, dir);
+  absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(dir_fd, dir);
   if (!names.ok()) return names.status();
   for (const std::string& name : *names) {
     const std::string path = Join(dir, name);
@@ -527,12 +503,12 @@ absl::StatusOr<bool> SameEntry(int lower_dir, const struct stat& a, int copy_dir
 // Appends the changes from `lower_dir` (-1: nothing below) to `copy_dir`.
 absl::Status CollectCopy(int lower_dir, int copy_dir, const std::string& dir,
                          std::vector<Change>* changes) {
-  absl::StatusOr<std::vector<std::string>> listed = SortedNames(copy_dir, dir);
+  absl::StatusOr<std::vector<std::string>> listed = fs::ListDirectory(copy_dir, dir);
   if (!listed.ok()) return listed.status();
   const std::vector<std::string>& copy_names = *listed;
   std::vector<std::string> lower_names;
   if (lower_dir >= 0) {
-    absl::StatusOr<std::vector<std::string>> names = SortedNames(lower_dir, dir);
+    absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(lower_dir, dir);
     if (!names.ok()) return names.status();
     lower_names = *std::move(names);
   }
@@ -589,7 +565,7 @@ absl::Status CollectCopy(int lower_dir, int copy_dir, const std::string& dir,
 absl::StatusOr<bool> UpperIsEmpty(const std::filesystem::path& upper_dir) {
   UniqueFd fd(open(upper_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return PathError(upper_dir.native(), "open", errno);
-  absl::StatusOr<std::vector<std::string>> names = SortedNames(fd.get(), upper_dir.native());
+  absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(fd.get(), upper_dir.native());
   if (!names.ok()) return names.status();
   return names->empty();
 }

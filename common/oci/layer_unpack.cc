@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -37,9 +36,6 @@ constexpr mode_t kImplicitDirMode = 0755;
 
 struct ArchiveFree {
   void operator()(archive* a) const { archive_read_free(a); }
-};
-struct CloseDir {
-  void operator()(DIR* dir) const { closedir(dir); }
 };
 
 // The entry name cleaned as Go's path.Clean would on "/" + name, except that
@@ -343,23 +339,9 @@ absl::Status LayerApplier::ClearLowerEntries(int dir_fd, const std::string& disp
   if (fstat(dir_fd, &dir_stat) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": stat"));
   }
-  // The stream gets its own descriptor: closedir closes it.
-  const int stream_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (stream_fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": open"));
-  std::unique_ptr<DIR, CloseDir> stream(fdopendir(stream_fd));
-  if (stream == nullptr) {
-    close(stream_fd);
-    return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": opendir"));
-  }
-  std::vector<std::string> names;
-  errno = 0;
-  while (const dirent* child = readdir(stream.get())) {
-    const absl::string_view name(child->d_name);
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  if (errno != 0) return absl::ErrnoToStatus(errno, absl::StrCat(Quote(display), ": readdir"));
-  stream.reset();
-  for (const std::string& name : names) {
+  absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(dir_fd, display);
+  if (!names.ok()) return names.status();
+  for (const std::string& name : *names) {
     const std::string child = display.empty() ? name : absl::StrCat(display, "/", name);
     if (!written_.contains(WrittenKey(dir_stat.st_dev, dir_stat.st_ino, name))) {
       absl::Status removed = fs::RemoveAllAt(dir_fd, name, child);

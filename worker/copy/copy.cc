@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -51,27 +50,6 @@ absl::string_view DirName(absl::string_view path) {
   return path.substr(0, slash);
 }
 
-// The names in an open directory, sorted as Go's os.ReadDir sorts them.
-absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd, absl::string_view path) {
-  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("cannot list", path, errno);
-  DIR* dir = ::fdopendir(fd);
-  if (dir == nullptr) {
-    ::close(fd);
-    return Errno("cannot list", path, errno);
-  }
-  std::vector<std::string> names;
-  errno = 0;
-  while (struct dirent* entry = ::readdir(dir)) {
-    absl::string_view name = entry->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  const int error = errno;
-  ::closedir(dir);
-  if (error != 0) return Errno("cannot list", path, error);
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // Whether the file open at `fd` is a tar archive, possibly compressed with
 // gzip, bzip2, xz or zstd: libarchive recognises a first tar header.
@@ -134,7 +112,7 @@ class Copier {
         absl::StatusOr<fs::UniqueFd> dir =
             source_.OpenAt(prefix.empty() ? "." : prefix, O_RDONLY | O_DIRECTORY);
         if (!dir.ok()) continue;  // not a directory: nothing below it matches
-        absl::StatusOr<std::vector<std::string>> names = ListDir(dir->get(), prefix);
+        absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(dir->get(), prefix);
         if (!names.ok()) return names.status();
         for (const std::string& name : *names) {
           absl::StatusOr<bool> matched = dockerfile::MatchGlob(element, name);
@@ -179,7 +157,7 @@ class Copier {
   // into the existing destination directory `dest_path`.
   absl::Status CopyContents(int dir, const std::string& source_path,
                             const std::string& dest_path) {
-    absl::StatusOr<std::vector<std::string>> names = ListDir(dir, source_path);
+    absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(dir, source_path);
     if (!names.ok()) return names.status();
     for (const std::string& name : *names) {
       const std::string child = source_path.empty() ? name : Join(source_path, name);

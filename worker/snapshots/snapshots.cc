@@ -1,6 +1,5 @@
 #include "worker/snapshots/snapshots.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mount.h>
@@ -33,34 +32,12 @@ using fs::UniqueFd;
 constexpr absl::string_view kTempPrefix = "tmp-";
 constexpr char kOpaqueXattr[] = "trusted.overlay.opaque";
 
-struct CloseDir {
-  void operator()(DIR* dir) const { closedir(dir); }
-};
-
 absl::Status PathError(absl::string_view path, absl::string_view op, int error_number) {
   return absl::ErrnoToStatus(error_number, absl::StrCat("\"", path, "\": ", op));
 }
 
 std::string ProcPath(int dir_fd, absl::string_view name) {
   return absl::StrCat("/proc/self/fd/", dir_fd, "/", name);
-}
-
-absl::StatusOr<std::vector<std::string>> Names(int dir_fd, absl::string_view display) {
-  const int stream_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (stream_fd < 0) return PathError(display, "open", errno);
-  std::unique_ptr<DIR, CloseDir> stream(fdopendir(stream_fd));
-  if (stream == nullptr) {
-    close(stream_fd);
-    return PathError(display, "opendir", errno);
-  }
-  std::vector<std::string> names;
-  errno = 0;
-  while (const dirent* child = readdir(stream.get())) {
-    const absl::string_view name(child->d_name);
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  if (errno != 0) return PathError(display, "readdir", errno);
-  return names;
 }
 
 bool IsWhiteout(const struct stat& st) {
@@ -91,7 +68,7 @@ class LayerCopier {
 };
 
 absl::Status LayerCopier::CopyDir(int src, int dst, const std::string& rel) {
-  absl::StatusOr<std::vector<std::string>> names = Names(src, rel);
+  absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(src, rel);
   if (!names.ok()) return names.status();
   for (const std::string& name : *names) {
     absl::Status copied = CopyEntry(src, dst, name, rel.empty() ? name : rel + "/" + name);
@@ -116,7 +93,7 @@ absl::Status LayerCopier::CopyEntry(int src, int dst, const std::string& name,
       if (IsOpaque(src, name)) {
         UniqueFd sub(openat(dst, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!sub.valid()) return PathError(rel, "open target", errno);
-        absl::StatusOr<std::vector<std::string>> old = Names(sub.get(), rel);
+        absl::StatusOr<std::vector<std::string>> old = fs::ListDirectory(sub.get(), rel);
         if (!old.ok()) return old.status();
         for (const std::string& child : *old) {
           absl::Status removed = fs::RemoveAllAt(sub.get(), child, rel + "/" + child);
@@ -325,7 +302,7 @@ absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const stdfs::path& da
   if (error) return absl::InternalError(absl::StrCat("\"", dir.native(), "\": ", error.message()));
   absl::StatusOr<UniqueFd> fd = OpenDirectory(dir);
   if (!fd.ok()) return fd.status();
-  absl::StatusOr<std::vector<std::string>> names = Names(fd->get(), dir.native());
+  absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(fd->get(), dir.native());
   if (!names.ok()) return names.status();
   for (const std::string& name : *names) {
     if (!absl::StartsWith(name, kTempPrefix)) continue;
