@@ -14,7 +14,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/daemon/blob_service.h"
 #include "common/daemon/daemon_args.h"
-#include "common/net/node_security.h"
 
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7700", "ZeroMQ endpoint for workers and clients");
 ABSL_FLAG(std::string, data_dir, "/var/lib/stagefarm/coordinator",
@@ -23,8 +22,7 @@ ABSL_FLAG(std::string, curve_secret_key, "",
           "This node's CURVE secret key file NAME.key (NAME.pub beside it)");
 ABSL_FLAG(std::string, authorized_keys, "", "Directory of CURVE public keys allowed to connect");
 ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in production)");
-ABSL_FLAG(bool, check, false,
-          "Check the flags and keys, report them, and exit without serving");
+ABSL_FLAG(bool, check, false, "Check the flags and keys, report them, and exit without serving");
 
 namespace {
 
@@ -55,22 +53,7 @@ int main(int argc, char** argv) {
   security_flags.curve_secret_key = absl::GetFlag(FLAGS_curve_secret_key);
   security_flags.authorized_keys = absl::GetFlag(FLAGS_authorized_keys);
   security_flags.insecure = absl::GetFlag(FLAGS_insecure);
-  absl::StatusOr<stagefarm::net::NodeSecurity> security =
-      stagefarm::net::LoadNodeSecurity(security_flags, {.serves = true});
-  if (!security.ok()) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "stagefarm-coordinator: %s\n",
-                 std::string(security.status().message()).c_str());
-    return kExitUsage;
-  }
-  std::printf("stagefarm-coordinator: security: %s\n", security->Summary().c_str());
-  std::fflush(stdout);
-  if (absl::GetFlag(FLAGS_check)) return 0;
-  absl::Status served = stagefarm::daemon::ServeBlobsUntilSignal(
-      "stagefarm-coordinator", absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir), *security);
-  if (!served.ok()) {
-    std::fprintf(stderr, "stagefarm-coordinator: %s\n", std::string(served.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return stagefarm::daemon::RunBlobNode("stagefarm-coordinator", security_flags, {.serves = true},
+                                        absl::GetFlag(FLAGS_check), absl::GetFlag(FLAGS_listen),
+                                        absl::GetFlag(FLAGS_data_dir));
 }

@@ -13,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/daemon/blob_service.h"
 #include "common/daemon/daemon_args.h"
-#include "common/net/node_security.h"
 
 ABSL_FLAG(std::string, coordinator, "tcp://127.0.0.1:7700", "Coordinator endpoint");
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7701", "ZeroMQ endpoint serving blobs to peers");
@@ -27,8 +26,7 @@ ABSL_FLAG(std::string, authorized_keys, "",
           "Directory of CURVE public keys allowed to fetch blobs from this worker");
 ABSL_FLAG(std::string, coordinator_public_key, "", "File with the coordinator's CURVE public key");
 ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in production)");
-ABSL_FLAG(bool, check, false,
-          "Check the flags and keys, report them, and exit without serving");
+ABSL_FLAG(bool, check, false, "Check the flags and keys, report them, and exit without serving");
 
 namespace {
 
@@ -64,22 +62,7 @@ int main(int argc, char** argv) {
   security_flags.authorized_keys = absl::GetFlag(FLAGS_authorized_keys);
   security_flags.coordinator_public_key = absl::GetFlag(FLAGS_coordinator_public_key);
   security_flags.insecure = absl::GetFlag(FLAGS_insecure);
-  absl::StatusOr<stagefarm::net::NodeSecurity> security = stagefarm::net::LoadNodeSecurity(
-      security_flags, {.serves = true, .connects_to_coordinator = true});
-  if (!security.ok()) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "stagefarm-worker: %s\n",
-                 std::string(security.status().message()).c_str());
-    return kExitUsage;
-  }
-  std::printf("stagefarm-worker: security: %s\n", security->Summary().c_str());
-  std::fflush(stdout);
-  if (absl::GetFlag(FLAGS_check)) return 0;
-  absl::Status served = stagefarm::daemon::ServeBlobsUntilSignal(
-      "stagefarm-worker", absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir), *security);
-  if (!served.ok()) {
-    std::fprintf(stderr, "stagefarm-worker: %s\n", std::string(served.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return stagefarm::daemon::RunBlobNode(
+      "stagefarm-worker", security_flags, {.serves = true, .connects_to_coordinator = true},
+      absl::GetFlag(FLAGS_check), absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir));
 }

@@ -72,4 +72,26 @@ absl::Status ServeBlobsUntilSignal(absl::string_view program, absl::string_view 
   return absl::OkStatus();
 }
 
+int RunBlobNode(absl::string_view program, const net::NodeSecurityFlags& flags,
+                const net::NodeRole& role, bool check_only, absl::string_view listen,
+                const std::filesystem::path& data_dir) {
+  const std::string name(program);
+  absl::StatusOr<net::NodeSecurity> security = net::LoadNodeSecurity(flags, role);
+  if (!security.ok()) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: %s\n", name.c_str(),
+                 std::string(security.status().message()).c_str());
+    return 2;
+  }
+  std::printf("%s: security: %s\n", name.c_str(), security->Summary().c_str());
+  std::fflush(stdout);
+  if (check_only) return 0;
+  absl::Status served = ServeBlobsUntilSignal(program, listen, data_dir, *security);
+  if (!served.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name.c_str(), std::string(served.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace stagefarm::daemon

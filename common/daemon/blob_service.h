@@ -26,6 +26,14 @@ absl::Status ServeBlobsUntilSignal(absl::string_view program, absl::string_view 
                                    const std::filesystem::path& data_dir,
                                    const net::NodeSecurity& security);
 
+// The part of a daemon's main after its flags are parsed: decides security
+// from `flags` for `role` (exit 2 with "<program>: message" on stderr when
+// they are wrong), prints "<program>: security: ...", and unless `check_only`
+// serves the store until a stop signal. Returns the process exit code.
+int RunBlobNode(absl::string_view program, const net::NodeSecurityFlags& flags,
+                const net::NodeRole& role, bool check_only, absl::string_view listen,
+                const std::filesystem::path& data_dir);
+
 }  // namespace stagefarm::daemon
 
 #endif  // STAGEFARM_COMMON_DAEMON_BLOB_SERVICE_H_
