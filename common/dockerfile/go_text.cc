@@ -155,6 +155,58 @@ std::string ToLower(absl::string_view s) {
   return out;
 }
 
+namespace {
+
+// strconv's appendEscapedRune: `r` as it appears inside a literal quoted
+// with `quote`.
+void AppendEscapedRune(std::string& out, char32_t r, char quote) {
+  if (r == static_cast<char32_t>(quote) || r == '\\') {
+    out += '\\';
+    out += static_cast<char>(r);
+    return;
+  }
+  if (IsPrint(r)) {
+    AppendRune(out, r);
+    return;
+  }
+  switch (r) {
+    case '\a':
+      out += "\\a";
+      break;
+    case '\b':
+      out += "\\b";
+      break;
+    case '\f':
+      out += "\\f";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    case '\v':
+      out += "\\v";
+      break;
+    default:
+      if (r < ' ' || r == 0x7F) {
+        out += "\\x";
+        AppendHex(out, r, 2);
+      } else if (r < 0x10000) {
+        out += "\\u";
+        AppendHex(out, r, 4);
+      } else {
+        out += "\\U";
+        AppendHex(out, r, 8);
+      }
+  }
+}
+
+}  // namespace
+
 void AppendQuoted(std::string& out, absl::string_view s) {
   out += '"';
   while (!s.empty()) {
@@ -165,53 +217,19 @@ void AppendQuoted(std::string& out, absl::string_view s) {
       s.remove_prefix(1);
       continue;
     }
-    const char32_t r = d.rune;
     s.remove_prefix(d.width);
-    if (r == '"' || r == '\\') {
-      out += '\\';
-      out += static_cast<char>(r);
-      continue;
-    }
-    if (IsPrint(r)) {
-      AppendRune(out, r);
-      continue;
-    }
-    switch (r) {
-      case '\a':
-        out += "\\a";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\v':
-        out += "\\v";
-        break;
-      default:
-        if (r < ' ' || r == 0x7F) {
-          out += "\\x";
-          AppendHex(out, r, 2);
-        } else if (r < 0x10000) {
-          out += "\\u";
-          AppendHex(out, r, 4);
-        } else {
-          out += "\\U";
-          AppendHex(out, r, 8);
-        }
-    }
+    AppendEscapedRune(out, d.rune, '"');
   }
   out += '"';
+}
+
+std::string QuoteRune(int64_t value) {
+  const char32_t r = value < 0 || value > kMaxRune || (value >= 0xD800 && value <= 0xDFFF)
+                         ? kRuneError
+                         : static_cast<char32_t>(value);
+  std::string out = "'";
+  AppendEscapedRune(out, r, '\'');
+  return out + "'";
 }
 
 std::string Quote(absl::string_view s) {

@@ -4,6 +4,7 @@
 // of word splitting depends on these edge cases (invalid UTF-8, U+0085, U+00A0).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -51,5 +52,9 @@ std::string ToLower(absl::string_view s);
 // strconv.Quote: a double-quoted Go string literal.
 std::string Quote(absl::string_view s);
 void AppendQuoted(std::string& out, absl::string_view s);
+
+// strconv.QuoteRune (fmt's %q of an integer): a single-quoted Go rune literal;
+// values that are not Unicode scalar values quote U+FFFD.
+std::string QuoteRune(int64_t value);
 
 }  // namespace stagefarm::dockerfile::go

@@ -34,56 +34,6 @@ std::string GoList(absl::Span<const std::string> values) {
   return absl::StrCat("[", absl::StrJoin(values, " "), "]");
 }
 
-// fmt's %q of an int: strconv.QuoteRune ('\x04', 'A', '\u00a0').
-std::string GoQuotedRune(int64_t value) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  char32_t r = value < 0 || value > go::kMaxRune || (value >= 0xD800 && value <= 0xDFFF)
-                   ? go::kRuneError
-                   : static_cast<char32_t>(value);
-  std::string out = "'";
-  switch (r) {
-    case '\a':
-      out += "\\a";
-      break;
-    case '\b':
-      out += "\\b";
-      break;
-    case '\f':
-      out += "\\f";
-      break;
-    case '\n':
-      out += "\\n";
-      break;
-    case '\r':
-      out += "\\r";
-      break;
-    case '\t':
-      out += "\\t";
-      break;
-    case '\v':
-      out += "\\v";
-      break;
-    case '\'':
-      out += "\\'";
-      break;
-    case '\\':
-      out += "\\\\";
-      break;
-    default:
-      if (go::IsPrint(r)) {
-        go::AppendRune(out, r);
-      } else if (r < ' ' || r == 0x7F) {
-        out += "\\x";
-        out += kHex[r >> 4];
-        out += kHex[r & 0xF];
-      } else {
-        int digits = r < 0x10000 ? 4 : 8;
-        out += digits == 4 ? "\\u" : "\\U";
-        for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4) out += kHex[(r >> shift) & 0xF];
-      }
-  }
-  return out + "'";
-}
 
 // strconv.ParseUint(s, 10, 16).
 std::optional<uint64_t> ParseUint16(absl::string_view s) {
@@ -306,7 +256,7 @@ absl::Status StageImage::Apply(const dockerfile::Instruction& instruction,
                             go::Quote(GoDurationString(h.timeout)), " ",
                             go::Quote(GoDurationString(h.start_period)), " ",
                             go::Quote(GoDurationString(h.start_interval)), " ",
-                            GoQuotedRune(h.retries), "}"),
+                            go::QuoteRune(h.retries), "}"),
                false);
   } else if (const auto* onbuild = std::get_if<dockerfile::Onbuild>(&instruction)) {
     c.on_build.push_back(onbuild->expression);
