@@ -259,7 +259,10 @@ class Fetch {
       }
       if (!sent_any) break;
     }
-    // A queued chunk that no holder may serve any more ends the fetch.
+    // A queued chunk that no holder may serve any more ends the fetch. Only
+    // worth looking when a holder was excluded or dropped since last time.
+    if (!eligibility_changed_) return absl::OkStatus();
+    eligibility_changed_ = false;
     for (const ChunkTask& task : queue_) {
       bool possible = false;
       for (size_t h = 0; h < holders_.size(); ++h) {
@@ -354,8 +357,10 @@ class Fetch {
         if (absl::IsNotFound(error)) {
           if (!request.chunk) {
             blob.lacks[h] = true;
+            eligibility_changed_ = true;
           } else {
             request.chunk->excluded[h] = true;
+            eligibility_changed_ = true;
             queue_.push_front(*std::move(request.chunk));
           }
           return absl::OkStatus();
@@ -397,6 +402,7 @@ class Fetch {
           store_.NewAssembler(*std::move(manifest));
       if (!assembler.ok()) {
         blob.lacks[h] = true;
+        eligibility_changed_ = true;
         return Fault(h, assembler.status().message());
       }
       blob.assembler = *std::move(assembler);
@@ -412,7 +418,10 @@ class Fetch {
       report_.bytes_already_local += blob.assembler->manifest().size - needed_bytes;
       if (blob.assembler->complete()) return CommitBlob(b);
     }
-    if (!found) blob.lacks[h] = true;
+    if (!found) {
+      blob.lacks[h] = true;
+      eligibility_changed_ = true;
+    }
     return absl::OkStatus();
   }
 
@@ -424,6 +433,7 @@ class Fetch {
                                 " in ", frames.size(), " data frames"));
       if (!status.ok()) return status;
       task.excluded[h] = true;
+      eligibility_changed_ = true;
       return Retry(std::move(task), absl::OkStatus());
     }
     worker_->Push({task.blob, std::move(task), h, blob.assembler.get(), std::move(frames[0])});
@@ -441,6 +451,7 @@ class Fetch {
           return status;
         }
         done.task.excluded[done.holder] = true;
+        eligibility_changed_ = true;
         if (absl::Status status = Retry(std::move(done.task), done.added); !status.ok()) {
           return status;
         }
@@ -499,6 +510,7 @@ class Fetch {
     report_.faults.push_back(std::move(fault));
     if (++holder.faults >= options_.max_faults_per_peer && !holder.dropped) {
       holder.dropped = true;
+      eligibility_changed_ = true;
       // Its outstanding requests go to the others now.
       for (auto it = outstanding_.begin(); it != outstanding_.end();) {
         if (it->second.holder != h) {
@@ -580,6 +592,9 @@ class Fetch {
   uint64_t next_id_ = 1;
   size_t remaining_ = 0;
   size_t queued_ = 0;  // chunks with the store worker
+  // A holder was excluded for a chunk or blob, or dropped, since Dispatch
+  // last checked that every queued chunk still has a possible holder.
+  bool eligibility_changed_ = false;
   FetchReport report_;
   FetchProgress progress_;
   // Last, so it stops before the assemblers it uses are destroyed.

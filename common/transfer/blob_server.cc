@@ -193,7 +193,7 @@ class BlobServer::Loop {
     absl::StatusOr<bool> has = store_.Has(manifest->digest);
     if (!has.ok()) return has.status();
     if (!*has) {
-      auto it = sessions_.find(key);
+      auto it = FindSession(key);
       if (it == sessions_.end()) {
         if (sessions_.size() >= options_.max_upload_sessions) {
           return absl::ResourceExhaustedError(
@@ -220,7 +220,7 @@ class BlobServer::Loop {
                         const zmq::message_t& data) {
     absl::StatusOr<Digest> blob = ParseDigest(request.getBlob(), "blob digest", from.peer);
     if (!blob.ok()) return blob.status();
-    auto it = sessions_.find(SessionKey{from.routing_id, blob->ToString()});
+    auto it = FindSession(SessionKey{from.routing_id, blob->ToString()});
     if (it == sessions_.end()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "no upload of blob ", blob->ToString(), " is in progress for ", from.peer,
@@ -241,7 +241,7 @@ class BlobServer::Loop {
   absl::Status CommitBlob(const net::ReplyAddress& from, schema::BlobPut::Reader request) {
     absl::StatusOr<Digest> blob = ParseDigest(request.getDigest(), "blob digest", from.peer);
     if (!blob.ok()) return blob.status();
-    auto it = sessions_.find(SessionKey{from.routing_id, blob->ToString()});
+    auto it = FindSession(SessionKey{from.routing_id, blob->ToString()});
     if (it == sessions_.end()) {
       absl::StatusOr<bool> has = store_.Has(*blob);
       if (!has.ok()) return has.status();
@@ -270,8 +270,24 @@ class BlobServer::Loop {
     stats_.bytes_received += bytes;
   }
 
+  // The session for `key` unless it has been idle too long (then it is
+  // dropped): expiry is exact here, whenever the sweep below last ran.
+  absl::flat_hash_map<SessionKey, Session>::iterator FindSession(const SessionKey& key) {
+    auto it = sessions_.find(key);
+    if (it != sessions_.end() &&
+        absl::Now() - it->second.last_used > options_.upload_idle_timeout) {
+      sessions_.erase(it);
+      return sessions_.end();
+    }
+    return it;
+  }
+
+  // Frees idle sessions at most once a second: it runs between messages, and
+  // a chunk stream is many messages a second.
   void DropIdleSessions() {
     const absl::Time now = absl::Now();
+    if (now - last_sweep_ < absl::Seconds(1)) return;
+    last_sweep_ = now;
     absl::erase_if(sessions_, [&](const auto& entry) {
       return now - entry.second.last_used > options_.upload_idle_timeout;
     });
@@ -296,6 +312,7 @@ class BlobServer::Loop {
   cas::BlobStore& store_;
   BlobServerOptions options_;
   absl::flat_hash_map<SessionKey, Session> sessions_;
+  absl::Time last_sweep_ = absl::InfinitePast();
   mutable absl::Mutex stats_mu_;
   BlobServerStats stats_ ABSL_GUARDED_BY(stats_mu_);
 };
