@@ -586,8 +586,11 @@ absl::StatusOr<LayerDigests> WriteLayerFromUpper(const std::filesystem::path& up
   return writer.Write(*root, changes);
 }
 
-absl::StatusOr<bool> CopyUnchanged(const std::filesystem::path& lower_dir,
-                                   const std::filesystem::path& copy_dir) {
+namespace {
+
+// The changes from `lower_dir` to `copy_dir`, as CollectCopy finds them.
+absl::StatusOr<std::vector<Change>> CopyChanges(const std::filesystem::path& lower_dir,
+                                                const std::filesystem::path& copy_dir) {
   absl::StatusOr<UniqueFd> lower = OpenDir(AT_FDCWD, lower_dir.native(), lower_dir.native());
   if (!lower.ok()) return lower.status();
   absl::StatusOr<UniqueFd> copy = OpenDir(AT_FDCWD, copy_dir.native(), copy_dir.native());
@@ -595,7 +598,16 @@ absl::StatusOr<bool> CopyUnchanged(const std::filesystem::path& lower_dir,
   std::vector<Change> changes;
   absl::Status walked = CollectCopy(lower->get(), copy->get(), "", &changes);
   if (!walked.ok()) return walked;
-  return changes.empty();
+  return changes;
+}
+
+}  // namespace
+
+absl::StatusOr<bool> CopyUnchanged(const std::filesystem::path& lower_dir,
+                                   const std::filesystem::path& copy_dir) {
+  absl::StatusOr<std::vector<Change>> changes = CopyChanges(lower_dir, copy_dir);
+  if (!changes.ok()) return changes.status();
+  return changes->empty();
 }
 
 absl::StatusOr<LayerDigests> WriteLayerFromCopy(const std::filesystem::path& lower_dir,
@@ -604,15 +616,10 @@ absl::StatusOr<LayerDigests> WriteLayerFromCopy(const std::filesystem::path& low
                                                 const DiffOptions& options) {
   absl::StatusOr<fs::RootDir> root = fs::RootDir::Open(copy_dir);
   if (!root.ok()) return root.status();
-  absl::StatusOr<UniqueFd> lower = OpenDir(AT_FDCWD, lower_dir.native(), lower_dir.native());
-  if (!lower.ok()) return lower.status();
-  absl::StatusOr<UniqueFd> copy = OpenDir(AT_FDCWD, copy_dir.native(), copy_dir.native());
-  if (!copy.ok()) return copy.status();
-  std::vector<Change> changes;
-  absl::Status walked = CollectCopy(lower->get(), copy->get(), "", &changes);
-  if (!walked.ok()) return walked;
+  absl::StatusOr<std::vector<Change>> changes = CopyChanges(lower_dir, copy_dir);
+  if (!changes.ok()) return changes.status();
   TarWriter writer(tar_sink, blob_sink, options);
-  return writer.Write(*root, changes);
+  return writer.Write(*root, *changes);
 }
 
 }  // namespace stagefarm::oci
