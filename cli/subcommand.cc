@@ -1,6 +1,7 @@
 #include "cli/subcommand.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -30,6 +31,23 @@ std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::stri
   }
   out = *std::move(parsed);
   return std::nullopt;
+}
+
+absl::StatusOr<std::filesystem::path> LocalDataDir(const ParsedArgs& args) {
+  if (args.Has("data-dir")) return std::filesystem::path(args.Get("data-dir"));
+  if (const char* home = std::getenv("STAGEFARM_HOME"); home != nullptr && *home != '\0') {
+    return std::filesystem::path(home);
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    return std::filesystem::path(home) / ".stagefarm";
+  }
+  return absl::InvalidArgumentError(
+      "no data dir: give --data-dir or set STAGEFARM_HOME (HOME is not set either)");
+}
+
+FlagSpec DataDirFlag() {
+  return {"data-dir", "", true, false,
+          "local data dir (default: $STAGEFARM_HOME, else $HOME/.stagefarm)"};
 }
 
 }  // namespace stagefarm::cli

@@ -2,10 +2,12 @@
 // error, and how it parses its arguments (with --help and usage errors).
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "cli/command_line.h"
 
@@ -26,5 +28,13 @@ int Fail(absl::string_view message, int code = kExitError);
 std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
                                 std::vector<FlagSpec> specs, absl::string_view positional_name,
                                 ParsedArgs& out);
+
+// The local node's data dir (content store, snapshots, cache mounts, run
+// scratch): --data-dir when given, else $STAGEFARM_HOME, else
+// $HOME/.stagefarm. InvalidArgument when none can be found (no HOME).
+absl::StatusOr<std::filesystem::path> LocalDataDir(const ParsedArgs& args);
+
+// The --data-dir flag every command that reads the local store takes.
+FlagSpec DataDirFlag();
 
 }  // namespace stagefarm::cli
