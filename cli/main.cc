@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/command_line.h"
 #include "cli/keys_command.h"
+#include "cli/plan_input.h"
 #include "cli/plan_output.h"
 #include "cli/subcommand.h"
 #include "common/dockerfile/instructions.h"
@@ -35,27 +36,6 @@ constexpr char kUsage[] =
     "  plan [flags] CONTEXT             show the stages a build needs and what they depend on\n"
     "\n"
     "Run 'stagefarm COMMAND --help' for a command's flags.\n";
-
-// Reads a whole file ("-" is standard input).
-absl::StatusOr<std::string> ReadInput(const std::string& path) {
-  std::ostringstream out;
-  if (path == "-") {
-    out << std::cin.rdbuf();
-    return out.str();
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  out << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
-  return out.str();
-}
-
-void PrintWarnings(const std::string& filename, const dockerfile::ParseResult& result) {
-  for (const dockerfile::Warning& w : result.warnings) {
-    std::fprintf(stderr, "%s:%d: warning: %s\n", filename.c_str(), w.start_line,
-                 w.short_text.c_str());
-  }
-}
 
 int DockerfileParse(const std::vector<std::string>& args) {
   ParsedArgs parsed;
@@ -86,20 +66,6 @@ int DockerfileParse(const std::vector<std::string>& args) {
   return 0;
 }
 
-// `--build-arg NAME` without a value takes $NAME from this process's
-// environment, and is dropped when that is unset (as buildx does).
-std::vector<std::string> ResolveBuildArgs(const std::vector<std::string>& given) {
-  std::vector<std::string> out;
-  for (const std::string& arg : given) {
-    if (arg.find('=') != std::string::npos) {
-      out.push_back(arg);
-    } else if (const char* value = std::getenv(arg.c_str())) {
-      out.push_back(absl::StrCat(arg, "=", value));
-    }
-  }
-  return out;
-}
-
 int Plan(const std::vector<std::string>& args) {
   ParsedArgs parsed;
   if (auto stop =
@@ -119,26 +85,13 @@ int Plan(const std::vector<std::string>& args) {
   }
   const std::string context = parsed.positional[0];
   const std::string file = parsed.Get("file", absl::StrCat(context, "/Dockerfile"));
-  absl::StatusOr<std::string> data = ReadInput(file);
-  if (!data.ok()) return Fail(data.status().message());
-
-  absl::StatusOr<dockerfile::ParseResult> ast = dockerfile::Parse(*data, file);
-  if (!ast.ok()) return Fail(ast.status().message());
-  PrintWarnings(file, *ast);
-  absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*ast, file);
-  if (!staged.ok()) return Fail(staged.status().message());
-
   graph::PlanOptions options;
-  options.filename = file;
   options.build_args = ResolveBuildArgs(parsed.All("build-arg"));
   options.target = parsed.Get("target");
   options.platform = parsed.Get("platform");
-  absl::StatusOr<graph::StageGraph> stage_graph =
-      graph::BuildStageGraph(*staged, ast->directives.escape_token, options);
-  if (!stage_graph.ok()) return Fail(stage_graph.status().message());
-  for (const std::string& warning : stage_graph->warnings) {
-    std::fprintf(stderr, "%s\n", warning.c_str());
-  }
+  absl::StatusOr<LoadedPlan> plan = LoadPlan(file, std::move(options));
+  if (!plan.ok()) return Fail(plan.status().message());
+  const graph::StageGraph* stage_graph = &plan->graph;
   std::string out;
   if (format == "json") {
     // Cache keys read the context: only JSON shows them, so only JSON pays.

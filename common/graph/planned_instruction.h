@@ -44,6 +44,15 @@ struct Source {
   auto operator<=>(const Source&) const = default;
 };
 
+// What a COPY --from or RUN --mount from= value names, resolved as the
+// planner resolves it.
+struct SourceRoot {
+  enum class Kind { kContext, kStage, kImage, kScratch };
+  Kind kind = Kind::kContext;  // kContext: no --from / from= given
+  int stage = -1;              // kStage: the stage index
+  oci::ImageRef image;         // kImage
+};
+
 // A build argument declared in the stage (or inherited from the stage it is
 // built FROM), with the value it resolved to; nullopt when it has none.
 struct DeclaredArg {
@@ -92,6 +101,10 @@ struct PlannedInstruction {
   // sources (from the context, a stage or an image; ADD's remote URLs) and
   // the sources of bind and cache mounts. Heredoc sources read nothing.
   std::vector<Source> reads;
+  // COPY: where its sources are read (--from resolved). RUN: one per mount,
+  // in the order of `mounts`. Empty / kContext for other instructions.
+  SourceRoot copy_from;
+  std::vector<SourceRoot> mount_from;
 };
 
 // An instruction with the reference's expansion applied, and RUN's mounts.

@@ -26,12 +26,7 @@ using dockerfile::ShellLexer;
 using dockerfile::SourceRange;
 
 // What a --from or from= value refers to.
-struct Origin {
-  enum class Kind { kContext, kStage, kImage, kScratch };
-  Kind kind = Kind::kContext;
-  int stage = -1;
-  oci::ImageRef image;
-};
+using Origin = SourceRoot;
 
 // One instruction of a stage, with its references resolved.
 struct Command {
@@ -614,6 +609,8 @@ class Planner {
       }
       out.instruction = std::move(expanded.instruction);
       out.mounts = std::move(expanded.mounts);
+      out.copy_from = command.copy_from;
+      out.mount_from = command.mount_from;
       planned.instructions.push_back(std::move(out));
     }
     std::sort(planned.context_paths.begin(), planned.context_paths.end());

@@ -166,6 +166,10 @@ void StageImage::AddHistory(std::string created_by, bool with_layer) {
   config_.history.push_back(std::move(entry));
 }
 
+void StageImage::MarkLastLayerEmpty() {
+  if (!config_.history.empty()) config_.history.back().empty_layer = true;
+}
+
 absl::Status StageImage::Apply(const dockerfile::Instruction& instruction,
                                absl::Span<const std::string> run_build_args) {
   ContainerConfig& c = config_.config;

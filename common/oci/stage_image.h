@@ -55,6 +55,11 @@ class StageImage {
   absl::Status Apply(const dockerfile::Instruction& instruction,
                      absl::Span<const std::string> run_build_args = {});
 
+  // Marks the history entry of the last RUN, COPY, ADD or WORKDIR as
+  // empty_layer: it changed nothing, so it adds no layer (BuildKit's
+  // exporter drops empty layers the same way).
+  void MarkLastLayerEmpty();
+
   const ImageConfig& config() const { return config_; }
 
  private:

@@ -64,7 +64,13 @@ void PreparedMounts::TrackMountPoint(absl::string_view target) {
   bool missing = false;
   for (absl::string_view element : absl::StrSplit(target, '/', absl::SkipEmpty())) {
     prefix = absl::StrCat(prefix, "/", element);
-    if (!missing && !rootfs_->Lstat(prefix).ok()) missing = true;
+    if (!missing && !rootfs_->Lstat(prefix).ok()) {
+      missing = true;
+      const std::string parent = prefix.substr(0, prefix.rfind('/'));
+      if (absl::StatusOr<struct stat> info = rootfs_->Lstat(parent); info.ok()) {
+        parent_times_.push_back({parent.empty() ? "/" : parent, {info->st_atim, info->st_mtim}});
+      }
+    }
     if (missing) stubs_.push_back(prefix);
   }
 }
@@ -91,6 +97,14 @@ absl::Status PreparedMounts::RemoveStubs() {
     }
   }
   stubs_.clear();
+  for (auto it = parent_times_.rbegin(); it != parent_times_.rend(); ++it) {
+    absl::StatusOr<fs::UniqueFd> dir = rootfs_->OpenAt(it->path, O_PATH | O_NOFOLLOW);
+    if (!dir.ok()) continue;  // the step removed it
+    // The path of an O_PATH descriptor: utimensat cannot take it directly.
+    const std::string proc = absl::StrCat("/proc/self/fd/", dir->get());
+    ::utimensat(AT_FDCWD, proc.c_str(), it->times, 0);
+  }
+  parent_times_.clear();
   return absl::OkStatus();
 }
 

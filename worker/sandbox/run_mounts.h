@@ -58,7 +58,9 @@ class PreparedMounts {
   void TrackMountPoint(absl::string_view target);
 
   // Removes the mount points (and parents) that were made for the mounts and
-  // are still empty. Call after the step, before its changes are diffed.
+  // are still empty, and gives the existing directory above each its times
+  // back, as BuildKit's stub cleaner does: a step that only ran leaves
+  // nothing that differs. Call after the step, before its changes are diffed.
   absl::Status RemoveStubs();
 
  private:
@@ -73,6 +75,13 @@ class PreparedMounts {
   std::unique_ptr<fs::RootDir> rootfs_;
   // Root-relative paths that did not exist before the step, deepest last.
   std::vector<std::string> stubs_;
+  // The existing directory above the first missing element of each tracked
+  // mount point, with its atime and mtime before the step.
+  struct ParentTimes {
+    std::string path;
+    struct timespec times[2];
+  };
+  std::vector<ParentTimes> parent_times_;
 };
 
 // Prepares `mounts` for a step running in `rootfs` with working directory

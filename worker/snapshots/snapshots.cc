@@ -11,7 +11,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -213,8 +215,11 @@ absl::StatusOr<UniqueFd> OpenDirectory(const stdfs::path& dir) {
 // the way hides it and everything below, an opaque directory on the way hides
 // the layers below. Each element is lstat'ed below one verified to be a real
 // directory, so no symlink in a snapshot is followed.
-absl::StatusOr<bool> ExistsInLowers(const std::vector<stdfs::path>& lowers,
-                                    absl::string_view path) {
+// Where `path` (root-relative) is visible through `lowers` (top-most first):
+// the entry in the highest lower that has it, unless a whiteout or an opaque
+// directory above hides it; nullopt when it is not visible.
+absl::StatusOr<std::optional<stdfs::path>> FindInLowers(const std::vector<stdfs::path>& lowers,
+                                                        absl::string_view path) {
   const std::vector<std::string> elements = absl::StrSplit(path, '/', absl::SkipEmpty());
   for (const stdfs::path& lower : lowers) {
     stdfs::path current = lower;
@@ -226,16 +231,82 @@ absl::StatusOr<bool> ExistsInLowers(const std::vector<stdfs::path>& lowers,
         if (errno == ENOENT) break;
         return PathError(current.native(), "lstat", errno);
       }
-      if (i + 1 == elements.size()) return !IsWhiteout(st);
-      if (!S_ISDIR(st.st_mode)) return false;
+      if (i + 1 == elements.size()) {
+        if (IsWhiteout(st)) return std::optional<stdfs::path>();
+        return std::optional<stdfs::path>(current);
+      }
+      if (!S_ISDIR(st.st_mode)) return std::optional<stdfs::path>();
       char value[2];
       if (lgetxattr(current.c_str(), kOpaqueXattr, value, 2) == 1 && value[0] == 'y') {
         opaque = true;
       }
     }
-    if (opaque) return false;
+    if (opaque) return std::optional<stdfs::path>();
   }
-  return false;
+  return std::optional<stdfs::path>();
+}
+
+absl::StatusOr<bool> ExistsInLowers(const std::vector<stdfs::path>& lowers,
+                                    absl::string_view path) {
+  absl::StatusOr<std::optional<stdfs::path>> found = FindInLowers(lowers, path);
+  if (!found.ok()) return found.status();
+  return found->has_value();
+}
+
+// The extended attributes of `path` (not followed) except trusted.overlay.*,
+// sorted by name.
+std::map<std::string, std::string> XattrsOf(const stdfs::path& path) {
+  std::map<std::string, std::string> out;
+  std::string names(llistxattr(path.c_str(), nullptr, 0) > 0 ? 65536 : 0, '\0');
+  const ssize_t size = names.empty() ? 0 : llistxattr(path.c_str(), names.data(), names.size());
+  for (ssize_t i = 0; i < size;) {
+    const std::string name(names.data() + i);
+    i += static_cast<ssize_t>(name.size()) + 1;
+    if (absl::StartsWith(name, "trusted.overlay.")) continue;
+    std::string value(65536, '\0');
+    const ssize_t n = lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+    value.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    out.emplace(name, std::move(value));
+  }
+  return out;
+}
+
+// Removes from `upper` the directories that overlayfs copied up only to hold
+// something that is gone again (a mount stub): empty in the upper dir, not
+// opaque, and the same as the directory they cover below in type, mode,
+// owner, mtime and xattrs. BuildKit's overlay differ skips such directories;
+// without this a step that only ran would make a layer. `rel` is the
+// root-relative path of `dir` ("" for the upper dir itself).
+absl::Status PruneCopiedUpDirs(const stdfs::path& dir, const std::string& rel,
+                               const std::vector<stdfs::path>& lowers) {
+  absl::StatusOr<UniqueFd> fd = OpenDirectory(dir);
+  if (!fd.ok()) return fd.status();
+  absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(fd->get(), dir.native());
+  if (!names.ok()) return names.status();
+  for (const std::string& name : *names) {
+    const stdfs::path child = dir / name;
+    struct stat st {};
+    if (lstat(child.c_str(), &st) != 0) return PathError(child.native(), "lstat", errno);
+    if (!S_ISDIR(st.st_mode)) continue;
+    const std::string child_rel = absl::StrCat(rel, "/", name);
+    absl::Status pruned = PruneCopiedUpDirs(child, child_rel, lowers);
+    if (!pruned.ok()) return pruned;
+    if (!stdfs::is_empty(child)) continue;
+    char value[2];
+    if (lgetxattr(child.c_str(), kOpaqueXattr, value, 2) == 1 && value[0] == 'y') continue;
+    absl::StatusOr<std::optional<stdfs::path>> below = FindInLowers(lowers, child_rel);
+    if (!below.ok()) return below.status();
+    if (!below->has_value()) continue;
+    struct stat lower {};
+    if (lstat((*below)->c_str(), &lower) != 0) continue;
+    if (!S_ISDIR(lower.st_mode) || lower.st_mode != st.st_mode || lower.st_uid != st.st_uid ||
+        lower.st_gid != st.st_gid || lower.st_mtim.tv_sec != st.st_mtim.tv_sec ||
+        lower.st_mtim.tv_nsec != st.st_mtim.tv_nsec || XattrsOf(**below) != XattrsOf(child)) {
+      continue;
+    }
+    if (rmdir(child.c_str()) != 0) return PathError(child.native(), "rmdir", errno);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MakeFreshDir(const stdfs::path& dir) {
@@ -276,6 +347,16 @@ absl::Status CopyLayerOnto(const stdfs::path& layer_dir, const stdfs::path& targ
 
 Rootfs::~Rootfs() {
   if (mounted_ && umount2(root_.c_str(), 0) != 0) umount2(root_.c_str(), MNT_DETACH);
+}
+
+absl::Status Rootfs::Finish() {
+  if (mode_ != RootfsMode::kOverlay || finished_) return absl::OkStatus();
+  if (mounted_) {
+    if (umount2(root_.c_str(), 0) != 0) return PathError(root_.native(), "umount", errno);
+    mounted_ = false;
+  }
+  finished_ = true;
+  return PruneCopiedUpDirs(upper_, "", lowers_);
 }
 
 absl::StatusOr<bool> Rootfs::Unchanged() const {
@@ -376,6 +457,32 @@ absl::StatusOr<bool> Snapshots::EnsureOne(const digest::Digest& chain_id,
   in_progress_.erase(hex);
   done_.SignalAll();
   return result;
+}
+
+absl::StatusOr<Snapshot> Snapshots::CommitUpper(std::unique_ptr<Rootfs> rootfs,
+                                                const digest::Digest& chain_id) {
+  if (rootfs->mode_ != RootfsMode::kOverlay) {
+    return absl::FailedPreconditionError(
+        "only an overlay root filesystem has an upper dir to keep as a snapshot");
+  }
+  const stdfs::path upper = rootfs->upper_;
+  rootfs.reset();  // unmounts: the upper dir must not change any more
+  const std::string& hex = chain_id.hex();
+  const stdfs::path final_dir = dir_ / hex;
+  absl::MutexLock lock(&mu_);
+  while (in_progress_.contains(hex)) done_.Wait(&mu_);
+  if (rename(upper.c_str(), final_dir.c_str()) != 0) {
+    const int error = errno;
+    if (error != EEXIST && error != ENOTEMPTY) {
+      return PathError(final_dir.native(), "rename", error);
+    }
+    UniqueFd parent(open(upper.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (parent.valid()) {
+      fs::RemoveAllAt(parent.get(), upper.filename().native(), upper.native()).IgnoreError();
+    }
+    return Snapshot{chain_id, final_dir, false};
+  }
+  return Snapshot{chain_id, final_dir, true};
 }
 
 absl::StatusOr<std::unique_ptr<Rootfs>> Snapshots::PrepareRootfs(absl::Span<const Snapshot> chain,

@@ -86,6 +86,13 @@ class Rootfs {
   // A line for the build log saying which mode is used and, for the copy, why.
   const std::string& mode_reason() const { return mode_reason_; }
 
+  // Ends the step: unmounts an overlay (root() is empty afterwards) and drops
+  // the directories overlayfs copied up only to hold a mount stub that is
+  // gone again, so that the upper dir holds exactly the step's changes. Call
+  // after the step's processes are gone and before Unchanged / WriteLayer.
+  // Nothing to do for the copy.
+  absl::Status Finish();
+
   // Whether the step changed nothing (then it adds no layer). For the copy,
   // this walks both trees.
   absl::StatusOr<bool> Unchanged() const;
@@ -108,6 +115,7 @@ class Rootfs {
   std::filesystem::path lower_copy_;           // copy: the merged chain, untouched by the step
   std::vector<std::filesystem::path> lowers_;  // overlay: snapshot dirs, top-most first
   bool mounted_ = false;
+  bool finished_ = false;
 };
 
 // The snapshot store of one worker. Safe for concurrent use.
@@ -137,6 +145,17 @@ class Snapshots {
   absl::StatusOr<std::unique_ptr<Rootfs>> PrepareRootfs(absl::Span<const Snapshot> chain,
                                                         const std::filesystem::path& scratch_dir,
                                                         const RootfsOptions& options);
+
+  // Keeps the upper dir of an overlay `rootfs` as the snapshot `chain_id`:
+  // it already holds the step's layer in snapshot form (overlay whiteouts and
+  // opaque markers), so the next step can stack it without unpacking the
+  // layer just written. Call after WriteLayer, with `chain_id` the chain of the
+  // rootfs's snapshots plus that layer. Unmounts the rootfs. When the
+  // snapshot exists already (another build made the same layer), the upper
+  // dir is discarded and the existing one returned. FailedPrecondition for a
+  // copy-mode rootfs, whose layer must be unpacked with Ensure instead.
+  absl::StatusOr<Snapshot> CommitUpper(std::unique_ptr<Rootfs> rootfs,
+                                       const digest::Digest& chain_id);
 
   const std::filesystem::path& dir() const { return dir_; }
 

@@ -1,0 +1,244 @@
+// Whole stages through the executor on real runc, overlayfs (or the copy
+// fallback), files and a real content store: what each instruction leaves in
+// the image's layers and config.
+#include "worker/build/stage_executor.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/dockerfile/parser.h"
+#include "common/oci/layer_diff.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/busybox_rootfs.h"
+#include "tests/testing/random_blobs.h"
+#include "worker/build/local_build.h"
+
+namespace stagefarm::worker {
+namespace {
+
+namespace stdfs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string ReadFile(const stdfs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+class StageExecutorTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "runc needs root";
+    absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = cas::BlobStore::Open(dir_.path() / "cas");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    ExecutorOptions options;
+    options.data_dir = dir_.path() / "node";
+    options.source_date_epoch = 1700000000;
+    options.force_copy_rootfs = GetParam();
+    absl::StatusOr<std::unique_ptr<StageExecutor>> executor =
+        StageExecutor::Open(store_.get(), options);
+    ASSERT_TRUE(executor.ok()) << executor.status();
+    executor_ = *std::move(executor);
+
+    // The base image: a busybox root filesystem as one layer.
+    const stdfs::path rootfs = dir_.path() / "busybox";
+    const stdfs::path empty = dir_.path() / "empty";
+    ASSERT_TRUE(stagefarm::testing::MakeBusyboxRootfs(rootfs).ok());
+    std::ofstream(rootfs / "etc/passwd", std::ios::app) << "app:x:1234:2345::/home/app:/bin/sh\n";
+    std::ofstream(rootfs / "etc/group", std::ios::app) << "appgrp:x:2345:\n";
+    stdfs::create_directories(empty);
+    std::unique_ptr<cas::BlobWriter> writer = store_->NewWriter();
+    oci::DiffOptions diff;
+    absl::StatusOr<oci::LayerDigests> layer = oci::WriteLayerFromCopy(
+        empty, rootfs, [](absl::string_view) { return absl::OkStatus(); },
+        [&](absl::string_view bytes) { return writer->Write(bytes); }, diff);
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    ASSERT_TRUE(writer->Commit(layer->blob_digest).ok());
+    base_.config = oci::ScratchConfig(oci::Platform{"linux", "amd64", "", ""});
+    base_.config.config.working_dir.clear();
+    base_.config.diff_ids = {layer->diff_id};
+    base_.layers = {{oci::LayerMediaType(layer->compression), layer->blob_digest,
+                     layer->blob_size, {}}};
+    context_ = dir_.path() / "context";
+    stdfs::create_directories(context_);
+  }
+
+  absl::StatusOr<BuiltImage> Build(const std::string& dockerfile,
+                                   std::vector<std::string> build_args = {}) {
+    absl::StatusOr<dockerfile::ParseResult> ast = dockerfile::Parse(dockerfile, "Dockerfile");
+    if (!ast.ok()) return ast.status();
+    absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*ast, "Dockerfile");
+    if (!staged.ok()) return staged.status();
+    graph::PlanOptions options;
+    options.build_args = std::move(build_args);
+    options.platform = "linux/amd64";
+    absl::StatusOr<graph::StageGraph> plan =
+        graph::BuildStageGraph(*staged, ast->directives.escape_token, options);
+    if (!plan.ok()) return plan.status();
+    std::ofstream(dir_.path() / "Dockerfile") << dockerfile;
+    absl::StatusOr<fs::ContextIndex> index =
+        fs::ContextIndex::Build(context_, dir_.path() / "Dockerfile");
+    if (!index.ok()) return index.status();
+    LocalBuildInput input;
+    input.graph = &*plan;
+    input.context_dir = context_;
+    input.context = &*index;
+    input.resolve_image = [this](const oci::ImageRef& ref) -> absl::StatusOr<BuiltImage> {
+      if (ref.String() == "docker.io/library/busybox:latest") return base_;
+      return absl::NotFoundError(absl::StrCat("image \"", ref.String(), "\" not found locally"));
+    };
+    BuildEvents events;
+    events.on_output = [this](const graph::PlannedStage&, absl::string_view out) {
+      output_ += std::string(out);
+    };
+    events.on_step = [this](const graph::PlannedStage&, size_t, size_t, absl::string_view text) {
+      log_ += absl::StrCat(text, "\n");
+    };
+    events.on_note = [this](const graph::PlannedStage&, absl::string_view line) {
+      log_ += absl::StrCat("  ", line, "\n");
+    };
+    return RunLocalBuild(*executor_, input, events);
+  }
+
+  // The image's filesystem, mounted (or copied) for inspection.
+  stdfs::path Mount(const BuiltImage& image) {
+    absl::StatusOr<std::vector<snapshots::Snapshot>> chain = executor_->EnsureSnapshots(image);
+    EXPECT_TRUE(chain.ok()) << chain.status();
+    snapshots::RootfsOptions options;
+    options.force_copy = GetParam();
+    absl::StatusOr<std::unique_ptr<snapshots::Rootfs>> rootfs = executor_->snapshots().PrepareRootfs(
+        *chain, dir_.path() / absl::StrCat("inspect", mounts_.size()), options);
+    EXPECT_TRUE(rootfs.ok()) << rootfs.status();
+    mounts_.push_back(*std::move(rootfs));
+    return mounts_.back()->root();
+  }
+
+  stagefarm::testing::TempDir dir_{"stage_executor_test"};
+  std::unique_ptr<cas::BlobStore> store_;
+  std::unique_ptr<StageExecutor> executor_;
+  BuiltImage base_;
+  stdfs::path context_;
+  std::string output_;
+  std::string log_;  // steps and notes, for failure messages
+  std::vector<std::unique_ptr<snapshots::Rootfs>> mounts_;
+};
+
+TEST_P(StageExecutorTest, EachChangeIsOneLayerAndNoChangeIsNone) {
+  std::ofstream(context_ / "hello.txt") << "hello\n";
+  absl::StatusOr<BuiltImage> image = Build(
+      "FROM busybox\n"
+      "RUN echo one > /one.txt\n"
+      "RUN true\n"
+      "COPY hello.txt /greetings/\n"
+      "WORKDIR /srv/app\n"
+      "WORKDIR /srv\n"
+      "ENV A=1\n");
+  ASSERT_TRUE(image.ok()) << image.status();
+  // base + RUN + COPY + WORKDIR /srv/app; RUN true and WORKDIR /srv change nothing.
+  EXPECT_EQ(image->layers.size(), 4u) << log_;
+  EXPECT_EQ(image->config.diff_ids.size(), 4u);
+  int with_layer = 0;
+  for (const oci::HistoryEntry& entry : image->config.history) with_layer += !entry.empty_layer;
+  EXPECT_EQ(with_layer, 3);  // the base has no history entries here
+  ASSERT_TRUE(image->config.created.has_value());
+  EXPECT_EQ(absl::ToUnixSeconds(*image->config.created), 1700000000);
+  EXPECT_EQ(image->config.config.working_dir, "/srv");
+
+  const stdfs::path root = Mount(*image);
+  EXPECT_EQ(ReadFile(root / "one.txt"), "one\n");
+  EXPECT_EQ(ReadFile(root / "greetings/hello.txt"), "hello\n");
+  EXPECT_TRUE(stdfs::is_directory(root / "srv/app"));
+}
+
+TEST_P(StageExecutorTest, FailingRunNamesLineCommandAndExitCode) {
+  absl::StatusOr<BuiltImage> image = Build(
+      "FROM busybox\n"
+      "RUN echo about to fail; exit 3\n");
+  ASSERT_FALSE(image.ok());
+  EXPECT_THAT(image.status().message(), HasSubstr("Dockerfile:2"));
+  EXPECT_THAT(image.status().message(), HasSubstr("exit"));
+  EXPECT_THAT(image.status().message(), HasSubstr("3"));
+  EXPECT_THAT(image.status().message(), HasSubstr("about to fail"));
+}
+
+TEST_P(StageExecutorTest, BuildArgsReachRunButNotTheImage) {
+  absl::StatusOr<BuiltImage> image = Build(
+      "FROM busybox\n"
+      "ARG VERSION=0.1\n"
+      "RUN echo \"v=$VERSION\" > /version\n",
+      {"VERSION=2.0"});
+  ASSERT_TRUE(image.ok()) << image.status();
+  for (const std::string& env : image->config.config.env) {
+    EXPECT_THAT(env, Not(HasSubstr("VERSION")));
+  }
+  EXPECT_EQ(ReadFile(Mount(*image) / "version"), "v=2.0\n");
+  EXPECT_THAT(image->config.history.back().created_by, HasSubstr("VERSION=2.0"));
+}
+
+TEST_P(StageExecutorTest, CopyFromAnotherStageAndWorkdirOwnedByUser) {
+  absl::StatusOr<BuiltImage> image = Build(
+      "FROM busybox AS build\n"
+      "RUN mkdir -p /out && echo built > /out/app && chmod 0750 /out/app\n"
+      "FROM busybox\n"
+      "USER app\n"
+      "WORKDIR /home/app/work\n"
+      "COPY --from=build /out/app ./\n"
+      "COPY --from=0 --chown=app:appgrp /out/app /opt/app\n");
+  ASSERT_TRUE(image.ok()) << image.status();
+  const stdfs::path root = Mount(*image);
+  EXPECT_EQ(ReadFile(root / "home/app/work/app"), "built\n");
+  struct stat st {};
+  ASSERT_EQ(stat((root / "home/app/work").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_gid, 2345u);
+  ASSERT_EQ(stat((root / "home/app/work/app").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);  // from a stage: owners kept
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  ASSERT_EQ(stat((root / "opt/app").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_gid, 2345u);
+}
+
+TEST_P(StageExecutorTest, HeredocCopyIsMode0664AndExpanded) {
+  absl::StatusOr<BuiltImage> image = Build(
+      "FROM busybox\n"
+      "ARG NAME=world\n"
+      "COPY <<EOF /etc/greeting\n"
+      "hello ${NAME}\n"
+      "EOF\n");
+  ASSERT_TRUE(image.ok()) << image.status();
+  const stdfs::path root = Mount(*image);
+  EXPECT_EQ(ReadFile(root / "etc/greeting"), "hello world\n");
+  struct stat st {};
+  ASSERT_EQ(stat((root / "etc/greeting").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0664u);
+}
+
+TEST_P(StageExecutorTest, MissingImageAndMissingSourceAreClearErrors) {
+  absl::StatusOr<BuiltImage> image = Build("FROM nosuchimage\nRUN true\n");
+  ASSERT_FALSE(image.ok());
+  EXPECT_THAT(image.status().message(), HasSubstr("nosuchimage"));
+  EXPECT_THAT(image.status().message(), HasSubstr("Dockerfile:1"));
+
+  image = Build("FROM busybox\nCOPY missing.txt /\n");
+  ASSERT_FALSE(image.ok());
+  EXPECT_THAT(image.status().message(), HasSubstr("Dockerfile:2"));
+  EXPECT_THAT(image.status().message(), HasSubstr("missing.txt"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Rootfs, StageExecutorTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Copy" : "Overlay";
+                         });
+
+}  // namespace
+}  // namespace stagefarm::worker

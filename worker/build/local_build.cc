@@ -1,0 +1,277 @@
+#include "worker/build/local_build.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/fs/root.h"
+#include "common/oci/image.h"
+
+namespace stagefarm::worker {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+absl::Status Errno(absl::string_view path, absl::string_view op) {
+  return absl::InternalError(absl::StrCat(path, ": ", op, ": ", strerror(errno)));
+}
+
+// Copies the bytes of `from` to a new file `name` under `dir`.
+absl::Status CopyFileContent(int from, int dir, const std::string& name, mode_t mode,
+                             absl::string_view shown) {
+  fs::UniqueFd to(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                         0600));
+  if (!to.valid()) return Errno(shown, "create");
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t n = read(from, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Errno(shown, "read");
+    if (n == 0) break;
+    for (ssize_t done = 0; done < n;) {
+      const ssize_t w = write(to.get(), buffer + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return Errno(shown, "write");
+      done += w;
+    }
+  }
+  if (fchmod(to.get(), mode) != 0) return Errno(shown, "fchmod");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::ContextIndex& index,
+                                const std::vector<std::string>& sources, const stdfs::path& dest) {
+  std::vector<const fs::ContextEntry*> entries;
+  bool everything = sources.empty();
+  if (!everything) {
+    absl::StatusOr<std::vector<const fs::ContextEntry*>> selected = index.Select(sources);
+    // A source that does not resolve fails its COPY later, with the
+    // instruction's location; until then the whole context is there.
+    if (selected.ok()) {
+      entries = *std::move(selected);
+    } else {
+      everything = true;
+    }
+  }
+  if (everything) {
+    for (const fs::ContextEntry& entry : index.entries()) entries.push_back(&entry);
+  }
+  std::error_code error;
+  stdfs::create_directories(dest, error);
+  if (error) return absl::InternalError(absl::StrCat(dest.native(), ": ", error.message()));
+  if (chmod(dest.c_str(), 0755) != 0) return Errno(dest.native(), "chmod");
+  absl::StatusOr<fs::RootDir> source_root = fs::RootDir::Open(context_dir);
+  if (!source_root.ok()) return source_root.status();
+  absl::StatusOr<fs::RootDir> dest_root = fs::RootDir::Open(dest);
+  if (!dest_root.ok()) return dest_root.status();
+
+  // Directories get their mode and mtime after their contents are written.
+  std::vector<std::pair<std::string, const fs::ContextEntry*>> directories;
+  for (const fs::ContextEntry* entry : entries) {
+    const std::string shown = (context_dir / entry->path).native();
+    absl::StatusOr<fs::RootDir::Parent> parent = dest_root->MkdirParents(entry->path, 0755);
+    if (!parent.ok()) return parent.status();
+    const int dir = parent->dir.get();
+    const char* name = parent->name.c_str();
+    switch (entry->type) {
+      case fs::EntryType::kDirectory:
+        if (mkdirat(dir, name, 0700) != 0 && errno != EEXIST) return Errno(shown, "mkdir");
+        directories.emplace_back(entry->path, entry);
+        continue;
+      case fs::EntryType::kSymlink:
+        if (symlinkat(entry->link_target.c_str(), dir, name) != 0) return Errno(shown, "symlink");
+        break;
+      case fs::EntryType::kFile: {
+        absl::StatusOr<fs::UniqueFd> from =
+            source_root->OpenAt(entry->path, O_RDONLY | O_NOFOLLOW);
+        if (!from.ok()) return from.status();
+        absl::Status copied = CopyFileContent(from->get(), dir, parent->name, entry->mode, shown);
+        if (!copied.ok()) return copied;
+        break;
+      }
+    }
+    struct stat st {};
+    absl::StatusOr<struct stat> original = source_root->Lstat(entry->path);
+    if (original.ok()) st = *original;
+    const struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (fchownat(dir, name, 0, 0, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "chown");
+    if (utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "utimensat");
+  }
+  for (auto it = directories.rbegin(); it != directories.rend(); ++it) {
+    const std::string shown = (context_dir / it->first).native();
+    absl::StatusOr<fs::RootDir::Parent> parent = dest_root->OpenParent(it->first);
+    if (!parent.ok()) return parent.status();
+    const int dir = parent->dir.get();
+    const char* name = parent->name.c_str();
+    struct stat st {};
+    absl::StatusOr<struct stat> original = source_root->Lstat(it->first);
+    if (original.ok()) st = *original;
+    const struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (fchmodat(dir, name, it->second->mode, 0) != 0) return Errno(shown, "chmod");
+    if (fchownat(dir, name, 0, 0, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "chown");
+    if (utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "utimensat");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
+                                         const LocalBuildInput& input, const BuildEvents& events) {
+  const graph::StageGraph& plan = *input.graph;
+  absl::StatusOr<stdfs::path> scratch = executor.NewScratchDir("build");
+  if (!scratch.ok()) return scratch.status();
+  struct Cleanup {
+    stdfs::path dir;
+    ~Cleanup() {
+      std::error_code ignored;
+      stdfs::remove_all(dir, ignored);
+    }
+  } cleanup{*scratch};
+
+  // The context, once, with what the needed stages read from it.
+  std::vector<std::string> context_sources;
+  for (const graph::PlannedStage& stage : plan.stages) {
+    if (!stage.needed) continue;
+    for (const std::string& path : stage.context_paths) {
+      context_sources.push_back(path == "/" ? "." : path.substr(1));
+    }
+  }
+  const stdfs::path context = *scratch / "context";
+  if (context_sources.empty()) {
+    std::error_code error;
+    stdfs::create_directories(context, error);
+    if (error) return absl::InternalError(absl::StrCat(context.native(), ": ", error.message()));
+  } else {
+    absl::Status made = MaterializeContext(input.context_dir, *input.context, context_sources, context);
+    if (!made.ok()) return made;
+  }
+
+  absl::Mutex mu;
+  std::vector<std::optional<BuiltImage>> results(plan.stages.size());
+  std::map<std::string, BuiltImage> images;  // external images by reference, resolved once
+  auto resolve_image = [&](const oci::ImageRef& ref) -> absl::StatusOr<BuiltImage> {
+    const std::string key = ref.String();
+    {
+      absl::MutexLock lock(&mu);
+      if (auto it = images.find(key); it != images.end()) return it->second;
+    }
+    absl::StatusOr<BuiltImage> image = input.resolve_image(ref);
+    if (!image.ok()) return image.status();
+    absl::MutexLock lock(&mu);
+    images.emplace(key, *image);
+    return *image;
+  };
+  auto resolve = [&](const graph::SourceRoot& source) -> absl::StatusOr<BuiltImage> {
+    if (source.kind == graph::SourceRoot::Kind::kImage) return resolve_image(source.image);
+    if (source.kind != graph::SourceRoot::Kind::kStage) {
+      return absl::InternalError("only a stage or an image is resolved");
+    }
+    absl::MutexLock lock(&mu);
+    if (source.stage < 0 || source.stage >= static_cast<int>(results.size()) ||
+        !results[source.stage]) {
+      return absl::InternalError(absl::StrCat("stage ", source.stage, " has not been built"));
+    }
+    return *results[source.stage];
+  };
+  absl::Mutex events_mu;  // the callbacks never run at the same time
+
+  auto run_stage = [&](int index) -> absl::Status {
+    const graph::PlannedStage& stage = plan.stages[index];
+    const absl::Time start = absl::Now();
+    if (events.on_stage_start) {
+      absl::MutexLock lock(&events_mu);
+      events.on_stage_start(stage);
+    }
+    StageInputs inputs;
+    switch (stage.base.kind) {
+      case graph::StageBase::Kind::kScratch:
+        inputs.base.config = oci::ScratchConfig(stage.platform);
+        break;
+      case graph::StageBase::Kind::kImage: {
+        absl::StatusOr<BuiltImage> base = resolve_image(stage.base.image);
+        if (!base.ok()) {
+          return absl::Status(base.status().code(),
+                              absl::StrCat(input.dockerfile_name, ":", stage.line, ": FROM ",
+                                           stage.base_name, ": ", base.status().message()));
+        }
+        inputs.base = *std::move(base);
+        break;
+      }
+      case graph::StageBase::Kind::kStage: {
+        graph::SourceRoot base;
+        base.kind = graph::SourceRoot::Kind::kStage;
+        base.stage = stage.base.stage;
+        absl::StatusOr<BuiltImage> built = resolve(base);
+        if (!built.ok()) return built.status();
+        inputs.base = *std::move(built);
+        break;
+      }
+    }
+    inputs.context_dir = context;
+    inputs.resolve = resolve;
+    inputs.proxy_env.assign(plan.proxy_env.begin(), plan.proxy_env.end());
+    inputs.dockerfile_name = input.dockerfile_name;
+    StageEvents stage_events;
+    if (events.on_step) {
+      stage_events.on_step = [&](size_t step, size_t steps, absl::string_view text) {
+        absl::MutexLock lock(&events_mu);
+        events.on_step(stage, step, steps, text);
+      };
+    }
+    if (events.on_output) {
+      stage_events.on_output = [&](absl::string_view output) {
+        absl::MutexLock lock(&events_mu);
+        events.on_output(stage, output);
+      };
+    }
+    if (events.on_note) {
+      stage_events.on_note = [&](absl::string_view line) {
+        absl::MutexLock lock(&events_mu);
+        events.on_note(stage, line);
+      };
+    }
+    absl::StatusOr<BuiltImage> built = executor.Run(stage, inputs, stage_events);
+    if (!built.ok()) return built.status();
+    {
+      absl::MutexLock lock(&mu);
+      results[index] = *std::move(built);
+    }
+    if (events.on_stage_done) {
+      absl::MutexLock lock(&events_mu);
+      events.on_stage_done(stage, absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    return absl::OkStatus();
+  };
+
+  for (const std::vector<int>& wave : plan.waves) {
+    std::vector<absl::Status> statuses(wave.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 1; i < wave.size(); ++i) {
+      threads.emplace_back([&, i] { statuses[i] = run_stage(wave[i]); });
+    }
+    if (!wave.empty()) statuses[0] = run_stage(wave[0]);
+    for (std::thread& thread : threads) thread.join();
+    for (const absl::Status& status : statuses) {
+      if (!status.ok()) return status;
+    }
+  }
+  absl::MutexLock lock(&mu);
+  if (!results[plan.target]) return absl::InternalError("the target stage was not built");
+  return *results[plan.target];
+}
+
+}  // namespace stagefarm::worker

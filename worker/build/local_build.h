@@ -1,0 +1,65 @@
+// A whole build on this node: every needed stage of a plan run by one
+// StageExecutor, stages of the same wave at the same time, external images
+// resolved from the node's named images (oci/local_images.h), and the build
+// context materialised once from its index (.dockerignore applied).
+//
+// This is the single-machine path; the coordinator (coordinator/) hands the
+// same stages to remote workers instead.
+#ifndef STAGEFARM_WORKER_BUILD_LOCAL_BUILD_H_
+#define STAGEFARM_WORKER_BUILD_LOCAL_BUILD_H_
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/fs/context_index.h"
+#include "common/graph/stage_graph.h"
+#include "worker/build/stage_executor.h"
+
+namespace stagefarm::worker {
+
+// What a build reports, stage by stage. Called from several threads (one per
+// running stage), never at the same time.
+struct BuildEvents {
+  std::function<void(const graph::PlannedStage& stage)> on_stage_start;
+  std::function<void(const graph::PlannedStage& stage, size_t step, size_t steps,
+                     absl::string_view text)>
+      on_step;
+  std::function<void(const graph::PlannedStage& stage, absl::string_view output)> on_output;
+  std::function<void(const graph::PlannedStage& stage, absl::string_view line)> on_note;
+  std::function<void(const graph::PlannedStage& stage, double seconds)> on_stage_done;
+};
+
+struct LocalBuildInput {
+  const graph::StageGraph* graph = nullptr;
+  std::filesystem::path context_dir;  // as the user gave it
+  const fs::ContextIndex* context = nullptr;  // its index (ignore file applied)
+  std::string dockerfile_name = "Dockerfile";
+  // An external image (FROM, COPY --from, mount from=) by reference; NotFound
+  // naming it when the node does not have it.
+  std::function<absl::StatusOr<BuiltImage>(const oci::ImageRef&)> resolve_image;
+};
+
+// Builds the target stage and what it needs; returns the target's image.
+// The first stage to fail fails the build (stages already running finish).
+// Each external image is resolved once per build.
+absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
+                                         const LocalBuildInput& input, const BuildEvents& events);
+
+// Copies what `index` lists from `context_dir` into `dest` (made; must be
+// empty): directories, files and symlinks with their modes and mtimes, owned
+// by root as the reference's context transfer makes them. Only the entries
+// selected by `sources` (BuildKit's COPY source semantics, see
+// ContextIndex::Select), or everything when a source selects nothing
+// resolvable. Every name is opened inside the context (never following a
+// symlink out of it).
+absl::Status MaterializeContext(const std::filesystem::path& context_dir,
+                                const fs::ContextIndex& index,
+                                const std::vector<std::string>& sources,
+                                const std::filesystem::path& dest);
+
+}  // namespace stagefarm::worker
+
+#endif  // STAGEFARM_WORKER_BUILD_LOCAL_BUILD_H_
