@@ -186,7 +186,9 @@ int Main(int argc, char** argv) {
     return KeysGenerate(std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (command == "plan") return Plan(std::vector<std::string>(args.begin() + 1, args.end()));
-  if (command == "image") return ImageCommand(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (command == "image") {
+    return ImageCommand(std::vector<std::string>(args.begin() + 1, args.end()));
+  }
   return Fail(absl::StrCat("unknown command \"", command, "\"\n", kUsage), kExitUsage);
 }
 

@@ -34,8 +34,7 @@ std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::stri
 // `expected`" (e.g. "at least one NAME").
 std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
                                 std::vector<FlagSpec> specs, size_t min_positional,
-                                size_t max_positional, absl::string_view expected,
-                                ParsedArgs& out);
+                                size_t max_positional, absl::string_view expected, ParsedArgs& out);
 
 // The local node's data dir (content store, snapshots, cache mounts, run
 // scratch): --data-dir when given, else $STAGEFARM_HOME, else
