@@ -3,6 +3,7 @@
 //   stagefarm keys generate DIR [--name NAME]
 //   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--platform P]
 //                  [--format text|json|dot] CONTEXT
+//   stagefarm image import|ls|rm|inspect ...
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/command_line.h"
+#include "cli/image_command.h"
 #include "cli/keys_command.h"
 #include "cli/plan_input.h"
 #include "cli/plan_output.h"
@@ -34,6 +36,7 @@ constexpr char kUsage[] =
     "  dockerfile parse [--dump] FILE   parse a Dockerfile; --dump prints BuildKit's AST dump\n"
     "  keys generate DIR [--name NAME]  write a CURVE keypair DIR/NAME.key, DIR/NAME.pub\n"
     "  plan [flags] CONTEXT             show the stages a build needs and what they depend on\n"
+    "  image import|ls|rm|inspect       the images of this node: import archives, list, untag\n"
     "\n"
     "Run 'stagefarm COMMAND --help' for a command's flags.\n";
 
@@ -136,6 +139,9 @@ int Main(int argc, char** argv) {
     return KeysGenerate(std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (command == "plan") return Plan(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (command == "image") {
+    return ImageCommand(std::vector<std::string>(args.begin() + 1, args.end()));
+  }
   return Fail(absl::StrCat("unknown command \"", command, "\"\n", kUsage), kExitUsage);
 }
 

@@ -17,6 +17,14 @@ int Fail(absl::string_view message, int code) {
 std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
                                 std::vector<FlagSpec> specs, absl::string_view positional_name,
                                 ParsedArgs& out) {
+  return ParseCommand(args, usage, std::move(specs), 1, 1,
+                      absl::StrCat("exactly one ", positional_name), out);
+}
+
+std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
+                                std::vector<FlagSpec> specs, size_t min_positional,
+                                size_t max_positional, absl::string_view expected,
+                                ParsedArgs& out) {
   specs.push_back({"help", "h", false, false, "show this help"});
   absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, specs);
   if (!parsed.ok()) return Fail(parsed.status().message(), kExitUsage);
@@ -25,9 +33,8 @@ std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::stri
                 FlagHelp(specs).c_str());
     return 0;
   }
-  if (parsed->positional.size() != 1) {
-    return Fail(absl::StrCat("expected exactly one ", positional_name, "\nusage: ", usage),
-                kExitUsage);
+  if (parsed->positional.size() < min_positional || parsed->positional.size() > max_positional) {
+    return Fail(absl::StrCat("expected ", expected, "\nusage: ", usage), kExitUsage);
   }
   out = *std::move(parsed);
   return std::nullopt;

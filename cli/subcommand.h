@@ -29,6 +29,13 @@ std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::stri
                                 std::vector<FlagSpec> specs, absl::string_view positional_name,
                                 ParsedArgs& out);
 
+// The same for a command taking from `min_positional` to `max_positional`
+// positional arguments; a count outside is a usage error "expected
+// `expected`" (e.g. "at least one NAME").
+std::optional<int> ParseCommand(const std::vector<std::string>& args, absl::string_view usage,
+                                std::vector<FlagSpec> specs, size_t min_positional,
+                                size_t max_positional, absl::string_view expected, ParsedArgs& out);
+
 // The local node's data dir (content store, snapshots, cache mounts, run
 // scratch): --data-dir when given, else $STAGEFARM_HOME, else
 // $HOME/.stagefarm. InvalidArgument when none can be found (no HOME).

@@ -439,7 +439,8 @@ absl::StatusOr<std::string> CleanEntryName(absl::string_view raw) {
 class ArchiveFiles {
  public:
   // Opens `file`. A tar is read through once: every entry must be a regular
-  // file or a directory with a name inside the archive, no file twice.
+  // file, a directory, or a symlink leading to a regular file of the archive,
+  // with a name inside the archive, and no name twice.
   static absl::StatusOr<ArchiveFiles> Open(const stdfs::path& file) {
     ArchiveFiles files;
     files.file_ = file;
@@ -530,8 +531,8 @@ class ArchiveFiles {
     return name;
   }
 
-  // Calls `visit` with each file of `names` (cleaned, present) and a reader of
-  // its bytes: in archive order for a tar, one pass.
+  // Calls `visit` with each file of `names` (cleaned, present, not symlinks:
+  // see Require) and a reader of its bytes: in archive order for a tar, one pass.
   absl::Status Visit(const std::set<std::string>& names,
                      absl::FunctionRef<absl::Status(const std::string&, PieceReader)> visit) const {
     if (directory_) {
@@ -606,10 +607,13 @@ class ArchiveFiles {
     return out;
   }
 
+  // One file (cleaned, present; a symlink is followed).
   absl::StatusOr<std::string> ReadSmall(const std::string& name) const {
-    absl::StatusOr<std::map<std::string, std::string>> files = ReadSmall(std::set{name});
+    auto alias = aliases_.find(name);
+    const std::string& real = alias != aliases_.end() ? alias->second : name;
+    absl::StatusOr<std::map<std::string, std::string>> files = ReadSmall(std::set{real});
     if (!files.ok()) return files.status();
-    return std::move((*files)[name]);
+    return std::move((*files)[real]);
   }
 
  private:

@@ -75,6 +75,12 @@ struct ImportOptions {
 // Every blob is verified against its digest while it is stored, and the
 // layers' diff ids against the config. Errors name the file and the
 // offending entry; nothing is tagged unless the whole import succeeded.
+// A layout's manifest and config are stored as they are; a docker archive's
+// config too (its digest stays the image id), under a fresh OCI manifest. A
+// rootfs tar is stored decompressed as one uncompressed layer, with the
+// config `docker import` makes: this host's platform, no Env, one history
+// entry "Imported from <file name>" without a time (the same tar gives the
+// same image), then options.changes, which add no history.
 absl::StatusOr<LocalImage> ImportImage(cas::BlobStore& store, const std::filesystem::path& file,
                                        const ImageRef& ref, const ImportOptions& options);
 

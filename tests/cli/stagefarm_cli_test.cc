@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/corpus.h"
 
 namespace stagefarm {
@@ -235,6 +237,66 @@ TEST(StagefarmCli, KeysGenerateUsageErrorsExitTwoWithAHint) {
   EXPECT_EQ(bad_name.exit_code, 2);
   EXPECT_THAT(bad_name.output, HasSubstr("must be a plain file name"));
   EXPECT_TRUE(std::filesystem::is_empty(dir));
+}
+
+TEST(StagefarmCli, ImageImportListInspectAndRemoveABusyboxRootfs) {
+  const auto dir = TestDir();
+  ASSERT_TRUE(testing::MakeBusyboxRootfs(dir / "rootfs").ok());
+  const std::string tar = (dir / "rootfs.tar").string();
+  ASSERT_EQ(std::system(
+                absl::StrCat("tar -C '", (dir / "rootfs").string(), "' -cf '", tar, "' .").c_str()),
+            0);
+  const std::string env = absl::StrCat("STAGEFARM_HOME='", (dir / "home").string(), "'");
+  constexpr char kPath[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+  const Invocation imported = Stagefarm(
+      absl::StrCat("image import --rootfs --change \"ENV ", kPath, "\" '", tar, "' busybox"), env);
+  ASSERT_EQ(imported.exit_code, 0) << imported.output;
+  std::smatch digest;
+  ASSERT_TRUE(
+      std::regex_match(imported.output, digest,
+                       std::regex("(sha256:[0-9a-f]{64})\ndocker.io/library/busybox:latest\n")))
+      << imported.output;
+
+  const Invocation listed = Stagefarm("image ls", env);
+  EXPECT_EQ(listed.exit_code, 0) << listed.output;
+  EXPECT_THAT(listed.output, HasSubstr("REFERENCE"));
+  EXPECT_THAT(listed.output, HasSubstr(absl::StrCat("docker.io/library/busybox:latest  ",
+                                                    digest[1].str().substr(0, 19), "  linux/")));
+  const Invocation json = Stagefarm("image ls --format json", env);
+  EXPECT_THAT(json.output, HasSubstr(absl::StrCat("\"digest\":\"", digest[1].str(), "\"")));
+  EXPECT_THAT(json.output, HasSubstr("\"ref\":\"docker.io/library/busybox:latest\""));
+  const Invocation inspected = Stagefarm("image inspect busybox", env);
+  EXPECT_EQ(inspected.exit_code, 0) << inspected.output;
+  EXPECT_THAT(inspected.output, HasSubstr(absl::StrCat("\"Env\":[\"", kPath, "\"]")));
+
+  const Invocation removed = Stagefarm("image rm busybox", env);
+  EXPECT_EQ(removed.exit_code, 0) << removed.output;
+  EXPECT_EQ(removed.output, "untagged docker.io/library/busybox:latest\n");
+  EXPECT_THAT(Stagefarm("image ls", env).output, Not(HasSubstr("busybox")));
+  const Invocation again = Stagefarm("image rm busybox", env);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_THAT(again.output,
+              HasSubstr("image \"docker.io/library/busybox:latest\" not found locally"));
+}
+
+TEST(StagefarmCli, ImageUsageErrorsExitTwo) {
+  const auto dir = TestDir();
+  const std::string env = absl::StrCat("STAGEFARM_HOME='", dir.string(), "'");
+  const Invocation no_verb = Stagefarm("image", env);
+  EXPECT_EQ(no_verb.exit_code, 2);
+  EXPECT_THAT(no_verb.output, HasSubstr("usage: stagefarm image import|ls|rm|inspect"));
+  const Invocation one_arg = Stagefarm("image import x.tar", env);
+  EXPECT_EQ(one_arg.exit_code, 2);
+  EXPECT_THAT(one_arg.output, HasSubstr("expected FILE and NAME[:TAG]"));
+  const Invocation bad_ref = Stagefarm("image import x.tar Busybox", env);
+  EXPECT_EQ(bad_ref.exit_code, 2);
+  EXPECT_THAT(bad_ref.output, HasSubstr("invalid reference format"));
+  const Invocation bad_format = Stagefarm("image ls --format yaml", env);
+  EXPECT_EQ(bad_format.exit_code, 2);
+  const Invocation no_name = Stagefarm("image rm", env);
+  EXPECT_EQ(no_name.exit_code, 2);
+  EXPECT_THAT(no_name.output, HasSubstr("expected at least one NAME"));
 }
 
 TEST(StagefarmDaemons, WithoutSecurityFlags_RefuseToStartNamingBothWays) {

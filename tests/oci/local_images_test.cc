@@ -41,11 +41,12 @@ struct TarEntry {
   std::string link;
 };
 
-std::string TarBytes(const std::vector<TarEntry>& entries, bool gzip = false) {
+// `filter` is libarchive's name of a compression ("gzip", "zstd"), or empty.
+std::string TarBytes(const std::vector<TarEntry>& entries, const std::string& filter = "") {
   std::string out;
   archive* a = archive_write_new();
   archive_write_set_format_pax_restricted(a);
-  if (gzip) archive_write_add_filter_gzip(a);
+  if (!filter.empty()) archive_write_add_filter_by_name(a, filter.c_str());
   archive_write_set_bytes_in_last_block(a, 1);
   archive_write_open(a, &out, nullptr, Append, nullptr);
   archive_entry* e = archive_entry_new();
@@ -71,7 +72,9 @@ std::string TarBytes(const std::vector<TarEntry>& entries, bool gzip = false) {
 }
 
 // A small layer: app/hello.txt.
-std::string LayerTar(bool gzip) { return TarBytes({{"app/hello.txt", "hi\n", ""}}, gzip); }
+std::string LayerTar(bool gzip) {
+  return TarBytes({{"app/hello.txt", "hi\n", ""}}, gzip ? "gzip" : "");
+}
 
 void WriteFile(const stdfs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
@@ -251,6 +254,17 @@ TEST_F(LocalImagesTest, DockerArchive_UncompressedLayerTarIsStoredAsItIs) {
   EXPECT_EQ(imported->layers[0].media_type, "application/vnd.oci.image.layer.v1.tar");
   EXPECT_EQ(imported->config_descriptor.digest, digest::Sha256Of(config));
   EXPECT_EQ(imported->manifest.media_type, kManifestMediaType);
+}
+
+TEST_F(LocalImagesTest, DockerArchive_ZstdLayerIsKeptCompressed) {
+  const std::string layer = TarBytes({{"app/hello.txt", "hi\n", ""}}, "zstd");
+  const std::string config = ConfigFor(LayerTar(false));
+  stdfs::path tar = DockerArchive("config.json", {"l/layer.tar.zst"},
+                                  {{"config.json", config, ""}, {"l/layer.tar.zst", layer, ""}});
+  auto imported = ImportImage(*dst_, tar, app_, {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->layers[0].digest, digest::Sha256Of(layer));
+  EXPECT_EQ(imported->layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
 }
 
 TEST_F(LocalImagesTest, NestedIndex_ChoosesThisHostsPlatform) {

@@ -1,0 +1,206 @@
+#include "cli/image_command.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/subcommand.h"
+#include "common/cas/blob_store.h"
+#include "common/oci/image_ref.h"
+#include "common/oci/local_images.h"
+#include "nlohmann/json.hpp"
+
+namespace stagefarm::cli {
+namespace {
+
+constexpr char kImageUsage[] =
+    "stagefarm image import|ls|rm|inspect ...\n"
+    "  import [--rootfs] [--change INSTRUCTION]... FILE NAME[:TAG]\n"
+    "  ls [--format table|json]\n"
+    "  rm NAME...\n"
+    "  inspect NAME";
+constexpr char kImportUsage[] =
+    "stagefarm image import [--rootfs] [--change INSTRUCTION]... FILE NAME[:TAG]";
+constexpr char kLsUsage[] = "stagefarm image ls [--format table|json]";
+constexpr char kRmUsage[] = "stagefarm image rm NAME...";
+constexpr char kInspectUsage[] = "stagefarm image inspect NAME";
+
+// The local node's content store, made if missing.
+absl::StatusOr<std::unique_ptr<cas::BlobStore>> OpenLocalStore(const ParsedArgs& args) {
+  absl::StatusOr<std::filesystem::path> data_dir = LocalDataDir(args);
+  if (!data_dir.ok()) return data_dir.status();
+  std::error_code ec;
+  std::filesystem::create_directories(*data_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(data_dir->string(), ": cannot create directory: ", ec.message()));
+  }
+  return cas::BlobStore::Open(*data_dir / "cas");
+}
+
+int Import(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(
+          args, kImportUsage,
+          {{"rootfs", "", false, false, "FILE is a root filesystem tar, made a one-layer image"},
+           {"change", "c", true, true,
+            "with --rootfs: apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+            "ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)"},
+           DataDirFlag()},
+          2, 2, "FILE and NAME[:TAG]", parsed)) {
+    return *stop;
+  }
+  absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(parsed.positional[1]);
+  if (!ref.ok()) {
+    return Fail(absl::StrCat("\"", parsed.positional[1], "\": ", ref.status().message()),
+                kExitUsage);
+  }
+  oci::ImportOptions options;
+  options.rootfs = parsed.Has("rootfs");
+  options.changes = parsed.All("change");
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  absl::StatusOr<oci::LocalImage> image =
+      oci::ImportImage(**store, parsed.positional[0], *ref, options);
+  if (!image.ok()) return Fail(image.status().message());
+  std::printf("%s\n%s\n", image->manifest.digest.ToString().c_str(), ref->String().c_str());
+  return 0;
+}
+
+// "1.5MB" as docker prints sizes (decimal units).
+std::string HumanSize(uint64_t bytes) {
+  constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB"};
+  double size = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (size >= 1000 && unit + 1 < std::size(kUnits)) {
+    size /= 1000;
+    ++unit;
+  }
+  return unit == 0 ? absl::StrCat(bytes, "B") : absl::StrFormat("%.3g%s", size, kUnits[unit]);
+}
+
+int Ls(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(
+          args, kLsUsage, {{"format", "", true, false, "table (default) or json"}, DataDirFlag()},
+          0, 0, "no arguments", parsed)) {
+    return *stop;
+  }
+  const std::string format = parsed.Get("format", "table");
+  if (format != "table" && format != "json") {
+    return Fail(absl::StrCat("--format must be table or json, not \"", format, "\""), kExitUsage);
+  }
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  auto images = oci::ListImages(**store);
+  if (!images.ok()) return Fail(images.status().message());
+
+  struct Row {
+    std::string ref, digest, platform, size;
+    uint64_t bytes = 0;
+  };
+  std::vector<Row> rows;
+  for (const auto& [name, manifest] : *images) {
+    Row row{name, manifest.ToString(), "?", "?"};
+    // An image whose blobs are damaged is still listed, so that it can be removed.
+    if (absl::StatusOr<oci::LocalImage> image = oci::ReadImage(**store, manifest); image.ok()) {
+      row.platform = absl::StrCat(image->config.os, "/", image->config.architecture,
+                                  image->config.variant.empty() ? "" : "/", image->config.variant);
+      row.bytes = image->manifest.size + image->config_descriptor.size;
+      for (const oci::Descriptor& layer : image->layers) row.bytes += layer.size;
+      row.size = HumanSize(row.bytes);
+    }
+    rows.push_back(std::move(row));
+  }
+  if (format == "json") {
+    nlohmann::json out = nlohmann::json::array();
+    for (const Row& row : rows) {
+      out.push_back({{"ref", row.ref},
+                     {"digest", row.digest},
+                     {"platform", row.platform},
+                     {"size", row.bytes}});
+    }
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  size_t ref_width = 9, platform_width = 8;  // the headings
+  for (const Row& row : rows) {
+    ref_width = std::max(ref_width, row.ref.size());
+    platform_width = std::max(platform_width, row.platform.size());
+  }
+  const auto print = [&](absl::string_view ref, absl::string_view digest,
+                         absl::string_view platform, absl::string_view size) {
+    std::printf("%s\n", absl::StrFormat("%-*s  %-19s  %-*s  %s", ref_width, ref, digest,
+                                        platform_width, platform, size)
+                            .c_str());
+  };
+  print("REFERENCE", "DIGEST", "PLATFORM", "SIZE");
+  for (const Row& row : rows) {
+    // "sha256:" and the first 12 hex digits, as docker shortens image ids.
+    print(row.ref, absl::string_view(row.digest).substr(0, 19), row.platform, row.size);
+  }
+  return 0;
+}
+
+int Rm(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop =
+          ParseCommand(args, kRmUsage, {DataDirFlag()}, 1, SIZE_MAX, "at least one NAME", parsed)) {
+    return *stop;
+  }
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  int exit_code = 0;
+  for (const std::string& name : parsed.positional) {
+    absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(name);
+    absl::Status status = ref.ok() ? oci::UntagImage(**store, *ref) : ref.status();
+    if (!status.ok()) {
+      exit_code =
+          Fail(ref.ok() ? status.message() : absl::StrCat("\"", name, "\": ", status.message()));
+      continue;
+    }
+    std::printf("untagged %s\n", ref->String().c_str());
+  }
+  return exit_code;
+}
+
+int Inspect(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(args, kInspectUsage, {DataDirFlag()}, "NAME", parsed)) {
+    return *stop;
+  }
+  absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(parsed.positional[0]);
+  if (!ref.ok()) {
+    return Fail(absl::StrCat("\"", parsed.positional[0], "\": ", ref.status().message()),
+                kExitUsage);
+  }
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, *ref);
+  if (!image.ok()) return Fail(image.status().message());
+  absl::StatusOr<std::string> config = (*store)->ReadAll(image->config_descriptor.digest);
+  if (!config.ok()) return Fail(config.status().message());
+  std::printf("%s\n", config->c_str());
+  return 0;
+}
+
+}  // namespace
+
+int ImageCommand(const std::vector<std::string>& args) {
+  const std::string subcommand = args.empty() ? "" : args[0];
+  const std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
+  if (subcommand == "import") return Import(rest);
+  if (subcommand == "ls") return Ls(rest);
+  if (subcommand == "rm") return Rm(rest);
+  if (subcommand == "inspect") return Inspect(rest);
+  return Fail(absl::StrCat("usage: ", kImageUsage), kExitUsage);
+}
+
+}  // namespace stagefarm::cli
