@@ -3,6 +3,8 @@
 //   stagefarm keys generate DIR [--name NAME]
 //   stagefarm plan [-f Dockerfile] [--target STAGE] [--build-arg K=V]... [--platform P]
 //                  [--format text|json|dot] CONTEXT
+//   stagefarm build [-f Dockerfile] [-t NAME:TAG]... [--target STAGE] [--build-arg K=V]...
+//                   [--output type=oci|docker,dest=PATH]... CONTEXT
 //   stagefarm image import|ls|rm|inspect ...
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cli/build_command.h"
 #include "cli/command_line.h"
 #include "cli/image_command.h"
 #include "cli/keys_command.h"
@@ -36,6 +39,7 @@ constexpr char kUsage[] =
     "  dockerfile parse [--dump] FILE   parse a Dockerfile; --dump prints BuildKit's AST dump\n"
     "  keys generate DIR [--name NAME]  write a CURVE keypair DIR/NAME.key, DIR/NAME.pub\n"
     "  plan [flags] CONTEXT             show the stages a build needs and what they depend on\n"
+    "  build [flags] CONTEXT            build an image from a Dockerfile on this machine\n"
     "  image import|ls|rm|inspect       the images of this node: import archives, list, untag\n"
     "\n"
     "Run 'stagefarm COMMAND --help' for a command's flags.\n";
@@ -138,6 +142,7 @@ int Main(int argc, char** argv) {
     }
     return KeysGenerate(std::vector<std::string>(args.begin() + 2, args.end()));
   }
+  if (command == "build") return Build(std::vector<std::string>(args.begin() + 1, args.end()));
   if (command == "plan") return Plan(std::vector<std::string>(args.begin() + 1, args.end()));
   if (command == "image") {
     return ImageCommand(std::vector<std::string>(args.begin() + 1, args.end()));
