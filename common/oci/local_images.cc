@@ -2,11 +2,8 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <cstdint>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -14,16 +11,16 @@
 #include <system_error>
 #include <variant>
 
-#include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "common/dockerfile/dockerignore.h"
 #include "common/dockerfile/instructions.h"
 #include "common/dockerfile/parser.h"
 #include "common/dockerfile/shell_lexer.h"
 #include "common/graph/planned_instruction.h"
+#include "common/oci/diff_id_hasher.h"
+#include "common/oci/image_archive.h"
 #include "common/oci/media_types.h"
 #include "common/oci/platform.h"
 #include "common/oci/stage_image.h"
@@ -245,125 +242,6 @@ absl::StatusOr<std::string> ReadSmallBlob(const cas::BlobStore& store, const dig
   return out;
 }
 
-// ---------------------------------------------------------------------------
-// Layer bytes: the diff id of a layer as it arrives, whatever its compression.
-
-// Hashes the uncompressed bytes of a layer blob fed piece by piece; the
-// compression is recognised by its magic number (gzip, zstd; anything else is
-// taken as a plain tar).
-class DiffIdHasher {
- public:
-  DiffIdHasher() : buffer_(64 * 1024, '\0') {}
-  ~DiffIdHasher() {
-    if (zlib_started_) inflateEnd(&zlib_);
-    ZSTD_freeDStream(zstd_);  // accepts nullptr
-  }
-  DiffIdHasher(const DiffIdHasher&) = delete;
-  DiffIdHasher& operator=(const DiffIdHasher&) = delete;
-
-  absl::Status Update(absl::string_view bytes) {
-    if (!compression_) {
-      prefix_.append(bytes.data(), bytes.size());
-      if (prefix_.size() < 4) return absl::OkStatus();
-      if (absl::Status status = Start(); !status.ok()) return status;
-      std::string prefix = std::move(prefix_);
-      return Feed(prefix);
-    }
-    return Feed(bytes);
-  }
-
-  // The diff id. DataLoss when the compressed stream is corrupt or cut short.
-  absl::StatusOr<digest::Digest> Finish() {
-    if (!compression_) {
-      if (absl::Status status = Start(); !status.ok()) return status;
-      std::string prefix = std::move(prefix_);
-      if (absl::Status status = Feed(prefix); !status.ok()) return status;
-    }
-    if (*compression_ != LayerCompression::kNone && !at_frame_end_) {
-      return absl::DataLossError("compressed stream ends early");
-    }
-    return hash_.Finish();
-  }
-
-  LayerCompression compression() const { return compression_.value_or(LayerCompression::kNone); }
-
- private:
-  absl::Status Start() {
-    const auto byte = [&](size_t i) {
-      return i < prefix_.size() ? static_cast<unsigned char>(prefix_[i]) : 0u;
-    };
-    if (byte(0) == 0x1f && byte(1) == 0x8b) {
-      compression_ = LayerCompression::kGzip;
-      if (inflateInit2(&zlib_, 15 + 16) != Z_OK) {
-        return absl::ResourceExhaustedError("gzip: inflateInit2 failed");
-      }
-      zlib_started_ = true;
-    } else if (byte(0) == 0x28 && byte(1) == 0xb5 && byte(2) == 0x2f && byte(3) == 0xfd) {
-      compression_ = LayerCompression::kZstd;
-      zstd_ = ZSTD_createDStream();
-      if (zstd_ == nullptr) return absl::ResourceExhaustedError("zstd: ZSTD_createDStream failed");
-    } else {
-      compression_ = LayerCompression::kNone;
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status Feed(absl::string_view in) {
-    if (in.empty()) return absl::OkStatus();
-    if (*compression_ == LayerCompression::kNone) {
-      hash_.Update(in);
-      return absl::OkStatus();
-    }
-    if (*compression_ == LayerCompression::kGzip) {
-      zlib_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-      zlib_.avail_in = static_cast<uInt>(in.size());
-      while (true) {
-        if (at_frame_end_) {
-          if (zlib_.avail_in == 0) break;
-          inflateReset(&zlib_);  // another gzip member follows
-          at_frame_end_ = false;
-        }
-        zlib_.next_out = reinterpret_cast<Bytef*>(buffer_.data());
-        zlib_.avail_out = static_cast<uInt>(buffer_.size());
-        const int result = inflate(&zlib_, Z_NO_FLUSH);
-        if (result != Z_OK && result != Z_STREAM_END && result != Z_BUF_ERROR) {
-          return absl::DataLossError(
-              absl::StrCat("gzip: ", zlib_.msg != nullptr ? zlib_.msg : "corrupt stream"));
-        }
-        hash_.Update(absl::string_view(buffer_.data(), buffer_.size() - zlib_.avail_out));
-        at_frame_end_ = result == Z_STREAM_END;
-        // Done with this input once it is consumed and the output had room to spare.
-        if (result == Z_BUF_ERROR || (zlib_.avail_in == 0 && zlib_.avail_out != 0)) break;
-      }
-      return absl::OkStatus();
-    }
-    ZSTD_inBuffer input{in.data(), in.size(), 0};
-    while (true) {
-      ZSTD_outBuffer output{buffer_.data(), buffer_.size(), 0};
-      const size_t result = ZSTD_decompressStream(zstd_, &output, &input);
-      if (ZSTD_isError(result)) {
-        return absl::DataLossError(absl::StrCat("zstd: ", ZSTD_getErrorName(result)));
-      }
-      hash_.Update(absl::string_view(buffer_.data(), output.pos));
-      at_frame_end_ = result == 0;
-      if (input.pos == input.size && output.pos < output.size) break;
-    }
-    return absl::OkStatus();
-  }
-
-  std::optional<LayerCompression> compression_;  // known after 4 bytes
-  std::string prefix_;
-  std::string buffer_;
-  z_stream zlib_{};
-  bool zlib_started_ = false;
-  ZSTD_DStream* zstd_ = nullptr;
-  bool at_frame_end_ = false;
-  digest::Sha256 hash_;
-};
-
-// The next piece of a file, valid until the next call; empty at the end.
-using PieceReader = absl::FunctionRef<absl::StatusOr<absl::string_view>()>;
-
 // Stores one layer blob from `read`, verifying the blob digest (when the
 // archive names it) and the diff id while it streams. Errors are prefixed
 // with `what`. The descriptor's media type follows the compression found.
@@ -403,257 +281,12 @@ absl::StatusOr<Descriptor> IngestLayer(cas::BlobStore& store, PieceReader read,
   return Descriptor{media_type, blob, size, {}};
 }
 
-// ---------------------------------------------------------------------------
-// The files of an image archive: a tar (any compression libarchive reads) or
-// a directory. Every name is checked before it is used.
-
-struct ArchiveReadDeleter {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-using ArchiveReadPtr = std::unique_ptr<archive, ArchiveReadDeleter>;
-
-absl::StatusOr<ArchiveReadPtr> OpenTar(const stdfs::path& file) {
-  ArchiveReadPtr a(archive_read_new());
-  archive_read_support_filter_all(a.get());
-  archive_read_support_format_tar(a.get());
-  if (archive_read_open_filename(a.get(), file.c_str(), 64 * 1024) != ARCHIVE_OK) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file.string(), ": not a readable tar: ", archive_error_string(a.get())));
-  }
-  return a;
-}
-
-// A name inside the archive, cleaned: "./a//b" is "a/b". InvalidArgument for
-// an absolute name or one that climbs out of the archive with "..".
-absl::StatusOr<std::string> CleanEntryName(absl::string_view raw) {
-  if (absl::StartsWith(raw, "/")) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", raw, "\" is an absolute path"));
-  }
-  std::string name = dockerfile::CleanPath(raw);
-  if (name == ".." || absl::StartsWith(name, "../")) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", raw, "\" is outside the archive"));
-  }
-  return name;
-}
-
-class ArchiveFiles {
- public:
-  // Opens `file`. A tar is read through once: every entry must be a regular
-  // file, a directory, or a symlink leading to a regular file of the archive,
-  // with a name inside the archive, and no name twice.
-  static absl::StatusOr<ArchiveFiles> Open(const stdfs::path& file) {
-    ArchiveFiles files;
-    files.file_ = file;
-    std::error_code ec;
-    files.directory_ = stdfs::is_directory(file, ec);
-    if (files.directory_) return files;
-    if (!stdfs::exists(file, ec)) {
-      return absl::NotFoundError(absl::StrCat(file.string(), ": no such file"));
-    }
-    absl::StatusOr<ArchiveReadPtr> a = OpenTar(file);
-    if (!a.ok()) return a.status();
-    archive_entry* entry;
-    while (true) {
-      const int result = archive_read_next_header(a->get(), &entry);
-      if (result == ARCHIVE_EOF) break;
-      if (result != ARCHIVE_OK && result != ARCHIVE_WARN) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(file.string(), ": not a readable tar: ", archive_error_string(a->get())));
-      }
-      const char* raw = archive_entry_pathname(entry);
-      const std::string raw_name = raw != nullptr ? raw : "";
-      const std::string where = absl::StrCat(file.string(), ": entry \"", raw_name, "\"");
-      absl::StatusOr<std::string> name = CleanEntryName(raw_name);
-      if (!name.ok()) return Prefixed(where, name.status());
-      if (archive_entry_hardlink(entry) != nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": is a hard link; an image archive holds only files"));
-      }
-      const auto type = archive_entry_filetype(entry);
-      if (type == AE_IFDIR) continue;
-      if (type != AE_IFREG && type != AE_IFLNK) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": is not a regular file; an image archive holds only files"));
-      }
-      if (files.sizes_.contains(*name) || files.links_.contains(*name)) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate entry"));
-      }
-      if (type == AE_IFLNK) {
-        const char* target = archive_entry_symlink(entry);
-        files.links_.emplace(*name, target != nullptr ? target : "");
-      } else {
-        files.sizes_.emplace(*name, archive_entry_size(entry));
-      }
-    }
-    // Docker's legacy format links a layer saved twice to the first copy
-    // ("<id>/layer.tar" -> "../<id0>/layer.tar"): a symlink is followed when it
-    // leads to a file of the archive, and refused otherwise.
-    for (const auto& [name, target] : files.links_) {
-      absl::StatusOr<std::string> resolved = files.ResolveLink(name);
-      if (!resolved.ok()) return resolved.status();
-      files.aliases_.emplace(name, *std::move(resolved));
-    }
-    return files;
-  }
-
-  const stdfs::path& file() const { return file_; }
-
-  // Whether the archive holds a regular file `name` (already cleaned); a
-  // symlink in a directory archive is an error.
-  absl::StatusOr<bool> Has(const std::string& name) const {
-    if (!directory_) return sizes_.contains(name) || aliases_.contains(name);
-    stdfs::path path = file_;
-    std::error_code ec;
-    for (const stdfs::path& part : stdfs::path(name)) {
-      path /= part;
-      const stdfs::file_status status = stdfs::symlink_status(path, ec);
-      if (stdfs::is_symlink(status)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(file_.string(), ": entry \"", name,
-                         "\": is a symlink; an image layout holds only files"));
-      }
-      if (!stdfs::exists(status)) return false;
-    }
-    return stdfs::is_regular_file(path, ec);
-  }
-
-  // `name` cleaned and present, or an error naming `what` (the field that named it).
-  absl::StatusOr<std::string> Require(absl::string_view raw, absl::string_view what) const {
-    absl::StatusOr<std::string> name = CleanEntryName(raw);
-    if (!name.ok()) return Prefixed(absl::StrCat(file_.string(), ": ", what), name.status());
-    absl::StatusOr<bool> has = Has(*name);
-    if (!has.ok()) return has.status();
-    if (!*has) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file_.string(), ": ", what, ": no file \"", *name, "\" in the archive"));
-    }
-    if (auto alias = aliases_.find(*name); alias != aliases_.end()) return alias->second;
-    return name;
-  }
-
-  // Calls `visit` with each file of `names` (cleaned, present, not symlinks:
-  // see Require) and a reader of its bytes: in archive order for a tar, one pass.
-  absl::Status Visit(const std::set<std::string>& names,
-                     absl::FunctionRef<absl::Status(const std::string&, PieceReader)> visit) const {
-    if (directory_) {
-      std::string buffer(256 * 1024, '\0');
-      for (const std::string& name : names) {
-        std::ifstream in(file_ / name, std::ios::binary);
-        if (!in) return absl::NotFoundError(absl::StrCat(file_.string(), ": cannot read ", name));
-        auto read = [&]() -> absl::StatusOr<absl::string_view> {
-          in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-          if (in.bad()) {
-            return absl::DataLossError(absl::StrCat(file_.string(), ": error reading ", name));
-          }
-          return absl::string_view(buffer.data(), static_cast<size_t>(in.gcount()));
-        };
-        if (absl::Status status = visit(name, read); !status.ok()) return status;
-      }
-      return absl::OkStatus();
-    }
-    absl::StatusOr<ArchiveReadPtr> a = OpenTar(file_);
-    if (!a.ok()) return a.status();
-    archive_entry* entry;
-    size_t seen = 0;
-    while (seen < names.size()) {
-      const int result = archive_read_next_header(a->get(), &entry);
-      if (result == ARCHIVE_EOF) break;
-      if (result != ARCHIVE_OK && result != ARCHIVE_WARN) {
-        return absl::DataLossError(
-            absl::StrCat(file_.string(), ": ", archive_error_string(a->get())));
-      }
-      if (archive_entry_filetype(entry) != AE_IFREG) continue;
-      absl::StatusOr<std::string> name = CleanEntryName(archive_entry_pathname(entry));
-      if (!name.ok() || !names.contains(*name)) continue;
-      ++seen;
-      auto read = [&]() -> absl::StatusOr<absl::string_view> {
-        const void* block;
-        size_t size;
-        la_int64_t offset;
-        const int r = archive_read_data_block(a->get(), &block, &size, &offset);
-        if (r == ARCHIVE_EOF) return absl::string_view();
-        if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-          return absl::DataLossError(
-              absl::StrCat(file_.string(), ": ", *name, ": ", archive_error_string(a->get())));
-        }
-        return absl::string_view(static_cast<const char*>(block), size);
-      };
-      if (absl::Status status = visit(*name, read); !status.ok()) return status;
-    }
-    if (seen < names.size()) {
-      return absl::DataLossError(absl::StrCat(file_.string(), ": changed while it was read"));
-    }
-    return absl::OkStatus();
-  }
-
-  // Reads the files of `names` whole (each at most kMaxJsonBytes).
-  absl::StatusOr<std::map<std::string, std::string>> ReadSmall(
-      const std::set<std::string>& names) const {
-    std::map<std::string, std::string> out;
-    absl::Status status = Visit(names, [&](const std::string& name, PieceReader read) {
-      std::string& bytes = out[name];
-      while (true) {
-        absl::StatusOr<absl::string_view> piece = read();
-        if (!piece.ok()) return piece.status();
-        if (piece->empty()) return absl::OkStatus();
-        bytes.append(piece->data(), piece->size());
-        if (bytes.size() > kMaxJsonBytes) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              file_.string(), ": ", name, ": over the limit of ", kMaxJsonBytes, " bytes"));
-        }
-      }
-    });
-    if (!status.ok()) return status;
-    return out;
-  }
-
-  // One file (cleaned, present; a symlink is followed).
-  absl::StatusOr<std::string> ReadSmall(const std::string& name) const {
-    auto alias = aliases_.find(name);
-    const std::string& real = alias != aliases_.end() ? alias->second : name;
-    absl::StatusOr<std::map<std::string, std::string>> files = ReadSmall(std::set{real});
-    if (!files.ok()) return files.status();
-    return std::move((*files)[real]);
-  }
-
- private:
-  // The regular file the symlink `name` leads to, through at most 8 links,
-  // each target relative to its link's directory.
-  absl::StatusOr<std::string> ResolveLink(const std::string& name) const {
-    const std::string where = absl::StrCat(file_.string(), ": entry \"", name,
-                                           "\": is a symlink to \"", links_.at(name), "\"");
-    std::string current = name;
-    for (int hops = 0; hops < 8; ++hops) {
-      auto link = links_.find(current);
-      if (link == links_.end()) break;
-      const std::string dir = stdfs::path(current).parent_path().string();
-      const std::string joined =
-          dockerfile::CleanPath(dir.empty() ? link->second : absl::StrCat(dir, "/", link->second));
-      if (absl::StartsWith(link->second, "/") || joined == ".." ||
-          absl::StartsWith(joined, "../")) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ", outside the archive"));
-      }
-      current = joined;
-    }
-    if (!sizes_.contains(current)) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ", not to a file of the archive"));
-    }
-    return current;
-  }
-
-  stdfs::path file_;
-  bool directory_ = false;
-  std::map<std::string, uint64_t> sizes_;       // a tar's regular files
-  std::map<std::string, std::string> links_;    // a tar's symlinks: name -> target
-  std::map<std::string, std::string> aliases_;  // symlink -> the regular file it leads to
-};
-
 // A JSON blob of a layout, read and checked against its descriptor.
-absl::StatusOr<std::string> ReadLayoutBlob(const ArchiveFiles& files, const Descriptor& blob,
+absl::StatusOr<std::string> ReadLayoutBlob(const ImageArchive& files, const Descriptor& blob,
                                            absl::string_view what) {
   absl::StatusOr<std::string> name = files.Require(BlobPath(blob.digest), what);
   if (!name.ok()) return name.status();
-  absl::StatusOr<std::string> bytes = files.ReadSmall(*name);
+  absl::StatusOr<std::string> bytes = files.ReadSmall(*name, kMaxJsonBytes);
   if (!bytes.ok()) return bytes.status();
   if (digest::Digest actual = digest::Sha256Of(*bytes); actual != blob.digest) {
     return absl::InvalidArgumentError(absl::StrCat(files.file().string(), ": ", *name,
@@ -714,7 +347,7 @@ struct LayerFile {
 };
 
 absl::StatusOr<std::map<std::string, Descriptor>> IngestLayers(
-    cas::BlobStore& store, const ArchiveFiles& files,
+    cas::BlobStore& store, const ImageArchive& files,
     const std::map<std::string, LayerFile>& layers) {
   std::set<std::string> names;
   for (const auto& [name, layer] : layers) names.insert(name);
@@ -747,10 +380,10 @@ absl::StatusOr<ImageConfig> ParseConfigFor(absl::string_view bytes, size_t layer
 
 // An OCI image layout (directory or tar): the manifest and its config are
 // stored as they are, so the image keeps its manifest digest.
-absl::StatusOr<digest::Digest> ImportOciLayout(cas::BlobStore& store, const ArchiveFiles& files,
+absl::StatusOr<digest::Digest> ImportOciLayout(cas::BlobStore& store, const ImageArchive& files,
                                                const ImageRef& ref) {
   const std::string file = files.file().string();
-  absl::StatusOr<std::string> index_json = files.ReadSmall("index.json");
+  absl::StatusOr<std::string> index_json = files.ReadSmall("index.json", kMaxJsonBytes);
   if (!index_json.ok()) return index_json.status();
   const std::string index_what = absl::StrCat(file, ": index.json");
   absl::StatusOr<std::vector<PlatformDescriptor>> index = ParseIndex(*index_json, index_what);
@@ -848,10 +481,10 @@ std::optional<digest::Digest> DigestFromName(absl::string_view name) {
 
 // A docker archive (`docker save`): its config is kept as it is (its digest is
 // the image id), its layers as they are, and a fresh OCI manifest names them.
-absl::StatusOr<digest::Digest> ImportDockerArchive(cas::BlobStore& store, const ArchiveFiles& files,
+absl::StatusOr<digest::Digest> ImportDockerArchive(cas::BlobStore& store, const ImageArchive& files,
                                                    const ImageRef& ref) {
   const std::string file = files.file().string();
-  absl::StatusOr<std::string> text = files.ReadSmall("manifest.json");
+  absl::StatusOr<std::string> text = files.ReadSmall("manifest.json", kMaxJsonBytes);
   if (!text.ok()) return text.status();
   const std::string what = absl::StrCat(file, ": manifest.json");
   Json document = Json::parse(text->begin(), text->end(), nullptr, /*allow_exceptions=*/false);
@@ -907,7 +540,7 @@ absl::StatusOr<digest::Digest> ImportDockerArchive(cas::BlobStore& store, const 
     layer_names.push_back(*std::move(name));
   }
 
-  absl::StatusOr<std::string> config_json = files.ReadSmall(*config_name);
+  absl::StatusOr<std::string> config_json = files.ReadSmall(*config_name, kMaxJsonBytes);
   if (!config_json.ok()) return config_json.status();
   const digest::Digest config_digest = digest::Sha256Of(*config_json);
   if (std::optional<digest::Digest> named = DigestFromName(*config_name);
@@ -1007,7 +640,7 @@ absl::StatusOr<ImageConfig> RootfsConfig(absl::Span<const std::string> changes) 
 absl::StatusOr<Descriptor> StoreRootfsLayer(cas::BlobStore& store, const stdfs::path& file) {
   {
     // It must be a tar: read every header once.
-    absl::StatusOr<ArchiveReadPtr> tar = OpenTar(file);
+    absl::StatusOr<TarReader> tar = OpenTarReader(file);
     if (!tar.ok()) return tar.status();
     archive_entry* entry;
     int result;
@@ -1019,7 +652,7 @@ absl::StatusOr<Descriptor> StoreRootfsLayer(cas::BlobStore& store, const stdfs::
           absl::StrCat(file.string(), ": not a readable tar: ", archive_error_string(tar->get())));
     }
   }
-  ArchiveReadPtr a(archive_read_new());
+  TarReader a(archive_read_new());
   archive_read_support_filter_all(a.get());
   archive_read_support_format_raw(a.get());
   archive_entry* entry;
@@ -1147,7 +780,7 @@ absl::StatusOr<LocalImage> ImportImage(cas::BlobStore& store, const std::filesys
   }
   absl::StatusOr<digest::Digest> manifest = [&]() -> absl::StatusOr<digest::Digest> {
     if (options.rootfs) return ImportRootfs(store, file, options.changes);
-    absl::StatusOr<ArchiveFiles> files = ArchiveFiles::Open(file);
+    absl::StatusOr<ImageArchive> files = ImageArchive::Open(file);
     if (!files.ok()) return files.status();
     absl::StatusOr<bool> oci = files->Has("index.json");
     if (!oci.ok()) return oci.status();

@@ -584,5 +584,28 @@ TEST_F(LocalImagesTest, SkopeoCopies_Import) {
   EXPECT_EQ(from_oci->config.diff_ids, std::vector{digest::Sha256Of(LayerTar(false))});
 }
 
+// A layout umoci made and edited (new image, a file inserted as a gzip
+// layer, config set) imports with its manifest as umoci wrote it.
+TEST_F(LocalImagesTest, UmociLayout_Imports) {
+  if (RunShell("command -v umoci >/dev/null") != 0) GTEST_SKIP() << "umoci is not installed";
+  const stdfs::path layout = dir_.path() / "umoci";
+  const stdfs::path file = dir_.path() / "hello.txt";
+  WriteFile(file, "hi\n");
+  const std::string image = absl::StrCat(layout.string(), ":v1");
+  ASSERT_EQ(RunShell(absl::StrCat("umoci init --layout ", layout.string(), " && umoci new --image ",
+                                  image, " && umoci insert --image ", image, " ", file.string(),
+                                  " /app/hello.txt && umoci config --image ", image,
+                                  " --config.env PATH=/bin --config.cmd sh")),
+            0);
+  auto imported = ImportImage(*dst_, layout, Ref("example.com/app:v1"), {});
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_THAT(testing::ReadFileOrFail(layout / "index.json"),
+              HasSubstr(imported->manifest.digest.ToString()));
+  EXPECT_THAT(imported->config.config.env, ElementsAre("PATH=/bin"));
+  EXPECT_THAT(imported->config.config.cmd, ElementsAre("sh"));
+  ASSERT_EQ(imported->layers.size(), 1u);
+  EXPECT_EQ(imported->layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+}
+
 }  // namespace
 }  // namespace stagefarm::oci
