@@ -248,6 +248,11 @@ int Build(const std::vector<std::string>& args) {
     std::fprintf(stderr, "naming to %s\n", tag.String().c_str());
   }
   for (const OutputSpec& output : outputs) {
+    std::error_code error;
+    if (output.dest.has_parent_path()) stdfs::create_directories(output.dest.parent_path(), error);
+    if (error) {
+      return Fail(absl::StrCat("--output ", output.dest.native(), ": ", error.message()));
+    }
     absl::Status written =
         output.directory
             ? oci::WriteOciLayoutDir(**store, {*image}, output.dest)

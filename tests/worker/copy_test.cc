@@ -192,6 +192,25 @@ TEST_F(CopyTest, HostileSymlinksStayInsideTheirRoots) {
   EXPECT_EQ(Describe("/outside.txt"), "f 0644 0:0 hello\n");
 }
 
+TEST_F(CopyTest, ParentsKeepTheSourcePathBelowThePivot) {
+  CopyOptions options;
+  options.reset_owner = true;
+  options.parents = true;
+  // BuildKit's documented examples: paths kept whole, globs per match, and
+  // a "/./" pivot that drops what is above it.
+  ASSERT_TRUE(Copy({"srcdir/a.txt", "srcdir/sub/b.txt"}, "/p/", options).ok());
+  EXPECT_EQ(Describe("/p/srcdir/a.txt"), "f 0644 0:0 a\n");
+  EXPECT_EQ(Describe("/p/srcdir/sub/b.txt"), "f 0644 0:0 b\n");
+  ASSERT_TRUE(Copy({"*.conf"}, "/globbed", options).ok());
+  EXPECT_EQ(Describe("/globbed/one.conf"), "f 0644 0:0 one\n");
+  EXPECT_EQ(Describe("/globbed/two.conf"), "f 0644 0:0 two\n");
+  ASSERT_TRUE(Copy({"./srcdir/./sub/b.txt"}, "/pivot/", options).ok());
+  EXPECT_EQ(Describe("/pivot/sub/b.txt"), "f 0644 0:0 b\n");
+  EXPECT_EQ(Describe("/pivot/srcdir"), "missing");
+  ASSERT_TRUE(Copy({"srcdir/sub"}, "/dir/", options).ok());
+  EXPECT_EQ(Describe("/dir/srcdir/sub/b.txt"), "f 0644 0:0 b\n");
+}
+
 TEST_F(CopyTest, AFileCannotReplaceADirectory) {
   std::filesystem::create_directories(rootfs_ / "dir/inner");
   ASSERT_TRUE(Copy({"hello.txt"}, "/dir").ok());  // an existing directory: copied into it

@@ -396,7 +396,6 @@ class StageRun {
 
   absl::Status CopyFiles(const dockerfile::Copy& copy, const PlannedInstruction& planned,
                          const stdfs::path& root, const stdfs::path& scratch) {
-    if (copy.parents) return absl::UnimplementedError("COPY --parents is not supported yet");
     absl::StatusOr<fs::RootDir> destination = fs::RootDir::Open(root);
     if (!destination.ok()) return destination.status();
     absl::StatusOr<CopyOptions> options =
@@ -425,6 +424,7 @@ class StageRun {
     absl::StatusOr<fs::RootDir> source = fs::RootDir::Open(*source_dir);
     if (!source.ok()) return source.status();
     options->reset_owner = planned.copy_from.kind == SourceRoot::Kind::kContext;
+    options->parents = copy.parents;
     absl::StatusOr<CopyStats> copied =
         CopyInto(*source, copy.files.source_paths, *destination, dest, *options);
     return copied.status();

@@ -53,6 +53,15 @@ absl::string_view DirName(absl::string_view path) {
 
 // Whether the file open at `fd` is a tar archive, possibly compressed with
 // gzip, bzip2, xz or zstd: libarchive recognises a first tar header.
+// COPY --parents: the directory of a source that the kept path starts below,
+// written as "PIVOT/./REST" (BuildKit's pivot), cleaned and root-relative;
+// "" (the source root) without one.
+std::string ParentsPivot(absl::string_view source) {
+  const size_t at = source.find("/./");
+  if (at == absl::string_view::npos) return "";
+  return dockerfile::CleanPath(absl::StrCat("/", source.substr(0, at))).substr(1);
+}
+
 bool IsTarArchive(int fd) {
   std::unique_ptr<archive, decltype(&archive_read_free)> a(archive_read_new(),
                                                            &archive_read_free);
@@ -476,22 +485,68 @@ absl::StatusOr<CopyStats> CopyInto(const fs::RootDir& source,
   }
   Copier copier(source, destination, options, std::move(excludes));
   std::vector<std::string> matches;
+  // --parents: the part of each match kept below the destination (the match
+  // less its source's pivot directory).
+  std::vector<std::string> kept_paths;
   for (const std::string& pattern : sources) {
     absl::StatusOr<std::vector<std::string>> expanded = copier.Expand(pattern);
     if (!expanded.ok()) return expanded.status();
+    const std::string pivot = ParentsPivot(pattern);
     for (std::string& match : *expanded) {
       absl::StatusOr<bool> excluded = copier.Excluded(match);
       if (!excluded.ok()) return excluded.status();
-      if (!*excluded) matches.push_back(std::move(match));
+      if (*excluded) continue;
+      std::string kept = match;
+      if (!pivot.empty() && (match == pivot || absl::StartsWith(match, pivot + "/"))) {
+        kept = match.size() == pivot.size() ? "" : match.substr(pivot.size() + 1);
+      }
+      kept_paths.push_back(std::move(kept));
+      matches.push_back(std::move(match));
     }
   }
   if (matches.empty()) return copier.stats();
 
   const bool trailing_slash = absl::EndsWith(dest, "/");
   const std::string clean_dest = dockerfile::CleanPath(dest);
-  const bool dest_is_dir = trailing_slash || matches.size() > 1 ||
+  const bool dest_is_dir = options.parents || trailing_slash || matches.size() > 1 ||
                            destination.OpenAt(clean_dest, O_PATH | O_DIRECTORY).ok();
-  for (const std::string& match : matches) {
+  for (size_t i = 0; i < matches.size(); ++i) {
+    const std::string& match = matches[i];
+    if (options.parents) {
+      // The match goes to DEST/<its path below the pivot>: a directory's
+      // contents into that directory, anything else as that path.
+      const std::string target =
+          kept_paths[i].empty() ? clean_dest : Join(clean_dest, kept_paths[i]);
+      absl::StatusOr<fs::UniqueFd> opened = source.OpenAt(match.empty() ? "." : match, O_PATH);
+      if (!opened.ok()) return opened.status();
+      struct stat info;
+      if (::fstat(opened->get(), &info) != 0) return Errno("cannot stat source", match, errno);
+      if (absl::Status status = copier.MakeDirs(DirName(target)); !status.ok()) return status;
+      if (S_ISDIR(info.st_mode)) {
+        absl::StatusOr<fs::UniqueFd> dir =
+            source.OpenAt(match.empty() ? "." : match, O_RDONLY | O_DIRECTORY);
+        if (!dir.ok()) return dir.status();
+        if (absl::Status status = copier.CopyDirectory(dir->get(), info, match, target);
+            !status.ok()) {
+          return status;
+        }
+      } else if (S_ISREG(info.st_mode)) {
+        absl::StatusOr<fs::UniqueFd> file = source.OpenAt(match, O_RDONLY);
+        if (!file.ok()) return file.status();
+        if (absl::Status status = copier.CopyFile(file->get(), info, match, target); !status.ok()) {
+          return status;
+        }
+      } else {
+        absl::StatusOr<fs::RootDir::Parent> parent = source.OpenParent(match);
+        if (!parent.ok()) return parent.status();
+        if (absl::Status status =
+                copier.CopyNode(parent->dir.get(), parent->name, info, match, target);
+            !status.ok()) {
+          return status;
+        }
+      }
+      continue;
+    }
     absl::StatusOr<fs::UniqueFd> opened = source.OpenAt(match.empty() ? "." : match, O_PATH);
     if (!opened.ok()) return opened.status();
     struct stat info;

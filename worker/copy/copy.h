@@ -65,6 +65,11 @@ struct CopyOptions {
   // zstd, recognised by content, not name) is unpacked into the destination
   // directory, keeping the archive's owners unless --chown is given.
   bool unpack_archives = false;
+  // --parents: each source keeps its path (below a "/./" pivot when the
+  // source has one) under the destination, which is always a directory:
+  // `COPY --parents a/b/c.txt /d/` makes /d/a/b/c.txt. Parents made on the
+  // way are 0755, owned as --chown says (else root).
+  bool parents = false;
 };
 
 struct CopyStats {

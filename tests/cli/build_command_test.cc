@@ -1,0 +1,197 @@
+// `stagefarm build` run as a user runs it: a base image imported from a
+// busybox root filesystem, a multi-stage Dockerfile, and the outputs checked
+// by the tools other people use to read images (oci-image-tool, umoci) and by
+// importing them back.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tests/testing/busybox_rootfs.h"
+
+namespace stagefarm {
+namespace {
+
+namespace stdfs = std::filesystem;
+using ::testing::HasSubstr;
+
+struct Invocation {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Invocation Shell(const std::string& command) {
+  Invocation run;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return run;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) run.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+class BuildCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "builds run runc and mount overlays: root only";
+    dir_ = stdfs::path(::testing::TempDir()) /
+           absl::StrCat("build_command_test_", getpid(), "_",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    stdfs::remove_all(dir_);
+    stdfs::create_directories(dir_ / "context");
+    ASSERT_TRUE(testing::MakeBusyboxRootfs(dir_ / "rootfs").ok());
+    const Invocation tar = Shell(absl::StrCat("tar -C '", (dir_ / "rootfs").string(), "' -cf '",
+                                              (dir_ / "rootfs.tar").string(), "' ."));
+    ASSERT_EQ(tar.exit_code, 0) << tar.output;
+    const Invocation imported = Stagefarm(absl::StrCat(
+        "image import --rootfs --change 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' '",
+        (dir_ / "rootfs.tar").string(), "' busybox"));
+    ASSERT_EQ(imported.exit_code, 0) << imported.output;
+  }
+  void TearDown() override { stdfs::remove_all(dir_); }
+
+  Invocation Stagefarm(const std::string& args, const std::string& home = "") {
+    return Shell(absl::StrCat("STAGEFARM_HOME='", home.empty() ? (dir_ / "home").string() : home,
+                              "' SOURCE_DATE_EPOCH=1700000000 '", STAGEFARM_BINARY, "' ", args));
+  }
+  void WriteDockerfile(const std::string& text) { std::ofstream(dir_ / "Dockerfile") << text; }
+  std::string Build(const std::string& flags) {
+    return absl::StrCat("build -f '", (dir_ / "Dockerfile").string(), "' ", flags, " '",
+                        (dir_ / "context").string(), "'");
+  }
+  // The last line of a successful build: the image's manifest digest.
+  static std::string Digest(const std::string& output) {
+    std::smatch match;
+    static const std::regex kDigest("(sha256:[0-9a-f]{64})\n$");
+    return std::regex_search(output, match, kDigest) ? match[1].str() : "";
+  }
+
+  stdfs::path dir_;
+};
+
+constexpr char kMultiStage[] =
+    "FROM busybox AS build\n"
+    "ARG GREETING=hello\n"
+    "RUN mkdir /out && echo \"$GREETING from build\" > /out/message\n"
+    "FROM busybox\n"
+    "COPY --from=build /out/message /srv/\n"
+    "COPY app.conf /etc/app.conf\n"
+    "WORKDIR /srv\n"
+    "CMD [\"cat\", \"/srv/message\"]\n";
+
+TEST_F(BuildCommandTest, OutputsValidateUnpackAndImportAgain) {
+  WriteDockerfile(kMultiStage);
+  std::ofstream(dir_ / "context/app.conf") << "key=value\n";
+  const stdfs::path out = dir_ / "out";
+  const Invocation built = Stagefarm(Build(absl::StrCat(
+      "-t app:1 --output type=oci,dest='", (out / "oci.tar").string(), "' --output type=oci,dest='",
+      (out / "layout").string(), "/' --output type=docker,dest='", (out / "docker.tar").string(),
+      "'")));
+  ASSERT_EQ(built.exit_code, 0) << built.output;
+  const std::string digest = Digest(built.output);
+  ASSERT_FALSE(digest.empty()) << built.output;
+  EXPECT_THAT(built.output, HasSubstr("[build 2/2] run mkdir /out"));
+  EXPECT_THAT(built.output, HasSubstr("naming to docker.io/library/app:1"));
+
+  // oci-image-tool cannot read any tar (opencontainers/image-tools#205,
+  // "find failed: unable to walk: end of walk"): the tar is validated as the
+  // layout it unpacks to.
+  ASSERT_EQ(Shell(absl::StrCat("mkdir '", (out / "from-tar").string(), "' && tar -C '",
+                               (out / "from-tar").string(), "' -xf '", (out / "oci.tar").string(),
+                               "'"))
+                .exit_code,
+            0);
+  for (const stdfs::path& layout : {out / "layout", out / "from-tar"}) {
+    const Invocation valid = Shell(
+        absl::StrCat("oci-image-tool validate --type image --ref name=1 '", layout.string(), "'"));
+    EXPECT_EQ(valid.exit_code, 0) << valid.output;
+    EXPECT_THAT(valid.output, HasSubstr("Validation succeeded"));
+  }
+  const Invocation unpacked = Shell(absl::StrCat("umoci unpack --image '", (out / "layout").string(),
+                                                 ":1' '", (out / "bundle").string(), "'"));
+  ASSERT_EQ(unpacked.exit_code, 0) << unpacked.output;
+  std::ifstream message(out / "bundle/rootfs/srv/message");
+  std::string line;
+  std::getline(message, line);
+  EXPECT_EQ(line, "hello from build");
+  EXPECT_TRUE(stdfs::exists(out / "bundle/rootfs/etc/app.conf"));
+  EXPECT_TRUE(stdfs::exists(out / "bundle/rootfs/bin/busybox"));
+
+  // Each output imports back as the same image: the OCI ones keep the
+  // manifest digest; the docker archive keeps the config.
+  for (const auto& [file, name] : {std::pair{out / "oci.tar", "again:oci"},
+                                   std::pair{out / "layout", "again:layout"}}) {
+    const Invocation imported =
+        Stagefarm(absl::StrCat("image import '", file.string(), "' ", name));
+    ASSERT_EQ(imported.exit_code, 0) << imported.output;
+    EXPECT_THAT(imported.output, HasSubstr(digest));
+  }
+  const Invocation docker = Stagefarm(
+      absl::StrCat("image import '", (out / "docker.tar").string(), "' again:docker"));
+  ASSERT_EQ(docker.exit_code, 0) << docker.output;
+  const Invocation inspected = Stagefarm("image inspect again:docker");
+  EXPECT_THAT(inspected.output, HasSubstr("\"Cmd\":[\"cat\",\"/srv/message\"]"));
+  EXPECT_THAT(inspected.output, HasSubstr("\"WorkingDir\":\"/srv\""));
+  EXPECT_THAT(Stagefarm("image ls").output, HasSubstr("docker.io/library/app:1"));
+}
+
+TEST_F(BuildCommandTest, SameInputsGiveTheSameDigestInAnotherStore) {
+  WriteDockerfile(kMultiStage);
+  std::ofstream(dir_ / "context/app.conf") << "key=value\n";
+  const Invocation first = Stagefarm(Build(""));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  // A second node: its own store, the same base imported.
+  const std::string other = (dir_ / "other-home").string();
+  ASSERT_EQ(Stagefarm(absl::StrCat("image import --rootfs --change "
+                                   "'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' '",
+                                   (dir_ / "rootfs.tar").string(), "' busybox"),
+                      other)
+                .exit_code,
+            0);
+  const Invocation second = Stagefarm(Build(""), other);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_EQ(Digest(first.output), Digest(second.output));
+  EXPECT_FALSE(Digest(first.output).empty());
+  // A different build argument is a different image.
+  const Invocation changed = Stagefarm(Build("--build-arg GREETING=hi"));
+  ASSERT_EQ(changed.exit_code, 0) << changed.output;
+  EXPECT_NE(Digest(changed.output), Digest(first.output));
+}
+
+TEST_F(BuildCommandTest, FailingStepExitsOneWithLocationExitCodeAndOutput) {
+  WriteDockerfile("FROM busybox\nRUN echo starting\nRUN echo 'went wrong' >&2; exit 7\n");
+  const Invocation run = Stagefarm(Build("-t never:1"));
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.output, HasSubstr("Dockerfile:3"));
+  EXPECT_THAT(run.output, HasSubstr("7"));
+  EXPECT_THAT(run.output, HasSubstr("went wrong"));
+  EXPECT_THAT(Stagefarm("image ls").output, ::testing::Not(HasSubstr("never")));
+}
+
+TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
+  WriteDockerfile("FROM busybox\n");
+  const Invocation type = Stagefarm(Build("--output type=tarball,dest=x"));
+  EXPECT_EQ(type.exit_code, 2);
+  EXPECT_THAT(type.output, HasSubstr("type must be oci or docker"));
+  const Invocation dest = Stagefarm(Build("--output type=oci"));
+  EXPECT_EQ(dest.exit_code, 2);
+  EXPECT_THAT(dest.output, HasSubstr("dest=PATH is required"));
+  const Invocation tag = Stagefarm(Build("-t Bad:Name"));
+  EXPECT_EQ(tag.exit_code, 2);
+  const Invocation missing = Stagefarm(Build("--target nosuchstage"));
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.output, HasSubstr("target stage \"nosuchstage\" could not be found"));
+}
+
+}  // namespace
+}  // namespace stagefarm
