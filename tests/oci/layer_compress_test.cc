@@ -1,0 +1,403 @@
+#include "common/oci/layer_compress.h"
+
+#include <rocksdb/db.h>
+#include <stdio.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/digest/digest.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/random_blobs.h"
+
+namespace stagefarm::oci {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::kMiB;
+using ::testing::TestWithParam;
+using ::testing::Values;
+
+// Layer-like bytes: runs of seeded random bytes (compressed files) between
+// runs of repeated text (sources, configs, tar headers), so that both the
+// literal and the match paths of the compressors are exercised.
+std::string LayerLikeBytes(uint64_t seed, size_t size) {
+  std::string out;
+  std::string random;
+  testing::RandomStream stream(seed);
+  for (int run = 0; out.size() < size; ++run) {
+    if (run % 2 == 0) {
+      stream.Fill(&random, 3000 + (run * 7919) % 60000);
+      out += random;
+    } else {
+      for (int line = 0; line < 200 + run % 300; ++line) {
+        absl::StrAppend(&out, "usr/share/doc/package-", run, "/copyright line ", line,
+                        ": Permission is hereby granted, free of charge\n");
+      }
+    }
+  }
+  out.resize(size);
+  return out;
+}
+
+// Compresses `input` with `threads` workers, fed in `piece`-byte writes.
+std::string Compress(LayerCompression compression, absl::string_view input, int threads,
+                     size_t piece = 64 * 1024, std::optional<int> level = std::nullopt) {
+  std::string out;
+  absl::StatusOr<std::unique_ptr<LayerCompressor>> compressor =
+      LayerCompressor::Create(compression, level, threads, [&](absl::string_view bytes) {
+        out.append(bytes.data(), bytes.size());
+        return absl::OkStatus();
+      });
+  EXPECT_TRUE(compressor.ok()) << compressor.status();
+  if (!compressor.ok()) return "";
+  for (size_t at = 0; at < input.size(); at += piece) {
+    EXPECT_TRUE((*compressor)->Write(input.substr(at, piece)).ok());
+  }
+  EXPECT_TRUE((*compressor)->Finish().ok());
+  return out;
+}
+
+// zlib's inflate with gzip framing; checks that the stream is one member
+// that ends exactly at the end of `compressed`.
+std::string Gunzip(const std::string& compressed) {
+  z_stream stream{};
+  EXPECT_EQ(inflateInit2(&stream, 15 + 16), Z_OK);
+  std::string out;
+  std::string buffer(256 * 1024, '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  stream.avail_in = static_cast<uInt>(compressed.size());
+  int result = Z_OK;
+  while (result == Z_OK) {
+    stream.next_out = reinterpret_cast<Bytef*>(buffer.data());
+    stream.avail_out = static_cast<uInt>(buffer.size());
+    result = inflate(&stream, Z_NO_FLUSH);
+    out.append(buffer.data(), buffer.size() - stream.avail_out);
+  }
+  EXPECT_EQ(result, Z_STREAM_END) << (stream.msg ? stream.msg : "");
+  EXPECT_EQ(stream.avail_in, 0u) << "bytes after the first gzip member";
+  inflateEnd(&stream);
+  return out;
+}
+
+std::string Unzstd(const std::string& compressed) {
+  ZSTD_DCtx* context = ZSTD_createDCtx();
+  std::string out;
+  std::string buffer(ZSTD_DStreamOutSize(), '\0');
+  ZSTD_inBuffer input{compressed.data(), compressed.size(), 0};
+  size_t result = 1;
+  while (input.pos < input.size || result != 0) {
+    ZSTD_outBuffer output{buffer.data(), buffer.size(), 0};
+    result = ZSTD_decompressStream(context, &output, &input);
+    EXPECT_FALSE(ZSTD_isError(result)) << ZSTD_getErrorName(result);
+    if (ZSTD_isError(result)) break;
+    out.append(buffer.data(), output.pos);
+    if (output.pos == 0 && input.pos == input.size && result != 0) {
+      ADD_FAILURE() << "truncated zstd frame";
+      break;
+    }
+  }
+  ZSTD_freeDCtx(context);
+  return out;
+}
+
+// Runs `command` on a file holding `input`; returns its standard output.
+std::string RunOnFile(const std::string& command, const std::string& input) {
+  testing::TempDir dir("layer-compress-cli");
+  const std::filesystem::path file = dir.path() / "input";
+  std::ofstream(file, std::ios::binary) << input;
+  FILE* pipe = popen(absl::StrCat(command, " ", file.string()).c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  if (pipe == nullptr) return "";
+  std::string out;
+  char buffer[65536];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  EXPECT_EQ(pclose(pipe), 0) << command;
+  return out;
+}
+
+class RoundTripTest : public TestWithParam<size_t> {};
+
+TEST_P(RoundTripTest, Gzip_InflatesWithZlibAndGzip) {
+  const std::string input = LayerLikeBytes(1, GetParam());
+  const std::string compressed = Compress(LayerCompression::kGzip, input, 2);
+  EXPECT_EQ(Gunzip(compressed), input);
+  EXPECT_EQ(RunOnFile("gzip -dc", compressed), input);
+}
+
+TEST_P(RoundTripTest, Zstd_DecompressesWithLibzstdAndZstd) {
+  const std::string input = LayerLikeBytes(2, GetParam());
+  const std::string compressed = Compress(LayerCompression::kZstd, input, 2);
+  EXPECT_EQ(Unzstd(compressed), input);
+  EXPECT_EQ(RunOnFile("zstd -q -dc", compressed), input);
+}
+
+TEST_P(RoundTripTest, OutputIsTheSameWithOneAndFourThreadsAndAnyWriteSize) {
+  const std::string input = LayerLikeBytes(3, GetParam());
+  for (LayerCompression compression : {LayerCompression::kGzip, LayerCompression::kZstd}) {
+    const std::string one = Compress(compression, input, 1);
+    EXPECT_EQ(Compress(compression, input, 4), one);
+    EXPECT_EQ(Compress(compression, input, 2, /*piece=*/4093), one);
+    EXPECT_EQ(Compress(compression, input, 3, /*piece=*/std::max<size_t>(input.size(), 1)), one);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, RoundTripTest,
+                         Values(0, 100, kGzipBlockSize - 1, kGzipBlockSize, kGzipBlockSize + 1,
+                                20 * kMiB),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return absl::StrCat("Bytes", info.param);
+                         });
+
+TEST(LayerCompressorTest, Gzip_RandomDataOverManyBlocksRoundTrips) {
+  const std::string input = testing::RandomBytes(4, 5 * kGzipBlockSize + 12345);
+  EXPECT_EQ(Gunzip(Compress(LayerCompression::kGzip, input, 3)), input);
+}
+
+TEST(LayerCompressorTest, Gzip_HeaderIsGos) {
+  const std::string level1 = Compress(LayerCompression::kGzip, "hello", 1, 64, 1);
+  EXPECT_EQ(level1.substr(0, 10), absl::string_view("\x1f\x8b\x08\0\0\0\0\0\x04\xff", 10));
+  const std::string level6 = Compress(LayerCompression::kGzip, "hello", 1, 64, 6);
+  EXPECT_EQ(level6.substr(0, 10), absl::string_view("\x1f\x8b\x08\0\0\0\0\0\0\xff", 10));
+  const std::string level9 = Compress(LayerCompression::kGzip, "hello", 1, 64, 9);
+  EXPECT_EQ(level9.substr(0, 10), absl::string_view("\x1f\x8b\x08\0\0\0\0\0\x02\xff", 10));
+  EXPECT_EQ(Gunzip(level9), "hello");
+}
+
+TEST(LayerCompressorTest, LevelsOutOfRangeAreRefused) {
+  const auto sink = [](absl::string_view) { return absl::OkStatus(); };
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      LayerCompressor::Create(LayerCompression::kGzip, 10, 1, sink).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      LayerCompressor::Create(LayerCompression::kZstd, 1000, 1, sink).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      LayerCompressor::Create(LayerCompression::kNone, std::nullopt, 1, sink).status()));
+}
+
+TEST(LayerCompressorTest, SinkErrorIsReturnedAndSpendsTheCompressor) {
+  absl::StatusOr<std::unique_ptr<LayerCompressor>> compressor = LayerCompressor::Create(
+      LayerCompression::kGzip, std::nullopt, 2,
+      [](absl::string_view) { return absl::UnavailableError("disk gone"); });
+  ASSERT_TRUE(compressor.ok());
+  const std::string input = LayerLikeBytes(5, 8 * kGzipBlockSize);
+  absl::Status status = (*compressor)->Write(input);
+  if (status.ok()) status = (*compressor)->Finish();
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_TRUE(absl::IsFailedPrecondition((*compressor)->Finish()));
+}
+
+// ---------------------------------------------------------------- CompressLayers
+
+class CompressLayersTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    store_.reset();
+    absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = cas::BlobStore::Open(dir_.path());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  Descriptor PutLayer(const std::string& bytes,
+                      std::string media_type = LayerMediaType(LayerCompression::kNone)) {
+    const digest::Digest digest = digest::Sha256Of(bytes);
+    EXPECT_TRUE(store_->Put(bytes, digest, media_type).ok());
+    return Descriptor{media_type, digest, bytes.size(), {}};
+  }
+
+  // CompressLayers, counting the uncompressed bytes it reports as compressed.
+  absl::StatusOr<std::vector<Descriptor>> Run(absl::Span<const Descriptor> layers,
+                                              LayerCompression compression,
+                                              uint64_t* compressed_bytes = nullptr) {
+    CompressOptions options;
+    options.compression = compression;
+    options.threads = 2;
+    options.on_progress = [compressed_bytes](uint64_t done, uint64_t total) {
+      EXPECT_LE(done, total);
+      if (compressed_bytes != nullptr) *compressed_bytes = done;
+    };
+    return CompressLayers(*store_, layers, options);
+  }
+
+  testing::TempDir dir_{"layer-compress"};
+  std::unique_ptr<cas::BlobStore> store_;
+};
+
+TEST_F(CompressLayersTest, StoresTheCompressedBlobWithItsMediaType) {
+  const std::string tar = LayerLikeBytes(10, 3 * kMiB + 17);
+  const Descriptor layer = PutLayer(tar);
+  for (LayerCompression compression : {LayerCompression::kGzip, LayerCompression::kZstd}) {
+    uint64_t compressed_bytes = 0;
+    absl::StatusOr<std::vector<Descriptor>> out = Run({layer}, compression, &compressed_bytes);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_EQ(out->size(), 1u);
+    const Descriptor& result = (*out)[0];
+    EXPECT_EQ(result.media_type, LayerMediaType(compression));
+    EXPECT_EQ(compressed_bytes, tar.size());
+    absl::StatusOr<cas::BlobInfo> info = store_->Stat(result.digest);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->size, result.size);
+    EXPECT_EQ(info->media_type, result.media_type);
+    absl::StatusOr<std::string> blob = store_->ReadAll(result.digest);
+    ASSERT_TRUE(blob.ok());
+    EXPECT_LT(blob->size(), tar.size());
+    EXPECT_EQ(compression == LayerCompression::kGzip ? Gunzip(*blob) : Unzstd(*blob), tar);
+  }
+}
+
+TEST_F(CompressLayersTest, DockerLayerKeepsDockerMediaTypes) {
+  const Descriptor layer =
+      PutLayer(LayerLikeBytes(11, 5000), "application/vnd.docker.image.rootfs.diff.tar");
+  absl::StatusOr<std::vector<Descriptor>> gzip = Run({layer}, LayerCompression::kGzip);
+  ASSERT_TRUE(gzip.ok()) << gzip.status();
+  EXPECT_EQ((*gzip)[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+  absl::StatusOr<std::vector<Descriptor>> zstd = Run({layer}, LayerCompression::kZstd);
+  ASSERT_TRUE(zstd.ok()) << zstd.status();
+  EXPECT_EQ((*zstd)[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.zstd");
+}
+
+TEST_F(CompressLayersTest, SecondCallReusesTheRememberedBlobWithoutCompressing) {
+  const Descriptor layer = PutLayer(LayerLikeBytes(12, 2 * kMiB));
+  uint64_t compressed_bytes = 0;
+  absl::StatusOr<std::vector<Descriptor>> first =
+      Run({layer}, LayerCompression::kGzip, &compressed_bytes);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(compressed_bytes, layer.size);
+
+  compressed_bytes = 0;
+  absl::StatusOr<std::vector<Descriptor>> second =
+      Run({layer}, LayerCompression::kGzip, &compressed_bytes);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(compressed_bytes, 0u);
+  EXPECT_EQ((*second)[0].digest, (*first)[0].digest);
+  EXPECT_EQ((*second)[0].size, (*first)[0].size);
+  EXPECT_EQ((*second)[0].media_type, (*first)[0].media_type);
+  absl::StatusOr<std::string> entry = store_->GetCacheEntry(
+      absl::StrCat("compressed/v1/gzip-", kDefaultGzipLevel, "/", layer.digest.ToString()));
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  EXPECT_EQ(*entry, absl::StrCat((*first)[0].digest.ToString(), " ", (*first)[0].size));
+
+  // Another level is another blob.
+  CompressOptions level9;
+  level9.level = 9;
+  level9.on_progress = [&](uint64_t done, uint64_t) { compressed_bytes = done; };
+  absl::StatusOr<std::vector<Descriptor>> other = CompressLayers(*store_, {layer}, level9);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(compressed_bytes, layer.size);
+  EXPECT_NE((*other)[0].digest, (*first)[0].digest);
+}
+
+TEST_F(CompressLayersTest, RecompressesWhenTheRememberedBlobWasDeleted) {
+  const Descriptor layer = PutLayer(LayerLikeBytes(13, kMiB));
+  absl::StatusOr<std::vector<Descriptor>> first = Run({layer}, LayerCompression::kZstd);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(store_->Delete((*first)[0].digest).ok());
+
+  uint64_t compressed_bytes = 0;
+  absl::StatusOr<std::vector<Descriptor>> again =
+      Run({layer}, LayerCompression::kZstd, &compressed_bytes);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(compressed_bytes, layer.size);
+  // Deterministic: the same bytes again, stored again.
+  EXPECT_EQ((*again)[0].digest, (*first)[0].digest);
+  absl::StatusOr<bool> has = store_->Has((*again)[0].digest);
+  ASSERT_TRUE(has.ok());
+  EXPECT_TRUE(*has);
+}
+
+TEST_F(CompressLayersTest, CompressedAndForeignLayersPassThroughAndOrderIsKept) {
+  const Descriptor plain = PutLayer(LayerLikeBytes(14, 10000));
+  Descriptor gzipped = PutLayer(Compress(LayerCompression::kGzip, "already", 1),
+                                LayerMediaType(LayerCompression::kGzip));
+  gzipped.annotations["org.example"] = "kept";
+  // Not stored: passing through must not read it.
+  Descriptor foreign{"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                     digest::Sha256Of("elsewhere"),
+                     9,
+                     {}};
+  uint64_t compressed_bytes = 0;
+  absl::StatusOr<std::vector<Descriptor>> out =
+      Run({gzipped, plain, foreign}, LayerCompression::kZstd, &compressed_bytes);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 3u);
+  EXPECT_EQ((*out)[0].digest, gzipped.digest);
+  EXPECT_EQ((*out)[0].annotations, gzipped.annotations);
+  EXPECT_EQ((*out)[1].media_type, LayerMediaType(LayerCompression::kZstd));
+  EXPECT_EQ((*out)[2].digest, foreign.digest);
+  EXPECT_EQ(compressed_bytes, plain.size);
+}
+
+TEST_F(CompressLayersTest, NoneReturnsTheInput) {
+  const Descriptor plain = PutLayer("a layer");
+  absl::StatusOr<std::vector<Descriptor>> out = Run({plain}, LayerCompression::kNone);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ((*out)[0].digest, plain.digest);
+  EXPECT_EQ((*out)[0].media_type, plain.media_type);
+}
+
+TEST_F(CompressLayersTest, MissingLayerIsNotFoundNamingItsDigest) {
+  const Descriptor missing{
+      LayerMediaType(LayerCompression::kNone), digest::Sha256Of("absent"), 6, {}};
+  absl::StatusOr<std::vector<Descriptor>> out = Run({missing}, LayerCompression::kGzip);
+  EXPECT_TRUE(absl::IsNotFound(out.status())) << out.status();
+  EXPECT_THAT(out.status().message(), HasSubstr(missing.digest.ToString()));
+}
+
+TEST_F(CompressLayersTest, WrongDescriptorSizeIsInvalidArgument) {
+  Descriptor layer = PutLayer("twelve bytes");
+  layer.size = 13;
+  absl::StatusOr<std::vector<Descriptor>> out = Run({layer}, LayerCompression::kGzip);
+  EXPECT_TRUE(absl::IsInvalidArgument(out.status())) << out.status();
+  EXPECT_THAT(out.status().message(), HasSubstr(layer.digest.ToString()));
+}
+
+TEST_F(CompressLayersTest, CorruptLayerIsDataLossNamingItsDigest) {
+  const Descriptor layer = PutLayer(testing::RandomBytes(15, 100'000));
+  store_.reset();
+  {
+    // Flip a byte of the (only) chunk by writing its column family directly.
+    const std::string path = dir_.path().string();
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const std::string& name : names) {
+      families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open({}, path, families, &handles, &db).ok());
+    rocksdb::ColumnFamilyHandle* chunks = nullptr;
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "chunks") chunks = handles[i];
+    }
+    ASSERT_NE(chunks, nullptr);
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, chunks));
+    it->SeekToFirst();
+    ASSERT_TRUE(it->Valid());
+    const std::string key = it->key().ToString();
+    std::string value = it->value().ToString();
+    it.reset();
+    value[value.size() / 2] ^= 0x40;
+    ASSERT_TRUE(db->Put({}, chunks, key, value).ok());
+    for (rocksdb::ColumnFamilyHandle* handle : handles) {
+      ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+    }
+    delete db;
+  }
+  Reopen();
+  absl::StatusOr<std::vector<Descriptor>> out = Run({layer}, LayerCompression::kGzip);
+  EXPECT_TRUE(absl::IsDataLoss(out.status())) << out.status();
+  EXPECT_THAT(out.status().message(), HasSubstr("compressing layer " + layer.digest.ToString()));
+}
+
+}  // namespace
+}  // namespace stagefarm::oci
