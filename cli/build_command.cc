@@ -19,6 +19,7 @@
 #include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
 #include "common/oci/image_layout.h"
+#include "common/oci/layer_compress.h"
 #include "common/oci/image_ref.h"
 #include "common/oci/local_images.h"
 #include "worker/build/local_build.h"
@@ -215,8 +216,12 @@ int Build(const std::vector<std::string>& args) {
   worker::ExecutorOptions executor_options;
   executor_options.data_dir = *data_dir;
   executor_options.source_date_epoch = *epoch;
+  // The image's layers are compressed once, as the outputs ask (gzip unless
+  // an output says otherwise); the local store's tag names the same image.
+  oci::CompressOptions compress;
+  compress.compression = oci::LayerCompression::kGzip;
   for (const OutputSpec& output : outputs) {
-    if (output.compression) executor_options.compression = *output.compression;
+    if (output.compression) compress.compression = *output.compression;
   }
   absl::StatusOr<std::unique_ptr<worker::StageExecutor>> executor =
       worker::StageExecutor::Open(store->get(), executor_options);
@@ -227,6 +232,7 @@ int Build(const std::vector<std::string>& args) {
   input.context_dir = context;
   input.context = &*index;
   input.dockerfile_name = file;
+  input.precompress = compress;
   input.resolve_image = [&store](const oci::ImageRef& ref) -> absl::StatusOr<worker::BuiltImage> {
     absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, ref);
     if (!image.ok()) return image.status();
@@ -236,10 +242,19 @@ int Build(const std::vector<std::string>& args) {
       worker::RunLocalBuild(**executor, input, PlainProgress());
   if (!built.ok()) return Fail(built.status().message());
 
+  uint64_t last_shown = 0;
+  compress.on_progress = [&last_shown](uint64_t done, uint64_t total) {
+    if (done != total && done - last_shown < (uint64_t{64} << 20)) return;
+    last_shown = done;
+    std::fprintf(stderr, "compressing layers: %.1f / %.1f MB\n", done / 1e6, total / 1e6);
+  };
+  absl::StatusOr<std::vector<oci::Descriptor>> layers =
+      oci::CompressLayers(**store, built->layers, compress);
+  if (!layers.ok()) return Fail(layers.status().message());
   std::vector<std::string> repo_tags;
   for (const oci::ImageRef& tag : tags) repo_tags.push_back(FamiliarName(tag));
   absl::StatusOr<oci::LayoutImage> image =
-      oci::StoreImage(**store, built->config, built->layers, tags.empty() ? "" : tags[0].tag,
+      oci::StoreImage(**store, built->config, *std::move(layers), tags.empty() ? "" : tags[0].tag,
                       repo_tags);
   if (!image.ok()) return Fail(image.status().message());
   for (const oci::ImageRef& tag : tags) {

@@ -257,6 +257,36 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     return absl::OkStatus();
   };
 
+  // The stages whose layers are the image's: the target and what it is built FROM.
+  std::vector<bool> in_image(plan.stages.size(), false);
+  for (int stage = plan.target; stage >= 0;) {
+    in_image[stage] = true;
+    stage = plan.stages[stage].base.kind == graph::StageBase::Kind::kStage
+                ? plan.stages[stage].base.stage
+                : -1;
+  }
+  std::vector<std::thread> compressors;
+  struct JoinAll {
+    std::vector<std::thread>& threads;
+    ~JoinAll() {
+      for (std::thread& thread : threads) thread.join();
+    }
+  } join_compressors{compressors};
+  auto precompress = [&](int index) {
+    if (!input.precompress || !in_image[index]) return;
+    std::vector<oci::Descriptor> layers;
+    {
+      absl::MutexLock lock(&mu);
+      layers = results[index]->layers;
+    }
+    // Errors are left for the export, which compresses again what is missing.
+    compressors.emplace_back([&executor, &input, layers = std::move(layers)] {
+      oci::CompressOptions options = *input.precompress;
+      options.on_progress = nullptr;
+      oci::CompressLayers(executor.store(), layers, options).IgnoreError();
+    });
+  };
+
   for (const std::vector<int>& wave : plan.waves) {
     std::vector<absl::Status> statuses(wave.size());
     std::vector<std::thread> threads;
@@ -268,6 +298,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     for (const absl::Status& status : statuses) {
       if (!status.ok()) return status;
     }
+    for (int index : wave) precompress(index);
   }
   absl::MutexLock lock(&mu);
   if (!results[plan.target]) return absl::InternalError("the target stage was not built");

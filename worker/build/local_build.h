@@ -10,12 +10,14 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/fs/context_index.h"
 #include "common/graph/stage_graph.h"
+#include "common/oci/layer_compress.h"
 #include "worker/build/stage_executor.h"
 
 namespace stagefarm::worker {
@@ -40,6 +42,11 @@ struct LocalBuildInput {
   // An external image (FROM, COPY --from, mount from=) by reference; NotFound
   // naming it when the node does not have it.
   std::function<absl::StatusOr<BuiltImage>(const oci::ImageRef&)> resolve_image;
+  // When set, the layers of the stages the target is built FROM (the ones
+  // that end up in the image) are compressed in the background as each such
+  // stage finishes, while later stages run; the export then finds them
+  // compressed (oci::CompressLayers remembers each result).
+  std::optional<oci::CompressOptions> precompress;
 };
 
 // Builds the target stage and what it needs; returns the target's image.

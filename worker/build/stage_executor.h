@@ -51,7 +51,10 @@ struct ExecutorOptions {
   // Seconds since the epoch: clamps layer mtimes and is the time written on
   // the config and history (reproducible images). Without it, now.
   std::optional<int64_t> source_date_epoch;
-  oci::LayerCompression compression = oci::LayerCompression::kGzip;
+  // How layers are stored. Uncompressed by default, as BuildKit's snapshotter
+  // keeps them: compressing is the exporter's work (oci/layer_compress.h),
+  // off the steps' critical path.
+  oci::LayerCompression compression = oci::LayerCompression::kNone;
   bool force_copy_rootfs = false;  // never mount overlayfs (tests, odd hosts)
   std::string runc = "runc";
 };
