@@ -12,6 +12,8 @@ STAGEFARM_PACKAGES=(
   libarchive-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   runc busybox-static python3 oci-image-tool
+  # tests/fidelity: the reference builder, its exporter, OCI layouts, zstd layers.
+  buildah skopeo umoci zstd
 )
 
 # What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.
