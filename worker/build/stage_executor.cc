@@ -232,9 +232,8 @@ class StageRun {
     layers_.push_back({media_type, layer->blob_digest, layer->blob_size, {}});
     diff_ids_.push_back(layer->diff_id);
     if (events_.on_note) {
-      events_.on_note(absl::StrCat("layer ", layer->blob_digest.ToString(), " (",
-                                   layer->entries, " entries, ", layer->tar_size, " bytes, ",
-                                   layer->blob_size, " compressed)"));
+      events_.on_note(absl::StrCat("layer ", layer->diff_id.ToString(), " (", layer->entries,
+                                   " entries, ", layer->tar_size, " bytes)"));
     }
     if ((*rootfs)->mode() == snapshots::RootfsMode::kOverlay) {
       // The upper dir is this layer's snapshot: keep it rather than unpack
