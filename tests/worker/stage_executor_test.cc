@@ -235,6 +235,28 @@ TEST_P(StageExecutorTest, MissingImageAndMissingSourceAreClearErrors) {
   EXPECT_THAT(image.status().message(), HasSubstr("missing.txt"));
 }
 
+TEST_P(StageExecutorTest, ContextFileChangedAfterIndexingIsRefused) {
+  std::ofstream(context_ / "a.txt") << "first\n";
+  std::ofstream(dir_.path() / "Dockerfile") << "FROM busybox\n";
+  absl::StatusOr<fs::ContextIndex> index =
+      fs::ContextIndex::Build(context_, dir_.path() / "Dockerfile");
+  ASSERT_TRUE(index.ok()) << index.status();
+  std::ofstream(context_ / "a.txt") << "changed\n";
+  absl::Status made = MaterializeContext(context_, *index, {"a.txt"}, dir_.path() / "materialized",
+                                         *store_);
+  EXPECT_EQ(made.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(made.message(), HasSubstr("a.txt: changed"));
+
+  std::ofstream(context_ / "a.txt") << "first\n";
+  made = MaterializeContext(context_, *index, {"a.txt"}, dir_.path() / "again", *store_);
+  ASSERT_TRUE(made.ok()) << made;
+  EXPECT_EQ(ReadFile(dir_.path() / "again/a.txt"), "first\n");
+  // The content is in the store under the index's digest.
+  absl::StatusOr<std::string> stored = store_->ReadAll(*index->Find("a.txt")->content);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, "first\n");
+}
+
 INSTANTIATE_TEST_SUITE_P(Rootfs, StageExecutorTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "Copy" : "Overlay";

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <system_error>
 #include <thread>
@@ -17,6 +18,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/cas/blob_store.h"
+#include "common/digest/digest.h"
 #include "common/fs/root.h"
 #include "common/oci/image.h"
 
@@ -29,24 +32,35 @@ absl::Status Errno(absl::string_view path, absl::string_view op) {
   return absl::InternalError(absl::StrCat(path, ": ", op, ": ", strerror(errno)));
 }
 
-// Copies the bytes of `from` to a new file `name` under `dir`.
+// Copies the bytes of `from` to a new file `name` under `dir` and into
+// `store`, which keeps them under `expected`, the digest the context index
+// recorded: a file that changed since it was indexed (and so since the cache
+// keys were computed) fails, naming it.
 absl::Status CopyFileContent(int from, int dir, const std::string& name, mode_t mode,
+                             const digest::Digest& expected, cas::BlobStore& store,
                              absl::string_view shown) {
   fs::UniqueFd to(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                          0600));
   if (!to.valid()) return Errno(shown, "create");
-  char buffer[1 << 16];
+  std::unique_ptr<cas::BlobWriter> writer = store.NewWriter();
+  std::vector<char> buffer(1 << 20);
   for (;;) {
-    const ssize_t n = read(from, buffer, sizeof buffer);
+    const ssize_t n = read(from, buffer.data(), buffer.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Errno(shown, "read");
     if (n == 0) break;
+    absl::Status stored = writer->Write(absl::string_view(buffer.data(), static_cast<size_t>(n)));
+    if (!stored.ok()) return stored;
     for (ssize_t done = 0; done < n;) {
-      const ssize_t w = write(to.get(), buffer + done, static_cast<size_t>(n - done));
+      const ssize_t w = write(to.get(), buffer.data() + done, static_cast<size_t>(n - done));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0) return Errno(shown, "write");
       done += w;
     }
+  }
+  if (absl::Status committed = writer->Commit(expected); !committed.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(shown, ": changed while the build was starting (", committed.message(), ")"));
   }
   if (fchmod(to.get(), mode) != 0) return Errno(shown, "fchmod");
   return absl::OkStatus();
@@ -55,7 +69,8 @@ absl::Status CopyFileContent(int from, int dir, const std::string& name, mode_t 
 }  // namespace
 
 absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::ContextIndex& index,
-                                const std::vector<std::string>& sources, const stdfs::path& dest) {
+                                const std::vector<std::string>& sources, const stdfs::path& dest,
+                                cas::BlobStore& store) {
   std::vector<const fs::ContextEntry*> entries;
   bool everything = sources.empty();
   if (!everything) {
@@ -100,7 +115,8 @@ absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::Contex
         absl::StatusOr<fs::UniqueFd> from =
             source_root->OpenAt(entry->path, O_RDONLY | O_NOFOLLOW);
         if (!from.ok()) return from.status();
-        absl::Status copied = CopyFileContent(from->get(), dir, parent->name, entry->mode, shown);
+        absl::Status copied = CopyFileContent(from->get(), dir, parent->name, entry->mode,
+                                              *entry->content, store, shown);
         if (!copied.ok()) return copied;
         break;
       }
@@ -156,7 +172,8 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     stdfs::create_directories(context, error);
     if (error) return absl::InternalError(absl::StrCat(context.native(), ": ", error.message()));
   } else {
-    absl::Status made = MaterializeContext(input.context_dir, *input.context, context_sources, context);
+    absl::Status made = MaterializeContext(input.context_dir, *input.context, context_sources,
+                                           context, executor.store());
     if (!made.ok()) return made;
   }
 

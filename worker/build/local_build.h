@@ -57,7 +57,9 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
 
 // Copies what `index` lists from `context_dir` into `dest` (made; must be
 // empty): directories, files and symlinks with their modes and mtimes, owned
-// by root as the reference's context transfer makes them. Only the entries
+// by root as the reference's context transfer makes them. File contents also
+// go into `store` under the digests the index gives them, checked while they
+// stream: a file changed since it was indexed is FailedPrecondition naming it. Only the entries
 // selected by `sources` (BuildKit's COPY source semantics, see
 // ContextIndex::Select), or everything when a source selects nothing
 // resolvable. Every name is opened inside the context (never following a
@@ -65,7 +67,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
 absl::Status MaterializeContext(const std::filesystem::path& context_dir,
                                 const fs::ContextIndex& index,
                                 const std::vector<std::string>& sources,
-                                const std::filesystem::path& dest);
+                                const std::filesystem::path& dest, cas::BlobStore& store);
 
 }  // namespace stagefarm::worker
 
