@@ -84,6 +84,28 @@ TEST_F(RunStepTest, UnknownUserIsAnErrorBeforeAnythingRuns) {
   EXPECT_FALSE(std::filesystem::exists(rootfs_ / "ran"));
 }
 
+// CVE-2024-21626: a cwd of /proc/self/fd/N entered a directory runc had
+// leaked. Refused before runc starts, also when a symlink in the root leads
+// there; /proc itself stays usable.
+TEST_F(RunStepTest, WorkdirInsideProc_IsRefusedNamingIt) {
+  std::filesystem::create_symlink("/proc", rootfs_ / "p");
+  for (const char* workdir : {"/proc/self/fd/7", "/p/self/fd/7", "/proc/1/cwd"}) {
+    RunStepInput input;
+    input.command = Shell("touch ran");
+    input.workdir = workdir;
+    absl::StatusOr<RunResult> result = Run(input);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << workdir;
+    EXPECT_THAT(result.status().message(),
+                HasSubstr(absl::StrCat("working directory \"", workdir, "\" is inside /proc")));
+  }
+  RunStepInput proc;
+  proc.command = Shell("pwd");
+  proc.workdir = "/proc";
+  absl::StatusOr<RunResult> result = Run(proc);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->output_tail, "/proc\n");
+}
+
 TEST_F(RunStepTest, HeredocScriptAndCustomShell) {
   RunStepInput input;
   dockerfile::Heredoc script;

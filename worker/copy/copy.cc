@@ -101,7 +101,12 @@ class Copier {
     std::string clean = dockerfile::CleanPath(absl::StrCat("/", pattern));
     absl::string_view relative = absl::string_view(clean).substr(1);
     if (!HasMeta(relative)) {
-      if (absl::Status status = source_.Lstat(relative).status(); !status.ok()) {
+      // Opened, not lstat'ed: a source that is a symlink is copied as what it
+      // points to, resolved inside the source root, so a link whose target is
+      // not there (an absolute link out of the context) is not found either.
+      if (absl::Status status =
+              source_.OpenAt(relative.empty() ? "." : relative, O_PATH).status();
+          !status.ok()) {
         if (absl::IsNotFound(status)) {
           return absl::NotFoundError(absl::StrCat("COPY source \"", pattern, "\": not found"));
         }

@@ -139,9 +139,13 @@ absl::StatusOr<PreparedMounts> PrepareRunMounts(absl::Span<const dockerfile::Mou
         const std::string source = dockerfile::CleanPath(absl::StrCat("/", mount.source));
         absl::StatusOr<std::filesystem::path> host = HostPath(*from, source);
         if (!host.ok()) {
+          // Symlinks are followed inside the source root: one pointing out of
+          // it is not found, like any missing path.
           return absl::Status(host.status().code(),
                               absl::StrCat(Describe(mount), ": source ", source, ": ",
-                                           host.status().message()));
+                                           absl::IsNotFound(host.status())
+                                               ? "not found"
+                                               : host.status().message()));
         }
         if (!mount.read_only) {
           // Writes through an rw bind are discarded: the step gets a copy.

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <string>
+#include <system_error>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
@@ -17,6 +19,40 @@ namespace {
 
 absl::string_view NameOf(absl::string_view assignment) {
   return assignment.substr(0, assignment.find('='));
+}
+
+// The host path of what `fd` has open (the kernel's name for it, symlinks
+// on the way already resolved).
+absl::StatusOr<std::string> OpenedPath(int fd) {
+  std::error_code error;
+  std::filesystem::path path =
+      std::filesystem::read_symlink(absl::StrCat("/proc/self/fd/", fd), error);
+  if (error) return absl::InternalError(absl::StrCat("readlink of fd ", fd, ": ", error.message()));
+  return path.string();
+}
+
+// Refuses a working directory below /proc (the directory `dir_fd`, opened
+// inside `root`, so that a symlink on the way such as /p -> /proc counts). The
+// sandbox mounts procfs there, where /proc/self/fd/N and /proc/self/cwd are
+// magic links to whatever the process entering them has open: runc before
+// 1.1.12 leaked a host directory into that process, and a cwd of
+// /proc/self/fd/N gave the step the host's filesystem (CVE-2024-21626). No
+// directory a WORKDIR made can be there at run time anyway. /proc itself is
+// harmless and allowed.
+absl::Status CheckWorkdirOutsideProc(const fs::RootDir& root, absl::string_view workdir,
+                                     int dir_fd) {
+  absl::StatusOr<std::string> root_path = OpenedPath(root.fd());
+  if (!root_path.ok()) return root_path.status();
+  absl::StatusOr<std::string> dir_path = OpenedPath(dir_fd);
+  if (!dir_path.ok()) return dir_path.status();
+  const std::string proc = (*root_path == "/" ? "" : *root_path) + "/proc/";
+  if (absl::StartsWith(workdir, "/proc/") || absl::StartsWith(*dir_path, proc)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "working directory \"", workdir,
+        "\" is inside /proc, where the step's procfs is mounted: refused (a cwd such as "
+        "/proc/self/fd/N can lead out of the container, CVE-2024-21626)"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -45,7 +81,12 @@ absl::StatusOr<RunResult> RunStep(const RunStepInput& input, const RunStepOption
   const std::string workdir = dockerfile::CleanPath(absl::StrCat("/", input.workdir));
   // The working directory exists (WORKDIR made it, or the image has it);
   // runc would make it otherwise, owned by root.
-  if (absl::Status made = root->MkdirAll(workdir, 0755).status(); !made.ok()) return made;
+  absl::StatusOr<fs::UniqueFd> workdir_fd = root->MkdirAll(workdir, 0755);
+  if (!workdir_fd.ok()) return workdir_fd.status();
+  if (absl::Status status = CheckWorkdirOutsideProc(*root, workdir, workdir_fd->get());
+      !status.ok()) {
+    return status;
+  }
 
   const std::filesystem::path scratch = options.sandbox.bundle_dir.string() + "-scratch";
   std::error_code error;
