@@ -257,6 +257,28 @@ TEST_P(StageExecutorTest, ContextFileChangedAfterIndexingIsRefused) {
   EXPECT_EQ(*stored, "first\n");
 }
 
+TEST_P(StageExecutorTest, ParallelStagesEachKeepTheirOwnLayers) {
+  // Four stages run at once, each sandbox starting while the others' overlays
+  // are mounted (a sandbox's mount namespace copies them): every rootfs must
+  // still unmount and give exactly its own layer.
+  std::string dockerfile;
+  for (int i = 1; i <= 4; ++i) {
+    dockerfile += absl::StrCat("FROM busybox AS s", i, "\nRUN sleep 0.3 && echo ", i, " > /out", i,
+                               "\n");
+  }
+  dockerfile += "FROM busybox\n";
+  for (int i = 1; i <= 4; ++i) {
+    dockerfile += absl::StrCat("COPY --from=s", i, " /out", i, " /\n");
+  }
+  for (int round = 0; round < 3; ++round) {
+    absl::StatusOr<BuiltImage> image = Build(dockerfile);
+    ASSERT_TRUE(image.ok()) << image.status();
+    ASSERT_EQ(image->layers.size(), 5u) << log_;
+    const stdfs::path root = Mount(*image);
+    for (int i = 1; i <= 4; ++i) EXPECT_EQ(ReadFile(root / absl::StrCat("out", i)), absl::StrCat(i, "\n"));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Rootfs, StageExecutorTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "Copy" : "Overlay";

@@ -352,7 +352,14 @@ Rootfs::~Rootfs() {
 absl::Status Rootfs::Finish() {
   if (mode_ != RootfsMode::kOverlay || finished_) return absl::OkStatus();
   if (mounted_) {
-    if (umount2(root_.c_str(), 0) != 0) return PathError(root_.native(), "umount", errno);
+    // A sandbox another stage starts meanwhile gets a copy of this mount in
+    // its mount namespace; when that copy is still busy, a plain unmount
+    // fails with EBUSY. Detaching it from this namespace is all this step
+    // needs: the upper dir is read directly afterwards.
+    if (umount2(root_.c_str(), 0) != 0 &&
+        (errno != EBUSY || umount2(root_.c_str(), MNT_DETACH) != 0)) {
+      return PathError(root_.native(), "umount", errno);
+    }
     mounted_ = false;
   }
   finished_ = true;
@@ -525,6 +532,9 @@ absl::StatusOr<std::unique_ptr<Rootfs>> Snapshots::PrepareRootfs(absl::Span<cons
                      ",redirect_dir=off,metacopy=off,index=off");
     if (!unsafe_path && mount("overlay", rootfs->root_.c_str(), "overlay", 0, data.c_str()) == 0) {
       rootfs->mounted_ = true;
+      // Private: no peer group ties it to the mount namespaces of sandboxes
+      // started meanwhile, whose copies would otherwise keep it busy.
+      mount(nullptr, rootfs->root_.c_str(), nullptr, MS_PRIVATE, nullptr);
       rootfs->mode_ = RootfsMode::kOverlay;
       rootfs->mode_reason_ =
           absl::StrCat("rootfs: overlayfs with ", chain.size(), " snapshot(s) as lower dirs");
