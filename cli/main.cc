@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/build_command.h"
+#include "cli/cluster_command.h"
 #include "cli/command_line.h"
 #include "cli/image_command.h"
 #include "cli/keys_command.h"
@@ -40,6 +41,7 @@ constexpr char kUsage[] =
     "  keys generate DIR [--name NAME]  write a CURVE keypair DIR/NAME.key, DIR/NAME.pub\n"
     "  plan [flags] CONTEXT             show the stages a build needs and what they depend on\n"
     "  build [flags] CONTEXT            build an image from a Dockerfile on this machine\n"
+    "  cluster status|drain             the coordinator's workers; take one out of scheduling\n"
     "  image import|ls|rm|inspect       the images of this node: import archives, list, untag\n"
     "\n"
     "Run 'stagefarm COMMAND --help' for a command's flags.\n";
@@ -141,6 +143,9 @@ int Main(int argc, char** argv) {
       return Fail("usage: stagefarm keys generate DIR [--name NAME]", kExitUsage);
     }
     return KeysGenerate(std::vector<std::string>(args.begin() + 2, args.end()));
+  }
+  if (command == "cluster") {
+    return ClusterCommand(std::vector<std::string>(args.begin() + 1, args.end()));
   }
   if (command == "build") return Build(std::vector<std::string>(args.begin() + 1, args.end()));
   if (command == "plan") return Plan(std::vector<std::string>(args.begin() + 1, args.end()));

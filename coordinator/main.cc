@@ -1,10 +1,11 @@
-// stagefarm-coordinator: parses, plans and schedules builds for a cluster of
-// workers. Scheduling arrives with the coordinator issue; today the daemon
-// accepts its documented flags (or a --flagfile), checks its security flags
-// (it refuses to start, exit 2, unless they configure CURVE completely or ask
-// for --insecure alone), and serves its content store on --listen, where
-// clients upload build contexts, until SIGINT or SIGTERM. --check stops after
-// the checks.
+// stagefarm-coordinator: the cluster's coordinator. Today it accepts its
+// documented flags (or a --flagfile), checks its security flags (it refuses to
+// start, exit 2, unless they configure CURVE completely or ask for --insecure
+// alone), and until SIGINT or SIGTERM serves its control socket on --listen
+// (workers join and keep their lease, operators ask for the cluster's status
+// and drain workers: schemas/cluster.capnp) and its content store on
+// --blob-listen, where clients upload build contexts. Scheduling builds onto
+// the workers comes next. --check stops after the checks.
 #include <cstdio>
 #include <string>
 
@@ -12,10 +13,19 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/daemon/blob_service.h"
+#include "coordinator/cluster_service.h"
 #include "common/daemon/daemon_args.h"
 
-ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7700", "ZeroMQ endpoint for workers and clients");
+ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7700",
+          "ZeroMQ endpoint of the control socket, for workers and clients");
+ABSL_FLAG(std::string, blob_listen, "tcp://0.0.0.0:7702",
+          "ZeroMQ endpoint serving the coordinator's store (context uploads, blob fetches)");
+ABSL_FLAG(absl::Duration, lease_timeout, absl::Seconds(10),
+          "A worker not heard from for this long is dropped");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(2),
+          "How often workers are told to send a heartbeat");
 ABSL_FLAG(std::string, data_dir, "/var/lib/stagefarm/coordinator",
           "Directory for the coordinator's store (cache index, refs)");
 ABSL_FLAG(std::string, curve_secret_key, "",
@@ -34,7 +44,8 @@ int main(int argc, char** argv) {
   // Before any thread exists, so that ServeBlobsUntilSignal receives them.
   stagefarm::daemon::BlockStopSignals();
   absl::SetProgramUsageMessage(absl::StrCat(
-      "stagefarm-coordinator --listen tcp://0.0.0.0:7700 --data-dir DIR "
+      "stagefarm-coordinator --listen tcp://0.0.0.0:7700 [--blob-listen tcp://0.0.0.0:7702] "
+      "--data-dir DIR "
       "(--curve-secret-key FILE --authorized-keys DIR | --insecure) [--flagfile FILE]\n\n",
       stagefarm::daemon::kFlagSpellingHelp));
   absl::Status parsed = stagefarm::daemon::ParseDaemonCommandLine(argc, argv);
@@ -43,17 +54,47 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   std::printf(
-      "stagefarm-coordinator: listen=%s data-dir=%s curve-secret-key=%s authorized-keys=%s "
-      "insecure=%s\n",
-      absl::GetFlag(FLAGS_listen).c_str(), absl::GetFlag(FLAGS_data_dir).c_str(),
+      "stagefarm-coordinator: listen=%s blob-listen=%s data-dir=%s curve-secret-key=%s "
+      "authorized-keys=%s insecure=%s lease-timeout=%s heartbeat-interval=%s\n",
+      absl::GetFlag(FLAGS_listen).c_str(), absl::GetFlag(FLAGS_blob_listen).c_str(),
+      absl::GetFlag(FLAGS_data_dir).c_str(),
       absl::GetFlag(FLAGS_curve_secret_key).c_str(), absl::GetFlag(FLAGS_authorized_keys).c_str(),
-      absl::GetFlag(FLAGS_insecure) ? "true" : "false");
+      absl::GetFlag(FLAGS_insecure) ? "true" : "false",
+      absl::FormatDuration(absl::GetFlag(FLAGS_lease_timeout)).c_str(),
+      absl::FormatDuration(absl::GetFlag(FLAGS_heartbeat_interval)).c_str());
 
   stagefarm::net::NodeSecurityFlags security_flags;
   security_flags.curve_secret_key = absl::GetFlag(FLAGS_curve_secret_key);
   security_flags.authorized_keys = absl::GetFlag(FLAGS_authorized_keys);
   security_flags.insecure = absl::GetFlag(FLAGS_insecure);
+  if (absl::GetFlag(FLAGS_lease_timeout) <= absl::GetFlag(FLAGS_heartbeat_interval)) {
+    std::fprintf(stderr,
+                 "stagefarm-coordinator: --lease-timeout must be longer than "
+                 "--heartbeat-interval\n");
+    return kExitUsage;
+  }
+  auto control = [](zmq::context_t& context, const stagefarm::net::NodeSecurity& security,
+                    stagefarm::cas::BlobStore&,
+                    const std::string&) -> absl::StatusOr<std::shared_ptr<void>> {
+    absl::StatusOr<stagefarm::net::SocketSecurity> socket_security = security.ForServer();
+    if (!socket_security.ok()) return socket_security.status();
+    stagefarm::coordinator::ClusterServiceOptions options;
+    options.endpoint = absl::GetFlag(FLAGS_listen);
+    options.lease = absl::GetFlag(FLAGS_lease_timeout);
+    options.heartbeat = absl::GetFlag(FLAGS_heartbeat_interval);
+    options.log = [](const std::string& line) {
+      std::printf("stagefarm-coordinator: %s\n", line.c_str());
+      std::fflush(stdout);
+    };
+    absl::StatusOr<std::unique_ptr<stagefarm::coordinator::ClusterService>> service =
+        stagefarm::coordinator::ClusterService::Start(context, *socket_security, options);
+    if (!service.ok()) return service.status();
+    std::printf("stagefarm-coordinator: cluster control on %s\n", (*service)->endpoint().c_str());
+    std::fflush(stdout);
+    return std::shared_ptr<void>(std::move(*service));
+  };
   return stagefarm::daemon::RunBlobNode("stagefarm-coordinator", security_flags, {.serves = true},
-                                        absl::GetFlag(FLAGS_check), absl::GetFlag(FLAGS_listen),
-                                        absl::GetFlag(FLAGS_data_dir));
+                                        absl::GetFlag(FLAGS_check),
+                                        absl::GetFlag(FLAGS_blob_listen),
+                                        absl::GetFlag(FLAGS_data_dir), control);
 }

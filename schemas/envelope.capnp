@@ -8,6 +8,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("stagefarm::schema");
 
 using Transfer = import "transfer.capnp";
+using Cluster = import "cluster.capnp";
 
 const protocolVersion :UInt32 = 1;
 
@@ -36,6 +37,16 @@ struct Envelope {
     chunkStored @15 :Transfer.ChunkAddress;
     commitBlob @16 :Transfer.BlobPut;
     blobStored @17 :Transfer.BlobPut;
+
+    # The cluster: see cluster.capnp for the exchanges.
+    workerHello @18 :Cluster.WorkerHello;
+    welcome @19 :Cluster.Welcome;
+    heartbeat @20 :Cluster.Heartbeat;
+    heartbeatAck @21 :Cluster.HeartbeatAck;
+    clusterStatus @22 :Void;
+    clusterStatusReply @23 :Cluster.ClusterStatus;
+    drainWorker @24 :Text;
+    drained @25 :Void;
   }
 }
 

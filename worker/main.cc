@@ -1,11 +1,19 @@
-// stagefarm-worker: executes build stages and serves blobs to peers. Stage
-// execution arrives with the worker issue; today the daemon accepts its
-// documented flags (or a --flagfile), checks its security flags (it refuses
-// to start, exit 2, unless they configure CURVE completely or ask for
-// --insecure alone), and serves its content store to peers on --listen until
-// SIGINT or SIGTERM. --check stops after the checks.
+// stagefarm-worker: executes build stages and serves blobs to peers. Today
+// the daemon accepts its documented flags (or a --flagfile), checks its
+// security flags (it refuses to start, exit 2, unless they configure CURVE
+// completely or ask for --insecure alone), serves its content store to peers
+// on --listen, and joins the coordinator (worker_id, platforms, slots, blob
+// endpoint), keeping its lease with heartbeats and joining again when the
+// coordinator restarts, until SIGINT or SIGTERM. Running stages sent by the
+// coordinator comes next. --check stops after the checks.
+#include <unistd.h>
+
 #include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
@@ -13,6 +21,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/daemon/blob_service.h"
 #include "common/daemon/daemon_args.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "worker/coordinator_link.h"
 
 ABSL_FLAG(std::string, coordinator, "tcp://127.0.0.1:7700", "Coordinator endpoint");
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7701", "ZeroMQ endpoint serving blobs to peers");
@@ -26,11 +38,59 @@ ABSL_FLAG(std::string, authorized_keys, "",
           "Directory of CURVE public keys allowed to fetch blobs from this worker");
 ABSL_FLAG(std::string, coordinator_public_key, "", "File with the coordinator's CURVE public key");
 ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in production)");
+ABSL_FLAG(std::string, worker_id, "",
+          "This worker's id in the cluster (default: kept in DATA_DIR/worker-id, made once "
+          "from the host name)");
+ABSL_FLAG(std::vector<std::string>, labels, {}, "Operator labels, key=value,...");
+ABSL_FLAG(std::string, advertise, "",
+          "The blob endpoint peers are told to use (default: --listen's bound endpoint, "
+          "0.0.0.0 replaced by the host name)");
 ABSL_FLAG(bool, check, false, "Check the flags and keys, report them, and exit without serving");
 
 namespace {
 
 constexpr int kExitUsage = 2;
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+// The worker's id: --worker-id, else the one kept in DATA_DIR/worker-id, else
+// a new one (host name and random hex) written there, so that a restarted
+// worker is the same worker to the coordinator.
+absl::StatusOr<std::string> WorkerId(const std::filesystem::path& data_dir) {
+  if (!absl::GetFlag(FLAGS_worker_id).empty()) return absl::GetFlag(FLAGS_worker_id);
+  const std::filesystem::path file = data_dir / "worker-id";
+  std::string id;
+  if (std::ifstream in(file); in && std::getline(in, id) && !id.empty()) return id;
+  std::string host;
+  for (char c : HostName()) {
+    host += (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-') ? c : '-';
+  }
+  std::random_device random;
+  id = absl::StrCat(host.substr(0, 40), "-", absl::Hex(random() & 0xffffff, absl::kZeroPad6));
+  std::error_code error;
+  std::filesystem::create_directories(data_dir, error);
+  std::ofstream out(file);
+  out << id << "\n";
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", file.native()));
+  return id;
+}
+
+// What peers are told to connect to for this worker's blobs.
+std::string AdvertisedEndpoint(const std::string& bound) {
+  if (!absl::GetFlag(FLAGS_advertise).empty()) return absl::GetFlag(FLAGS_advertise);
+  std::string endpoint = bound;
+  for (const char* any : {"//0.0.0.0:", "//*:"}) {
+    if (const size_t at = endpoint.find(any); at != std::string::npos) {
+      endpoint = absl::StrCat(endpoint.substr(0, at), "//", HostName(), ":",
+                              endpoint.substr(at + std::string(any).size()));
+    }
+  }
+  return endpoint;
+}
 
 }  // namespace
 
@@ -62,7 +122,40 @@ int main(int argc, char** argv) {
   security_flags.authorized_keys = absl::GetFlag(FLAGS_authorized_keys);
   security_flags.coordinator_public_key = absl::GetFlag(FLAGS_coordinator_public_key);
   security_flags.insecure = absl::GetFlag(FLAGS_insecure);
+  if (absl::GetFlag(FLAGS_slots) < 1) {
+    std::fprintf(stderr, "stagefarm-worker: --slots must be at least 1\n");
+    return kExitUsage;
+  }
+  auto join = [](zmq::context_t& context, const stagefarm::net::NodeSecurity& security,
+                 stagefarm::cas::BlobStore& store,
+                 const std::string& blob_endpoint) -> absl::StatusOr<std::shared_ptr<void>> {
+    absl::StatusOr<std::string> id = WorkerId(absl::GetFlag(FLAGS_data_dir));
+    if (!id.ok()) return id.status();
+    absl::StatusOr<stagefarm::net::SocketSecurity> socket_security =
+        security.ForClient(security.coordinator_public_key);
+    if (!socket_security.ok()) return socket_security.status();
+    stagefarm::worker::CoordinatorLinkOptions options;
+    options.coordinator = absl::GetFlag(FLAGS_coordinator);
+    options.worker_id = *id;
+    options.platforms = absl::StrSplit(absl::GetFlag(FLAGS_platform), ',', absl::SkipEmpty());
+    options.slots = static_cast<uint32_t>(absl::GetFlag(FLAGS_slots));
+    options.blob_endpoint = AdvertisedEndpoint(blob_endpoint);
+    options.version = "0.1";
+    options.labels = absl::GetFlag(FLAGS_labels);
+    options.store_bytes = [&store] { return store.StoredBytes(); };
+    options.log = [](const std::string& line) {
+      std::printf("stagefarm-worker: %s\n", line.c_str());
+      std::fflush(stdout);
+    };
+    std::printf("stagefarm-worker: joining %s as %s\n", options.coordinator.c_str(), id->c_str());
+    std::fflush(stdout);
+    absl::StatusOr<std::unique_ptr<stagefarm::worker::CoordinatorLink>> link =
+        stagefarm::worker::CoordinatorLink::Start(context, *socket_security, options);
+    if (!link.ok()) return link.status();
+    return std::shared_ptr<void>(std::move(*link));
+  };
   return stagefarm::daemon::RunBlobNode(
       "stagefarm-worker", security_flags, {.serves = true, .connects_to_coordinator = true},
-      absl::GetFlag(FLAGS_check), absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir));
+      absl::GetFlag(FLAGS_check), absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir),
+      join);
 }

@@ -32,7 +32,8 @@ void BlockStopSignals() {
 
 absl::Status ServeBlobsUntilSignal(absl::string_view program, absl::string_view listen,
                                    const std::filesystem::path& data_dir,
-                                   const net::NodeSecurity& security) {
+                                   const net::NodeSecurity& security,
+                                   const StartServices& services) {
   transfer::KeepLargeBuffersMapped();
   zmq::context_t context;
   std::unique_ptr<net::ZapAuthenticator> zap;
@@ -60,6 +61,13 @@ absl::Status ServeBlobsUntilSignal(absl::string_view program, absl::string_view 
   std::printf("%.*s: serving blobs on %s\n", static_cast<int>(program.size()), program.data(),
               (*server)->endpoint().c_str());
   std::fflush(stdout);
+  std::shared_ptr<void> extra;
+  if (services) {
+    absl::StatusOr<std::shared_ptr<void>> started =
+        services(context, security, **store, (*server)->endpoint());
+    if (!started.ok()) return started.status();
+    extra = *std::move(started);
+  }
 
   sigset_t signals = StopSignals();
   int received = 0;
@@ -67,6 +75,7 @@ absl::Status ServeBlobsUntilSignal(absl::string_view program, absl::string_view 
   std::printf("%.*s: stopping (%s)\n", static_cast<int>(program.size()), program.data(),
               received == SIGINT ? "SIGINT" : "SIGTERM");
   std::fflush(stdout);
+  extra.reset();
   server->reset();
   store->reset();
   return absl::OkStatus();
@@ -74,7 +83,7 @@ absl::Status ServeBlobsUntilSignal(absl::string_view program, absl::string_view 
 
 int RunBlobNode(absl::string_view program, const net::NodeSecurityFlags& flags,
                 const net::NodeRole& role, bool check_only, absl::string_view listen,
-                const std::filesystem::path& data_dir) {
+                const std::filesystem::path& data_dir, const StartServices& services) {
   const std::string name(program);
   absl::StatusOr<net::NodeSecurity> security = net::LoadNodeSecurity(flags, role);
   if (!security.ok()) {
@@ -86,7 +95,7 @@ int RunBlobNode(absl::string_view program, const net::NodeSecurityFlags& flags,
   std::printf("%s: security: %s\n", name.c_str(), security->Summary().c_str());
   std::fflush(stdout);
   if (check_only) return 0;
-  absl::Status served = ServeBlobsUntilSignal(program, listen, data_dir, *security);
+  absl::Status served = ServeBlobsUntilSignal(program, listen, data_dir, *security, services);
   if (!served.ok()) {
     std::fprintf(stderr, "%s: %s\n", name.c_str(), std::string(served.message()).c_str());
     return 1;

@@ -1,6 +1,9 @@
 // The daemons' real path for blobs: stagefarm-worker and
-// stagefarm-coordinator started as processes serve their stores on --listen,
-// plain with --insecure and with CURVE and an allow-list, and stop on SIGTERM.
+// stagefarm-coordinator started as processes serve their stores (the
+// worker's on --listen, the coordinator's on --blob-listen), plain with
+// --insecure and with CURVE and an allow-list, and stop on SIGTERM; workers
+// join the coordinator's control socket (--listen), keep their lease, and
+// `stagefarm cluster` sees and drains them.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -66,6 +69,7 @@ class Daemon {
     }
     return "";
   }
+  pid_t pid() const { return pid_; }
   // SIGTERM, then the exit code.
   int Stop() {
     ::kill(pid_, SIGTERM);
@@ -123,8 +127,8 @@ TEST_F(DaemonServingTest, CurveCoordinatorTakesUploadsOnlyFromListedKeys) {
   ASSERT_TRUE(net::WriteCurveKeyPair(server, keys, "coordinator").ok());
   ASSERT_TRUE(net::WriteCurveKeyPair(client, keys / "allowed", "client").ok());
   Daemon coordinator(STAGEFARM_COORDINATOR_BINARY,
-                     {"--listen", "tcp://127.0.0.1:0", "--data-dir",
-                      (dir_.path() / "coordinator").string(), "--curve-secret-key",
+                     {"--listen", "tcp://127.0.0.1:0", "--blob-listen", "tcp://127.0.0.1:0",
+                      "--data-dir", (dir_.path() / "coordinator").string(), "--curve-secret-key",
                       (keys / "coordinator.key").string(), "--authorized-keys",
                       (keys / "allowed").string()});
   const std::string endpoint = coordinator.Await("stagefarm-coordinator: serving blobs on ");
@@ -152,6 +156,95 @@ TEST_F(DaemonServingTest, CurveCoordinatorTakesUploadsOnlyFromListedKeys) {
   EXPECT_EQ(coordinator.Stop(), 0);
   std::unique_ptr<cas::BlobStore> stored = Store("coordinator/cas");
   EXPECT_TRUE(*stored->Has(digest::Sha256Of(bytes)));
+}
+
+// Runs `stagefarm ARGS` and returns stdout and stderr together, and the exit code.
+std::pair<int, std::string> Client(const std::string& args) {
+  std::string output;
+  FILE* pipe = popen(absl::StrCat(STAGEFARM_BINARY, " ", args, " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, ""};
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST_F(DaemonServingTest, CurveWorkersJoinAreListedDrainedAndDroppedWhenKilled) {
+  const std::filesystem::path keys = dir_.path() / "keys";
+  std::filesystem::create_directories(keys / "allowed");
+  const net::CurveKeyPair coordinator_keys = *net::CurveKeyPair::Generate();
+  ASSERT_TRUE(net::WriteCurveKeyPair(coordinator_keys, keys, "coordinator").ok());
+  for (const char* name : {"w1", "w2", "client"}) {
+    const net::CurveKeyPair pair = *net::CurveKeyPair::Generate();
+    ASSERT_TRUE(net::WriteCurveKeyPair(pair, keys, name).ok());
+    ASSERT_TRUE(net::WriteCurveKeyPair(pair, keys / "allowed", name).ok());
+  }
+  // A worker whose key the coordinator does not list.
+  ASSERT_TRUE(net::WriteCurveKeyPair(*net::CurveKeyPair::Generate(), keys, "stranger").ok());
+  // Workers serve their own peers: each lists the other nodes' keys.
+  Daemon coordinator(STAGEFARM_COORDINATOR_BINARY,
+                     {"--listen", "tcp://127.0.0.1:0", "--blob-listen", "tcp://127.0.0.1:0",
+                      "--data-dir", (dir_.path() / "coordinator").string(), "--curve-secret-key",
+                      (keys / "coordinator.key").string(), "--authorized-keys",
+                      (keys / "allowed").string(), "--lease-timeout", "1.5s",
+                      "--heartbeat-interval", "200ms"});
+  const std::string control = coordinator.Await("stagefarm-coordinator: cluster control on ");
+  ASSERT_FALSE(control.empty());
+  auto start_worker = [&](const std::string& name) {
+    return std::make_unique<Daemon>(
+        STAGEFARM_WORKER_BINARY,
+        std::vector<std::string>{"--coordinator", control, "--listen", "tcp://127.0.0.1:0",
+                                 "--data-dir", (dir_.path() / name).string(), "--worker-id", name,
+                                 "--slots", "3", "--curve-secret-key",
+                                 (keys / (name + ".key")).string(), "--authorized-keys",
+                                 (keys / "allowed").string(), "--coordinator-public-key",
+                                 (keys / "coordinator.pub").string()});
+  };
+  std::unique_ptr<Daemon> w1 = start_worker("w1");
+  std::unique_ptr<Daemon> w2 = start_worker("w2");
+  std::unique_ptr<Daemon> stranger = start_worker("stranger");
+  EXPECT_FALSE(w1->Await("stagefarm-worker: welcomed by the coordinator").empty());
+  EXPECT_FALSE(w2->Await("stagefarm-worker: welcomed by the coordinator").empty());
+
+  const std::string connect =
+      absl::StrCat("--coordinator ", control, " --key '", (keys / "client.key").string(),
+                   "' --coordinator-public-key '", (keys / "coordinator.pub").string(), "'");
+  auto [code, listed] = Client(absl::StrCat("cluster status ", connect));
+  EXPECT_EQ(code, 0) << listed;
+  EXPECT_THAT(listed, HasSubstr("w1"));
+  EXPECT_THAT(listed, HasSubstr("w2"));
+  EXPECT_THAT(listed, HasSubstr("0/3"));
+  EXPECT_THAT(listed, ::testing::Not(HasSubstr("stranger")));
+
+  auto [drain_code, drained] = Client(absl::StrCat("cluster drain ", connect, " w2"));
+  EXPECT_EQ(drain_code, 0) << drained;
+  auto [json_code, json] = Client(absl::StrCat("cluster status --format json ", connect));
+  EXPECT_EQ(json_code, 0) << json;
+  EXPECT_THAT(json, HasSubstr("\"worker\":\"w2\",\"platforms\":[\"linux/amd64\"],\"slots\":3"));
+  EXPECT_THAT(json, HasSubstr("\"draining\":true"));
+
+  // A client without an authorised key gets no answer, and is told so.
+  auto [refused_code, refused] = Client(absl::StrCat(
+      "cluster status --coordinator ", control, " --key '", (keys / "stranger.key").string(),
+      "' --coordinator-public-key '", (keys / "coordinator.pub").string(), "'"));
+  EXPECT_EQ(refused_code, 1);
+  EXPECT_THAT(refused, HasSubstr("no answer from the coordinator"));
+  // Without keys or --insecure: a usage error that says what to give.
+  auto [usage_code, usage] = Client(absl::StrCat("cluster status --coordinator ", control));
+  EXPECT_EQ(usage_code, 2);
+  EXPECT_THAT(usage, HasSubstr("--insecure"));
+
+  // A worker that dies is dropped once its lease runs out.
+  ::kill(w1->pid(), SIGKILL);
+  EXPECT_FALSE(coordinator.Await("stagefarm-coordinator: worker w1 dropped").empty());
+  auto [after_code, after] = Client(absl::StrCat("cluster status ", connect));
+  EXPECT_EQ(after_code, 0);
+  EXPECT_THAT(after, ::testing::Not(HasSubstr("w1 ")));
+  EXPECT_THAT(after, HasSubstr("w2"));
+  stranger->Stop();
+  EXPECT_EQ(w2->Stop(), 0);
+  EXPECT_EQ(coordinator.Stop(), 0);
 }
 
 }  // namespace
