@@ -106,6 +106,7 @@ class GzipCompressor final : public LayerCompressor::Impl {
     bool last = false;
     // Set by the worker before `done`.
     std::string output;
+    uint64_t input_size = 0;
     uint32_t crc = 0;
     absl::Status status;
     bool done = false;  // guarded by mu_
@@ -155,8 +156,8 @@ class GzipCompressor final : public LayerCompressor::Impl {
           return status;
         }
       }
-      crc_ = crc32_combine(crc_, job->crc, static_cast<z_off_t>(job->input.size()));
-      size_ += job->input.size();
+      crc_ = crc32_combine(crc_, job->crc, static_cast<z_off_t>(job->input_size));
+      size_ += job->input_size;
       if (absl::Status status = sink_(job->output); !status.ok()) return status;
     }
   }
@@ -212,7 +213,10 @@ class GzipCompressor final : public LayerCompressor::Impl {
       if (stream->avail_out == 0) job->output.resize(job->output.size() * 2);
     }
     job->output.resize(produced);
-    job->input.shrink_to_fit();  // only its size is needed from now on
+    // Only the size is needed from now on: free the block while it waits its turn.
+    job->input_size = job->input.size();
+    std::string().swap(job->input);
+    std::string().swap(job->dictionary);
     return absl::OkStatus();
   }
 
