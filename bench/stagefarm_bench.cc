@@ -22,8 +22,9 @@
 // chunks, hashing and storing the output), and in the same run the references
 // on the same bytes from a file: `pigz -1 -p2`, `gzip -6` and `zstd -3 -T2`
 // (each skipped, null, when not installed). Prints one JSON line: MB/s and
-// ratio (compressed / uncompressed bytes) of each, and the load average at
-// the start.
+// ratio (compressed / uncompressed bytes) and CPU seconds (user + system, all
+// threads: what the machine's load does not change much) of each, and the
+// load average at the start.
 //
 // The other subcommands are the child processes and not meant to be typed.
 #include <fcntl.h>
@@ -428,11 +429,22 @@ void AppendTarOf(const std::string& dir, uint64_t bytes, std::string* out) {
 
 struct Figure {
   double mb_per_s = 0;
-  double ratio = 0;  // compressed / uncompressed
+  double ratio = 0;   // compressed / uncompressed
+  double cpu_s = 0;   // CPU seconds (user + system) spent, all threads
 };
 
 double Since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// User + system CPU seconds of this process (RUSAGE_SELF) or of its waited-for
+// children (RUSAGE_CHILDREN). Unlike wall time, it hardly depends on what else
+// the machine runs.
+double CpuSeconds(int who) {
+  struct rusage usage;
+  getrusage(who, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
+         usage.ru_stime.tv_usec / 1e6;
 }
 
 Figure CompressInMemory(oci::LayerCompression compression, int level, int threads,
@@ -445,13 +457,15 @@ Figure CompressInMemory(oci::LayerCompression compression, int level, int thread
                                            return absl::OkStatus();
                                          }),
             "compressor");
+  const double cpu = CpuSeconds(RUSAGE_SELF);
   const auto start = std::chrono::steady_clock::now();
   for (size_t at = 0; at < data.size(); at += kMiB) {
     Check(compressor->Write(absl::string_view(data).substr(at, kMiB)), "compress");
   }
   Check(compressor->Finish(), "compress");
   const double seconds = Since(start);
-  return {MbPerSecond(data.size(), seconds), static_cast<double>(out) / data.size()};
+  return {MbPerSecond(data.size(), seconds), static_cast<double>(out) / data.size(),
+          CpuSeconds(RUSAGE_SELF) - cpu};
 }
 
 Figure CompressStoredLayer(cas::BlobStore& store, const oci::Descriptor& layer,
@@ -460,11 +474,13 @@ Figure CompressStoredLayer(cas::BlobStore& store, const oci::Descriptor& layer,
   options.compression = compression;
   options.level = level;
   options.threads = threads;
+  const double cpu = CpuSeconds(RUSAGE_SELF);
   const auto start = std::chrono::steady_clock::now();
   std::vector<oci::Descriptor> out =
       Check(oci::CompressLayers(store, {layer}, options), "CompressLayers");
   const double seconds = Since(start);
-  return {MbPerSecond(layer.size, seconds), static_cast<double>(out[0].size) / layer.size};
+  return {MbPerSecond(layer.size, seconds), static_cast<double>(out[0].size) / layer.size,
+          CpuSeconds(RUSAGE_SELF) - cpu};
 }
 
 // `command FILE` writing the compressed bytes to stdout; nullopt when the
@@ -476,6 +492,7 @@ std::optional<Figure> Reference(const std::string& tool, const std::string& argu
     return std::nullopt;
   }
   std::fprintf(stderr, "compress: %s %s\n", tool.c_str(), arguments.c_str());
+  const double cpu = CpuSeconds(RUSAGE_CHILDREN);
   const auto start = std::chrono::steady_clock::now();
   FILE* pipe = popen(absl::StrCat(tool, " ", arguments, " ", file).c_str(), "r");
   if (pipe == nullptr) Die(absl::StrCat("cannot run ", tool));
@@ -485,14 +502,19 @@ std::optional<Figure> Reference(const std::string& tool, const std::string& argu
   while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out += n;
   if (pclose(pipe) != 0) Die(absl::StrCat(tool, " failed"));
   const double seconds = Since(start);
-  return Figure{MbPerSecond(bytes, seconds), static_cast<double>(out) / bytes};
+  return Figure{MbPerSecond(bytes, seconds), static_cast<double>(out) / bytes,
+                CpuSeconds(RUSAGE_CHILDREN) - cpu};
 }
 
 std::string Json(const std::string& name, const std::optional<Figure>& figure) {
-  if (!figure) return absl::StrCat("\"", name, "_mb_per_s\":null,\"", name, "_ratio\":null");
-  char text[128];
-  std::snprintf(text, sizeof text, "\"%s_mb_per_s\":%.1f,\"%s_ratio\":%.4f", name.c_str(),
-                figure->mb_per_s, name.c_str(), figure->ratio);
+  if (!figure) {
+    return absl::StrCat("\"", name, "_mb_per_s\":null,\"", name, "_ratio\":null,\"", name,
+                        "_cpu_s\":null");
+  }
+  char text[192];
+  std::snprintf(text, sizeof text, "\"%s_mb_per_s\":%.1f,\"%s_ratio\":%.4f,\"%s_cpu_s\":%.2f",
+                name.c_str(), figure->mb_per_s, name.c_str(), figure->ratio, name.c_str(),
+                figure->cpu_s);
   return text;
 }
 
