@@ -54,12 +54,13 @@ void PutLittleEndian32(uint32_t value, std::string* out) {
 
 // pigz-style parallel gzip (see the header). Write fills a block; a full block
 // becomes a job that a worker deflates; the caller's thread hands finished
-// jobs to the sink in order, waiting for the oldest when 2 * threads jobs are
-// in flight.
+// jobs to the sink in order, waiting for the oldest when 4 * threads jobs are
+// in flight: enough that the other workers keep busy while the one holding
+// the oldest block is descheduled on a loaded machine.
 class GzipCompressor final : public LayerCompressor::Impl {
  public:
   GzipCompressor(int level, int threads, LayerCompressor::Sink sink)
-      : level_(level), max_in_flight_(2 * static_cast<size_t>(threads)), sink_(std::move(sink)) {
+      : level_(level), max_in_flight_(4 * static_cast<size_t>(threads)), sink_(std::move(sink)) {
     block_.reserve(kGzipBlockSize);
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
