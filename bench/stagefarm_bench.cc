@@ -2,6 +2,7 @@
 // run side by side with its baseline in the same invocation.
 //
 //   stagefarm-bench transfer [--bytes N] [--curve] [--window N]
+//   stagefarm-bench compress [--bytes N] [--threads N] [--gzip-level L] [--zstd-level L]
 //
 // `transfer` stores N seeded random bytes as one blob in a sender's store,
 // then runs the sender (a BlobServer) and a receiver (FetchBlobs into its own
@@ -12,9 +13,23 @@
 // same bytes from the file with O_DIRECT. MB is 10^6 bytes.
 // Progress goes to stderr.
 //
+// `compress` takes N bytes of layer-like data (default 512 MiB): the first
+// half from `tar -c /usr/lib`, the second from `tar -c /usr/share` of this
+// machine (ELF objects and archives; text, docs, locales and already
+// compressed files), each repeated if shorter. It compresses them from memory
+// with LayerCompressor (gzip and zstd, default levels, 2 threads), then as a
+// stored layer with CompressLayers (store to store: reading and verifying the
+// chunks, hashing and storing the output), and in the same run the references
+// on the same bytes from a file: `pigz -1 -p2`, `gzip -6` and `zstd -3 -T2`
+// (each skipped, null, when not installed). Prints one JSON line: MB/s and
+// ratio (compressed / uncompressed bytes) and CPU seconds (user + system, all
+// threads: what the machine's load does not change much) of each, and the
+// load average at the start.
+//
 // The other subcommands are the child processes and not meant to be typed.
 #include <fcntl.h>
 #include <spawn.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +57,7 @@
 #include "common/net/curve_keys.h"
 #include "common/net/socket_security.h"
 #include "common/net/zap_authenticator.h"
+#include "common/oci/layer_compress.h"
 #include "common/transfer/blob_fetcher.h"
 #include "common/transfer/blob_server.h"
 #include "tests/testing/random_blobs.h"
@@ -392,8 +408,183 @@ int Transfer(std::map<std::string, std::string> flags) {
   return 0;
 }
 
+// ------------------------------------------------------------------ compress
+
+// `bytes` of `tar -c` of `dir` (relative to /), repeated if the tar is shorter.
+void AppendTarOf(const std::string& dir, uint64_t bytes, std::string* out) {
+  const uint64_t start = out->size();
+  while (out->size() - start < bytes) {
+    const uint64_t before = out->size();
+    FILE* pipe = popen(absl::StrCat("tar -cf - -C / ", dir, " 2>/dev/null").c_str(), "r");
+    if (pipe == nullptr) Die("cannot run tar");
+    char buffer[1 << 16];
+    size_t n;
+    while (out->size() - start < bytes && (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) {
+      out->append(buffer, std::min<uint64_t>(n, bytes - (out->size() - start)));
+    }
+    pclose(pipe);  // tar dies of SIGPIPE when cut short; that is expected
+    if (out->size() == before) Die(absl::StrCat("tar of /", dir, " gave nothing"));
+  }
+}
+
+struct Figure {
+  double mb_per_s = 0;
+  double ratio = 0;   // compressed / uncompressed
+  double cpu_s = 0;   // CPU seconds (user + system) spent, all threads
+};
+
+double Since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// User + system CPU seconds of this process (RUSAGE_SELF) or of its waited-for
+// children (RUSAGE_CHILDREN). Unlike wall time, it hardly depends on what else
+// the machine runs.
+double CpuSeconds(int who) {
+  struct rusage usage;
+  getrusage(who, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
+         usage.ru_stime.tv_usec / 1e6;
+}
+
+Figure CompressInMemory(oci::LayerCompression compression, int level, int threads,
+                        const std::string& data) {
+  uint64_t out = 0;
+  std::unique_ptr<oci::LayerCompressor> compressor =
+      Check(oci::LayerCompressor::Create(compression, level, threads,
+                                         [&](absl::string_view bytes) {
+                                           out += bytes.size();
+                                           return absl::OkStatus();
+                                         }),
+            "compressor");
+  const double cpu = CpuSeconds(RUSAGE_SELF);
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t at = 0; at < data.size(); at += kMiB) {
+    Check(compressor->Write(absl::string_view(data).substr(at, kMiB)), "compress");
+  }
+  Check(compressor->Finish(), "compress");
+  const double seconds = Since(start);
+  return {MbPerSecond(data.size(), seconds), static_cast<double>(out) / data.size(),
+          CpuSeconds(RUSAGE_SELF) - cpu};
+}
+
+Figure CompressStoredLayer(cas::BlobStore& store, const oci::Descriptor& layer,
+                           oci::LayerCompression compression, int level, int threads) {
+  oci::CompressOptions options;
+  options.compression = compression;
+  options.level = level;
+  options.threads = threads;
+  const double cpu = CpuSeconds(RUSAGE_SELF);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<oci::Descriptor> out =
+      Check(oci::CompressLayers(store, {layer}, options), "CompressLayers");
+  const double seconds = Since(start);
+  return {MbPerSecond(layer.size, seconds), static_cast<double>(out[0].size) / layer.size,
+          CpuSeconds(RUSAGE_SELF) - cpu};
+}
+
+// `command FILE` writing the compressed bytes to stdout; nullopt when the
+// tool is not installed.
+std::optional<Figure> Reference(const std::string& tool, const std::string& arguments,
+                                const std::string& file, uint64_t bytes) {
+  if (std::system(absl::StrCat("command -v ", tool, " >/dev/null 2>&1").c_str()) != 0) {
+    std::fprintf(stderr, "compress: %s is not installed, skipped\n", tool.c_str());
+    return std::nullopt;
+  }
+  std::fprintf(stderr, "compress: %s %s\n", tool.c_str(), arguments.c_str());
+  const double cpu = CpuSeconds(RUSAGE_CHILDREN);
+  const auto start = std::chrono::steady_clock::now();
+  FILE* pipe = popen(absl::StrCat(tool, " ", arguments, " ", file).c_str(), "r");
+  if (pipe == nullptr) Die(absl::StrCat("cannot run ", tool));
+  uint64_t out = 0;
+  char buffer[1 << 16];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out += n;
+  if (pclose(pipe) != 0) Die(absl::StrCat(tool, " failed"));
+  const double seconds = Since(start);
+  return Figure{MbPerSecond(bytes, seconds), static_cast<double>(out) / bytes,
+                CpuSeconds(RUSAGE_CHILDREN) - cpu};
+}
+
+std::string Json(const std::string& name, const std::optional<Figure>& figure) {
+  if (!figure) {
+    return absl::StrCat("\"", name, "_mb_per_s\":null,\"", name, "_ratio\":null,\"", name,
+                        "_cpu_s\":null");
+  }
+  char text[192];
+  std::snprintf(text, sizeof text, "\"%s_mb_per_s\":%.1f,\"%s_ratio\":%.4f,\"%s_cpu_s\":%.2f",
+                name.c_str(), figure->mb_per_s, name.c_str(), figure->ratio, name.c_str(),
+                figure->cpu_s);
+  return text;
+}
+
+int Compress(std::map<std::string, std::string> flags) {
+  const uint64_t bytes = flags.count("bytes") ? ParseSize(flags["bytes"]) : 512 * kMiB;
+  const int threads = flags.count("threads") ? static_cast<int>(ParseSize(flags["threads"])) : 2;
+  const int gzip_level = flags.count("gzip-level")
+                             ? static_cast<int>(ParseSize(flags["gzip-level"]))
+                             : oci::kDefaultGzipLevel;
+  const int zstd_level = flags.count("zstd-level")
+                             ? static_cast<int>(ParseSize(flags["zstd-level"]))
+                             : oci::kDefaultZstdLevel;
+  double load[3] = {0, 0, 0};
+  if (getloadavg(load, 3) != 3) Die("getloadavg failed");
+
+  std::fprintf(stderr, "compress: reading %llu MiB of /usr/lib and /usr/share as tar\n",
+               static_cast<unsigned long long>(bytes / kMiB));
+  std::string data;
+  data.reserve(bytes);
+  AppendTarOf("usr/lib", bytes / 2, &data);
+  AppendTarOf("usr/share", bytes - bytes / 2, &data);
+
+  std::fprintf(stderr, "compress: ours, from memory\n");
+  const Figure gzip = CompressInMemory(oci::LayerCompression::kGzip, gzip_level, threads, data);
+  const Figure zstd = CompressInMemory(oci::LayerCompression::kZstd, zstd_level, threads, data);
+
+  char pattern[] = "/tmp/stagefarm-bench.XXXXXX";
+  if (mkdtemp(pattern) == nullptr) Die("mkdtemp failed");
+  const std::filesystem::path dir = pattern;
+  std::fprintf(stderr, "compress: ours, a stored layer with CompressLayers\n");
+  Figure gzip_layer, zstd_layer;
+  {
+    std::unique_ptr<cas::BlobStore> store = Check(cas::BlobStore::Open(dir / "store"), "store");
+    const oci::Descriptor layer{
+        oci::LayerMediaType(oci::LayerCompression::kNone), digest::Sha256Of(data), data.size(), {}};
+    Check(store->Put(data, layer.digest, layer.media_type), "put");
+    gzip_layer =
+        CompressStoredLayer(*store, layer, oci::LayerCompression::kGzip, gzip_level, threads);
+    zstd_layer =
+        CompressStoredLayer(*store, layer, oci::LayerCompression::kZstd, zstd_level, threads);
+  }
+
+  const std::string file = (dir / "layer.tar").string();
+  {
+    std::FILE* out = std::fopen(file.c_str(), "wb");
+    if (out == nullptr || std::fwrite(data.data(), 1, data.size(), out) != data.size() ||
+        std::fclose(out) != 0) {
+      Die(absl::StrCat("cannot write ", file));
+    }
+  }
+  const std::optional<Figure> pigz = Reference("pigz", "-1 -p2 -c", file, bytes);
+  const std::optional<Figure> gzip6 = Reference("gzip", "-6 -c", file, bytes);
+  const std::optional<Figure> zstd3 = Reference("zstd", "-3 -T2 -q -c", file, bytes);
+  std::filesystem::remove_all(dir);
+
+  std::printf(
+      "{\"bench\":\"compress\",\"bytes\":%llu,\"threads\":%d,\"load_average\":[%.2f,%.2f,%.2f],"
+      "\"gzip_level\":%d,%s,%s,\"zstd_level\":%d,%s,%s,%s,%s,%s}\n",
+      static_cast<unsigned long long>(bytes), threads, load[0], load[1], load[2], gzip_level,
+      Json("gzip", gzip).c_str(), Json("gzip_layer", gzip_layer).c_str(), zstd_level,
+      Json("zstd", zstd).c_str(), Json("zstd_layer", zstd_layer).c_str(),
+      Json("pigz_1_p2", pigz).c_str(), Json("gzip_6", gzip6).c_str(),
+      Json("zstd_3_t2", zstd3).c_str());
+  return 0;
+}
+
 constexpr char kUsage[] =
-    "usage: stagefarm-bench transfer [--bytes N[K|M|G]] [--curve] [--window CHUNKS]\n";
+    "usage: stagefarm-bench transfer [--bytes N[K|M|G]] [--curve] [--window CHUNKS]\n"
+    "       stagefarm-bench compress [--bytes N[K|M|G]] [--threads N] [--gzip-level L]"
+    " [--zstd-level L]\n";
 
 int Main(int argc, char** argv) {
   if (argc < 2) {
@@ -404,6 +595,7 @@ int Main(int argc, char** argv) {
   transfer::KeepLargeBuffersMapped();
   std::map<std::string, std::string> flags = ParseFlags(argc, argv, 2);
   if (command == "transfer") return Transfer(flags);
+  if (command == "compress") return Compress(flags);
   if (command == "transfer-prepare") return Prepare(flags);
   if (command == "transfer-serve") return Serve(flags);
   if (command == "transfer-fetch") return Fetch(flags);

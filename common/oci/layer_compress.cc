@@ -54,12 +54,13 @@ void PutLittleEndian32(uint32_t value, std::string* out) {
 
 // pigz-style parallel gzip (see the header). Write fills a block; a full block
 // becomes a job that a worker deflates; the caller's thread hands finished
-// jobs to the sink in order, waiting for the oldest when 2 * threads jobs are
-// in flight.
+// jobs to the sink in order, waiting for the oldest when 4 * threads jobs are
+// in flight: enough that the other workers keep busy while the one holding
+// the oldest block is descheduled on a loaded machine.
 class GzipCompressor final : public LayerCompressor::Impl {
  public:
   GzipCompressor(int level, int threads, LayerCompressor::Sink sink)
-      : level_(level), max_in_flight_(2 * static_cast<size_t>(threads)), sink_(std::move(sink)) {
+      : level_(level), max_in_flight_(4 * static_cast<size_t>(threads)), sink_(std::move(sink)) {
     block_.reserve(kGzipBlockSize);
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
@@ -106,6 +107,7 @@ class GzipCompressor final : public LayerCompressor::Impl {
     bool last = false;
     // Set by the worker before `done`.
     std::string output;
+    uint64_t input_size = 0;
     uint32_t crc = 0;
     absl::Status status;
     bool done = false;  // guarded by mu_
@@ -155,8 +157,8 @@ class GzipCompressor final : public LayerCompressor::Impl {
           return status;
         }
       }
-      crc_ = crc32_combine(crc_, job->crc, static_cast<z_off_t>(job->input.size()));
-      size_ += job->input.size();
+      crc_ = crc32_combine(crc_, job->crc, static_cast<z_off_t>(job->input_size));
+      size_ += job->input_size;
       if (absl::Status status = sink_(job->output); !status.ok()) return status;
     }
   }
@@ -212,7 +214,10 @@ class GzipCompressor final : public LayerCompressor::Impl {
       if (stream->avail_out == 0) job->output.resize(job->output.size() * 2);
     }
     job->output.resize(produced);
-    job->input.shrink_to_fit();  // only its size is needed from now on
+    // Only the size is needed from now on: free the block while it waits its turn.
+    job->input_size = job->input.size();
+    std::string().swap(job->input);
+    std::string().swap(job->dictionary);
     return absl::OkStatus();
   }
 

@@ -39,8 +39,9 @@ namespace stagefarm::oci {
 
 // gzip's default level. BuildKit's default is Go's gzip.DefaultCompression
 // (level 6), which zlib deflates at about 33 MB/s a core: 2 cores cannot reach
-// the 150 MB/s an export needs. Level 1 runs at about 90 MB/s a core and costs
-// about 10% more output than level 6 on layer-like data (docs/BENCHMARKS.md).
+// the 150 MB/s an export needs. Level 1 deflates about 2.5 times as many bytes
+// per CPU-second as level 6, for about 6% more output on layer-like data
+// (docs/BENCHMARKS.md, "Layer compression for export").
 inline constexpr int kDefaultGzipLevel = 1;
 // zstd's default level: the zstd CLI's, and what BuildKit's zstd encoder's
 // default (klauspost SpeedDefault) corresponds to.
@@ -53,7 +54,7 @@ inline constexpr uint64_t kGzipBlockSize = uint64_t{1} << 20;
 int DefaultLevel(LayerCompression compression);
 
 // Compresses one byte stream, handing the compressed bytes to a sink in order.
-// Holds at most about 2 * threads gzip blocks (input and output), or libzstd's
+// Holds at most 4 * threads gzip blocks (input and output; 8 MiB a thread), or libzstd's
 // per-worker buffers, whatever the stream's length. Used by one thread at a
 // time; the sink is called only from Write and Finish, on the caller's thread.
 class LayerCompressor {
