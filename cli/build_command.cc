@@ -18,6 +18,7 @@
 #include "cli/subcommand.h"
 #include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
+#include "common/graph/plan_cache_keys.h"
 #include "common/oci/image_layout.h"
 #include "common/oci/layer_compress.h"
 #include "common/oci/image_ref.h"
@@ -233,6 +234,18 @@ int Build(const std::vector<std::string>& args) {
   input.context = &*index;
   input.dockerfile_name = file;
   input.precompress = compress;
+  // Cache keys: images by the manifest their tag names here. A plan whose
+  // keys cannot be computed (a COPY source missing) builds without the cache
+  // and fails at that COPY, with its location.
+  absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> keys = graph::ComputePlanCacheKeys(
+      plan->graph, *index, file,
+      [&store](const oci::ImageRef& ref) -> std::optional<digest::Digest> {
+        absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, ref);
+        if (!image.ok()) return std::nullopt;
+        return image->manifest.digest;
+      });
+  if (keys.ok()) input.cache_keys = *std::move(keys);
+  input.use_cache = !parsed.Has("no-cache");
   input.resolve_image = [&store](const oci::ImageRef& ref) -> absl::StatusOr<worker::BuiltImage> {
     absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, ref);
     if (!image.ok()) return image.status();

@@ -9,10 +9,15 @@
 namespace stagefarm::graph {
 namespace {
 
-digest::Digest BaseKey(const StageBase& base, const std::vector<std::optional<StageKeys>>& keys) {
+digest::Digest ImageKey(const oci::ImageRef& image, const ImageManifestLookup& image_manifest) {
+  return BaseImageKey(image.String(), image_manifest ? image_manifest(image) : std::nullopt);
+}
+
+digest::Digest BaseKey(const StageBase& base, const std::vector<std::optional<StageKeys>>& keys,
+                       const ImageManifestLookup& image_manifest) {
   switch (base.kind) {
     case StageBase::Kind::kImage:
-      return BaseImageKey(base.image.String(), std::nullopt);
+      return ImageKey(base.image, image_manifest);
     case StageBase::Kind::kStage:
       return keys[base.stage]->result;
     case StageBase::Kind::kScratch:
@@ -24,13 +29,14 @@ digest::Digest BaseKey(const StageBase& base, const std::vector<std::optional<St
 }  // namespace
 
 absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
-    const StageGraph& graph, const fs::ContextIndex& context, absl::string_view filename) {
+    const StageGraph& graph, const fs::ContextIndex& context, absl::string_view filename,
+    const ImageManifestLookup& image_manifest) {
   std::vector<std::optional<StageKeys>> keys(graph.stages.size());
   // Waves put every stage after the stages it needs.
   for (const std::vector<int>& wave : graph.waves) {
     for (int index : wave) {
       const PlannedStage& stage = graph.stages[index];
-      const digest::Digest base = BaseKey(stage.base, keys);
+      const digest::Digest base = BaseKey(stage.base, keys, image_manifest);
       StageKeys stage_keys{base, {}, base};
       for (const PlannedInstruction& planned : stage.instructions) {
         CacheKeyInputs inputs{stage_keys.result};
@@ -56,7 +62,7 @@ absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
               break;
             case SourceKind::kImage:
               inputs.inputs.emplace(absl::StrCat("image:", read.image.String(), ":", read.path),
-                                    BaseImageKey(read.image.String(), std::nullopt));
+                                    ImageKey(read.image, image_manifest));
               break;
             case SourceKind::kUrl:
               inputs.inputs.emplace(absl::StrCat("url:", read.path), digest::Sha256Of(read.path));

@@ -12,6 +12,8 @@
 // Context files count by content and mode (fs::SelectionDigest), never mtime.
 #pragma once
 
+#include <functional>
+
 #include <optional>
 #include <vector>
 
@@ -28,10 +30,18 @@ struct StageKeys {
   digest::Digest result;                     // the last instruction's key, or `base`
 };
 
+// The manifest digest an image reference resolves to, when known (a local
+// tag, a registry answer); nullopt keys the image by its reference alone.
+using ImageManifestLookup =
+    std::function<std::optional<digest::Digest>(const oci::ImageRef& image)>;
+
 // Keys for every needed stage of `graph` (nullopt for stages not needed),
 // reading context files from `context`. InvalidArgument "FILE:LINE: ..." when
-// an instruction's context source does not exist.
+// an instruction's context source does not exist. With `image_manifest`, an
+// image it resolves is keyed by its manifest digest, so that the same tag
+// naming another image gives other keys.
 absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
-    const StageGraph& graph, const fs::ContextIndex& context, absl::string_view filename);
+    const StageGraph& graph, const fs::ContextIndex& context, absl::string_view filename,
+    const ImageManifestLookup& image_manifest = nullptr);
 
 }  // namespace stagefarm::graph

@@ -36,6 +36,8 @@ struct Descriptor {
   digest::Digest digest;
   uint64_t size = 0;
   std::map<std::string, std::string> annotations;
+
+  bool operator==(const Descriptor&) const = default;
 };
 
 // The manifest of an image: schemaVersion 2, the OCI manifest media type,

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/dockerfile/parser.h"
+#include "common/graph/plan_cache_keys.h"
 #include "common/oci/layer_diff.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -73,7 +74,8 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
   }
 
   absl::StatusOr<BuiltImage> Build(const std::string& dockerfile,
-                                   std::vector<std::string> build_args = {}) {
+                                   std::vector<std::string> build_args = {},
+                                   bool cache = false, bool use_cache = true) {
     absl::StatusOr<dockerfile::ParseResult> ast = dockerfile::Parse(dockerfile, "Dockerfile");
     if (!ast.ok()) return ast.status();
     absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*ast, "Dockerfile");
@@ -92,6 +94,14 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
     input.graph = &*plan;
     input.context_dir = context_;
     input.context = &*index;
+    if (cache) {
+      absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> keys =
+          graph::ComputePlanCacheKeys(*plan, *index, "Dockerfile");
+      if (!keys.ok()) return keys.status();
+      input.cache_keys = *std::move(keys);
+      input.use_cache = use_cache;
+    }
+    log_.clear();
     input.resolve_image = [this](const oci::ImageRef& ref) -> absl::StatusOr<BuiltImage> {
       if (ref.String() == "docker.io/library/busybox:latest") return base_;
       return absl::NotFoundError(absl::StrCat("image \"", ref.String(), "\" not found locally"));
@@ -277,6 +287,56 @@ TEST_P(StageExecutorTest, ParallelStagesEachKeepTheirOwnLayers) {
     const stdfs::path root = Mount(*image);
     for (int i = 1; i <= 4; ++i) EXPECT_EQ(ReadFile(root / absl::StrCat("out", i)), absl::StrCat(i, "\n"));
   }
+}
+
+TEST_P(StageExecutorTest, CachedStepsAreNotRunAgainUntilTheirInputsChange) {
+  std::ofstream(context_ / "a.txt") << "first\n";
+  const std::string dockerfile =
+      "FROM busybox\n"
+      "RUN echo ran >> /runs\n"
+      "COPY a.txt /a.txt\n"
+      "RUN true\n";
+  absl::StatusOr<BuiltImage> first = Build(dockerfile, {}, /*cache=*/true);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(log_.find("CACHED"), std::string::npos) << log_;
+
+  absl::StatusOr<BuiltImage> second = Build(dockerfile, {}, /*cache=*/true);
+  ASSERT_TRUE(second.ok()) << second.status();
+  // Three filesystem steps, three cache hits; the same layers, and no-change
+  // steps stay empty.
+  size_t hits = 0;
+  for (size_t at = log_.find("CACHED"); at != std::string::npos; at = log_.find("CACHED", at + 1)) {
+    ++hits;
+  }
+  EXPECT_EQ(hits, 3u) << log_;
+  EXPECT_EQ(second->layers, first->layers);
+  EXPECT_EQ(second->config.diff_ids, first->config.diff_ids);
+  ASSERT_EQ(second->config.history.size(), first->config.history.size());
+  for (size_t i = 0; i < first->config.history.size(); ++i) {
+    EXPECT_EQ(second->config.history[i].empty_layer, first->config.history[i].empty_layer);
+  }
+
+  // A changed context file: the RUN before it is still cached, the COPY and
+  // what follows run again.
+  std::ofstream(context_ / "a.txt") << "second\n";
+  absl::StatusOr<BuiltImage> third = Build(dockerfile, {}, /*cache=*/true);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->layers[1], first->layers[1]);
+  EXPECT_NE(third->layers[2], first->layers[2]);
+  EXPECT_EQ(ReadFile(Mount(*third) / "a.txt"), "second\n");
+
+  // --no-cache runs every step: the RUN appends a second line to a fresh copy
+  // of the base, so its layer has the same content, but it did run.
+  absl::StatusOr<BuiltImage> uncached = Build(dockerfile, {}, /*cache=*/true, /*use_cache=*/false);
+  ASSERT_TRUE(uncached.ok()) << uncached.status();
+  EXPECT_EQ(log_.find("CACHED"), std::string::npos) << log_;
+
+  // A cached layer collected from the store is built again, not trusted.
+  ASSERT_TRUE(store_->Delete(third->layers[2].digest).ok());
+  absl::StatusOr<BuiltImage> rebuilt = Build(dockerfile, {}, /*cache=*/true);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_TRUE(*store_->Has(rebuilt->layers[2].digest));
+  EXPECT_EQ(ReadFile(Mount(*rebuilt) / "a.txt"), "second\n");
 }
 
 INSTANTIATE_TEST_SUITE_P(Rootfs, StageExecutorTest, ::testing::Values(false, true),

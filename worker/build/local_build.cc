@@ -242,6 +242,10 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     inputs.resolve = resolve;
     inputs.proxy_env.assign(plan.proxy_env.begin(), plan.proxy_env.end());
     inputs.dockerfile_name = input.dockerfile_name;
+    if (static_cast<size_t>(index) < input.cache_keys.size() && input.cache_keys[index]) {
+      inputs.cache_keys = input.cache_keys[index]->instructions;
+    }
+    inputs.use_cache = input.use_cache;
     StageEvents stage_events;
     if (events.on_step) {
       stage_events.on_step = [&](size_t step, size_t steps, absl::string_view text) {

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/fs/context_index.h"
+#include "common/graph/plan_cache_keys.h"
 #include "common/graph/stage_graph.h"
 #include "common/oci/layer_compress.h"
 #include "worker/build/stage_executor.h"
@@ -47,6 +48,10 @@ struct LocalBuildInput {
   // stage finishes, while later stages run; the export then finds them
   // compressed (oci::CompressLayers remembers each result).
   std::optional<oci::CompressOptions> precompress;
+  // Cache keys of every needed stage (graph::ComputePlanCacheKeys); empty:
+  // no cache. `use_cache` false runs every step but records the results.
+  std::vector<std::optional<graph::StageKeys>> cache_keys;
+  bool use_cache = true;
 };
 
 // Builds the target stage and what it needs; returns the target's image.

@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -190,10 +191,72 @@ class StageRun {
     return absl::OkStatus();
   }
 
+  // The cache index entry of step `index`: its key, qualified by what the
+  // key does not cover but the layer's bytes depend on (SOURCE_DATE_EPOCH
+  // clamps mtimes; the layer format).
+  std::optional<std::string> CacheEntryName(size_t index) const {
+    if (index >= inputs_.cache_keys.size()) return std::nullopt;
+    const std::optional<int64_t>& epoch = executor_.options().source_date_epoch;
+    return absl::StrCat("build/v1/", inputs_.cache_keys[index].ToString(), "/epoch=",
+                        epoch ? absl::StrCat(*epoch) : "none", "/",
+                        oci::LayerMediaType(executor_.options().compression));
+  }
+
+  // Takes step `index` from the cache when it knows it and its layer is
+  // still stored: true when it did.
+  absl::StatusOr<bool> FromCache(size_t index) {
+    const std::optional<std::string> name = CacheEntryName(index);
+    if (!name || !inputs_.use_cache) return false;
+    absl::StatusOr<std::string> entry = executor_.store().GetCacheEntry(*name);
+    if (absl::IsNotFound(entry.status())) return false;
+    if (!entry.ok()) return entry.status();
+    if (*entry == "empty") {
+      image_.MarkLastLayerEmpty();
+    } else {
+      // "layer <media type> <blob digest> <size> <diff id>"
+      const std::vector<std::string> fields = absl::StrSplit(*entry, ' ');
+      uint64_t size = 0;
+      if (fields.size() != 5 || fields[0] != "layer" || !absl::SimpleAtoi(fields[3], &size)) {
+        return false;  // an entry of another format: run the step
+      }
+      absl::StatusOr<digest::Digest> blob = digest::Digest::Parse(fields[2]);
+      absl::StatusOr<digest::Digest> diff_id = digest::Digest::Parse(fields[4]);
+      if (!blob.ok() || !diff_id.ok()) return false;
+      absl::StatusOr<bool> stored = executor_.store().Has(*blob);
+      if (!stored.ok()) return stored.status();
+      if (!*stored) return false;  // collected since: run the step again
+      layers_.push_back({fields[1], *blob, size, {}});
+      diff_ids_.push_back(*diff_id);
+    }
+    if (events_.on_note) events_.on_note("CACHED");
+    return true;
+  }
+
+  absl::Status RecordInCache(size_t index, const std::optional<oci::Descriptor>& layer) {
+    const std::optional<std::string> name = CacheEntryName(index);
+    if (!name) return absl::OkStatus();
+    return executor_.store().PutCacheEntry(
+        *name, layer ? absl::StrCat("layer ", layer->media_type, " ", layer->digest.ToString(), " ",
+                                    layer->size, " ", diff_ids_.back().ToString())
+                     : "empty");
+  }
+
   // Runs `change` in a fresh root filesystem over the layers so far and keeps
-  // its difference as a layer; no difference, no layer.
+  // its difference as a layer; no difference, no layer. A step the cache
+  // knows is not run.
   template <typename Change>
   absl::Status Step(size_t index, Change change) {
+    absl::StatusOr<bool> cached = FromCache(index);
+    if (!cached.ok()) return cached.status();
+    if (*cached) return absl::OkStatus();
+    absl::Status ran = RunStepForLayer(index, change);
+    if (!ran.ok()) return ran;
+    return RecordInCache(index, last_step_layer_);
+  }
+
+  template <typename Change>
+  absl::Status RunStepForLayer(size_t index, Change change) {
+    last_step_layer_.reset();
     const stdfs::path scratch = scratch_ / absl::StrCat("step-", index);
     absl::StatusOr<std::vector<snapshots::Snapshot>> chain =
         executor_.EnsureSnapshots(BuiltImage{Config(), layers_});
@@ -231,6 +294,7 @@ class StageRun {
     if (!committed.ok()) return committed;
     layers_.push_back({media_type, layer->blob_digest, layer->blob_size, {}});
     diff_ids_.push_back(layer->diff_id);
+    last_step_layer_ = layers_.back();
     if (events_.on_note) {
       events_.on_note(absl::StrCat("layer ", layer->diff_id.ToString(), " (", layer->entries,
                                    " entries, ", layer->tar_size, " bytes)"));
@@ -539,6 +603,7 @@ class StageRun {
   std::vector<digest::Digest> diff_ids_;  // of the layers this stage added
   std::map<std::string, std::unique_ptr<snapshots::Rootfs>> sources_;
   bool rootfs_mode_noted_ = false;
+  std::optional<oci::Descriptor> last_step_layer_;  // what the last step run added
 };
 
 }  // namespace

@@ -70,6 +70,13 @@ struct StageInputs {
   // Given to every RUN's environment, never stored (HTTP_PROXY and friends).
   std::vector<std::pair<std::string, std::string>> proxy_env;
   std::string dockerfile_name = "Dockerfile";  // for error locations
+  // The cache keys of the stage's instructions (graph::ComputePlanCacheKeys),
+  // one per instruction; empty: no cache. A filesystem step whose key the
+  // node's cache index knows, with its layer still stored, is not run: its
+  // layer (or its having changed nothing) is taken from the cache.
+  std::vector<digest::Digest> cache_keys;
+  // Look keys up (false: run every step, but still record the results).
+  bool use_cache = true;
 };
 
 // What the executor reports while it works, for the progress view.
@@ -78,7 +85,7 @@ struct StageEvents {
   std::function<void(size_t step, size_t steps, absl::string_view text)> on_step;
   // Output of a RUN, as it comes.
   std::function<void(absl::string_view output)> on_output;
-  // A line for the log (rootfs mode, a layer written).
+  // A line for the log (rootfs mode, a layer written, a step cached).
   std::function<void(absl::string_view line)> on_note;
 };
 
