@@ -1,5 +1,7 @@
 #include "cli/build_command.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -14,7 +16,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cli/plan_input.h"
+#include "nlohmann/json.hpp"
 #include "cli/subcommand.h"
 #include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
@@ -149,6 +154,47 @@ worker::BuildEvents PlainProgress() {
   return events;
 }
 
+// JSON progress: one object a line on stderr, for scripts and CI logs:
+// {"time", "build", "stage" (index), "stage_name", "worker", "event", ...}
+// with event "start", "step" (step, steps, text), "log" (text), "note"
+// (text), "cached", and "done" (seconds, bytes_fetched).
+worker::BuildEvents JsonProgress(const std::string& build_id) {
+  auto emit = [build_id](const graph::PlannedStage& stage, const char* event,
+                         nlohmann::ordered_json extra) {
+    nlohmann::ordered_json line = {{"time", absl::FormatTime("%Y-%m-%d%ET%H:%M:%E6SZ", absl::Now(),
+                                                             absl::UTCTimeZone())},
+                                   {"build", build_id},
+                                   {"stage", stage.index},
+                                   {"stage_name", stage.name},
+                                   {"worker", "local"},
+                                   {"event", event}};
+    for (auto& [key, value] : extra.items()) line[key] = value;
+    std::fprintf(stderr, "%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  };
+  worker::BuildEvents events;
+  events.on_stage_start = [emit](const graph::PlannedStage& stage) {
+    emit(stage, "start", {{"base", stage.base_name.empty() ? "scratch" : stage.base_name}});
+  };
+  events.on_step = [emit](const graph::PlannedStage& stage, size_t step, size_t steps,
+                          absl::string_view text) {
+    emit(stage, "step", {{"step", step}, {"steps", steps}, {"text", std::string(text)}});
+  };
+  events.on_output = [emit](const graph::PlannedStage& stage, absl::string_view output) {
+    emit(stage, "log", {{"text", std::string(output)}});
+  };
+  events.on_note = [emit](const graph::PlannedStage& stage, absl::string_view line) {
+    if (line == "CACHED") {
+      emit(stage, "cached", nlohmann::ordered_json::object());
+    } else {
+      emit(stage, "note", {{"text", std::string(line)}});
+    }
+  };
+  events.on_stage_done = [emit](const graph::PlannedStage& stage, double seconds) {
+    emit(stage, "done", {{"seconds", seconds}, {"bytes_fetched", 0}});
+  };
+  return events;
+}
+
 }  // namespace
 
 int Build(const std::vector<std::string>& args) {
@@ -162,7 +208,7 @@ int Build(const std::vector<std::string>& args) {
            {"platform", "", true, false, "target platform (default: this machine's)"},
            {"output", "o", true, true,
             "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or type=docker,dest=PATH"},
-           {"progress", "", true, false, "auto or plain"},
+           {"progress", "", true, false, "auto, plain or json (one object a line)"},
            {"no-cache", "", false, false, "do not use the build cache"},
            DataDirFlag()},
           "CONTEXT", parsed)) {
@@ -171,8 +217,8 @@ int Build(const std::vector<std::string>& args) {
   const std::string context = parsed.positional[0];
   const std::string file = parsed.Get("file", absl::StrCat(context, "/Dockerfile"));
   const std::string progress = parsed.Get("progress", "auto");
-  if (progress != "auto" && progress != "plain") {
-    return Fail(absl::StrCat("--progress must be auto or plain, not \"", progress, "\""),
+  if (progress != "auto" && progress != "plain" && progress != "json") {
+    return Fail(absl::StrCat("--progress must be auto, plain or json, not \"", progress, "\""),
                 kExitUsage);
   }
   std::vector<OutputSpec> outputs;
@@ -252,7 +298,11 @@ int Build(const std::vector<std::string>& args) {
     return ToBuilt(*image);
   };
   absl::StatusOr<worker::BuiltImage> built =
-      worker::RunLocalBuild(**executor, input, PlainProgress());
+      worker::RunLocalBuild(**executor, input,
+                            progress == "json"
+                                ? JsonProgress(absl::StrCat(
+                                      absl::Hex(absl::ToUnixNanos(absl::Now()) ^ getpid())))
+                                : PlainProgress());
   if (!built.ok()) return Fail(built.status().message());
 
   uint64_t last_shown = 0;

@@ -178,6 +178,24 @@ TEST_F(BuildCommandTest, FailingStepExitsOneWithLocationExitCodeAndOutput) {
   EXPECT_THAT(Stagefarm("image ls").output, ::testing::Not(HasSubstr("never")));
 }
 
+TEST_F(BuildCommandTest, JsonProgressIsOneObjectALinePerStageEvent) {
+  WriteDockerfile(kMultiStage);
+  std::ofstream(dir_ / "context/app.conf") << "key=value\n";
+  const Invocation run = Stagefarm(Build("--progress json --no-cache"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, ::testing::ContainsRegex(
+                              "\\{\"time\":\"[0-9-]+T[0-9:.]+Z\",\"build\":\"[0-9a-f]+\",\"stage\":0,"
+                              "\"stage_name\":\"build\",\"worker\":\"local\",\"event\":\"start\""));
+  EXPECT_THAT(run.output, HasSubstr("\"event\":\"step\",\"step\":2,\"steps\":2,\"text\":\"run mkdir"));
+  EXPECT_THAT(run.output, ::testing::ContainsRegex(
+                              "\"stage\":1,\"stage_name\":\"\",\"worker\":\"local\",\"event\":\"done\","
+                              "\"seconds\":[0-9.e-]+,\"bytes_fetched\":0\\}"));
+  const Invocation again = Stagefarm(Build("--progress json"));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_THAT(again.output, HasSubstr("\"event\":\"cached\""));
+  EXPECT_EQ(Stagefarm(Build("--progress fancy")).exit_code, 2);
+}
+
 TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
   WriteDockerfile("FROM busybox\n");
   const Invocation type = Stagefarm(Build("--output type=tarball,dest=x"));
