@@ -86,6 +86,7 @@ class ResolveExecUserTest : public ::testing::Test {
 
 TEST_F(ResolveExecUserTest, AsRuncResolvesIt) {
   EXPECT_EQ(Resolve("")->uid, 0u);
+  EXPECT_THAT(Resolve("")->additional_gids, ElementsAre(0u));  // no group lists root here
   absl::StatusOr<ExecUser> app = Resolve("app");
   EXPECT_EQ(app->uid, 1234u);
   EXPECT_EQ(app->gid, 2345u);

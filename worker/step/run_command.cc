@@ -126,7 +126,8 @@ absl::StatusOr<ExecUser> LookUpExecUser(const fs::RootDir& root, absl::string_vi
 }  // namespace
 
 absl::StatusOr<ExecUser> ResolveExecUser(const fs::RootDir& root, absl::string_view spec) {
-  absl::StatusOr<ExecUser> user = LookUpExecUser(root, spec);
+  // No USER is uid 0 with root's groups (moby/buildkit#2428).
+  absl::StatusOr<ExecUser> user = LookUpExecUser(root, spec.empty() ? "0" : spec);
   if (!user.ok()) return user;
   // containerd's ensureAdditionalGids, which BuildKit applies since
   // moby/buildkit#3651 (CVE-2023-25173): the primary gid is always one of
