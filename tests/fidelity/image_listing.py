@@ -582,7 +582,8 @@ def read_allowances(path):
             current = Allowance(where)
         if in_reason and line[0] in " \t":
             current.reason.append(line.strip())
-        elif line.startswith("case "):
+            continue
+        if line.startswith("case "):
             current.cases.append(line[5:].strip())
         elif line.startswith("- "):
             current.removed.append(line[2:])

@@ -172,6 +172,23 @@ TEST_F(CopyTest, SymlinksHardlinksAndExcludes) {
   EXPECT_EQ(Describe("/followed"), "f 0644 0:0 hello\n");
 }
 
+TEST_F(CopyTest, DirectorySourceKeepsTheExistingDestinationAndFollowsASymlinkToIt) {
+  // As in fidelity case 15-copy-onto-existing.
+  std::filesystem::create_directories(rootfs_ / "merge/sub");
+  ASSERT_EQ(::chmod((rootfs_ / "merge").c_str(), 0700), 0);
+  ASSERT_EQ(::chown((rootfs_ / "merge").c_str(), 5, 5), 0);
+  ASSERT_EQ(::chown((rootfs_ / "merge/sub").c_str(), 5, 5), 0);
+  std::filesystem::create_directories(rootfs_ / "real/dir");
+  std::filesystem::create_symlink("/real/dir", rootfs_ / "link-to-dir");
+  ASSERT_TRUE(Copy({"srcdir"}, "/merge/").ok());
+  ASSERT_TRUE(Copy({"srcdir"}, "/link-to-dir").ok());
+  EXPECT_EQ(Describe("/merge"), "d 0700 5:5");      // the destination itself: untouched
+  EXPECT_EQ(Describe("/merge/sub"), "d 0755 0:0");  // a copied directory: the source's
+  EXPECT_EQ(Describe("/merge/sub/b.txt"), "f 0644 0:0 b\n");
+  EXPECT_EQ(Describe("/link-to-dir"), "l 0777 0:0 -> /real/dir");
+  EXPECT_EQ(Describe("/real/dir/a.txt"), "f 0644 0:0 a\n");
+}
+
 TEST_F(CopyTest, HostileSymlinksStayInsideTheirRoots) {
   // A destination symlink to "/" resolves to the root filesystem's own root.
   std::filesystem::create_symlink("/", rootfs_ / "evil");

@@ -86,19 +86,22 @@ class ResolveExecUserTest : public ::testing::Test {
 
 TEST_F(ResolveExecUserTest, AsRuncResolvesIt) {
   EXPECT_EQ(Resolve("")->uid, 0u);
+  EXPECT_THAT(Resolve("")->additional_gids, ElementsAre(0u));  // no group lists root here
   absl::StatusOr<ExecUser> app = Resolve("app");
   EXPECT_EQ(app->uid, 1234u);
   EXPECT_EQ(app->gid, 2345u);
-  EXPECT_THAT(app->additional_gids, ElementsAre(3456u, 10u));
+  // The primary gid first, then the groups listing the user.
+  EXPECT_THAT(app->additional_gids, ElementsAre(2345u, 3456u, 10u));
   absl::StatusOr<ExecUser> by_number = Resolve("1234");
   EXPECT_EQ(by_number->gid, 2345u);
-  EXPECT_THAT(by_number->additional_gids, ElementsAre(3456u, 10u));
+  EXPECT_THAT(by_number->additional_gids, ElementsAre(2345u, 3456u, 10u));
   absl::StatusOr<ExecUser> explicit_group = Resolve("app:extra");
   EXPECT_EQ(explicit_group->gid, 3456u);
-  EXPECT_TRUE(explicit_group->additional_gids.empty());
+  EXPECT_THAT(explicit_group->additional_gids, ElementsAre(3456u));
   absl::StatusOr<ExecUser> unknown_number = Resolve("4242:4343");
   EXPECT_EQ(unknown_number->uid, 4242u);
   EXPECT_EQ(unknown_number->gid, 4343u);
+  EXPECT_THAT(unknown_number->additional_gids, ElementsAre(4343u));
   EXPECT_EQ(Resolve("4242")->gid, 0u);
   EXPECT_EQ(Resolve("app:")->gid, 2345u);
   EXPECT_THAT(Resolve("nobody").status().message(), HasSubstr("unable to find user nobody"));

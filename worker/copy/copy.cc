@@ -190,6 +190,18 @@ class Copier {
     return absl::OkStatus();
   }
 
+  // A directory source (dockerfile2llb's CopyDirContentsOnly): its contents
+  // go into `dest_path`, which is made like a missing parent (0755, the
+  // --chown owner) when it does not exist. An existing directory, or a
+  // symlink to one, is used as it is: fsutil's copy gives the top directory
+  // the source's metadata only when it made it itself, and MkdirAll made it.
+  absl::Status CopyContentsInto(int dir, const std::string& source_path,
+                                const std::string& dest_path) {
+    if (absl::Status status = MakeDirs(dest_path); !status.ok()) return status;
+    ++stats_.entries;
+    return CopyContents(dir, source_path, dest_path);
+  }
+
   // Copies the entry `name` of source directory `dir` (not following it) to
   // `dest_path`.
   absl::Status CopyNode(int dir, const std::string& name, const struct stat& info,
@@ -560,10 +572,7 @@ absl::StatusOr<CopyStats> CopyInto(const fs::RootDir& source,
       absl::StatusOr<fs::UniqueFd> dir =
           source.OpenAt(match.empty() ? "." : match, O_RDONLY | O_DIRECTORY);
       if (!dir.ok()) return dir.status();
-      if (absl::Status status = copier.MakeDirs(DirName(clean_dest)); !status.ok()) {
-        return status;
-      }
-      if (absl::Status status = copier.CopyDirectory(dir->get(), info, match, clean_dest);
+      if (absl::Status status = copier.CopyContentsInto(dir->get(), match, clean_dest);
           !status.ok()) {
         return status;
       }

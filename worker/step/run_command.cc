@@ -65,7 +65,11 @@ absl::StatusOr<RunCommand> BuildRunCommand(const dockerfile::CommandLine& comman
   return run;
 }
 
-absl::StatusOr<ExecUser> ResolveExecUser(const fs::RootDir& root, absl::string_view spec) {
+namespace {
+
+// runc's GetExecUser: the ids and the supplementary groups of the groups
+// listing the user (implicit group form only).
+absl::StatusOr<ExecUser> LookUpExecUser(const fs::RootDir& root, absl::string_view spec) {
   ExecUser user;
   if (spec.empty()) return user;
   std::pair<std::string, std::string> parts = absl::StrSplit(spec, absl::MaxSplits(':', 1));
@@ -115,6 +119,22 @@ absl::StatusOr<ExecUser> ResolveExecUser(const fs::RootDir& root, absl::string_v
         user.additional_gids.push_back(group.gid);
       }
     }
+  }
+  return user;
+}
+
+}  // namespace
+
+absl::StatusOr<ExecUser> ResolveExecUser(const fs::RootDir& root, absl::string_view spec) {
+  // No USER is uid 0 with root's groups (moby/buildkit#2428).
+  absl::StatusOr<ExecUser> user = LookUpExecUser(root, spec.empty() ? "0" : spec);
+  if (!user.ok()) return user;
+  // containerd's ensureAdditionalGids, which BuildKit applies since
+  // moby/buildkit#3651 (CVE-2023-25173): the primary gid is always one of
+  // the supplementary groups, first unless it is already listed.
+  std::vector<gid_t>& gids = user->additional_gids;
+  if (std::find(gids.begin(), gids.end(), user->gid) == gids.end()) {
+    gids.insert(gids.begin(), user->gid);
   }
   return user;
 }

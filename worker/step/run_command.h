@@ -57,7 +57,10 @@ struct ExecUser {
 // `root`'s /etc/passwd and /etc/group as runc's GetExecUser does: a name must
 // exist (NotFound "unable to find user NAME"); a number need not; without an
 // explicit group the gid is the user's primary group (0 for an unknown
-// number) and a user found by name also gets the groups that list it.
+// number) and a user found by name also gets the groups that list it. The
+// primary gid is always among the additional gids (first unless listed), as
+// BuildKit ensures since moby/buildkit#3651. No USER ("") is uid 0 with the
+// groups of passwd's uid 0 entry, as BuildKit does since moby/buildkit#2428.
 absl::StatusOr<ExecUser> ResolveExecUser(const fs::RootDir& root, absl::string_view user);
 
 }  // namespace stagefarm::worker
