@@ -16,6 +16,7 @@ class CoordinatorLink::Loop {
       : socket_(std::move(socket)), options_(std::move(options)), registered_(registered) {}
 
   void Run(const std::atomic<bool>& stop) {
+    stop_ = &stop;
     absl::Duration interval = absl::Seconds(1);
     bool announced_loss = false;
     while (!stop.load()) {
@@ -59,7 +60,11 @@ class CoordinatorLink::Loop {
         return absl::DeadlineExceededError(absl::StrCat(
             "no reply within ", absl::FormatDuration(options_.reply_timeout)));
       }
-      absl::StatusOr<net::ReceivedMessage> reply = net::ReceiveMessage(socket_, left);
+      if (stop_ != nullptr && stop_->load()) return absl::CancelledError("stopping");
+      // Short waits, so that a stop is noticed quickly.
+      absl::StatusOr<net::ReceivedMessage> reply =
+          net::ReceiveMessage(socket_, std::min(left, absl::Milliseconds(100)));
+      if (absl::IsDeadlineExceeded(reply.status())) continue;
       if (!reply.ok()) return reply.status();
       if (reply->envelope().getRequestId() != request_id) continue;
       if (reply->envelope().isError()) {
@@ -123,6 +128,7 @@ class CoordinatorLink::Loop {
   CoordinatorLinkOptions options_;
   std::atomic<bool>& registered_;
   uint64_t request_id_ = 0;
+  const std::atomic<bool>* stop_ = nullptr;
   absl::Duration heartbeat_ = absl::Seconds(1);
 };
 
@@ -132,7 +138,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorLink>> CoordinatorLink::Start(
   try {
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
-    socket.set(zmq::sockopt::sndtimeo, 2000);
+    socket.set(zmq::sockopt::sndtimeo, 500);
     // Replies to requests that timed out are dropped by request id; a
     // reconnect must not replay a backlog of old hellos and heartbeats.
     socket.set(zmq::sockopt::immediate, 1);
