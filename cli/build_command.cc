@@ -263,8 +263,8 @@ int Build(const std::vector<std::string>& args) {
   worker::ExecutorOptions executor_options;
   executor_options.data_dir = *data_dir;
   executor_options.source_date_epoch = *epoch;
-  // The image's layers are compressed once, as the outputs ask (gzip unless
-  // an output says otherwise); the local store's tag names the same image.
+  // With outputs, the image's layers are compressed once, as they ask (gzip
+  // unless one says otherwise), and the tags name that same image.
   oci::CompressOptions compress;
   compress.compression = oci::LayerCompression::kGzip;
   for (const OutputSpec& output : outputs) {
@@ -279,7 +279,11 @@ int Build(const std::vector<std::string>& args) {
   input.context_dir = context;
   input.context = &*index;
   input.dockerfile_name = file;
-  input.precompress = compress;
+  // The local store keeps the image as built (layers uncompressed, as a
+  // snapshotter keeps them): only an export compresses, and then the layers
+  // of the stages the image is built FROM start compressing as each stage
+  // ends.
+  if (!outputs.empty()) input.precompress = compress;
   // Cache keys: images by the manifest their tag names here. A plan whose
   // keys cannot be computed (a COPY source missing) builds without the cache
   // and fails at that COPY, with its location.
@@ -311,6 +315,7 @@ int Build(const std::vector<std::string>& args) {
     last_shown = done;
     std::fprintf(stderr, "compressing layers: %.1f / %.1f MB\n", done / 1e6, total / 1e6);
   };
+  if (outputs.empty()) compress.compression = oci::LayerCompression::kNone;
   absl::StatusOr<std::vector<oci::Descriptor>> layers =
       oci::CompressLayers(**store, built->layers, compress);
   if (!layers.ok()) return Fail(layers.status().message());

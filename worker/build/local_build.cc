@@ -32,25 +32,23 @@ absl::Status Errno(absl::string_view path, absl::string_view op) {
   return absl::InternalError(absl::StrCat(path, ": ", op, ": ", strerror(errno)));
 }
 
-// Copies the bytes of `from` to a new file `name` under `dir` and into
-// `store`, which keeps them under `expected`, the digest the context index
-// recorded: a file that changed since it was indexed (and so since the cache
-// keys were computed) fails, naming it.
+// Copies the bytes of `from` to a new file `name` under `dir`, checking that
+// they hash to `expected`, the digest the context index recorded: a file that
+// changed since it was indexed (and so since the cache keys were computed)
+// fails, naming it.
 absl::Status CopyFileContent(int from, int dir, const std::string& name, mode_t mode,
-                             const digest::Digest& expected, cas::BlobStore& store,
-                             absl::string_view shown) {
+                             const digest::Digest& expected, absl::string_view shown) {
   fs::UniqueFd to(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                          0600));
   if (!to.valid()) return Errno(shown, "create");
-  std::unique_ptr<cas::BlobWriter> writer = store.NewWriter();
+  digest::Sha256 hash;
   std::vector<char> buffer(1 << 20);
   for (;;) {
     const ssize_t n = read(from, buffer.data(), buffer.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Errno(shown, "read");
     if (n == 0) break;
-    absl::Status stored = writer->Write(absl::string_view(buffer.data(), static_cast<size_t>(n)));
-    if (!stored.ok()) return stored;
+    hash.Update(absl::string_view(buffer.data(), static_cast<size_t>(n)));
     for (ssize_t done = 0; done < n;) {
       const ssize_t w = write(to.get(), buffer.data() + done, static_cast<size_t>(n - done));
       if (w < 0 && errno == EINTR) continue;
@@ -58,9 +56,10 @@ absl::Status CopyFileContent(int from, int dir, const std::string& name, mode_t 
       done += w;
     }
   }
-  if (absl::Status committed = writer->Commit(expected); !committed.ok()) {
+  if (const digest::Digest actual = hash.Finish(); actual != expected) {
     return absl::FailedPreconditionError(
-        absl::StrCat(shown, ": changed while the build was starting (", committed.message(), ")"));
+        absl::StrCat(shown, ": changed while the build was starting (indexed as ",
+                     expected.ToString(), ", now ", actual.ToString(), ")"));
   }
   if (fchmod(to.get(), mode) != 0) return Errno(shown, "fchmod");
   return absl::OkStatus();
@@ -69,8 +68,7 @@ absl::Status CopyFileContent(int from, int dir, const std::string& name, mode_t 
 }  // namespace
 
 absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::ContextIndex& index,
-                                const std::vector<std::string>& sources, const stdfs::path& dest,
-                                cas::BlobStore& store) {
+                                const std::vector<std::string>& sources, const stdfs::path& dest) {
   std::vector<const fs::ContextEntry*> entries;
   bool everything = sources.empty();
   if (!everything) {
@@ -116,7 +114,7 @@ absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::Contex
             source_root->OpenAt(entry->path, O_RDONLY | O_NOFOLLOW);
         if (!from.ok()) return from.status();
         absl::Status copied = CopyFileContent(from->get(), dir, parent->name, entry->mode,
-                                              *entry->content, store, shown);
+                                              *entry->content, shown);
         if (!copied.ok()) return copied;
         break;
       }
@@ -172,8 +170,8 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     stdfs::create_directories(context, error);
     if (error) return absl::InternalError(absl::StrCat(context.native(), ": ", error.message()));
   } else {
-    absl::Status made = MaterializeContext(input.context_dir, *input.context, context_sources,
-                                           context, executor.store());
+    absl::Status made =
+        MaterializeContext(input.context_dir, *input.context, context_sources, context);
     if (!made.ok()) return made;
   }
 

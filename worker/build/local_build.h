@@ -62,9 +62,11 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
 
 // Copies what `index` lists from `context_dir` into `dest` (made; must be
 // empty): directories, files and symlinks with their modes and mtimes, owned
-// by root as the reference's context transfer makes them. File contents also
-// go into `store` under the digests the index gives them, checked while they
-// stream: a file changed since it was indexed is FailedPrecondition naming it. Only the entries
+// by root as the reference's context transfer makes them. File contents are
+// checked against the digests the index gives them while they stream: a file
+// changed since it was indexed (its cache keys with it) is FailedPrecondition
+// naming it. (On one machine the files come from the context directory; in
+// the cluster the client uploads them to the coordinator's store, issue 7.) Only the entries
 // selected by `sources` (BuildKit's COPY source semantics, see
 // ContextIndex::Select), or everything when a source selects nothing
 // resolvable. Every name is opened inside the context (never following a
@@ -72,7 +74,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
 absl::Status MaterializeContext(const std::filesystem::path& context_dir,
                                 const fs::ContextIndex& index,
                                 const std::vector<std::string>& sources,
-                                const std::filesystem::path& dest, cas::BlobStore& store);
+                                const std::filesystem::path& dest);
 
 }  // namespace stagefarm::worker
 
