@@ -61,6 +61,15 @@ TEST_F(SandboxTest, RunsAProcessAndReportsOutputAndExitCode) {
   EXPECT_THAT(result->output_tail, HasSubstr("failing"));
 }
 
+TEST_F(SandboxTest, LeavesNoContainerStateBehind) {
+  for (const char* script : {"true", "exit 3", "kill -9 $$"}) {
+    absl::StatusOr<RunResult> result = Shell(script);
+    ASSERT_TRUE(result.ok()) << script << ": " << result.status();
+  }
+  ASSERT_TRUE(std::filesystem::is_directory(dir_.path() / "state"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.path() / "state"));
+}
+
 TEST_F(SandboxTest, EnvironmentWorkingDirectoryAndUser) {
   SandboxSpec spec;
   spec.args = {"/bin/sh", "-c", "echo $GREETING; pwd; id -u; id -g; id -G"};

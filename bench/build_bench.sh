@@ -1,0 +1,535 @@
+#!/usr/bin/env bash
+# build_bench.sh [options]
+#
+# The build engine's benchmarks (issue 5), each run with stagefarm and with
+# Buildah (the reference: `buildah bud --isolation chroot --pull=never
+# --format docker --layers`, vfs storage) in the same run, from the same
+# busybox base (../shared/tools/make-busybox-base.sh), every build in fresh
+# storage. Needs root, runc, buildah, skopeo, python3, GNU tar.
+#
+#   steps     per-step overhead: FROM busybox and N `RUN true` steps against
+#             1, (t_N - t_1)/(N - 1); the same with `RUN touch /fK` (a layer
+#             each); the floor: a bare `runc run` of /bin/true in a prepared
+#             bundle
+#   layer     layer creation: one RUN that copies SIZE bytes in FILES files
+#             from a bind mount of the context into the image, against the
+#             same RUN copying into a tmpfs mount (no layer); the difference
+#             is the layer (diff, tar, digest, store). The data: seeded,
+#             half random and half hex text (compresses to about 3/4 with gzip)
+#   export    the image of `layer` exported: stagefarm --output
+#             type=oci,dest=X.tar,compression=gzip|zstd|uncompressed, against
+#             `skopeo copy containers-storage:IMG oci-archive:X.tar` (gzip, and
+#             --dest-compress-format zstd)
+#   unpack    that gzip OCI tar (stagefarm's export, the same file for both)
+#             brought in (stagefarm image import; skopeo copy into
+#             containers-storage) then `FROM it` + `RUN true` built, against
+#             `FROM busybox` + `RUN true`
+#   fidelity  cold build of every case of ../shared/fidelity (context staged as
+#             its README says; 10-heredoc: Buildah builds equivalent.Dockerfile)
+#
+# Prints one JSON line per measurement on stdout ({"bench":"build","name":...,
+# "unit":..., "better":"lower|higher", "stagefarm":..., "buildah":...,
+# "ratio": stagefarm/buildah, "load": 1-minute load average when it started,
+# and extra fields}), then a summary table on stderr. MB is 10^6 bytes.
+# Benchmarks are run by hand (figures in docs/BENCHMARKS.md); the ctest
+# `bench.build_bench_smoke` runs --quick only to check the script works.
+#
+# Options:
+#   --only LIST        comma-separated subset of steps,layer,export,unpack,fidelity
+#   --steps N          RUN steps of the long Dockerfile (default 20)
+#   --reps N           repetitions of each steps build, median kept (default 3)
+#   --mb N             layer size in MB (default 500)
+#   --files N          files in the layer (default 10000)
+#   --cases LIST       comma-separated fidelity cases (default: all)
+#   --quick            tiny sizes: --steps 2 --reps 1 --mb 2 --files 100
+#                      --cases 09-dockerignore
+#   --keep DIR         work in DIR and keep it (logs, Dockerfiles, images)
+#   --stagefarm PATH   the binary (default SOURCE_ROOT/build/bin/stagefarm)
+#   --shared DIR       the shared directory (default $STAGEFARM_SHARED_DIR,
+#                      else SOURCE_ROOT/../shared)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source_root=$(cd "$here/.." && pwd)
+base_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+buildah_flags=(--isolation chroot --pull=never --format docker --layers)
+
+usage() {  # usage EXIT_CODE
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+  exit "$1"
+}
+
+only=steps,layer,export,unpack,fidelity
+steps=20
+reps=3
+mb=500
+files=10000
+cases=""
+keep=""
+stagefarm=$source_root/build/bin/stagefarm
+shared=${STAGEFARM_SHARED_DIR:-$source_root/../shared}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --only) only=${2:?}; shift 2 ;;
+    --steps) steps=${2:?}; shift 2 ;;
+    --reps) reps=${2:?}; shift 2 ;;
+    --mb) mb=${2:?}; shift 2 ;;
+    --files) files=${2:?}; shift 2 ;;
+    --cases) cases=${2:?}; shift 2 ;;
+    --quick) steps=2 reps=1 mb=2 files=100 cases=09-dockerignore; shift ;;
+    --keep) keep=${2:?}; shift 2 ;;
+    --stagefarm) stagefarm=${2:?}; shift 2 ;;
+    --shared) shared=${2:?}; shift 2 ;;
+    -h | --help) usage 0 ;;
+    *) echo "build_bench: unknown argument $1" >&2; usage 2 ;;
+  esac
+done
+[ "$steps" -ge 2 ] || { echo "build_bench: --steps must be at least 2" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "build_bench: needs root (runc, overlay mounts, buildah)" >&2; exit 2; }
+for tool in runc buildah skopeo python3 tar; do
+  command -v "$tool" >/dev/null || { echo "build_bench: $tool is not installed" >&2; exit 2; }
+done
+[ -x "$stagefarm" ] || { echo "build_bench: no stagefarm binary at $stagefarm" >&2; exit 2; }
+stagefarm=$(cd "$(dirname "$stagefarm")" && pwd)/$(basename "$stagefarm")
+shared=$(cd "$shared" && pwd)
+
+if [ -n "$keep" ]; then
+  mkdir -p "$keep"
+  work=$(cd "$keep" && pwd)
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/build_bench.XXXXXX")
+  trap 'rm -rf "$work"' EXIT
+  trap 'exit 130' INT TERM
+fi
+wants() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+# ---------------------------------------------------------------------------
+# Time and numbers.
+
+now() { echo "${EPOCHREALTIME/,/.}"; }
+load() { cut -d' ' -f1 /proc/loadavg; }
+calc() { awk "BEGIN { printf \"%.6g\", $* }"; }  # calc EXPRESSION
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# stamp: each line of stdin to stdout, prefixed by the time it arrived.
+stamp() {
+  local line
+  while IFS= read -r line; do printf '%s %s\n' "${EPOCHREALTIME/,/.}" "$line"; done
+}
+
+# run_timed LOG CMD...: runs CMD with its stdout and stderr time-stamped into LOG,
+# under /usr/bin/time. Sets T_START, T_END (epoch seconds) and CPU (user + system
+# seconds of CMD and its children). Fails, with LOG's tail on stderr, when CMD does.
+run_timed() {
+  local log=$1 status
+  shift
+  T_START=$(now)
+  set +e
+  { /usr/bin/time -f 'cpu %U %S' -o "$log.cpu" "$@" 2>&1; } | stamp >"$log"
+  status=${PIPESTATUS[0]}
+  set -e
+  T_END=$(now)
+  CPU=$(awk '/^cpu / { print $2 + $3 }' "$log.cpu")
+  if [ "$status" -ne 0 ]; then
+    echo "build_bench: failed ($status): $*" >&2
+    tail -n 15 "$log" >&2
+    return 1
+  fi
+}
+
+# line_time LOG REGEX: the time stamp of the last line of LOG matching REGEX.
+line_time() {
+  awk -v re="$2" '{ t = $1; $1 = ""; if ($0 ~ re) last = t } END { if (last == "") exit 1; print last }' "$1"
+}
+
+# emit NAME UNIT BETTER STAGEFARM BUILDAH LOAD [EXTRA_JSON]: one JSON line, one table row.
+summary=()
+emit() {
+  local ratio extra=${7:+,$7}
+  ratio=$(calc "($5 > 0) ? $4 / $5 : 0")
+  printf '{"bench":"build","name":"%s","unit":"%s","better":"%s","stagefarm":%s,"buildah":%s,"ratio":%s,"load":%s%s}\n' \
+    "$1" "$2" "$3" "$4" "$5" "$ratio" "$6" "$extra"
+  summary+=("$(printf '%-34s %10s %10s %7s  %-8s %5s' "$1" "$4" "$5" "$ratio" "$2" "$6")")
+}
+
+# ---------------------------------------------------------------------------
+# The base image and fresh storage for each builder.
+
+base_tar=$work/base/busybox-rootfs.tar
+if [ ! -f "$base_tar" ]; then
+  if [ -z "${BUSYBOX_DEB:-}" ]; then
+    for deb in /var/cache/apt/archives/busybox-static_*.deb; do
+      [ -f "$deb" ] && export BUSYBOX_DEB=$deb
+    done
+  fi
+  "$shared/tools/make-busybox-base.sh" "$base_tar" 2>"$work/base.log" ||
+    { cat "$work/base.log" >&2; exit 1; }
+fi
+
+# sf_fresh DIR: a new stagefarm data dir at DIR with the base as "busybox"; sets SF_HOME.
+sf_fresh() {
+  rm -rf "$1" && mkdir -p "$1"
+  SF_HOME=$1/home
+  STAGEFARM_HOME=$SF_HOME "$stagefarm" image import --rootfs --change "ENV PATH=$base_path" \
+    "$base_tar" busybox >"$1/import.log" 2>&1 || { cat "$1/import.log" >&2; return 1; }
+}
+
+# bh_fresh DIR [NOBASE]: new vfs storage at DIR (exported as CONTAINERS_STORAGE_CONF),
+# with the base as localhost/busybox and docker.io/library/busybox unless NOBASE.
+bh_fresh() {
+  local container
+  rm -rf "$1" && mkdir -p "$1"
+  export CONTAINERS_STORAGE_CONF=$1/storage.conf
+  printf '[storage]\ndriver = "vfs"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$1" "$1" \
+    >"$CONTAINERS_STORAGE_CONF"
+  [ -z "${2:-}" ] || return 0
+  {
+    container=$(buildah from scratch) &&
+      buildah add --quiet "$container" "$base_tar" / &&
+      buildah config --env "PATH=$base_path" "$container" &&
+      buildah commit --quiet --format docker "$container" localhost/busybox:latest &&
+      buildah tag localhost/busybox:latest docker.io/library/busybox:latest &&
+      buildah rm "$container"
+  } >"$1/import.log" 2>&1 || { cat "$1/import.log" >&2; return 1; }
+}
+
+# sf_build DIR LOG ARGS...: `stagefarm build ARGS` in DIR's data dir, timed (run_timed).
+sf_build() {
+  local dir=$1 log=$2
+  shift 2
+  run_timed "$log" env STAGEFARM_HOME="$dir/home" "$stagefarm" build --progress plain "$@"
+}
+# bh_build LOG ARGS...: `buildah bud` with the reference flags, timed.
+bh_build() {
+  local log=$1
+  shift
+  run_timed "$log" buildah bud "${buildah_flags[@]}" "$@"
+}
+# bh_drop DIR: removes the Buildah storage made by bh_fresh DIR (its vfs layers
+# can be large), not the logs.
+bh_drop() {
+  buildah rm --all >/dev/null 2>&1 || true
+  rm -rf "$1/graph" "$1/run"
+}
+
+empty_ctx=$work/empty-context
+mkdir -p "$empty_ctx"
+
+# build_seconds BUILDER NAME DOCKERFILE [CONTEXT]: a cold build (fresh storage) of
+# DOCKERFILE, logs under $work/runs/NAME.BUILDER; prints the seconds.
+build_seconds() {
+  local builder=$1 name=$2 file=$3 ctx=${4:-$empty_ctx} dir=$work/runs/$2.$1
+  if [ "$builder" = stagefarm ]; then
+    sf_fresh "$dir" && sf_build "$dir" "$dir/build.log" -f "$file" -t "bench-$name:latest" "$ctx" || return
+  else
+    bh_fresh "$dir" && bh_build "$dir/build.log" -f "$file" -t "localhost/bench-$name:latest" "$ctx" || return
+    bh_drop "$dir"
+  fi
+  calc "$T_END - $T_START"
+}
+
+mkdir -p "$work/files" "$work/runs"
+
+# ---------------------------------------------------------------------------
+# steps: per-step overhead.
+
+if wants steps; then
+  {
+    echo "FROM busybox"
+    echo "RUN true"
+  } >"$work/files/true-1.Dockerfile"
+  {
+    echo "FROM busybox"
+    for ((i = 1; i <= steps; i++)); do echo "RUN true"; done
+  } >"$work/files/true-$steps.Dockerfile"
+  {
+    echo "FROM busybox"
+    echo "RUN touch /f1"
+  } >"$work/files/touch-1.Dockerfile"
+  {
+    echo "FROM busybox"
+    for ((i = 1; i <= steps; i++)); do echo "RUN touch /f$i"; done
+  } >"$work/files/touch-$steps.Dockerfile"
+
+  # The floor: runc run of /bin/true in a bundle made once from the base, with
+  # `runc spec`'s defaults but the namespaces of a build step (pid, ipc, uts,
+  # mount: the host's network, as RUN has by default); and with the defaults
+  # unchanged (also a network and a cgroup namespace).
+  bundle=$work/runc-bundle
+  rm -rf "${bundle:?}" && mkdir -p "$bundle/rootfs"
+  tar -xf "$base_tar" -C "$bundle/rootfs"
+  (cd "$bundle" && runc spec)
+  python3 - "$bundle/config.json" <<'EOF'
+import json, sys
+path = sys.argv[1]
+spec = json.load(open(path))
+spec["process"]["args"] = ["/bin/true"]
+spec["process"]["terminal"] = False
+json.dump(spec, open(path[:-len("config.json")] + "default.json", "w"))
+spec["linux"]["namespaces"] = [
+    n for n in spec["linux"]["namespaces"] if n["type"] in ("pid", "ipc", "uts", "mount")]
+json.dump(spec, open(path[:-len("config.json")] + "step.json", "w"))
+EOF
+  # runc_ms SPEC: the median of 20 runs with SPEC as the bundle's config.json, in ms.
+  runc_ms() {
+    local i start times=()
+    cp "$bundle/$1" "$bundle/config.json"
+    for ((i = 0; i < 20; i++)); do
+      start=$(now)
+      runc --root "$work/runc-root" run --bundle "$bundle" "build-bench-$$-$i" </dev/null
+      times+=("$(calc "($(now) - $start) * 1000")")
+    done
+    median "${times[@]}"
+  }
+  runc_load=$(load)
+  runc_ms=$(runc_ms step.json)
+  runc_default_ms=$(runc_ms default.json)
+  echo "steps: bare runc run of /bin/true: ${runc_ms} ms; ${runc_default_ms} ms with runc spec's namespaces (medians of 20, load $runc_load)" >&2
+
+  for kind in true touch; do
+    step_load=$(load)
+    declare -A per_step=()
+    for builder in stagefarm buildah; do
+      one=() many=()
+      for ((r = 1; r <= reps; r++)); do
+        one+=("$(build_seconds "$builder" "$kind-1-$r" "$work/files/$kind-1.Dockerfile")")
+        many+=("$(build_seconds "$builder" "$kind-$steps-$r" "$work/files/$kind-$steps.Dockerfile")")
+      done
+      t1=$(median "${one[@]}")
+      tn=$(median "${many[@]}")
+      per_step[$builder]=$(calc "($tn - $t1) / ($steps - 1) * 1000")
+      echo "steps: $builder RUN $kind: 1 step ${t1}s (${one[*]}), $steps steps ${tn}s (${many[*]})" >&2
+    done
+    emit "step_overhead_run_$kind" ms lower "${per_step[stagefarm]}" "${per_step[buildah]}" \
+      "$step_load" "\"steps\":$steps,\"reps\":$reps,\"runc_floor_ms\":$runc_ms,\"runc_default_spec_ms\":$runc_default_ms,\"runc_load\":$runc_load"
+    unset per_step
+  done
+fi
+
+# ---------------------------------------------------------------------------
+# layer / export / unpack share one data set and one image.
+
+if wants layer || wants export || wants unpack; then
+  data_ctx=$work/data-context
+  bytes=$((mb * 1000000))
+  if [ ! -f "$data_ctx/.complete-$bytes-$files" ]; then
+    rm -rf "$data_ctx" && mkdir -p "$data_ctx"
+    python3 - "$data_ctx/data" "$bytes" "$files" <<'EOF'
+# Seeded data: FILES files (100 a directory), BYTES in all; each file half
+# random bytes, half hex text of random bytes, so compressors have work to do.
+import os, random, sys
+root, total, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(5)
+size = total // count
+for i in range(count):
+    d = os.path.join(root, "d%03d" % (i // 100))
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    n = size + (total - size * count if i == count - 1 else 0)
+    half = n // 2
+    body = rng.randbytes(half) + rng.randbytes((n - half + 1) // 2).hex().encode()[: n - half]
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(body)
+EOF
+    touch "$data_ctx/.complete-$bytes-$files"
+  fi
+  # The step prints a line when its process is done: the layer is made after it.
+  printf 'FROM busybox\nRUN --mount=type=bind,target=/src mkdir -p /data && cp -a /src/data/. /data/ && echo copied-the-data\n' \
+    >"$work/files/layer.Dockerfile"
+  printf 'FROM busybox\nRUN --mount=type=bind,target=/src --mount=type=tmpfs,target=/data cp -a /src/data/. /data/ && echo copied-the-data\n' \
+    >"$work/files/layer-tmpfs.Dockerfile"
+fi
+
+# sf_done LOG: seconds from the start of the last run_timed to the "done in" line of
+# LOG (the last stage finished, its layers written; compression and export follow).
+sf_done() { calc "$(line_time "$1" '\] done in ') - $T_START"; }
+
+if wants layer || wants export; then
+  layer_load=$(load)
+  # stagefarm: the tmpfs step (no layer), then the layer step; its image is
+  # kept uncompressed in the store (tag bench-big) for the exports.
+  dir=$work/runs/layer-tmpfs.stagefarm
+  sf_fresh "$dir"
+  sf_build "$dir" "$dir/build.log" -f "$work/files/layer-tmpfs.Dockerfile" "$data_ctx"
+  sf_tmpfs_done=$(sf_done "$dir/build.log")
+  sf_tmpfs_total=$(calc "$T_END - $T_START")
+  rm -rf "${dir:?}/home"
+  big=$work/runs/layer.stagefarm
+  sf_fresh "$big"
+  sf_build "$big" "$big/build.log" -f "$work/files/layer.Dockerfile" -t bench-big:latest \
+    --output "type=oci,dest=$big/image/,compression=uncompressed" "$data_ctx"
+  done_s=$(sf_done "$big/build.log")
+  sf_layer_s=$(calc "$done_s - $sf_tmpfs_done")
+  sf_phase_s=$(calc "$(line_time "$big/build.log" '] layer sha256:') - $(line_time "$big/build.log" 'copied-the-data')")
+  sf_layer_total=$(calc "$T_END - $T_START")
+  grep -o 'layer sha256:.*' "$big/build.log" | tail -n 1 >&2 || true
+  rm -rf "$big/image"
+  # The exports: FROM that image, one LABEL, an empty context. What follows the
+  # stage ("done in") is compressing the layers, writing the tar and nothing else.
+  printf 'FROM bench-big\nLABEL bench=export\n' >"$work/files/export.Dockerfile"
+  declare -A sf_export_s=() sf_export_cpu=() sf_export_size=()
+  for compression in uncompressed gzip zstd; do
+    log=$big/export-$compression.log
+    sf_build "$big" "$log" -f "$work/files/export.Dockerfile" \
+      --output "type=oci,dest=$work/runs/big-$compression.tar,compression=$compression" "$empty_ctx"
+    sf_export_s[$compression]=$(calc "$T_END - $T_START - $(sf_done "$log")")
+    sf_export_cpu[$compression]=$CPU
+    sf_export_size[$compression]=$(stat -c %s "$work/runs/big-$compression.tar")
+  done
+  rm -rf "${big:?}/home"
+  # Buildah: the same two steps; the image stays for the export.
+  dir=$work/runs/layer-tmpfs.buildah
+  bh_fresh "$dir"
+  bh_build "$dir/build.log" -f "$work/files/layer-tmpfs.Dockerfile" -t localhost/bench-tmpfs "$data_ctx"
+  bh_tmpfs_s=$(calc "$T_END - $T_START")
+  bh_drop "$dir"
+  dir=$work/runs/layer.buildah
+  bh_fresh "$dir"
+  bh_build "$dir/build.log" -f "$work/files/layer.Dockerfile" -t localhost/bench-big:latest "$data_ctx"
+  bh_layer_s=$(calc "$T_END - $T_START - $bh_tmpfs_s")
+  bh_phase_s=$(calc "$(line_time "$dir/build.log" '^ Successfully tagged') - $(line_time "$dir/build.log" 'copied-the-data')")
+  if wants layer; then
+    # From the step's last output line to the layer stored (stagefarm: its
+    # "layer" note; Buildah: "Successfully tagged", after the commit). Neither
+    # includes removing the container's or the context's files afterwards.
+    emit layer_creation MB/s higher "$(calc "$mb / $sf_phase_s")" "$(calc "$mb / $bh_phase_s")" \
+      "$layer_load" "\"mb\":$mb,\"files\":$files,\"stagefarm_s\":$sf_phase_s,\"buildah_s\":$bh_phase_s"
+    # The same as the difference between whole builds, layer step against tmpfs step.
+    emit layer_creation_by_difference MB/s higher "$(calc "$mb / $sf_layer_s")" "$(calc "$mb / $bh_layer_s")" \
+      "$layer_load" "\"stagefarm_s\":$sf_layer_s,\"buildah_s\":$bh_layer_s"
+    # The whole cold build of the layer step (stagefarm: compressed to gzip at the end).
+    emit layer_build_total s lower "$sf_layer_total" "$(calc "$T_END - $T_START")" "$layer_load" \
+      "\"stagefarm_tmpfs_s\":$sf_tmpfs_total,\"buildah_tmpfs_s\":$bh_tmpfs_s"
+  fi
+  if wants export; then
+    for compression in gzip zstd; do
+      export_load=$(load)
+      flags=()
+      [ "$compression" = gzip ] || flags=(--dest-compress-format "$compression")
+      run_timed "$dir/export-$compression.log" skopeo copy --quiet "${flags[@]}" \
+        containers-storage:localhost/bench-big:latest "oci-archive:$work/runs/bh-big-$compression.tar"
+      bh_s=$(calc "$T_END - $T_START")
+      bh_size=$(stat -c %s "$work/runs/bh-big-$compression.tar")
+      rm -f "$work/runs/bh-big-$compression.tar"
+      sf_s=${sf_export_s[$compression]}
+      # Cores busy while compressing: the CPU this export took beyond the uncompressed one's.
+      sf_cores=$(calc "(${sf_export_cpu[$compression]} - ${sf_export_cpu[uncompressed]}) / ($sf_s - ${sf_export_s[uncompressed]})")
+      emit "export_$compression" MB/s higher "$(calc "$mb / $sf_s")" "$(calc "$mb / $bh_s")" "$export_load" \
+        "\"stagefarm_s\":$sf_s,\"buildah_s\":$bh_s,\"stagefarm_tar_bytes\":${sf_export_size[$compression]},\"buildah_tar_bytes\":$bh_size,\"stagefarm_uncompressed_export_s\":${sf_export_s[uncompressed]},\"stagefarm_cores\":$sf_cores,\"buildah_cpu_s\":$CPU"
+    done
+  fi
+  bh_drop "$dir"
+  rm -f "$work/runs/big-uncompressed.tar" "$work/runs/big-zstd.tar"
+fi
+
+# ---------------------------------------------------------------------------
+# unpack: the gzip image (stagefarm's export) brought in cold and built FROM.
+
+if wants unpack; then
+  big_tar=$work/runs/big-gzip.tar
+  if [ ! -f "$big_tar" ]; then
+    dir=$work/runs/layer-gzip.stagefarm
+    sf_fresh "$dir"
+    sf_build "$dir" "$dir/build.log" -f "$work/files/layer.Dockerfile" \
+      --output "type=oci,dest=$big_tar,compression=gzip" "$data_ctx"
+  fi
+  rm -rf "$work/runs/layer-gzip.stagefarm/home"
+  printf 'FROM bench-big\nRUN true\n' >"$work/files/from-big.Dockerfile"
+  printf 'FROM busybox\nRUN true\n' >"$work/files/from-small.Dockerfile"
+  unpack_load=$(load)
+  # stagefarm: import (verifies every blob and diff id), then the build unpacks.
+  dir=$work/runs/unpack.stagefarm
+  sf_fresh "$dir"
+  run_timed "$dir/import-big.log" env STAGEFARM_HOME="$dir/home" "$stagefarm" image import \
+    "$big_tar" bench-big:latest
+  sf_in=$(calc "$T_END - $T_START")
+  sf_build "$dir" "$dir/build-big.log" -f "$work/files/from-big.Dockerfile" "$empty_ctx"
+  sf_big=$(calc "$T_END - $T_START")
+  sf_small=$(build_seconds stagefarm from-small "$work/files/from-small.Dockerfile")
+  rm -rf "${dir:?}/home" "$work/runs/from-small.stagefarm/home"
+  # Buildah: skopeo copy into containers-storage (decompress, unpack), then the build.
+  dir=$work/runs/unpack.buildah
+  bh_fresh "$dir" nobase
+  run_timed "$dir/import-big.log" skopeo copy --quiet "oci-archive:$big_tar" \
+    containers-storage:localhost/bench-big:latest
+  bh_in=$(calc "$T_END - $T_START")
+  bh_build "$dir/build-big.log" -f "$work/files/from-big.Dockerfile" "$empty_ctx"
+  bh_big=$(calc "$T_END - $T_START")
+  bh_drop "$dir"
+  bh_small=$(build_seconds buildah from-small "$work/files/from-small.Dockerfile")
+  sf_s=$(calc "$sf_in + $sf_big - $sf_small")
+  bh_s=$(calc "$bh_in + $bh_big - $bh_small")
+  emit unpack MB/s higher "$(calc "$mb / $sf_s")" "$(calc "$mb / $bh_s")" "$unpack_load" \
+    "\"stagefarm_import_s\":$sf_in,\"stagefarm_build_s\":$sf_big,\"stagefarm_small_build_s\":$sf_small,\"buildah_pull_s\":$bh_in,\"buildah_build_s\":$bh_big,\"buildah_small_build_s\":$bh_small"
+  emit unpack_build_only MB/s higher "$(calc "$mb / ($sf_big - $sf_small)")" \
+    "$(calc "$mb / ($bh_big - $bh_small)")" "$unpack_load" \
+    "\"note\":\"the FROM build alone: stagefarm unpacks here, Buildah unpacked at the pull\""
+  rm -f "$big_tar"
+fi
+
+# ---------------------------------------------------------------------------
+# fidelity: cold build of each case.
+
+# stage_context CASE_DIR DEST: the fidelity README's "Staging the context".
+stage_context() {
+  local case_dir=$1 dest=$2
+  rm -rf "$dest" && mkdir -p "$dest"
+  if [ -d "$case_dir/context" ]; then cp -R "$case_dir/context/." "$dest/"; fi
+  chown -R -h 0:0 "$dest"
+  find "$dest" -type d -exec chmod 0755 {} +
+  find "$dest" -type f -perm /111 -exec chmod 0755 {} +
+  find "$dest" -type f ! -perm /111 -exec chmod 0644 {} +
+  chmod 0755 "$dest"
+  if [ -f "$case_dir/prepare.sh" ]; then (cd "$dest" && sh "$case_dir/prepare.sh"); fi
+}
+
+# case_flags CASE_DIR: the case's --build-arg and --target flags, one a line.
+case_flags() {
+  local line
+  if [ -f "$1/build-args" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      case $line in '' | '#'*) continue ;; esac
+      printf '%s\n' --build-arg "$line"
+    done <"$1/build-args"
+  fi
+  if [ -f "$1/target" ]; then printf '%s\n' --target "$(tr -d ' \t\r\n' <"$1/target")"; fi
+}
+
+if wants fidelity; then
+  if [ -n "$cases" ]; then
+    IFS=, read -r -a case_names <<<"$cases"
+  else
+    case_names=()
+    for c in "$shared"/fidelity/*/Dockerfile; do case_names+=("$(basename "$(dirname "$c")")"); done
+  fi
+  sf_sum=0 bh_sum=0
+  for name in "${case_names[@]}"; do
+    case_dir=$shared/fidelity/$name
+    ctx=$work/runs/fid-$name.context
+    stage_context "$case_dir" "$ctx"
+    mapfile -t flags < <(case_flags "$case_dir")
+    bh_file=$case_dir/Dockerfile
+    [ ! -f "$case_dir/equivalent.Dockerfile" ] || bh_file=$case_dir/equivalent.Dockerfile
+    case_load=$(load)
+    dir=$work/runs/fid-$name.stagefarm
+    sf_fresh "$dir"
+    sf_build "$dir" "$dir/build.log" -f "$case_dir/Dockerfile" "${flags[@]}" -t "fid-$name:latest" "$ctx"
+    sf_s=$(calc "$T_END - $T_START")
+    rm -rf "${dir:?}/home"
+    dir=$work/runs/fid-$name.buildah
+    bh_fresh "$dir"
+    bh_build "$dir/build.log" -f "$bh_file" "${flags[@]}" -t "localhost/fid-$name:latest" "$ctx"
+    bh_s=$(calc "$T_END - $T_START")
+    bh_drop "$dir"
+    sf_sum=$(calc "$sf_sum + $sf_s")
+    bh_sum=$(calc "$bh_sum + $bh_s")
+    emit "cold_build_$name" s lower "$sf_s" "$bh_s" "$case_load" \
+      "\"buildah_dockerfile\":\"$(basename "$bh_file")\""
+  done
+  emit cold_build_all_cases s lower "$sf_sum" "$bh_sum" "$(load)" "\"cases\":${#case_names[@]}"
+fi
+
+{
+  printf '\n%-34s %10s %10s %7s  %-8s %5s\n' measurement stagefarm buildah ratio unit load
+  printf '%s\n' "${summary[@]}"
+} >&2
