@@ -3,7 +3,8 @@
 // compression is off a build's critical path and happens here, when an image
 // is exported or pushed, on every core.
 //
-// gzip is pigz-style: the input is cut into kGzipBlockSize blocks, each
+// gzip is pigz-style (level 1 deflates with Intel ISA-L's igzip, the other
+// levels with zlib): the input is cut into kGzipBlockSize blocks, each
 // deflated by a worker with the previous block's last 32 KiB as dictionary and
 // ended with a sync flush (the last one with Z_FINISH), the pieces
 // concatenated in order into ONE standard gzip member whose CRC-32 is combined
@@ -39,9 +40,9 @@ namespace stagefarm::oci {
 
 // gzip's default level. BuildKit's default is Go's gzip.DefaultCompression
 // (level 6), which zlib deflates at about 33 MB/s a core: 2 cores cannot reach
-// the 150 MB/s an export needs. Level 1 deflates about 2.5 times as many bytes
-// per CPU-second as level 6, for about 6% more output on layer-like data
-// (docs/BENCHMARKS.md, "Layer compression for export").
+// the 150 MB/s an export needs. Level 1 is ISA-L's igzip: about 400 MB/s a
+// core, for about 5% more output than level 6 on layer-like data
+// (docs/BENCHMARKS.md, "Layer compression for export" and "Export").
 inline constexpr int kDefaultGzipLevel = 1;
 // zstd's default level: the zstd CLI's, and what BuildKit's zstd encoder's
 // default (klauspost SpeedDefault) corresponds to.

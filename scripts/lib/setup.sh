@@ -9,7 +9,7 @@ STAGEFARM_BUILD="${STAGEFARM_BUILD:-$STAGEFARM_ROOT/build}"
 STAGEFARM_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libabsl-dev
-  libarchive-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libzstd-dev
+  libarchive-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libzstd-dev libisal-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   runc busybox-static python3 oci-image-tool
   # tests/fidelity: the reference builder, its exporter, OCI layouts, zstd layers.
