@@ -405,12 +405,24 @@ class StageRun {
     return root;
   }
 
-  absl::StatusOr<CopyOptions> CommonCopyOptions(const fs::RootDir& destination,
-                                                absl::string_view chown, absl::string_view chmod,
-                                                const std::vector<std::string>& excludes) const {
+  // What COPY and ADD share: the destination root, the options from
+  // --chown, --chmod and --exclude, and the destination path (a directory
+  // when several sources are copied).
+  struct CopyTarget {
+    fs::RootDir destination;
+    CopyOptions options;
+    std::string dest;
+  };
+
+  absl::StatusOr<CopyTarget> PrepareCopy(const stdfs::path& root,
+                                         const dockerfile::SourcesAndDest& files,
+                                         absl::string_view chown, absl::string_view chmod,
+                                         const std::vector<std::string>& excludes) const {
+    absl::StatusOr<fs::RootDir> destination = fs::RootDir::Open(root);
+    if (!destination.ok()) return destination.status();
     CopyOptions options;
     if (!chown.empty()) {
-      absl::StatusOr<Owner> owner = ResolveChown(destination, chown);
+      absl::StatusOr<Owner> owner = ResolveChown(*destination, chown);
       if (!owner.ok()) return owner.status();
       options.owner = *owner;
     }
@@ -418,7 +430,12 @@ class StageRun {
     if (!mode.ok()) return mode.status();
     options.mode = *mode;
     options.excludes = excludes;
-    return options;
+    std::string dest = DestinationPath(files.dest, Workdir());
+    if (files.source_paths.size() + files.source_contents.size() > 1 &&
+        !absl::EndsWith(dest, "/")) {
+      dest += "/";
+    }
+    return CopyTarget{*std::move(destination), std::move(options), std::move(dest)};
   }
 
   std::string Workdir() const {
@@ -426,10 +443,12 @@ class StageRun {
     return workdir.empty() ? "/" : workdir;
   }
 
-  // Heredoc sources (`COPY <<EOF /file`) as files in a scratch directory:
-  // BuildKit makes each with mode 0664, owned by root.
-  absl::StatusOr<std::vector<std::string>> WriteHeredocs(
-      const std::vector<dockerfile::SourceContent>& contents, const stdfs::path& dir) const {
+  // Copies heredoc sources (`COPY <<EOF /file`) to the target: each is
+  // written as a file in `dir` first, as BuildKit makes them (mode 0664,
+  // owned by root), then copied with the instruction's options.
+  absl::Status CopyHeredocs(const std::vector<dockerfile::SourceContent>& contents,
+                            const stdfs::path& dir, const CopyTarget& target) const {
+    if (contents.empty()) return absl::OkStatus();
     std::vector<std::string> names;
     std::error_code error;
     stdfs::create_directories(dir, error);
@@ -454,55 +473,34 @@ class StageRun {
       }
       names.push_back(name);
     }
-    return names;
+    CopyOptions options = target.options;
+    options.reset_owner = true;
+    return CopyInto(*root, names, target.destination, target.dest, options).status();
   }
 
   absl::Status CopyFiles(const dockerfile::Copy& copy, const PlannedInstruction& planned,
                          const stdfs::path& root, const stdfs::path& scratch) {
-    absl::StatusOr<fs::RootDir> destination = fs::RootDir::Open(root);
-    if (!destination.ok()) return destination.status();
-    absl::StatusOr<CopyOptions> options =
-        CommonCopyOptions(*destination, copy.chown, copy.chmod, copy.exclude);
-    if (!options.ok()) return options.status();
-    const size_t count = copy.files.source_paths.size() + copy.files.source_contents.size();
-    std::string dest = DestinationPath(copy.files.dest, Workdir());
-    if (count > 1 && !absl::EndsWith(dest, "/")) dest += "/";
-
-    if (!copy.files.source_contents.empty()) {
-      const stdfs::path heredocs = scratch / "heredocs";
-      absl::StatusOr<std::vector<std::string>> names =
-          WriteHeredocs(copy.files.source_contents, heredocs);
-      if (!names.ok()) return names.status();
-      absl::StatusOr<fs::RootDir> source = fs::RootDir::Open(heredocs);
-      if (!source.ok()) return source.status();
-      CopyOptions heredoc_options = *options;
-      heredoc_options.reset_owner = true;
-      absl::StatusOr<CopyStats> copied =
-          CopyInto(*source, *names, *destination, dest, heredoc_options);
-      if (!copied.ok()) return copied.status();
-    }
-    if (copy.files.source_paths.empty()) return absl::OkStatus();
+    absl::StatusOr<CopyTarget> target =
+        PrepareCopy(root, copy.files, copy.chown, copy.chmod, copy.exclude);
+    if (!target.ok()) return target.status();
+    absl::Status heredocs = CopyHeredocs(copy.files.source_contents, scratch / "heredocs", *target);
+    if (!heredocs.ok() || copy.files.source_paths.empty()) return heredocs;
     absl::StatusOr<stdfs::path> source_dir = SourceDir(planned.copy_from);
     if (!source_dir.ok()) return source_dir.status();
     absl::StatusOr<fs::RootDir> source = fs::RootDir::Open(*source_dir);
     if (!source.ok()) return source.status();
-    options->reset_owner = planned.copy_from.kind == SourceRoot::Kind::kContext;
-    options->parents = copy.parents;
-    absl::StatusOr<CopyStats> copied =
-        CopyInto(*source, copy.files.source_paths, *destination, dest, *options);
-    return copied.status();
+    target->options.reset_owner = planned.copy_from.kind == SourceRoot::Kind::kContext;
+    target->options.parents = copy.parents;
+    return CopyInto(*source, copy.files.source_paths, target->destination, target->dest,
+                    target->options)
+        .status();
   }
 
   absl::Status AddFiles(const dockerfile::Add& add, const stdfs::path& root,
                         const stdfs::path& scratch) {
-    absl::StatusOr<fs::RootDir> destination = fs::RootDir::Open(root);
-    if (!destination.ok()) return destination.status();
-    absl::StatusOr<CopyOptions> options =
-        CommonCopyOptions(*destination, add.chown, add.chmod, add.exclude);
-    if (!options.ok()) return options.status();
-    const size_t count = add.files.source_paths.size() + add.files.source_contents.size();
-    std::string dest = DestinationPath(add.files.dest, Workdir());
-    if (count > 1 && !absl::EndsWith(dest, "/")) dest += "/";
+    absl::StatusOr<CopyTarget> target =
+        PrepareCopy(root, add.files, add.chown, add.chmod, add.exclude);
+    if (!target.ok()) return target.status();
     if (!add.checksum.empty()) {
       for (const std::string& source : add.files.source_paths) {
         if (!IsUrl(source)) {
@@ -511,19 +509,8 @@ class StageRun {
         }
       }
     }
-    if (!add.files.source_contents.empty()) {
-      const stdfs::path heredocs = scratch / "heredocs";
-      absl::StatusOr<std::vector<std::string>> names =
-          WriteHeredocs(add.files.source_contents, heredocs);
-      if (!names.ok()) return names.status();
-      absl::StatusOr<fs::RootDir> source = fs::RootDir::Open(heredocs);
-      if (!source.ok()) return source.status();
-      CopyOptions heredoc_options = *options;
-      heredoc_options.reset_owner = true;
-      absl::StatusOr<CopyStats> copied =
-          CopyInto(*source, *names, *destination, dest, heredoc_options);
-      if (!copied.ok()) return copied.status();
-    }
+    absl::Status heredocs = CopyHeredocs(add.files.source_contents, scratch / "heredocs", *target);
+    if (!heredocs.ok()) return heredocs;
     std::vector<std::string> local;
     int downloads = 0;
     for (const std::string& source : add.files.source_paths) {
@@ -534,11 +521,11 @@ class StageRun {
           if (!checksum.ok()) return checksum.status();
           download.checksum = *checksum;
         }
-        CopyOptions url_options = *options;
+        CopyOptions url_options = target->options;
         url_options.reset_owner = true;
         absl::StatusOr<Download> fetched =
-            AddUrl(source, scratch / absl::StrCat("download-", downloads++), *destination, dest,
-                   url_options, download);
+            AddUrl(source, scratch / absl::StrCat("download-", downloads++), target->destination,
+                   target->dest, url_options, download);
         if (!fetched.ok()) return fetched.status();
       } else if (IsGitSource(source)) {
         return absl::UnimplementedError(absl::StrCat("ADD of a git repository is not supported: ",
@@ -550,10 +537,9 @@ class StageRun {
     if (local.empty()) return absl::OkStatus();
     absl::StatusOr<fs::RootDir> context = fs::RootDir::Open(inputs_.context_dir);
     if (!context.ok()) return context.status();
-    options->reset_owner = true;
-    options->unpack_archives = add.unpack.value_or(true);
-    absl::StatusOr<CopyStats> copied = CopyInto(*context, local, *destination, dest, *options);
-    return copied.status();
+    target->options.reset_owner = true;
+    target->options.unpack_archives = add.unpack.value_or(true);
+    return CopyInto(*context, local, target->destination, target->dest, target->options).status();
   }
 
   absl::Status MakeWorkdir(const stdfs::path& root, const std::string& workdir) {
