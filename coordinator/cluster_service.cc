@@ -187,23 +187,10 @@ class ClusterService::Loop {
 absl::StatusOr<std::unique_ptr<ClusterService>> ClusterService::Start(
     zmq::context_t& context, net::SocketSecurity security, ClusterServiceOptions options) {
   std::unique_ptr<ClusterService> service(new ClusterService());
-  const std::string endpoint = options.endpoint;
-  try {
-    zmq::socket_t socket(context, zmq::socket_type::router);
-    socket.set(zmq::sockopt::linger, 0);
-    socket.set(zmq::sockopt::router_mandatory, true);
-    socket.set(zmq::sockopt::sndtimeo, 2000);
-    if (absl::Status status = security.Apply(context, socket); !status.ok()) return status;
-    if (absl::Status status = net::ApplyFrameLimits(socket, options.limits); !status.ok()) {
-      return status;
-    }
-    socket.bind(endpoint);
-    service->endpoint_ = socket.get(zmq::sockopt::last_endpoint);
-    service->loop_ = std::make_unique<Loop>(std::move(socket), std::move(options));
-  } catch (const zmq::error_t& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve the cluster on ", endpoint, ": ", e.what()));
-  }
+  absl::StatusOr<zmq::socket_t> socket = net::BindRouter(
+      context, security, options.endpoint, options.limits, "the cluster", &service->endpoint_);
+  if (!socket.ok()) return socket.status();
+  service->loop_ = std::make_unique<Loop>(*std::move(socket), std::move(options));
   service->thread_ = std::thread([raw = service.get()] { raw->loop_->Run(raw->stop_); });
   return service;
 }

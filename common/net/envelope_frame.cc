@@ -257,4 +257,23 @@ absl::Status StatusFromError(schema::Error::Reader error, absl::string_view peer
                       absl::StrCat(peer, ": ", error.getMessage().cStr()));
 }
 
+absl::StatusOr<zmq::socket_t> BindRouter(zmq::context_t& context, const SocketSecurity& security,
+                                         const std::string& endpoint, const FrameLimits& limits,
+                                         absl::string_view what, std::string* bound) {
+  try {
+    zmq::socket_t socket(context, zmq::socket_type::router);
+    socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::router_mandatory, true);
+    socket.set(zmq::sockopt::sndtimeo, 2000);
+    if (absl::Status status = security.Apply(context, socket); !status.ok()) return status;
+    if (absl::Status status = ApplyFrameLimits(socket, limits); !status.ok()) return status;
+    socket.bind(endpoint);
+    *bound = socket.get(zmq::sockopt::last_endpoint);
+    return socket;
+  } catch (const zmq::error_t& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve ", what, " on ", endpoint, ": ", e.what()));
+  }
+}
+
 }  // namespace stagefarm::net

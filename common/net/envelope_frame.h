@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/net/socket_security.h"
 #include "absl/time/time.h"
 #include "schemas/envelope.capnp.h"
 
@@ -49,6 +50,16 @@ struct FrameLimits {
 
 // Sets ZMQ_MAXMSGSIZE from `limits` on `socket`; call before bind/connect.
 absl::Status ApplyFrameLimits(zmq::socket_t& socket, const FrameLimits& limits = {});
+
+// A ROUTER socket a node serves on: linger 0, ROUTER_MANDATORY (a reply to a
+// peer that has gone fails instead of vanishing), a 2 s send timeout (a slow
+// peer cannot stall the server), `security` and `limits` applied, bound to
+// `endpoint`. `bound` receives the endpoint as bound (the port chosen for
+// port 0). Unavailable "cannot serve <what> on ENDPOINT: ..." when it cannot
+// bind.
+absl::StatusOr<zmq::socket_t> BindRouter(zmq::context_t& context, const SocketSecurity& security,
+                                         const std::string& endpoint, const FrameLimits& limits,
+                                         absl::string_view what, std::string* bound);
 
 // Where a reply goes and who sent a message, for error messages.
 struct ReplyAddress {

@@ -322,25 +322,10 @@ absl::StatusOr<std::unique_ptr<BlobServer>> BlobServer::Start(zmq::context_t& co
                                                               net::SocketSecurity security,
                                                               BlobServerOptions options) {
   std::unique_ptr<BlobServer> server(new BlobServer());
-  const std::string endpoint = options.endpoint;
-  try {
-    zmq::socket_t socket(context, zmq::socket_type::router);
-    socket.set(zmq::sockopt::linger, 0);
-    // A reply to a peer that has gone fails instead of vanishing, and a slow
-    // peer cannot stall the server for long.
-    socket.set(zmq::sockopt::router_mandatory, true);
-    socket.set(zmq::sockopt::sndtimeo, 2000);
-    if (absl::Status status = security.Apply(context, socket); !status.ok()) return status;
-    if (absl::Status status = net::ApplyFrameLimits(socket, options.limits); !status.ok()) {
-      return status;
-    }
-    socket.bind(endpoint);
-    server->endpoint_ = socket.get(zmq::sockopt::last_endpoint);
-    server->loop_ = std::make_unique<Loop>(std::move(socket), store, std::move(options));
-  } catch (const zmq::error_t& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve blobs on ", endpoint, ": ", e.what()));
-  }
+  absl::StatusOr<zmq::socket_t> socket = net::BindRouter(context, security, options.endpoint,
+                                                         options.limits, "blobs", &server->endpoint_);
+  if (!socket.ok()) return socket.status();
+  server->loop_ = std::make_unique<Loop>(*std::move(socket), store, std::move(options));
   server->thread_ = std::thread([raw = server.get()] { raw->loop_->Run(raw->stop_); });
   return server;
 }
