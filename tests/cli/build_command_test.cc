@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/testing/busybox_rootfs.h"
+#include "tests/testing/shell.h"
 
 namespace stagefarm {
 namespace {
@@ -23,22 +24,10 @@ namespace {
 namespace stdfs = std::filesystem;
 using ::testing::HasSubstr;
 
-struct Invocation {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using testing::Invocation;
 
-Invocation Shell(const std::string& command) {
-  Invocation run;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) run.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
+// `command` with stdout and stderr together.
+Invocation Shell(const std::string& command) { return testing::RunShell(command + " 2>&1"); }
 
 class BuildCommandTest : public ::testing::Test {
  protected:

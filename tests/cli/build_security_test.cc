@@ -32,6 +32,7 @@
 #include "common/digest/digest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/busybox_rootfs.h"
+#include "tests/testing/shell.h"
 
 namespace stagefarm {
 namespace {
@@ -45,24 +46,12 @@ constexpr char kPath[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 // Enough ".." to climb from any snapshot or scratch directory to "/".
 constexpr char kClimb[] = "../../../../../../../../../../../../../../../..";
 
-struct Invocation {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using testing::Invocation;
 
 // Runs `stagefarm ARGS` through the shell with `env` prepended; ARGS must be
 // quoted by the caller.
 Invocation Stagefarm(const std::string& args, const std::string& env) {
-  const std::string command = absl::StrCat(env, " ", STAGEFARM_BINARY, " ", args, " 2>&1");
-  Invocation run;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) run.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  return testing::RunShell(absl::StrCat(env, " ", STAGEFARM_BINARY, " ", args, " 2>&1"));
 }
 
 std::string ReadFile(const stdfs::path& file) {

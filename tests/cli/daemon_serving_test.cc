@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/random_blobs.h"
+#include "tests/testing/shell.h"
 
 extern char** environ;
 
@@ -160,14 +161,8 @@ TEST_F(DaemonServingTest, CurveCoordinatorTakesUploadsOnlyFromListedKeys) {
 
 // Runs `stagefarm ARGS` and returns stdout and stderr together, and the exit code.
 std::pair<int, std::string> Client(const std::string& args) {
-  std::string output;
-  FILE* pipe = popen(absl::StrCat(STAGEFARM_BINARY, " ", args, " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, ""};
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+  testing::Invocation run = testing::RunShell(absl::StrCat(STAGEFARM_BINARY, " ", args, " 2>&1"));
+  return {run.exit_code, std::move(run.output)};
 }
 
 TEST_F(DaemonServingTest, CurveWorkersJoinAreListedDrainedAndDroppedWhenKilled) {

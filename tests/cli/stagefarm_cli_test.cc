@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/corpus.h"
+#include "tests/testing/shell.h"
 
 namespace stagefarm {
 namespace {
@@ -27,26 +28,14 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct Invocation {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using testing::Invocation;
 
 // Runs `BINARY ARGS` through the shell with `env` ("NAME=value ...")
 // prepended, stdout and stderr together; ARGS must be quoted by the caller
 // and may end with redirections of their own, which apply last.
 Invocation RunBinary(const std::string& binary, const std::string& args,
                      const std::string& env = "") {
-  const std::string command = absl::StrCat(env, env.empty() ? "" : " ", binary, " 2>&1 ", args);
-  Invocation run;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) run.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  return testing::RunShell(absl::StrCat(env, env.empty() ? "" : " ", binary, " 2>&1 ", args));
 }
 
 // A daemon run with --check: it checks and reports its flags, then exits

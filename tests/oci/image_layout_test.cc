@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/corpus.h"
 #include "tests/testing/random_blobs.h"
+#include "tests/testing/shell.h"
 
 namespace stagefarm::oci {
 namespace {
@@ -61,21 +62,11 @@ std::string LayerTar(bool gzip) {
   return out;
 }
 
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
+using CommandResult = testing::Invocation;
 
+// `command` with stdout and stderr together.
 CommandResult RunCommand(const std::string& command) {
-  CommandResult result;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-  int raw = pclose(pipe);
-  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return result;
+  return testing::RunShell(command + " 2>&1");
 }
 
 std::optional<stdfs::path> ImgtreePath() {
@@ -142,17 +133,17 @@ TEST_F(ImageLayoutTest, LayoutDirValidatesAndListsTheLayer) {
   EXPECT_TRUE(stdfs::exists(layout / "oci-layout"));
   EXPECT_TRUE(stdfs::exists(layout / "blobs" / "sha256" / image.config.digest.hex()));
 
-  if (RunCommand("command -v oci-image-tool").status != 0) {
+  if (RunCommand("command -v oci-image-tool").exit_code != 0) {
     ADD_FAILURE() << "oci-image-tool is not installed (scripts/lib/setup.sh installs it)";
   } else {
     CommandResult validate =
         RunCommand("oci-image-tool validate --type image --ref name=latest " + layout.string());
-    EXPECT_EQ(validate.status, 0) << validate.output;
+    EXPECT_EQ(validate.exit_code, 0) << validate.output;
   }
   auto imgtree = ImgtreePath();
   if (!imgtree) GTEST_SKIP() << "SKIPPED LOUDLY: shared/tools/imgtree.py not found";
   CommandResult shown = RunCommand("python3 " + imgtree->string() + " show " + layout.string());
-  ASSERT_EQ(shown.status, 0) << shown.output;
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
   std::string hi = digest::Sha256Of("hi\n").ToString();
   EXPECT_THAT(shown.output,
               HasSubstr("\"/app\" d 0755 0:0\n\"/app/hello.txt\" f 0644 0:0 3 " + hi));
@@ -173,7 +164,7 @@ TEST_F(ImageLayoutTest, TarsAreDeterministicAndReadable) {
   // layout tar ("find failed: unable to walk: end of walk"); imgtree reads it below.
 
   CommandResult listing = RunCommand("tar -tvf " + docker.string() + " --numeric-owner");
-  ASSERT_EQ(listing.status, 0) << listing.output;
+  ASSERT_EQ(listing.exit_code, 0) << listing.output;
   std::vector<std::string> lines = absl::StrSplit(listing.output, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 8u) << listing.output;  // 2 dirs, 3 blobs, 3 files
   EXPECT_THAT(lines[0], HasSubstr("drwxr-xr-x 0/0"));
@@ -187,9 +178,9 @@ TEST_F(ImageLayoutTest, TarsAreDeterministicAndReadable) {
   if (!imgtree) GTEST_SKIP() << "SKIPPED LOUDLY: shared/tools/imgtree.py not found";
   std::string tool = "python3 " + imgtree->string();
   CommandResult same_oci = RunCommand(tool + " diff " + layout.string() + " " + oci1.string());
-  EXPECT_EQ(same_oci.status, 0) << same_oci.output;
+  EXPECT_EQ(same_oci.exit_code, 0) << same_oci.output;
   CommandResult same_docker = RunCommand(tool + " diff " + layout.string() + " " + docker.string());
-  EXPECT_EQ(same_docker.status, 0) << same_docker.output;
+  EXPECT_EQ(same_docker.exit_code, 0) << same_docker.output;
 }
 
 TEST_F(ImageLayoutTest, MissingBlobIsNotFound) {
@@ -250,7 +241,7 @@ TEST_F(ImageLayoutTest, Fidelity08ConfigMatchesBuildah) {
   ASSERT_TRUE(WriteOciLayoutDir(*store_, {*image}, layout).ok());
   CommandResult shown =
       RunCommand("python3 " + imgtree->string() + " show " + layout.string() + " --no-files");
-  ASSERT_EQ(shown.status, 0) << shown.output;
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
   EXPECT_EQ(shown.output.substr(shown.output.find("[config]\n")), expected);
 }
 
