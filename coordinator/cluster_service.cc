@@ -3,10 +3,14 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "capnp/message.h"
 #include "common/oci/platform.h"
+#include "common/transfer/blob_fetcher.h"
+#include "common/transfer/wire.h"
+#include "schemas/build.capnp.h"
 #include "schemas/cluster.capnp.h"
 #include "schemas/envelope.capnp.h"
 
@@ -39,13 +43,14 @@ absl::StatusOr<WorkerOffer> OfferFrom(schema::WorkerHello::Reader hello,
   return offer;
 }
 
-void FillStatus(const WorkerState& state, absl::Time now, schema::WorkerStatus::Builder out) {
+void FillStatus(const WorkerState& state, const BuildScheduler& scheduler, absl::Time now,
+                schema::WorkerStatus::Builder out) {
   const WorkerOffer& offer = state.offer;
   out.setWorkerId(offer.id);
   auto platforms = out.initPlatforms(offer.platforms.size());
   for (size_t i = 0; i < offer.platforms.size(); ++i) platforms.set(i, offer.platforms[i].String());
   out.setSlots(offer.slots);
-  out.setSlotsInUse(state.slots_in_use);
+  out.setSlotsInUse(scheduler.SlotsUsed(offer.id));
   out.setBlobEndpoint(offer.blob_endpoint);
   out.setStoreBytes(offer.store_bytes);
   out.setStoreCapBytes(offer.store_cap_bytes);
@@ -57,14 +62,21 @@ void FillStatus(const WorkerState& state, absl::Time now, schema::WorkerStatus::
                                                                absl::ZeroDuration()))));
   out.setDraining(state.draining);
   out.setPublicKey(offer.public_key);
+  const std::vector<std::string> running = scheduler.RunningOn(offer.id);
+  auto list = out.initRunning(running.size());
+  for (size_t i = 0; i < running.size(); ++i) list.set(i, running[i]);
 }
 
 }  // namespace
 
 class ClusterService::Loop {
  public:
-  Loop(zmq::socket_t socket, ClusterServiceOptions options)
-      : socket_(std::move(socket)), options_(std::move(options)), registry_(options_.lease) {}
+  Loop(zmq::context_t& context, zmq::socket_t socket, ClusterServiceOptions options)
+      : context_(context),
+        socket_(std::move(socket)),
+        options_(std::move(options)),
+        registry_(options_.lease),
+        scheduler_(SchedulerOptions()) {}
 
   void Run(const std::atomic<bool>& stop) {
     while (!stop.load()) {
@@ -75,8 +87,10 @@ class ClusterService::Loop {
       if (message.ok()) {
         absl::Status status = Handle(*message);
         if (!status.ok()) net::SendError(socket_, from, status).IgnoreError();
+        Dispatch();
         continue;
       }
+      Dispatch();
       const absl::StatusCode code = message.status().code();
       if (code == absl::StatusCode::kDeadlineExceeded) continue;
       if (code == absl::StatusCode::kUnavailable) return;  // the context is closing
@@ -105,7 +119,70 @@ class ClusterService::Loop {
     for (const std::string& id : dropped) {
       Log(absl::StrCat("worker ", id, " dropped: no heartbeat for ",
                        absl::FormatDuration(options_.lease)));
+      scheduler_.OnWorkerLost(id, absl::Now());
     }
+  }
+
+  void Dispatch() {
+    absl::MutexLock lock(&mu_);
+    scheduler_.Dispatch(registry_.workers(), absl::Now());
+  }
+
+  BuildSchedulerOptions SchedulerOptions() {
+    BuildSchedulerOptions out;
+    out.coordinator_blobs = options_.blobs;
+    out.cache_store = options_.store;
+    out.max_attempts = options_.max_attempts;
+    out.no_worker_grace = options_.no_worker_grace;
+    out.log = options_.log;
+    // "worker:ID" addresses a worker by id (the scheduler does not keep
+    // routing ids, which change when a worker reconnects).
+    out.send = [this](const std::string& to, capnp::MessageBuilder& message) -> absl::Status {
+      std::string routing_id = to;
+      if (absl::StartsWith(to, "worker:")) {
+        auto it = registry_.workers().find(absl::string_view(to).substr(7));
+        if (it == registry_.workers().end()) {
+          return absl::NotFoundError(absl::StrCat(to, " is not connected"));
+        }
+        routing_id = it->second.offer.routing_id;
+      }
+      return net::SendMessage(socket_, routing_id, message);
+    };
+    if (options_.peer_security) {
+      out.check_holds = [this](const WorkerOffer& worker,
+                               absl::Span<const digest::Digest> blobs) -> absl::Status {
+        return CheckHolds(worker, blobs);
+      };
+    }
+    return out;
+  }
+
+  // Asks `worker`'s blob server whether it holds every one of `blobs`.
+  absl::Status CheckHolds(const WorkerOffer& worker, absl::Span<const digest::Digest> blobs) {
+    if (blobs.empty()) return absl::OkStatus();
+    absl::StatusOr<net::SocketSecurity> security = options_.peer_security(worker.public_key);
+    if (!security.ok()) return security.status();
+    absl::StatusOr<std::vector<digest::Digest>> missing = transfer::StatBlobs(
+        context_, transfer::Peer{worker.blob_endpoint, *std::move(security)}, blobs,
+        absl::Seconds(2));
+    if (!missing.ok()) return missing.status();
+    if (!missing->empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("its blob server on ", worker.blob_endpoint, " does not hold ",
+                       (*missing)[0].ToString(),
+                       missing->size() > 1 ? absl::StrCat(" and ", missing->size() - 1, " more")
+                                           : ""));
+    }
+    return absl::OkStatus();
+  }
+
+  // The registered worker that sent `message`, by its routing id.
+  const WorkerState* Sender(const net::ReceivedMessage& message) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const auto& [id, state] : registry_.workers()) {
+      if (state.offer.routing_id == message.from().routing_id) return &state;
+    }
+    return nullptr;
   }
 
   absl::Status Reply(const net::ReceivedMessage& request,
@@ -124,15 +201,24 @@ class ClusterService::Loop {
         absl::StatusOr<WorkerOffer> offer = OfferFrom(envelope.getWorkerHello(), message.from());
         if (!offer.ok()) return offer.status();
         const std::string id = offer->id;
+        std::vector<digest::Digest> holds;
+        for (capnp::Text::Reader text : envelope.getWorkerHello().getHolds()) {
+          absl::StatusOr<digest::Digest> blob =
+              transfer::ParseDigest(text, "holds", message.from().peer);
+          if (!blob.ok()) return blob.status();
+          holds.push_back(*blob);
+        }
         const std::string summary =
             absl::StrCat("worker ", id, " joined from ", message.from().peer, ": ", offer->slots,
                          " slot(s), blobs on ", offer->blob_endpoint);
         {
           absl::MutexLock lock(&mu_);
-          absl::Status registered = registry_.Register(*std::move(offer), absl::Now());
+          absl::Status registered = registry_.Register(*offer, absl::Now());
           if (!registered.ok()) return registered;
+          scheduler_.OnWorkerJoined(*offer, holds);
         }
-        Log(summary);
+        Log(absl::StrCat(summary, holds.empty() ? "" : absl::StrCat(", holding ", holds.size(),
+                                                                      " result blob(s)")));
         return Reply(message, [&](schema::Envelope::Builder out) {
           auto welcome = out.initWelcome();
           welcome.setLeaseMillis(static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.lease)));
@@ -156,8 +242,80 @@ class ClusterService::Loop {
         const std::vector<WorkerState> workers = Workers();
         const absl::Time now = absl::Now();
         return Reply(message, [&](schema::Envelope::Builder out) {
-          auto list = out.initClusterStatusReply().initWorkers(workers.size());
-          for (size_t i = 0; i < workers.size(); ++i) FillStatus(workers[i], now, list[i]);
+          auto status = out.initClusterStatusReply();
+          auto list = status.initWorkers(workers.size());
+          for (size_t i = 0; i < workers.size(); ++i) {
+            FillStatus(workers[i], scheduler_, now, list[i]);
+          }
+          status.setBlobEndpoint(options_.blobs.endpoint);
+          status.setPublicKey(options_.blobs.public_key);
+          status.setActiveBuilds(static_cast<uint32_t>(scheduler_.active_builds()));
+        });
+      }
+      case schema::Envelope::SUBMIT_BUILD: {
+        absl::StatusOr<SubmitResult> accepted;
+        {
+          absl::MutexLock lock(&mu_);
+          accepted = scheduler_.Submit(message.from().routing_id,
+                                       envelope.getRequestId(), envelope.getSubmitBuild(),
+                                       absl::Now());
+        }
+        if (!accepted.ok()) {
+          Log(absl::StrCat("build from ", message.from().peer, " refused: ",
+                           accepted.status().message()));
+          return accepted.status();
+        }
+        absl::Status replied = Reply(message, [&](schema::Envelope::Builder out) {
+          auto reply = out.initBuildAccepted();
+          reply.setBuildId(accepted->build_id);
+          reply.setStages(accepted->stages);
+        });
+        absl::MutexLock lock(&mu_);
+        scheduler_.Start(accepted->build_id, absl::Now());
+        return replied;
+      }
+      case schema::Envelope::CANCEL_BUILD: {
+        {
+          absl::MutexLock lock(&mu_);
+          absl::Status cancelled =
+              scheduler_.Cancel(envelope.getCancelBuild().cStr(), absl::Now());
+          if (!cancelled.ok()) return cancelled;
+        }
+        return Reply(message, [](schema::Envelope::Builder out) { out.setCancelled(); });
+      }
+      case schema::Envelope::STAGE_EVENT: {
+        absl::MutexLock lock(&mu_);
+        const WorkerState* worker = Sender(message);
+        if (worker == nullptr) {
+          const absl::Status refused = absl::PermissionDeniedError(absl::StrCat(
+              message.from().peer, ": stage event from a peer that is not a registered worker"));
+          Log(std::string(refused.message()));
+          return refused;
+        }
+        absl::Status handled = scheduler_.OnStageEvent(*worker, envelope.getRequestId(),
+                                                       envelope.getStageEvent(), absl::Now());
+        if (!handled.ok()) {
+          Log(absl::StrCat("stage event refused: ", handled.message()));
+          return handled;
+        }
+        return absl::OkStatus();
+      }
+      case schema::Envelope::LOCATE_BLOBS: {
+        absl::StatusOr<std::vector<digest::Digest>> blobs =
+            transfer::ParseDigestList(envelope.getLocateBlobs(), message.from().peer);
+        if (!blobs.ok()) return blobs.status();
+        return Reply(message, [&](schema::Envelope::Builder out) {
+          auto list = out.initBlobLocations(blobs->size());
+          absl::MutexLock lock(&mu_);
+          for (size_t i = 0; i < blobs->size(); ++i) {
+            list[i].setDigest((*blobs)[i].ToString());
+            const std::vector<BlobHolder> holders = scheduler_.Holders((*blobs)[i]);
+            auto holder_list = list[i].initHolders(holders.size());
+            for (size_t k = 0; k < holders.size(); ++k) {
+              holder_list[k].setEndpoint(holders[k].endpoint);
+              holder_list[k].setPublicKey(holders[k].public_key);
+            }
+          }
         });
       }
       case schema::Envelope::DRAIN_WORKER: {
@@ -178,10 +336,14 @@ class ClusterService::Loop {
     }
   }
 
+  zmq::context_t& context_;
   zmq::socket_t socket_;
   ClusterServiceOptions options_;
   mutable absl::Mutex mu_;
   WorkerRegistry registry_ ABSL_GUARDED_BY(mu_);
+  // Used on the loop's thread only (its calls happen under mu_ anyway, as
+  // they read the registry).
+  BuildScheduler scheduler_;
 };
 
 absl::StatusOr<std::unique_ptr<ClusterService>> ClusterService::Start(
@@ -190,7 +352,7 @@ absl::StatusOr<std::unique_ptr<ClusterService>> ClusterService::Start(
   absl::StatusOr<zmq::socket_t> socket = net::BindRouter(
       context, security, options.endpoint, options.limits, "the cluster", &service->endpoint_);
   if (!socket.ok()) return socket.status();
-  service->loop_ = std::make_unique<Loop>(*std::move(socket), std::move(options));
+  service->loop_ = std::make_unique<Loop>(context, *std::move(socket), std::move(options));
   service->thread_ = std::thread([raw = service.get()] { raw->loop_->Run(raw->stop_); });
   return service;
 }

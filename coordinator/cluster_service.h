@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "common/net/envelope_frame.h"
 #include "common/net/socket_security.h"
+#include "coordinator/build_scheduler.h"
 #include "coordinator/worker_registry.h"
 #include "zmq.hpp"
 
@@ -30,10 +31,23 @@ struct ClusterServiceOptions {
   // a heartbeat every `heartbeat`.
   absl::Duration lease = absl::Seconds(10);
   absl::Duration heartbeat = absl::Seconds(2);
-  net::FrameLimits limits;
+  // Submitted builds and assignments carry whole Dockerfiles and context
+  // indexes, so envelopes may be large.
+  net::FrameLimits limits = {.max_envelope_bytes = size_t{16} << 20};
   // Called (on the service's thread) with a line for the log: a worker
-  // joined, was dropped, is draining.
+  // joined, was dropped, is draining; builds submitted, done, failed.
   std::function<void(const std::string&)> log;
+
+  // Builds (build_scheduler.h): the coordinator's own blob server, which
+  // holds the contexts and images clients upload; the store behind it, whose
+  // cache index keeps stage results across restarts (null: no cluster
+  // cache); how to reach a worker's blob server, given its public key, to
+  // check that it holds the results it reports (null: results are trusted).
+  BlobHolder blobs;
+  cas::BlobStore* store = nullptr;
+  std::function<absl::StatusOr<net::SocketSecurity>(const std::string& public_key)> peer_security;
+  int max_attempts = 4;
+  absl::Duration no_worker_grace = absl::Seconds(30);
 };
 
 class ClusterService {

@@ -38,6 +38,9 @@ struct WorkerHello {
   version @6 :Text;
   # Operator labels, "key=value".
   labels @7 :List(Text);
+  # Stage results ("sha256:..." layers and artifacts) its store still holds,
+  # so that a restarted coordinator can trust its cache entries again.
+  holds @8 :List(Text);
 }
 
 struct Welcome {
@@ -73,8 +76,16 @@ struct WorkerStatus {
   draining @10 :Bool;
   # The CURVE public key it connected with (Z85), empty without CURVE.
   publicKey @11 :Text;
+  # The stages it runs: "BUILD STAGE-NAME step N/M".
+  running @12 :List(Text);
 }
 
 struct ClusterStatus {
   workers @0 :List(WorkerStatus);
+  # The coordinator's own blob server (clients upload context files and
+  # images there), and its CURVE public key (Z85; empty without CURVE).
+  blobEndpoint @1 :Text;
+  publicKey @2 :Text;
+  # Builds submitted and not yet finished.
+  activeBuilds @3 :UInt32;
 }

@@ -9,6 +9,7 @@ $Cxx.namespace("stagefarm::schema");
 
 using Transfer = import "transfer.capnp";
 using Cluster = import "cluster.capnp";
+using Build = import "build.capnp";
 
 const protocolVersion :UInt32 = 1;
 
@@ -47,6 +48,18 @@ struct Envelope {
     clusterStatusReply @23 :Cluster.ClusterStatus;
     drainWorker @24 :Text;
     drained @25 :Void;
+
+    # Builds: see build.capnp for the exchanges.
+    submitBuild @26 :Build.BuildRequest;
+    buildAccepted @27 :Build.BuildAccepted;
+    buildEvent @28 :Build.BuildEvent;
+    cancelBuild @29 :Text;
+    cancelled @30 :Void;
+    assignStage @31 :Build.StageAssign;
+    stageEvent @32 :Build.StageEvent;
+    cancelStage @33 :UInt64;
+    locateBlobs @34 :Transfer.DigestList;
+    blobLocations @35 :List(Build.BlobLocation);
   }
 }
 

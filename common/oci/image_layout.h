@@ -40,6 +40,14 @@ struct Descriptor {
   bool operator==(const Descriptor&) const = default;
 };
 
+// An image as a build uses it: a stage's result, a base image, or what a
+// COPY --from names. The layers are blobs in a content store, bottom first,
+// one per config.diff_ids entry.
+struct BuiltImage {
+  ImageConfig config;
+  std::vector<Descriptor> layers;
+};
+
 // The manifest of an image: schemaVersion 2, the OCI manifest media type,
 // the config and the layers (compressed blobs, bottom first).
 std::string SerializeManifest(const Descriptor& config, absl::Span<const Descriptor> layers);

@@ -612,3 +612,52 @@ absl::StatusOr<FetchReport> FetchBlobs(zmq::context_t& context, cas::BlobStore& 
 }
 
 }  // namespace stagefarm::transfer
+
+namespace stagefarm::transfer {
+
+absl::StatusOr<std::vector<digest::Digest>> StatBlobs(zmq::context_t& context, const Peer& holder,
+                                                      absl::Span<const digest::Digest> blobs,
+                                                      absl::Duration timeout) {
+  absl::StatusOr<zmq::socket_t> socket = ConnectToPeer(context, holder);
+  if (!socket.ok()) return socket.status();
+  std::vector<digest::Digest> missing;
+  const absl::Time deadline = absl::Now() + timeout;
+  uint64_t request_id = 0;
+  for (size_t start = 0; start < blobs.size(); start += kMaxDigestsPerRequest) {
+    const absl::Span<const digest::Digest> batch =
+        blobs.subspan(start, std::min(kMaxDigestsPerRequest, blobs.size() - start));
+    capnp::MallocMessageBuilder message;
+    FillDigestList(batch, net::InitEnvelope(message, ++request_id).initStatBlobs());
+    absl::Status sent = net::SendMessage(*socket, "", message);
+    if (!sent.ok()) return sent;
+    for (;;) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::UnavailableError(absl::StrCat(holder.endpoint, ": no answer to statBlobs in ",
+                                                   absl::FormatDuration(timeout)));
+      }
+      absl::StatusOr<net::ReceivedMessage> reply = net::ReceiveMessage(*socket, left);
+      if (!reply.ok()) {
+        if (reply.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
+        return reply.status();
+      }
+      const schema::Envelope::Reader envelope = reply->envelope();
+      if (envelope.getRequestId() != request_id) continue;  // a late answer
+      if (envelope.isError()) return net::StatusFromError(envelope.getError(), holder.endpoint);
+      if (!envelope.isBlobManifests()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(holder.endpoint, ": answered statBlobs with message kind ",
+                         static_cast<int>(envelope.which())));
+      }
+      for (capnp::Text::Reader text : envelope.getBlobManifests().getMissing()) {
+        absl::StatusOr<digest::Digest> blob = ParseDigest(text, "missing", holder.endpoint);
+        if (!blob.ok()) return blob.status();
+        missing.push_back(*blob);
+      }
+      break;
+    }
+  }
+  return missing;
+}
+
+}  // namespace stagefarm::transfer

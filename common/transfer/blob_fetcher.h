@@ -76,6 +76,12 @@ absl::StatusOr<FetchReport> FetchBlobs(zmq::context_t& context, cas::BlobStore& 
                                        absl::Span<const Peer> holders,
                                        const FetchOptions& options = {});
 
+// Which of `blobs` `holder` lacks (one statBlobs exchange per 4,096 digests).
+// Unavailable when it does not answer within `timeout`.
+absl::StatusOr<std::vector<digest::Digest>> StatBlobs(zmq::context_t& context, const Peer& holder,
+                                                      absl::Span<const digest::Digest> blobs,
+                                                      absl::Duration timeout);
+
 }  // namespace stagefarm::transfer
 
 #endif  // STAGEFARM_COMMON_TRANSFER_BLOB_FETCHER_H_

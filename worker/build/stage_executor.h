@@ -38,13 +38,7 @@
 
 namespace stagefarm::worker {
 
-// An image as a build uses it: a stage's result, a base image, or what a
-// COPY --from names. The layers are blobs in the content store, bottom first,
-// one per config.diff_ids entry.
-struct BuiltImage {
-  oci::ImageConfig config;
-  std::vector<oci::Descriptor> layers;
-};
+using BuiltImage = oci::BuiltImage;
 
 struct ExecutorOptions {
   std::filesystem::path data_dir;  // snapshots/, cache-mounts/, run/ below it

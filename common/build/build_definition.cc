@@ -1,0 +1,236 @@
+#include "common/build/build_definition.h"
+
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "common/oci/image.h"
+
+namespace stagefarm::build {
+namespace {
+
+absl::StatusOr<digest::Digest> ParseDigestField(absl::string_view field, absl::string_view text) {
+  absl::StatusOr<digest::Digest> parsed = digest::Digest::Parse(text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " \"", absl::CHexEscape(text.substr(0, 100)),
+                                                   "\": ", parsed.status().message()));
+  }
+  return parsed;
+}
+
+std::string Text(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+}  // namespace
+
+const NamedImage* BuildDefinition::FindImage(const oci::ImageRef& ref) const {
+  const std::string wanted = ref.String();
+  for (const NamedImage& image : images) {
+    if (image.ref.String() == wanted) return &image;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition) {
+  PlannedBuild plan;
+  const std::string& file = definition.dockerfile_name;
+  absl::StatusOr<dockerfile::ParseResult> ast = dockerfile::Parse(definition.dockerfile, file);
+  if (!ast.ok()) return ast.status();
+  plan.ast = *std::move(ast);
+  absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(plan.ast, file);
+  if (!staged.ok()) return staged.status();
+  plan.staged = *std::move(staged);
+  graph::PlanOptions options;
+  options.filename = file;
+  options.build_args = definition.build_args;
+  options.target = definition.target;
+  options.platform = definition.platform;
+  options.image_config = [&definition](const oci::ImageRef& ref,
+                                       const oci::Platform&) -> std::optional<graph::ImageConfig> {
+    const NamedImage* image = definition.FindImage(ref);
+    if (image == nullptr) return std::nullopt;
+    return graph::ImageConfig{image->image.config.config.env, image->image.config.config.on_build};
+  };
+  absl::StatusOr<graph::StageGraph> stage_graph =
+      graph::BuildStageGraph(plan.staged, plan.ast.directives.escape_token, options);
+  if (!stage_graph.ok()) return stage_graph.status();
+  plan.graph = *std::move(stage_graph);
+  absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> keys = graph::ComputePlanCacheKeys(
+      plan.graph, definition.context, file,
+      [&definition](const oci::ImageRef& ref) -> std::optional<digest::Digest> {
+        const NamedImage* image = definition.FindImage(ref);
+        if (image == nullptr) return std::nullopt;
+        return image->manifest;
+      });
+  if (keys.ok()) {
+    plan.keys = *std::move(keys);
+  } else {
+    plan.keys_error = keys.status();
+  }
+  return plan;
+}
+
+void ToSchema(const oci::Descriptor& layer, schema::Layer::Builder out) {
+  out.setDigest(layer.digest.ToString());
+  out.setSize(layer.size);
+  out.setMediaType(layer.media_type);
+}
+
+absl::StatusOr<oci::Descriptor> FromSchema(schema::Layer::Reader in) {
+  absl::StatusOr<digest::Digest> parsed = ParseDigestField("layer digest", Text(in.getDigest()));
+  if (!parsed.ok()) return parsed.status();
+  oci::Descriptor layer{Text(in.getMediaType()), *parsed, in.getSize(), {}};
+  if (layer.media_type.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer.digest.ToString(), ": no media type"));
+  }
+  return layer;
+}
+
+void ToSchema(const oci::BuiltImage& image, schema::ImageData::Builder out) {
+  const std::string config = oci::SerializeImageConfig(image.config);
+  out.setConfig(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(config.data()), config.size()));
+  auto layers = out.initLayers(image.layers.size());
+  for (size_t i = 0; i < image.layers.size(); ++i) ToSchema(image.layers[i], layers[i]);
+}
+
+absl::StatusOr<oci::BuiltImage> FromSchema(schema::ImageData::Reader in) {
+  oci::BuiltImage image;
+  const capnp::Data::Reader config = in.getConfig();
+  absl::StatusOr<oci::ImageConfig> parsed = oci::ParseImageConfig(
+      absl::string_view(reinterpret_cast<const char*>(config.begin()), config.size()));
+  if (!parsed.ok()) return parsed.status();
+  image.config = *std::move(parsed);
+  for (schema::Layer::Reader layer : in.getLayers()) {
+    absl::StatusOr<oci::Descriptor> descriptor = FromSchema(layer);
+    if (!descriptor.ok()) return descriptor.status();
+    image.layers.push_back(*std::move(descriptor));
+  }
+  if (image.layers.size() != image.config.diff_ids.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("image: ", image.layers.size(),
+                                                   " layers for ", image.config.diff_ids.size(),
+                                                   " diff ids"));
+  }
+  return image;
+}
+
+void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builder out) {
+  out.setDockerfile(capnp::Data::Reader(
+      reinterpret_cast<const kj::byte*>(definition.dockerfile.data()), definition.dockerfile.size()));
+  out.setDockerfileName(definition.dockerfile_name);
+  auto args = out.initBuildArgs(definition.build_args.size());
+  for (size_t i = 0; i < definition.build_args.size(); ++i) args.set(i, definition.build_args[i]);
+  out.setTarget(definition.target);
+  out.setPlatform(definition.platform);
+  out.setHasSourceDateEpoch(definition.source_date_epoch.has_value());
+  out.setSourceDateEpoch(definition.source_date_epoch.value_or(0));
+  out.setNoCache(definition.no_cache);
+  const std::vector<fs::ContextEntry>& entries = definition.context.entries();
+  auto context = out.initContext(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const fs::ContextEntry& entry = entries[i];
+    auto item = context[i];
+    item.setPath(entry.path);
+    switch (entry.type) {
+      case fs::EntryType::kFile: item.setType(schema::ContextEntry::Type::FILE); break;
+      case fs::EntryType::kDirectory: item.setType(schema::ContextEntry::Type::DIRECTORY); break;
+      case fs::EntryType::kSymlink: item.setType(schema::ContextEntry::Type::SYMLINK); break;
+    }
+    item.setMode(entry.mode);
+    item.setUid(entry.uid);
+    item.setGid(entry.gid);
+    item.setSize(entry.size);
+    if (entry.content) item.setContent(entry.content->ToString());
+    item.setLinkTarget(entry.link_target);
+  }
+  auto images = out.initImages(definition.images.size());
+  for (size_t i = 0; i < definition.images.size(); ++i) {
+    const NamedImage& image = definition.images[i];
+    images[i].setRef(image.ref.String());
+    ToSchema(image.image, images[i].initImage());
+    if (image.manifest) images[i].setManifestDigest(image.manifest->ToString());
+  }
+}
+
+absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
+  BuildDefinition definition;
+  const capnp::Data::Reader dockerfile = in.getDockerfile();
+  definition.dockerfile.assign(reinterpret_cast<const char*>(dockerfile.begin()), dockerfile.size());
+  definition.dockerfile_name = Text(in.getDockerfileName());
+  if (definition.dockerfile_name.empty()) definition.dockerfile_name = "Dockerfile";
+  for (capnp::Text::Reader arg : in.getBuildArgs()) {
+    std::string text = Text(arg);
+    if (text.find('=') == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("build arg \"", absl::CHexEscape(text), "\": expected NAME=value"));
+    }
+    definition.build_args.push_back(std::move(text));
+  }
+  definition.target = Text(in.getTarget());
+  definition.platform = Text(in.getPlatform());
+  if (in.getHasSourceDateEpoch()) {
+    if (in.getSourceDateEpoch() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SOURCE_DATE_EPOCH ", in.getSourceDateEpoch(), " is negative"));
+    }
+    definition.source_date_epoch = in.getSourceDateEpoch();
+  }
+  definition.no_cache = in.getNoCache();
+  std::vector<fs::ContextEntry> entries;
+  entries.reserve(in.getContext().size());
+  for (schema::ContextEntry::Reader item : in.getContext()) {
+    fs::ContextEntry entry;
+    entry.path = Text(item.getPath());
+    switch (item.getType()) {
+      case schema::ContextEntry::Type::FILE: entry.type = fs::EntryType::kFile; break;
+      case schema::ContextEntry::Type::DIRECTORY: entry.type = fs::EntryType::kDirectory; break;
+      case schema::ContextEntry::Type::SYMLINK: entry.type = fs::EntryType::kSymlink; break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat("context entry \"",
+                                                       absl::CHexEscape(entry.path),
+                                                       "\": unknown type ",
+                                                       static_cast<int>(item.getType())));
+    }
+    entry.mode = item.getMode();
+    entry.uid = item.getUid();
+    entry.gid = item.getGid();
+    entry.size = item.getSize();
+    if (item.hasContent() && item.getContent().size() > 0) {
+      absl::StatusOr<digest::Digest> content = ParseDigestField(
+          absl::StrCat("context entry \"", absl::CHexEscape(entry.path), "\" content"),
+          Text(item.getContent()));
+      if (!content.ok()) return content.status();
+      entry.content = *content;
+    }
+    entry.link_target = Text(item.getLinkTarget());
+    entries.push_back(std::move(entry));
+  }
+  absl::StatusOr<fs::ContextIndex> context = fs::ContextIndex::FromEntries(std::move(entries));
+  if (!context.ok()) return context.status();
+  definition.context = *std::move(context);
+  for (schema::NamedImage::Reader item : in.getImages()) {
+    NamedImage image;
+    absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(Text(item.getRef()));
+    if (!ref.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image \"", absl::CHexEscape(Text(item.getRef())), "\": ", ref.status().message()));
+    }
+    image.ref = *std::move(ref);
+    absl::StatusOr<oci::BuiltImage> built = FromSchema(item.getImage());
+    if (!built.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image ", image.ref.String(), ": ", built.status().message()));
+    }
+    image.image = *std::move(built);
+    if (item.getManifestDigest().size() > 0) {
+      absl::StatusOr<digest::Digest> manifest =
+          ParseDigestField(absl::StrCat("image ", image.ref.String(), " manifest"),
+                           Text(item.getManifestDigest()));
+      if (!manifest.ok()) return manifest.status();
+      image.manifest = *manifest;
+    }
+    definition.images.push_back(std::move(image));
+  }
+  return definition;
+}
+
+}  // namespace stagefarm::build

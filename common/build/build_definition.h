@@ -1,0 +1,80 @@
+// A build as the cluster passes it around (schemas/build.capnp
+// BuildDefinition): the Dockerfile and everything its plan depends on — build
+// args, target, platform, the context's index and the external images it
+// names. The client makes it, the coordinator plans it to schedule stages, and
+// every worker plans it again to run one of them; planning is deterministic,
+// so all of them see the same stages, instructions and cache keys.
+#ifndef STAGEFARM_COMMON_BUILD_BUILD_DEFINITION_H_
+#define STAGEFARM_COMMON_BUILD_BUILD_DEFINITION_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/digest/digest.h"
+#include "common/dockerfile/instructions.h"
+#include "common/dockerfile/parser.h"
+#include "common/fs/context_index.h"
+#include "common/graph/plan_cache_keys.h"
+#include "common/graph/stage_graph.h"
+#include "common/oci/image_layout.h"
+#include "common/oci/image_ref.h"
+#include "schemas/build.capnp.h"
+
+namespace stagefarm::build {
+
+// An external image the build names, as the client resolved it.
+struct NamedImage {
+  oci::ImageRef ref;
+  oci::BuiltImage image;
+  std::optional<digest::Digest> manifest;  // keys the image in cache keys
+};
+
+struct BuildDefinition {
+  std::string dockerfile;
+  std::string dockerfile_name = "Dockerfile";
+  std::vector<std::string> build_args;  // "NAME=value"
+  std::string target;
+  std::string platform;  // "os/arch[/variant]"; empty: the planning host's
+  std::optional<int64_t> source_date_epoch;
+  bool no_cache = false;
+  fs::ContextIndex context;
+  std::vector<NamedImage> images;
+
+  // The image `ref` names, or null.
+  const NamedImage* FindImage(const oci::ImageRef& ref) const;
+};
+
+struct PlannedBuild {
+  dockerfile::ParseResult ast;
+  dockerfile::StagedDockerfile staged;
+  graph::StageGraph graph;
+  // Cache keys of the needed stages; empty when they cannot be computed (a
+  // COPY source missing from the context), and then `keys_error` says why:
+  // the build runs without cache and fails at that COPY, with its location.
+  std::vector<std::optional<graph::StageKeys>> keys;
+  absl::Status keys_error;
+};
+
+// Parses and plans `definition`: base image configs come from its images.
+// Errors are the parser's and planner's, with FILE:LINE.
+absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition);
+
+// To and from the wire. The readers check everything: InvalidArgument naming
+// the field and value for a digest, reference, config or context entry that
+// does not parse or check out (fs::ContextIndex::FromEntries).
+void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builder out);
+absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in);
+
+void ToSchema(const oci::BuiltImage& image, schema::ImageData::Builder out);
+absl::StatusOr<oci::BuiltImage> FromSchema(schema::ImageData::Reader in);
+
+void ToSchema(const oci::Descriptor& layer, schema::Layer::Builder out);
+absl::StatusOr<oci::Descriptor> FromSchema(schema::Layer::Reader in);
+
+}  // namespace stagefarm::build
+
+#endif  // STAGEFARM_COMMON_BUILD_BUILD_DEFINITION_H_
