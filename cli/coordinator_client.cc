@@ -240,7 +240,18 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
     progress.text = std::string(event.getText().cStr(), event.getText().size());
     progress.seconds = event.getSeconds();
     progress.bytes_fetched = event.getBytesFetched();
-    if (on_event) on_event(progress);
+    if (on_event && event.getKind() == schema::BuildEvent::Kind::QUEUED && progress.stage < 0) {
+      // One event for every stage waiting to run.
+      const auto stages = event.getQueuedStages();
+      const auto names = event.getQueuedNames();
+      for (size_t i = 0; i < stages.size(); ++i) {
+        progress.stage = static_cast<int>(stages[i]);
+        progress.stage_name = i < names.size() ? names[i].cStr() : "";
+        on_event(progress);
+      }
+    } else if (on_event) {
+      on_event(progress);
+    }
     if (event.getKind() == schema::BuildEvent::Kind::FAILED) {
       return absl::AbortedError(progress.text);
     }

@@ -1,6 +1,7 @@
 #include "coordinator/build_scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -71,6 +72,13 @@ struct BuildScheduler::Build {
   build::BuildDefinition definition;
   build::PlannedBuild plan;
   std::vector<Stage> stages;
+  // Per stage: what it reads of each stage (build::ConsumerNeeds), and the
+  // path lists its readers want as artifacts (build::ProducerExports).
+  std::vector<std::map<int, build::StageNeed>> needs;
+  std::vector<std::vector<std::vector<std::string>>> exports;
+  bool announce_queued = false;
+  // Workers that were sent the definition: later assignments omit it.
+  std::set<std::string> definition_sent;
   // Waiting stages whose inputs are done: (-critical path, index).
   std::set<std::pair<int, int>> ready;
   int target = 0;
@@ -209,6 +217,19 @@ absl::StatusOr<SubmitResult> BuildScheduler::Submit(const std::string& client, u
   const graph::StageGraph& graph = build->plan.graph;
   build->target = graph.target;
   build->stages.resize(graph.stages.size());
+  build->needs.resize(graph.stages.size());
+  build->exports.resize(graph.stages.size());
+  for (const graph::PlannedStage& stage : graph.stages) {
+    if (!stage.needed) continue;
+    build->needs[stage.index] = build::ConsumerNeeds(graph, stage.index);
+    for (const auto& [producer, need] : build->needs[stage.index]) {
+      if (!need.whole) build->exports[producer].push_back(need.paths);
+    }
+  }
+  for (std::vector<std::vector<std::string>>& lists : build->exports) {
+    std::sort(lists.begin(), lists.end());
+    lists.erase(std::unique(lists.begin(), lists.end()), lists.end());
+  }
   for (const graph::PlannedStage& stage : graph.stages) {
     Stage& state = build->stages[stage.index];
     if (!build->plan.keys.empty() && build->plan.keys[stage.index]) {
@@ -260,13 +281,13 @@ void BuildScheduler::Start(const std::string& build_id, absl::Time now) {
   if (it == builds_.end()) return;
   Build& build = *it->second;
   for (size_t index = 0; index < build.stages.size(); ++index) {
-    const Stage& stage = build.stages[index];
-    if (stage.state == Stage::State::kDone) {
+    if (build.stages[index].state == Stage::State::kDone) {
       SendEvent(build, index, schema::BuildEvent::Kind::CACHED, nullptr, now);
-    } else if (stage.state == Stage::State::kWaiting) {
-      SendEvent(build, index, schema::BuildEvent::Kind::QUEUED, nullptr, now);
     }
   }
+  // "queued" goes out after the first stages are dispatched (Dispatch), so
+  // that announcing a large build does not delay its start.
+  build.announce_queued = true;
   if (build.stages[build.target].state == Stage::State::kDone) {
     FinishBuild(build, now);
     return;
@@ -299,6 +320,7 @@ void BuildScheduler::Unready(Build& build, int index) {
 
 void BuildScheduler::OnWorkerJoined(const WorkerOffer& worker,
                                     absl::Span<const digest::Digest> holds) {
+  for (auto& [id, build] : builds_) build->definition_sent.erase(worker.id);
   worker_blobs_[worker.id] = BlobHolder{worker.blob_endpoint, worker.public_key};
   for (const digest::Digest& blob : holds) locations_[blob.ToString()].insert(worker.id);
 }
@@ -519,7 +541,7 @@ void BuildScheduler::Dispatch(const std::map<std::string, WorkerState, std::less
     for (const auto& [id, worker] : workers) {
       if (!worker.draining && SlotsUsed(id) < worker.offer.slots) free_slot = true;
     }
-    if (!free_slot && now - last_full_scan_ < absl::Seconds(1)) return;
+    if (!free_slot && now - last_full_scan_ < absl::Seconds(1)) break;
     if (!free_slot) last_full_scan_ = now;
     // One stage per build per pass, starting after the build served last.
     std::vector<std::string> order;
@@ -538,21 +560,43 @@ void BuildScheduler::Dispatch(const std::map<std::string, WorkerState, std::less
       }
     }
   }
+  for (auto& [id, build] : builds_) {
+    if (!build->announce_queued) continue;
+    build->announce_queued = false;
+    std::vector<uint32_t> queued;
+    for (size_t index = 0; index < build->stages.size(); ++index) {
+      const Stage::State state = build->stages[index].state;
+      if (state != Stage::State::kIdle && state != Stage::State::kDone) queued.push_back(index);
+    }
+    SendEvent(*build, -1, schema::BuildEvent::Kind::QUEUED,
+              [&](schema::BuildEvent::Builder event) {
+                auto stages = event.initQueuedStages(queued.size());
+                auto names = event.initQueuedNames(queued.size());
+                for (size_t i = 0; i < queued.size(); ++i) {
+                  stages.set(i, queued[i]);
+                  names.set(i, build->plan.graph.stages[queued[i]].name);
+                }
+              },
+              now);
+  }
 }
 
 bool BuildScheduler::TryDispatch(Build& build,
                                  const std::map<std::string, WorkerState, std::less<>>& workers,
                                  absl::Time now) {
   const graph::StageGraph& graph = build.plan.graph;
-  if (build.ready.empty()) return false;
-  std::vector<std::pair<int, int>> candidates(build.ready.begin(), build.ready.end());
-  for (const auto& entry : candidates) {
-    const int index = entry.second;
+  // The ready set changes under the loop (stages leave it, producers come
+  // back to it): each turn resumes after the entry just looked at.
+  for (std::pair<int, int> cursor(std::numeric_limits<int>::min(), -1);;) {
+    auto it = build.ready.upper_bound(cursor);
+    if (it == build.ready.end()) break;
+    cursor = *it;
+    const int index = cursor.second;
     Stage& stage = build.stages[index];
     if (stage.not_before > now) continue;
     // Its inputs must still be somewhere; a producer whose results are
     // gone runs again first.
-    const std::map<int, build::StageNeed> needs = build::ConsumerNeeds(graph, index);
+    const std::map<int, build::StageNeed>& needs = build.needs[index];
     bool inputs_here = true;
     for (const auto& [producer, need] : needs) {
       const Stage& made = build.stages[producer];
@@ -649,13 +693,16 @@ bool BuildScheduler::TryDispatch(Build& build,
 }
 
 void BuildScheduler::SendAssign(Build& build, int index, const WorkerState& worker, uint64_t id) {
-  const graph::StageGraph& graph = build.plan.graph;
   capnp::MallocMessageBuilder message;
   schema::StageAssign::Builder assign = net::InitEnvelope(message, id).initAssignStage();
   assign.setBuildId(build.id);
   assign.setStage(index);
-  assign.setDefinition(build.definition_reader());
-  const std::map<int, build::StageNeed> needs = build::ConsumerNeeds(graph, index);
+  // Each worker gets a build's definition once and keeps it for the build's
+  // later assignments (a worker that joins again is sent it again).
+  if (build.definition_sent.insert(worker.offer.id).second) {
+    assign.setDefinition(build.definition_reader());
+  }
+  const std::map<int, build::StageNeed>& needs = build.needs[index];
   auto inputs = assign.initInputs(needs.size());
   size_t i = 0;
   for (const auto& [producer, need] : needs) {
@@ -686,7 +733,7 @@ void BuildScheduler::SendAssign(Build& build, int index, const WorkerState& work
     list[0].setEndpoint(options_.coordinator_blobs.endpoint);
     list[0].setPublicKey(options_.coordinator_blobs.public_key);
   }
-  const std::vector<std::vector<std::string>> exports = build::ProducerExports(graph, index);
+  const std::vector<std::vector<std::string>>& exports = build.exports[index];
   auto requests = assign.initExports(exports.size());
   for (size_t k = 0; k < exports.size(); ++k) {
     auto paths = requests[k].initPaths(exports[k].size());

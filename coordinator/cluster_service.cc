@@ -71,6 +71,9 @@ void FillStatus(const WorkerState& state, const BuildScheduler& scheduler, absl:
 
 class ClusterService::Loop {
  public:
+  // Messages handled before each scheduling pass, at most.
+  static constexpr int kBatch = 256;
+
   Loop(zmq::context_t& context, zmq::socket_t socket, ClusterServiceOptions options)
       : context_(context),
         socket_(std::move(socket)),
@@ -80,21 +83,26 @@ class ClusterService::Loop {
 
   void Run(const std::atomic<bool>& stop) {
     while (!stop.load()) {
-      net::ReplyAddress from;
-      absl::StatusOr<net::ReceivedMessage> message =
-          net::ReceiveMessage(socket_, absl::Milliseconds(100), &from, options_.limits);
-      ExpireLeases();
-      if (message.ok()) {
-        absl::Status status = Handle(*message);
-        if (!status.ok()) net::SendError(socket_, from, status).IgnoreError();
-        Dispatch();
-        continue;
+      // Every message waiting is handled before stages are dispatched once:
+      // a burst of stage events costs one scheduling pass, not one each.
+      absl::Duration wait = absl::Milliseconds(100);
+      for (int handled = 0; handled < kBatch; ++handled) {
+        net::ReplyAddress from;
+        absl::StatusOr<net::ReceivedMessage> message =
+            net::ReceiveMessage(socket_, wait, &from, options_.limits);
+        wait = absl::ZeroDuration();
+        if (message.ok()) {
+          absl::Status status = Handle(*message);
+          if (!status.ok()) net::SendError(socket_, from, status).IgnoreError();
+          continue;
+        }
+        const absl::StatusCode code = message.status().code();
+        if (code == absl::StatusCode::kDeadlineExceeded) break;
+        if (code == absl::StatusCode::kUnavailable) return;  // the context is closing
+        net::SendError(socket_, from, message.status()).IgnoreError();
       }
+      ExpireLeases();
       Dispatch();
-      const absl::StatusCode code = message.status().code();
-      if (code == absl::StatusCode::kDeadlineExceeded) continue;
-      if (code == absl::StatusCode::kUnavailable) return;  // the context is closing
-      net::SendError(socket_, from, message.status()).IgnoreError();
     }
   }
 

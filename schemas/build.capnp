@@ -178,6 +178,10 @@ struct BuildEvent {
   # done: the target's image and who holds its layers.
   result @11 :ImageData;
   holders @12 :List(Holder);
+  # queued (stage -1): the stages waiting to run, by index and name, in one
+  # event rather than one each.
+  queuedStages @13 :List(UInt32);
+  queuedNames @14 :List(Text);
 
   enum Kind {
     queued @0;
