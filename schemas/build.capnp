@@ -64,6 +64,7 @@ struct ContextEntry {
   size @5 :UInt64;
   content @6 :Text;      # files only: "sha256:..."
   linkTarget @7 :Text;   # symlinks only
+  mtimeNs @8 :Int64;     # nanoseconds since the epoch
 
   enum Type {
     file @0;

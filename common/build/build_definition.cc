@@ -141,6 +141,7 @@ void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builde
     item.setSize(entry.size);
     if (entry.content) item.setContent(entry.content->ToString());
     item.setLinkTarget(entry.link_target);
+    item.setMtimeNs(entry.mtime_ns);
   }
   auto images = out.initImages(definition.images.size());
   for (size_t i = 0; i < definition.images.size(); ++i) {
@@ -202,6 +203,7 @@ absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
       entry.content = *content;
     }
     entry.link_target = Text(item.getLinkTarget());
+    entry.mtime_ns = item.getMtimeNs();
     entries.push_back(std::move(entry));
   }
   absl::StatusOr<fs::ContextIndex> context = fs::ContextIndex::FromEntries(std::move(entries));

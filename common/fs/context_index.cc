@@ -20,6 +20,10 @@
 namespace stagefarm::fs {
 namespace {
 
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
 using dockerfile::go::Quote;
 
 // Read size for hashing files: large enough that syscalls and hasher calls
@@ -167,6 +171,7 @@ class Walker {
     entry.mode = st.st_mode & 07777;
     entry.uid = st.st_uid;
     entry.gid = st.st_gid;
+    entry.mtime_ns = MtimeNs(st);
     if (S_ISDIR(st.st_mode)) {
       entry.type = EntryType::kDirectory;
       entries_.push_back(std::move(entry));
@@ -207,6 +212,7 @@ class Walker {
       entry.mode = st.st_mode & 07777;
       entry.uid = st.st_uid;
       entry.gid = st.st_gid;
+      entry.mtime_ns = MtimeNs(st);
       entries_.push_back(std::move(entry));
     }
     return absl::OkStatus();
@@ -223,6 +229,7 @@ class Walker {
           absl::StrCat(Display(entry.path), ": changed type while the context was read"));
     }
     // What was opened is what is described.
+    entry.mtime_ns = MtimeNs(st);
     entry.mode = st.st_mode & 07777;
     entry.uid = st.st_uid;
     entry.gid = st.st_gid;

@@ -49,6 +49,10 @@ struct ContextEntry {
   std::optional<digest::Digest> content;
   // The symlink's target exactly as stored; empty unless a symlink.
   std::string link_target;
+  // Modification time in nanoseconds since the epoch: what a COPY from the
+  // context writes (as BuildKit's context transfer keeps it). Never part of
+  // SelectionDigest, so it changes no cache key.
+  int64_t mtime_ns = 0;
 
   friend bool operator==(const ContextEntry&, const ContextEntry&) = default;
 };

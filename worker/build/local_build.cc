@@ -207,9 +207,13 @@ absl::Status MaterializeContextFromStore(cas::BlobStore& store, const fs::Contex
     std::shared_ptr<cas::BlobReader> shared = *std::move(reader);
     return [shared]() { return shared->Next(); };
   };
-  // The index carries no times (they are not part of what a COPY of the
-  // context is keyed by): every entry gets the Unix epoch.
-  content.times = [](const fs::ContextEntry&) { return std::array<struct timespec, 2>{}; };
+  // The times the client's walk saw (atime as mtime: no COPY keeps atimes).
+  content.times = [](const fs::ContextEntry& entry) {
+    struct timespec mtime;
+    mtime.tv_sec = entry.mtime_ns / 1000000000;
+    mtime.tv_nsec = entry.mtime_ns % 1000000000;
+    return std::array<struct timespec, 2>{mtime, mtime};
+  };
   content.mismatch = "the store's blob does not hash to its digest";
   return Materialize(index, sources, dest, "", content);
 }
