@@ -262,7 +262,6 @@ int Build(const std::vector<std::string>& args) {
 
   worker::ExecutorOptions executor_options;
   executor_options.data_dir = *data_dir;
-  executor_options.source_date_epoch = *epoch;
   // With outputs, the image's layers are compressed once, as they ask (gzip
   // unless one says otherwise), and the tags name that same image.
   oci::CompressOptions compress;
@@ -279,6 +278,7 @@ int Build(const std::vector<std::string>& args) {
   input.context_dir = context;
   input.context = &*index;
   input.dockerfile_name = file;
+  input.source_date_epoch = *epoch;
   // The local store keeps the image as built (layers uncompressed, as a
   // snapshotter keeps them): only an export compresses, and then the layers
   // of the stages the image is built FROM start compressing as each stage
