@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -28,6 +29,11 @@
 #include "coordinator/cluster_service.h"
 #include "gtest/gtest.h"
 #include "schemas/envelope.capnp.h"
+#include "common/oci/image.h"
+#include "common/oci/image_ref.h"
+#include "common/oci/layer_diff.h"
+#include "common/oci/media_types.h"
+#include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/daemon.h"
 #include "tests/testing/random_blobs.h"
 
@@ -58,7 +64,41 @@ class StageRunnerTest : public ::testing::Test {
         transfer::BlobServer::Start(context_, *store_, net::SocketSecurity::Insecure());
     ASSERT_TRUE(blobs.ok()) << blobs.status();
     blobs_ = *std::move(blobs);
+    ASSERT_TRUE(StartCoordinator("tcp://127.0.0.1:0"));
+    for (const char* name : {"w1", "w2"}) {
+      workers_.push_back(std::make_unique<testing::Daemon>(
+          STAGEFARM_WORKER_BINARY,
+          std::vector<std::string>{"--insecure", "--coordinator", service_->endpoint(),
+                                   "--listen", "tcp://127.0.0.1:0", "--data-dir",
+                                   (dir_.path() / name).string(), "--worker-id", name,
+                                   "--slots", "1", "--platform", "linux/amd64"}));
+      ASSERT_FALSE(workers_.back()->Await("stagefarm-worker: serving blobs on ").empty());
+    }
+    ASSERT_TRUE(Eventually([&] { return service_->Workers().size() == 2; }));
+  }
+
+  void TearDown() override {
+    for (auto& worker : workers_) EXPECT_EQ(worker->Stop(), 0);
+    workers_.clear();
+    service_.reset();
+    blobs_.reset();
+  }
+
+  // Waits up to 10 s for `condition`.
+  template <typename Condition>
+  static bool Eventually(Condition condition) {
+    for (absl::Time until = absl::Now() + absl::Seconds(10); absl::Now() < until;) {
+      if (condition()) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return condition();
+  }
+
+  // Starts the coordinator's control socket on `endpoint` (retrying while a
+  // previous one's port is still taken).
+  bool StartCoordinator(const std::string& endpoint) {
     coordinator::ClusterServiceOptions options;
+    options.endpoint = endpoint;
     options.lease = absl::Seconds(5);
     options.heartbeat = absl::Milliseconds(200);
     options.blobs = {blobs_->endpoint(), ""};
@@ -69,31 +109,15 @@ class StageRunnerTest : public ::testing::Test {
     options.log = [](const std::string& line) {
       std::fprintf(stderr, "coordinator: %s\n", line.c_str());
     };
-    absl::StatusOr<std::unique_ptr<coordinator::ClusterService>> service =
-        coordinator::ClusterService::Start(context_, net::SocketSecurity::Insecure(), options);
-    ASSERT_TRUE(service.ok()) << service.status();
-    service_ = *std::move(service);
-    for (const char* name : {"w1", "w2"}) {
-      workers_.push_back(std::make_unique<testing::Daemon>(
-          STAGEFARM_WORKER_BINARY,
-          std::vector<std::string>{"--insecure", "--coordinator", service_->endpoint(),
-                                   "--listen", "tcp://127.0.0.1:0", "--data-dir",
-                                   (dir_.path() / name).string(), "--worker-id", name,
-                                   "--slots", "1", "--platform", "linux/amd64"}));
-      ASSERT_FALSE(workers_.back()->Await("stagefarm-worker: serving blobs on ").empty());
-    }
-    for (absl::Time until = absl::Now() + absl::Seconds(10);
-         service_->Workers().size() < 2 && absl::Now() < until;) {
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ASSERT_EQ(service_->Workers().size(), 2u);
-  }
-
-  void TearDown() override {
-    for (auto& worker : workers_) EXPECT_EQ(worker->Stop(), 0);
-    workers_.clear();
-    service_.reset();
-    blobs_.reset();
+    absl::StatusOr<std::unique_ptr<coordinator::ClusterService>> service;
+    const bool started = Eventually([&] {
+      service = coordinator::ClusterService::Start(context_, net::SocketSecurity::Insecure(),
+                                                   options);
+      return service.ok();
+    });
+    EXPECT_TRUE(started) << service.status();
+    if (started) service_ = *std::move(service);
+    return started;
   }
 
   // Writes `files` into a fresh context directory and indexes it.
@@ -109,7 +133,11 @@ class StageRunnerTest : public ::testing::Test {
 
   // Uploads the context's files to the coordinator, submits the build and
   // reads its events until it is done or failed.
-  Outcome Build(const std::string& dockerfile, const fs::ContextIndex& index) {
+  // `on_event` sees every build event (and may send on the socket).
+  Outcome Build(const std::string& dockerfile, const fs::ContextIndex& index,
+                std::vector<build::NamedImage> images = {},
+                const std::function<void(zmq::socket_t&, schema::BuildEvent::Reader)>& on_event =
+                    nullptr) {
     Outcome outcome;
     std::vector<transfer::UploadItem> items;
     for (const fs::ContextEntry& entry : index.entries()) {
@@ -125,6 +153,7 @@ class StageRunnerTest : public ::testing::Test {
     definition.platform = "linux/amd64";
     definition.source_date_epoch = 1700000000;
     definition.context = index;
+    definition.images = std::move(images);
     capnp::MallocMessageBuilder request;
     auto submit = net::InitEnvelope(request, 1).initSubmitBuild();
     build::ToSchema(definition, submit.initDefinition());
@@ -151,6 +180,7 @@ class StageRunnerTest : public ::testing::Test {
       }
       if (!envelope.isBuildEvent()) continue;
       const schema::BuildEvent::Reader event = envelope.getBuildEvent();
+      if (on_event) on_event(socket, event);
       const std::string stage = event.getStageName().cStr();
       outcome.log.push_back(absl::StrCat(static_cast<int>(event.getKind()), " ", stage, " ",
                                          event.getWorkerId().cStr(), " ", event.getText().cStr()));
@@ -181,6 +211,37 @@ class StageRunnerTest : public ::testing::Test {
     }
     ADD_FAILURE() << "the build did not end within 60 s";
     return outcome;
+  }
+
+  // A busybox image (one layer, in the coordinator's store, as a client
+  // would upload it), named "busybox".
+  build::NamedImage Busybox() {
+    build::NamedImage image;
+    const stdfs::path rootfs = dir_.path() / "busybox";
+    const stdfs::path empty = dir_.path() / "empty";
+    EXPECT_TRUE(testing::MakeBusyboxRootfs(rootfs).ok());
+    stdfs::create_directories(empty);
+    std::unique_ptr<cas::BlobWriter> writer = store_->NewWriter();
+    absl::StatusOr<oci::LayerDigests> layer = oci::WriteLayerFromCopy(
+        empty, rootfs, [](absl::string_view) { return absl::OkStatus(); },
+        [&](absl::string_view bytes) { return writer->Write(bytes); }, oci::DiffOptions());
+    EXPECT_TRUE(layer.ok()) << layer.status();
+    EXPECT_TRUE(writer->Commit(layer->blob_digest).ok());
+    image.ref = *oci::ParseImageRef("busybox");
+    image.image.config = oci::ScratchConfig(oci::Platform{"linux", "amd64", "", ""});
+    image.image.config.diff_ids = {layer->diff_id};
+    image.image.layers = {{oci::LayerMediaType(layer->compression), layer->blob_digest,
+                           layer->blob_size, {}}};
+    return image;
+  }
+
+  // Slots in use over all workers, as their heartbeats say.
+  uint32_t SlotsInUse() const {
+    uint32_t used = 0;
+    for (const coordinator::WorkerState& worker : service_->Workers()) {
+      used += worker.slots_in_use;
+    }
+    return used;
   }
 
   // The layer's bytes (an uncompressed tar), fetched from `holders`.
@@ -251,6 +312,49 @@ TEST_F(StageRunnerTest, AFailingCopyFailsTheBuildWithItsLocation) {
   const Outcome outcome = Build("FROM scratch\nCOPY a.txt missing.txt /\n", index);
   EXPECT_FALSE(outcome.done);
   EXPECT_TRUE(absl::StrContains(outcome.failure, "Dockerfile:2")) << outcome.failure;
+}
+
+TEST_F(StageRunnerTest, ARestartedCoordinatorTrustsTheResultsItsWorkersStillHold) {
+  const fs::ContextIndex index = Context({{"a.txt", "content of a\n"}, {"b.txt", "content of b\n"}});
+  const Outcome first = Build(kThreeStages, index);
+  ASSERT_TRUE(first.done) << first.failure << "\n" << Join(first.log);
+  // The cache index is in the coordinator's store; which worker holds what
+  // comes back with their hellos (the held/ refs).
+  const std::string endpoint = service_->endpoint();
+  service_.reset();
+  ASSERT_TRUE(StartCoordinator(endpoint));
+  ASSERT_TRUE(Eventually([&] { return service_->Workers().size() == 2; }));
+  const Outcome second = Build(kThreeStages, index);
+  ASSERT_TRUE(second.done) << second.failure << "\n" << Join(second.log);
+  EXPECT_TRUE(second.ran_on.empty()) << Join(second.log);
+  EXPECT_EQ(second.image.layers, first.image.layers);
+}
+
+TEST_F(StageRunnerTest, RunOutputIsStreamedAndACancelledBuildStopsBeforeItsNextStep) {
+  const fs::ContextIndex index = Context({});
+  bool cancelled = false;
+  uint32_t busy_at_cancel = 0;
+  const absl::Time start = absl::Now();
+  const Outcome outcome = Build(
+      "FROM busybox\nRUN echo running && sleep 1\nRUN sleep 60\n", index, {Busybox()},
+      [&](zmq::socket_t& socket, schema::BuildEvent::Reader event) {
+        if (cancelled || event.getKind() != schema::BuildEvent::Kind::LOG ||
+            !absl::StrContains(event.getText().cStr(), "running")) {
+          return;
+        }
+        capnp::MallocMessageBuilder request;
+        net::InitEnvelope(request, 2).setCancelBuild(event.getBuildId());
+        EXPECT_TRUE(net::SendMessage(socket, "", request).ok());
+        cancelled = true;
+        busy_at_cancel = SlotsInUse();
+      });
+  ASSERT_TRUE(cancelled) << outcome.failure << "\n" << Join(outcome.log);
+  EXPECT_FALSE(outcome.done);
+  EXPECT_TRUE(absl::StrContains(outcome.failure, "cancelled")) << outcome.failure;
+  // The worker stops after the first RUN, long before the second would end.
+  EXPECT_EQ(busy_at_cancel, 1u);
+  EXPECT_TRUE(Eventually([&] { return SlotsInUse() == 0; })) << Join(outcome.log);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
 }
 
 }  // namespace
