@@ -1,7 +1,6 @@
 // TEMPORARY stand-ins: see artifacts_fallback.h.
 #include "worker/artifacts_fallback.h"
 
-
 #include <fstream>
 #include <system_error>
 
@@ -54,6 +53,14 @@ absl::Status MaterializeContextFromStore(cas::BlobStore& store, const fs::Contex
 absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor&, const BuiltImage&,
                                                absl::Span<const std::string>) {
   return absl::UnimplementedError("artifacts are not exported yet (branch artifacts)");
+}
+
+BuiltImage ArtifactImage(const BuiltImage& stage, const oci::Descriptor& artifact) {
+  BuiltImage image;
+  image.config = stage.config;
+  image.config.diff_ids = {artifact.digest};
+  image.layers = {artifact};
+  return image;
 }
 
 }  // namespace stagefarm::worker

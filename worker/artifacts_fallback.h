@@ -1,6 +1,7 @@
-// TEMPORARY: the declarations of two functions being written on branch
+// TEMPORARY: the declarations of three functions being written on branch
 // `artifacts` (worker/build/artifacts.h, worker/build/local_build.h), with
-// stand-ins in artifacts_fallback.cc, so that the stage runner builds before
+// stand-ins in artifacts_fallback.cc (ExportArtifact makes no artifact, so
+// consumers fetch the producer's whole layers), so that the stage runner builds before
 // that branch lands. Delete both files when it does, and include the real
 // headers in stage_runner.cc.
 #ifndef STAGEFARM_WORKER_ARTIFACTS_FALLBACK_H_
@@ -31,6 +32,10 @@ absl::Status MaterializeContextFromStore(cas::BlobStore& store, const fs::Contex
 absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor& executor,
                                                const BuiltImage& stage,
                                                absl::Span<const std::string> paths);
+
+// The one-layer image a consumer reads an artifact of `stage` as: the
+// stage's config with its diff ids replaced by the artifact's.
+BuiltImage ArtifactImage(const BuiltImage& stage, const oci::Descriptor& artifact);
 
 }  // namespace stagefarm::worker
 

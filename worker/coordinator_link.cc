@@ -45,8 +45,8 @@ class CoordinatorLink::Loop {
         }
       }
       if (pending_ && now >= pending_->deadline) {
-        Lost(absl::DeadlineExceededError(absl::StrCat(
-            "no reply within ", absl::FormatDuration(options_.reply_timeout))));
+        Lost(absl::DeadlineExceededError(
+            absl::StrCat("no reply within ", absl::FormatDuration(options_.reply_timeout))));
         pending_.reset();
         next_request = now + absl::Seconds(1);
       }
@@ -106,23 +106,25 @@ class CoordinatorLink::Loop {
     link_.registered_.store(true);
   }
 
-  // Sends what Send queued, in order.
+  // Sends what Send queued, in order. Once one message cannot be sent (the
+  // coordinator unreachable for the send timeout), the rest of the batch is
+  // dropped rather than waiting out the timeout for each.
   void SendQueued() {
     std::vector<zmq::message_t> queued;
     {
       absl::MutexLock lock(&link_.mu_);
       queued.swap(link_.outbox_);
     }
-    for (zmq::message_t& frame : queued) {
+    for (size_t i = 0; i < queued.size(); ++i) {
+      std::string error = "send timeout";
       try {
-        if (!socket_.send(frame, zmq::send_flags::none)) {
-          Log(absl::StrCat("coordinator ", options_.coordinator,
-                           ": a stage event was not sent (send timeout)"));
-        }
+        if (socket_.send(queued[i], zmq::send_flags::none)) continue;
       } catch (const zmq::error_t& e) {
-        Log(absl::StrCat("coordinator ", options_.coordinator, ": a stage event was not sent: ",
-                         e.what()));
+        error = e.what();
       }
+      Log(absl::StrCat("coordinator ", options_.coordinator, ": ", queued.size() - i,
+                       " stage event(s) not sent (", error, ")"));
+      return;
     }
   }
 
@@ -160,9 +162,9 @@ class CoordinatorLink::Loop {
           // The coordinator refused a stage event (or answered a request
           // that timed out).
           if (envelope.getRequestId() < kFirstRequestId) {
-            Log(absl::StrCat("assignment ", envelope.getRequestId(), ": ",
-                             net::StatusFromError(envelope.getError(), options_.coordinator)
-                                 .message()));
+            Log(absl::StrCat(
+                "assignment ", envelope.getRequestId(), ": ",
+                net::StatusFromError(envelope.getError(), options_.coordinator).message()));
           }
           break;
         default:

@@ -29,21 +29,6 @@ struct Failure {
   bool inputs_lost = false;  // a fetch failed: the holders are gone
 };
 
-// What the stage reads of another stage, as fetched.
-struct Input {
-  BuiltImage image;  // the full image, or the one-layer artifact image
-};
-
-// The one-layer image a consumer reads an artifact of `stage` as: the
-// stage's config with the artifact as its only layer.
-BuiltImage ArtifactImageOf(const BuiltImage& stage, const oci::Descriptor& artifact) {
-  BuiltImage image;
-  image.config = stage.config;
-  image.config.diff_ids = {artifact.digest};
-  image.layers = {artifact};
-  return image;
-}
-
 // The context paths `stage` reads, as ContextIndex::Select sources.
 std::vector<std::string> ContextSources(const graph::PlannedStage& stage) {
   std::vector<std::string> sources;
@@ -151,7 +136,8 @@ class AssignmentRun {
 
   // Fetches `blobs` from `holders` into the store.
   std::optional<Failure> Fetch(const std::vector<digest::Digest>& blobs,
-                               capnp::List<schema::Holder>::Reader holders, absl::string_view what) {
+                               capnp::List<schema::Holder>::Reader holders,
+                               absl::string_view what) {
     if (blobs.empty()) return std::nullopt;
     if (std::optional<Failure> cancelled = Cancelled()) return cancelled;
     std::vector<transfer::Peer> peers;
@@ -161,9 +147,9 @@ class AssignmentRun {
           options_.peer_security ? options_.peer_security(Text(holder.getPublicKey()))
                                  : net::SocketSecurity::Insecure();
       if (!security.ok()) {
-        return Failure{absl::Status(security.status().code(),
-                                    absl::StrCat(what, ": holder ", endpoint, ": ",
-                                                 security.status().message()))};
+        return Failure{absl::Status(
+            security.status().code(),
+            absl::StrCat(what, ": holder ", endpoint, ": ", security.status().message()))};
       }
       peers.push_back(transfer::Peer{endpoint, *std::move(security)});
     }
@@ -171,19 +157,18 @@ class AssignmentRun {
         transfer::FetchBlobs(context_, executor_.store(), blobs, peers, options_.fetch);
     if (!report.ok()) {
       const absl::Status& status = report.status();
-      const bool lost = absl::IsNotFound(status) || absl::IsUnavailable(status) ||
-                        absl::IsDataLoss(status);
-      return Failure{absl::Status(status.code(), absl::StrCat("fetching ", what, ": ",
-                                                              status.message())),
-                     lost};
+      const bool lost =
+          absl::IsNotFound(status) || absl::IsUnavailable(status) || absl::IsDataLoss(status);
+      return Failure{
+          absl::Status(status.code(), absl::StrCat("fetching ", what, ": ", status.message())),
+          lost};
     }
     bytes_fetched_ += report->bytes_received;
     return std::nullopt;
   }
 
   std::optional<Failure> Execute() {
-    absl::StatusOr<build::BuildDefinition> definition =
-        build::FromSchema(assign_.getDefinition());
+    absl::StatusOr<build::BuildDefinition> definition = build::FromSchema(assign_.getDefinition());
     if (!definition.ok()) return Failure{definition.status()};
     definition_ = *std::move(definition);
     absl::StatusOr<build::PlannedBuild> plan = build::PlanBuild(definition_);
@@ -191,24 +176,24 @@ class AssignmentRun {
     plan_ = *std::move(plan);
     const graph::StageGraph& graph = plan_.graph;
     if (stage_index_ >= graph.stages.size() || !graph.stages[stage_index_].needed) {
-      return Failure{absl::InvalidArgumentError(
-          absl::StrCat("build ", build_id_, ": stage ", stage_index_,
-                       " is not a stage the build needs (the plan has ", graph.stages.size(),
-                       " stages)"))};
+      return Failure{absl::InvalidArgumentError(absl::StrCat(
+          "build ", build_id_, ": stage ", stage_index_,
+          " is not a stage the build needs (the plan has ", graph.stages.size(), " stages)"))};
     }
     const graph::PlannedStage& stage = graph.stages[stage_index_];
     SendText(schema::StageEvent::Kind::STARTED, absl::StrCat("FROM ", stage.base_name));
 
     // The stages it reads: their layers, or the artifact of the paths it reads.
     std::map<int, schema::StageInput::Reader> given;
-    for (schema::StageInput::Reader input : assign_.getInputs()) given.emplace(input.getStage(), input);
+    for (schema::StageInput::Reader input : assign_.getInputs())
+      given.emplace(input.getStage(), input);
     std::vector<digest::Digest> held;
     for (const auto& [producer, need] : build::ConsumerNeeds(graph, stage_index_)) {
       auto it = given.find(producer);
       if (it == given.end()) {
-        return Failure{absl::InvalidArgumentError(absl::StrCat(
-            "build ", build_id_, ": the assignment of stage ", stage_index_,
-            " lacks the result of stage ", producer, ", which it reads"))};
+        return Failure{absl::InvalidArgumentError(
+            absl::StrCat("build ", build_id_, ": the assignment of stage ", stage_index_,
+                         " lacks the result of stage ", producer, ", which it reads"))};
       }
       const schema::StageResult::Reader result = it->second.getResult();
       absl::StatusOr<BuiltImage> image = build::FromSchema(result.getImage());
@@ -224,13 +209,13 @@ class AssignmentRun {
           artifact = *std::move(layer);
         }
       }
-      Input input;
-      input.image = artifact ? ArtifactImageOf(*image, *artifact) : *std::move(image);
+      BuiltImage input = artifact ? ArtifactImage(*image, *artifact) : *std::move(image);
       std::vector<digest::Digest> blobs;
-      for (const oci::Descriptor& layer : input.image.layers) blobs.push_back(layer.digest);
-      if (std::optional<Failure> failed = Fetch(
-              blobs, it->second.getHolders(),
-              absl::StrCat(artifact ? "the artifact of stage " : "the layers of stage ", producer))) {
+      for (const oci::Descriptor& layer : input.layers) blobs.push_back(layer.digest);
+      if (std::optional<Failure> failed =
+              Fetch(blobs, it->second.getHolders(),
+                    absl::StrCat(artifact ? "the artifact of stage " : "the layers of stage ",
+                                 producer))) {
         return failed;
       }
       held.insert(held.end(), blobs.begin(), blobs.end());
@@ -255,9 +240,8 @@ class AssignmentRun {
     // The context files it copies.
     const std::vector<std::string> sources = ContextSources(stage);
     if (!sources.empty()) {
-      if (std::optional<Failure> failed =
-              Fetch(ContextBlobs(definition_.context, sources), assign_.getContextHolders(),
-                    "the build context")) {
+      if (std::optional<Failure> failed = Fetch(ContextBlobs(definition_.context, sources),
+                                                assign_.getContextHolders(), "the build context")) {
         return failed;
       }
     }
@@ -294,16 +278,15 @@ class AssignmentRun {
         const build::NamedImage* image = definition_.FindImage(stage.base.image);
         if (image == nullptr) {
           return Failure{absl::NotFoundError(
-              absl::StrCat(definition_.dockerfile_name, ":", stage.line, ": FROM ",
-                           stage.base_name, ": the build names no image \"",
-                           stage.base.image.String(), "\""))};
+              absl::StrCat(definition_.dockerfile_name, ":", stage.line, ": FROM ", stage.base_name,
+                           ": the build names no image \"", stage.base.image.String(), "\""))};
         }
         inputs.base = image->image;
         break;
       }
       case graph::StageBase::Kind::kStage:
         // ConsumerNeeds asks for the whole of the base stage.
-        inputs.base = inputs_.at(stage.base.stage).image;
+        inputs.base = inputs_.at(stage.base.stage);
         break;
     }
     inputs.context_dir = context;
@@ -323,7 +306,7 @@ class AssignmentRun {
       if (it == inputs_.end()) {
         return absl::InternalError(absl::StrCat("stage ", source.stage, " was not fetched"));
       }
-      return it->second.image;
+      return it->second;
     };
     inputs.proxy_env.assign(graph.proxy_env.begin(), graph.proxy_env.end());
     inputs.dockerfile_name = definition_.dockerfile_name;
@@ -390,7 +373,7 @@ class AssignmentRun {
 
   build::BuildDefinition definition_;
   build::PlannedBuild plan_;
-  std::map<int, Input> inputs_;
+  std::map<int, BuiltImage> inputs_;  // the stages it reads, as fetched
   uint64_t bytes_fetched_ = 0;
   BuiltImage result_;
   std::vector<std::pair<std::vector<std::string>, oci::Descriptor>> artifacts_;
@@ -411,7 +394,10 @@ absl::StatusOr<std::vector<std::string>> HeldBlobs(const cas::BlobStore& store) 
 
 StageRunner::StageRunner(zmq::context_t& context, const StageExecutor& executor,
                          StageRunnerOptions options, SendEvent send)
-    : context_(context), executor_(executor), options_(std::move(options)), send_(std::move(send)) {}
+    : context_(context),
+      executor_(executor),
+      options_(std::move(options)),
+      send_(std::move(send)) {}
 
 StageRunner::~StageRunner() { Stop(); }
 

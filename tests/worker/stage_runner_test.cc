@@ -23,16 +23,16 @@
 #include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
 #include "common/net/envelope_frame.h"
+#include "common/oci/image.h"
+#include "common/oci/image_ref.h"
+#include "common/oci/layer_diff.h"
+#include "common/oci/media_types.h"
 #include "common/transfer/blob_fetcher.h"
 #include "common/transfer/blob_server.h"
 #include "common/transfer/blob_uploader.h"
 #include "coordinator/cluster_service.h"
 #include "gtest/gtest.h"
 #include "schemas/envelope.capnp.h"
-#include "common/oci/image.h"
-#include "common/oci/image_ref.h"
-#include "common/oci/layer_diff.h"
-#include "common/oci/media_types.h"
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/daemon.h"
 #include "tests/testing/random_blobs.h"
@@ -45,12 +45,12 @@ namespace stdfs = std::filesystem;
 // A build as the client saw it end.
 struct Outcome {
   bool done = false;
-  std::string failure;                       // the failed event's text
-  oci::BuiltImage image;                     // done: the target's image
-  std::vector<transfer::Peer> holders;       // done: who holds its layers
+  std::string failure;                        // the failed event's text
+  oci::BuiltImage image;                      // done: the target's image
+  std::vector<transfer::Peer> holders;        // done: who holds its layers
   std::map<std::string, std::string> ran_on;  // stage name -> worker, from started events
-  std::set<std::string> cached;              // stage names the cache had
-  std::vector<std::string> log;              // every event, one line each
+  std::set<std::string> cached;               // stage names the cache had
+  std::vector<std::string> log;               // every event, one line each
 };
 
 class StageRunnerTest : public ::testing::Test {
@@ -68,10 +68,10 @@ class StageRunnerTest : public ::testing::Test {
     for (const char* name : {"w1", "w2"}) {
       workers_.push_back(std::make_unique<testing::Daemon>(
           STAGEFARM_WORKER_BINARY,
-          std::vector<std::string>{"--insecure", "--coordinator", service_->endpoint(),
-                                   "--listen", "tcp://127.0.0.1:0", "--data-dir",
-                                   (dir_.path() / name).string(), "--worker-id", name,
-                                   "--slots", "1", "--platform", "linux/amd64"}));
+          std::vector<std::string>{"--insecure", "--coordinator", service_->endpoint(), "--listen",
+                                   "tcp://127.0.0.1:0", "--data-dir", (dir_.path() / name).string(),
+                                   "--worker-id", name, "--slots", "1", "--platform",
+                                   "linux/amd64"}));
       ASSERT_FALSE(workers_.back()->Await("stagefarm-worker: serving blobs on ").empty());
     }
     ASSERT_TRUE(Eventually([&] { return service_->Workers().size() == 2; }));
@@ -111,8 +111,8 @@ class StageRunnerTest : public ::testing::Test {
     };
     absl::StatusOr<std::unique_ptr<coordinator::ClusterService>> service;
     const bool started = Eventually([&] {
-      service = coordinator::ClusterService::Start(context_, net::SocketSecurity::Insecure(),
-                                                   options);
+      service =
+          coordinator::ClusterService::Start(context_, net::SocketSecurity::Insecure(), options);
       return service.ok();
     });
     EXPECT_TRUE(started) << service.status();
@@ -134,10 +134,10 @@ class StageRunnerTest : public ::testing::Test {
   // Uploads the context's files to the coordinator, submits the build and
   // reads its events until it is done or failed.
   // `on_event` sees every build event (and may send on the socket).
-  Outcome Build(const std::string& dockerfile, const fs::ContextIndex& index,
-                std::vector<build::NamedImage> images = {},
-                const std::function<void(zmq::socket_t&, schema::BuildEvent::Reader)>& on_event =
-                    nullptr) {
+  Outcome Build(
+      const std::string& dockerfile, const fs::ContextIndex& index,
+      std::vector<build::NamedImage> images = {},
+      const std::function<void(zmq::socket_t&, schema::BuildEvent::Reader)>& on_event = nullptr) {
     Outcome outcome;
     std::vector<transfer::UploadItem> items;
     for (const fs::ContextEntry& entry : index.entries()) {
@@ -230,8 +230,8 @@ class StageRunnerTest : public ::testing::Test {
     image.ref = *oci::ParseImageRef("busybox");
     image.image.config = oci::ScratchConfig(oci::Platform{"linux", "amd64", "", ""});
     image.image.config.diff_ids = {layer->diff_id};
-    image.image.layers = {{oci::LayerMediaType(layer->compression), layer->blob_digest,
-                           layer->blob_size, {}}};
+    image.image.layers = {
+        {oci::LayerMediaType(layer->compression), layer->blob_digest, layer->blob_size, {}}};
     return image;
   }
 
@@ -282,7 +282,8 @@ constexpr char kThreeStages[] =
     "COPY --from=b /b.txt /\n";
 
 TEST_F(StageRunnerTest, ThreeStagesRunOnTwoWorkersAndTheTargetHasBothFiles) {
-  const fs::ContextIndex index = Context({{"a.txt", "content of a\n"}, {"b.txt", "content of b\n"}});
+  const fs::ContextIndex index =
+      Context({{"a.txt", "content of a\n"}, {"b.txt", "content of b\n"}});
   const Outcome outcome = Build(kThreeStages, index);
   ASSERT_TRUE(outcome.done) << outcome.failure << "\n" << Join(outcome.log);
   ASSERT_EQ(outcome.image.layers.size(), 2u) << Join(outcome.log);
@@ -298,7 +299,8 @@ TEST_F(StageRunnerTest, ThreeStagesRunOnTwoWorkersAndTheTargetHasBothFiles) {
 }
 
 TEST_F(StageRunnerTest, TheSameBuildAgainComesFromTheClusterCache) {
-  const fs::ContextIndex index = Context({{"a.txt", "content of a\n"}, {"b.txt", "content of b\n"}});
+  const fs::ContextIndex index =
+      Context({{"a.txt", "content of a\n"}, {"b.txt", "content of b\n"}});
   const Outcome first = Build(kThreeStages, index);
   ASSERT_TRUE(first.done) << first.failure << "\n" << Join(first.log);
   const Outcome second = Build(kThreeStages, index);
@@ -315,7 +317,8 @@ TEST_F(StageRunnerTest, AFailingCopyFailsTheBuildWithItsLocation) {
 }
 
 TEST_F(StageRunnerTest, ARestartedCoordinatorTrustsTheResultsItsWorkersStillHold) {
-  const fs::ContextIndex index = Context({{"a.txt", "content of a\n"}, {"b.txt", "content of b\n"}});
+  const fs::ContextIndex index =
+      Context({{"a.txt", "content of a\n"}, {"b.txt", "content of b\n"}});
   const Outcome first = Build(kThreeStages, index);
   ASSERT_TRUE(first.done) << first.failure << "\n" << Join(first.log);
   // The cache index is in the coordinator's store; which worker holds what
@@ -335,19 +338,19 @@ TEST_F(StageRunnerTest, RunOutputIsStreamedAndACancelledBuildStopsBeforeItsNextS
   bool cancelled = false;
   uint32_t busy_at_cancel = 0;
   const absl::Time start = absl::Now();
-  const Outcome outcome = Build(
-      "FROM busybox\nRUN echo running && sleep 1\nRUN sleep 60\n", index, {Busybox()},
-      [&](zmq::socket_t& socket, schema::BuildEvent::Reader event) {
-        if (cancelled || event.getKind() != schema::BuildEvent::Kind::LOG ||
-            !absl::StrContains(event.getText().cStr(), "running")) {
-          return;
-        }
-        capnp::MallocMessageBuilder request;
-        net::InitEnvelope(request, 2).setCancelBuild(event.getBuildId());
-        EXPECT_TRUE(net::SendMessage(socket, "", request).ok());
-        cancelled = true;
-        busy_at_cancel = SlotsInUse();
-      });
+  const Outcome outcome =
+      Build("FROM busybox\nRUN echo running && sleep 1\nRUN sleep 60\n", index, {Busybox()},
+            [&](zmq::socket_t& socket, schema::BuildEvent::Reader event) {
+              if (cancelled || event.getKind() != schema::BuildEvent::Kind::LOG ||
+                  !absl::StrContains(event.getText().cStr(), "running")) {
+                return;
+              }
+              capnp::MallocMessageBuilder request;
+              net::InitEnvelope(request, 2).setCancelBuild(event.getBuildId());
+              EXPECT_TRUE(net::SendMessage(socket, "", request).ok());
+              cancelled = true;
+              busy_at_cancel = SlotsInUse();
+            });
   ASSERT_TRUE(cancelled) << outcome.failure << "\n" << Join(outcome.log);
   EXPECT_FALSE(outcome.done);
   EXPECT_TRUE(absl::StrContains(outcome.failure, "cancelled")) << outcome.failure;
