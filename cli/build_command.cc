@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,8 +19,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "cli/coordinator_client.h"
+#include "cli/embedded_cluster.h"
 #include "cli/plan_input.h"
-#include "nlohmann/json.hpp"
+#include "cli/progress.h"
+#include "common/build/build_definition.h"
 #include "cli/subcommand.h"
 #include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
@@ -122,103 +126,213 @@ worker::BuiltImage ToBuilt(const oci::LocalImage& image) {
   return worker::BuiltImage{image.config, image.layers};
 }
 
-// Plain progress: one line per stage event, RUN output prefixed by the stage.
-worker::BuildEvents PlainProgress() {
-  auto label = [](const graph::PlannedStage& stage) {
-    return stage.name.empty() ? absl::StrCat("stage-", stage.index) : stage.name;
+// The in-process engine's events, as the progress printer takes them.
+worker::BuildEvents PrinterEvents(ProgressPrinter& printer, const std::string& build_id) {
+  auto event = [build_id](const graph::PlannedStage& stage, ProgressEvent::Kind kind) {
+    ProgressEvent out;
+    out.time = absl::Now();
+    out.build = build_id;
+    out.stage = stage.index;
+    out.stage_name = stage.name;
+    out.worker = "local";
+    out.kind = kind;
+    return out;
   };
   worker::BuildEvents events;
-  events.on_stage_start = [label](const graph::PlannedStage& stage) {
-    std::fprintf(stderr, "[%s] FROM %s\n", label(stage).c_str(),
-                 stage.base_name.empty() ? "scratch" : stage.base_name.c_str());
+  events.on_stage_start = [&printer, event](const graph::PlannedStage& stage) {
+    ProgressEvent out = event(stage, ProgressEvent::Kind::kStarted);
+    out.text = absl::StrCat("FROM ", stage.base_name.empty() ? "scratch" : stage.base_name);
+    printer.Handle(out);
   };
-  events.on_step = [label](const graph::PlannedStage& stage, size_t step, size_t steps,
-                           absl::string_view text) {
-    const std::string first_line(text.substr(0, text.find('\n')));
-    std::fprintf(stderr, "[%s %zu/%zu] %s\n", label(stage).c_str(), step, steps,
-                 first_line.c_str());
+  events.on_step = [&printer, event](const graph::PlannedStage& stage, size_t step, size_t steps,
+                                     absl::string_view text) {
+    ProgressEvent out = event(stage, ProgressEvent::Kind::kStep);
+    out.step = step;
+    out.steps = steps;
+    out.text = std::string(text);
+    printer.Handle(out);
   };
-  events.on_output = [label](const graph::PlannedStage& stage, absl::string_view output) {
-    for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipEmpty())) {
-      std::fprintf(stderr, "[%s] | %.*s\n", label(stage).c_str(), static_cast<int>(line.size()),
-                   line.data());
-    }
+  events.on_output = [&printer, event](const graph::PlannedStage& stage, absl::string_view output) {
+    ProgressEvent out = event(stage, ProgressEvent::Kind::kLog);
+    out.text = std::string(output);
+    printer.Handle(out);
   };
-  events.on_note = [label](const graph::PlannedStage& stage, absl::string_view line) {
-    std::fprintf(stderr, "[%s] %.*s\n", label(stage).c_str(), static_cast<int>(line.size()),
-                 line.data());
+  events.on_note = [&printer, event](const graph::PlannedStage& stage, absl::string_view line) {
+    ProgressEvent out = event(stage, line == "CACHED" ? ProgressEvent::Kind::kCached
+                                                      : ProgressEvent::Kind::kNote);
+    if (line != "CACHED") out.text = std::string(line);
+    printer.Handle(out);
   };
-  events.on_stage_done = [label](const graph::PlannedStage& stage, double seconds) {
-    std::fprintf(stderr, "[%s] done in %.2fs\n", label(stage).c_str(), seconds);
+  events.on_stage_done = [&printer, event](const graph::PlannedStage& stage, double seconds) {
+    ProgressEvent out = event(stage, ProgressEvent::Kind::kStageDone);
+    out.seconds = seconds;
+    printer.Handle(out);
   };
   return events;
 }
 
-// JSON progress: one object a line on stderr, for scripts and CI logs:
-// {"time", "build", "stage" (index), "stage_name", "worker", "event", ...}
-// with event "start", "step" (step, steps, text), "log" (text), "note"
-// (text), "cached", and "done" (seconds, bytes_fetched).
-worker::BuildEvents JsonProgress(const std::string& build_id) {
-  auto emit = [build_id](const graph::PlannedStage& stage, const char* event,
-                         nlohmann::ordered_json extra) {
-    nlohmann::ordered_json line = {{"time", absl::FormatTime("%Y-%m-%d%ET%H:%M:%E6SZ", absl::Now(),
-                                                             absl::UTCTimeZone())},
-                                   {"build", build_id},
-                                   {"stage", stage.index},
-                                   {"stage_name", stage.name},
-                                   {"worker", "local"},
-                                   {"event", event}};
-    for (auto& [key, value] : extra.items()) line[key] = value;
-    std::fprintf(stderr, "%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  };
-  worker::BuildEvents events;
-  events.on_stage_start = [emit](const graph::PlannedStage& stage) {
-    emit(stage, "start", {{"base", stage.base_name.empty() ? "scratch" : stage.base_name}});
-  };
-  events.on_step = [emit](const graph::PlannedStage& stage, size_t step, size_t steps,
-                          absl::string_view text) {
-    emit(stage, "step", {{"step", step}, {"steps", steps}, {"text", std::string(text)}});
-  };
-  events.on_output = [emit](const graph::PlannedStage& stage, absl::string_view output) {
-    emit(stage, "log", {{"text", std::string(output)}});
-  };
-  events.on_note = [emit](const graph::PlannedStage& stage, absl::string_view line) {
-    if (line == "CACHED") {
-      emit(stage, "cached", nlohmann::ordered_json::object());
-    } else {
-      emit(stage, "note", {{"text", std::string(line)}});
+// The external images a plan's needed stages read, from the local store.
+absl::StatusOr<std::vector<build::NamedImage>> PlanImages(cas::BlobStore& store,
+                                                          const graph::StageGraph& plan,
+                                                          const std::string& file) {
+  std::vector<build::NamedImage> images;
+  std::set<std::string> seen;
+  for (const graph::PlannedStage& stage : plan.stages) {
+    if (!stage.needed) continue;
+    std::vector<oci::ImageRef> refs = stage.images;
+    if (stage.base.kind == graph::StageBase::Kind::kImage) refs.push_back(stage.base.image);
+    for (const oci::ImageRef& ref : refs) {
+      if (!seen.insert(ref.String()).second) continue;
+      absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(store, ref);
+      if (!image.ok()) {
+        return absl::Status(image.status().code(),
+                            absl::StrCat(file, ":", stage.line, ": ", ref.String(), ": ",
+                                         image.status().message()));
+      }
+      images.push_back({ref, ToBuilt(*image), image->manifest.digest});
     }
+  }
+  return images;
+}
+
+std::vector<FlagSpec> Concat(std::vector<FlagSpec> first, std::vector<FlagSpec> second) {
+  first.insert(first.begin(), second.begin(), second.end());
+  return first;
+}
+
+std::string NewBuildId() {
+  return absl::StrCat(absl::Hex(absl::ToUnixNanos(absl::Now()) ^ getpid()));
+}
+
+// `--workers 0`: every stage in this process, on this node's own store.
+absl::StatusOr<worker::BuiltImage> BuildInProcess(
+    const ParsedArgs& parsed, const std::string& file, const std::string& context,
+    const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
+    std::optional<oci::CompressOptions> precompress, const stdfs::path& data_dir,
+    cas::BlobStore& store, ProgressPrinter& printer) {
+  worker::ExecutorOptions executor_options;
+  executor_options.data_dir = data_dir;
+  absl::StatusOr<std::unique_ptr<worker::StageExecutor>> executor =
+      worker::StageExecutor::Open(&store, executor_options);
+  if (!executor.ok()) return executor.status();
+  worker::LocalBuildInput input;
+  input.graph = &plan.graph;
+  input.context_dir = context;
+  input.context = &index;
+  input.dockerfile_name = file;
+  input.source_date_epoch = epoch;
+  // The local store keeps the image as built (layers uncompressed, as a
+  // snapshotter keeps them): only an export compresses, and then the layers
+  // of the stages the image is built FROM start compressing as each stage
+  // ends.
+  input.precompress = precompress;
+  // Cache keys: images by the manifest their tag names here. A plan whose
+  // keys cannot be computed (a COPY source missing) builds without the cache
+  // and fails at that COPY, with its location.
+  absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> keys = graph::ComputePlanCacheKeys(
+      plan.graph, index, file, [&store](const oci::ImageRef& ref) -> std::optional<digest::Digest> {
+        absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(store, ref);
+        if (!image.ok()) return std::nullopt;
+        return image->manifest.digest;
+      });
+  if (keys.ok()) input.cache_keys = *std::move(keys);
+  input.use_cache = !parsed.Has("no-cache");
+  input.resolve_image = [&store](const oci::ImageRef& ref) -> absl::StatusOr<worker::BuiltImage> {
+    absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(store, ref);
+    if (!image.ok()) return image.status();
+    return ToBuilt(*image);
   };
-  events.on_stage_done = [emit](const graph::PlannedStage& stage, double seconds) {
-    emit(stage, "done", {{"seconds", seconds}, {"bytes_fetched", 0}});
-  };
-  return events;
+  return worker::RunLocalBuild(**executor, input, PrinterEvents(printer, NewBuildId()));
+}
+
+// On a cluster: the one at --coordinator, or an embedded one started here.
+absl::StatusOr<worker::BuiltImage> BuildOnCluster(
+    const ParsedArgs& parsed, const std::string& file, const std::string& context,
+    const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
+    int workers, int slots, const stdfs::path& data_dir, cas::BlobStore& store,
+    ProgressPrinter& printer) {
+  build::BuildDefinition definition;
+  absl::StatusOr<std::string> dockerfile = ReadInput(file);
+  if (!dockerfile.ok()) return dockerfile.status();
+  definition.dockerfile = *std::move(dockerfile);
+  definition.dockerfile_name = file;
+  definition.build_args = ResolveBuildArgs(parsed.All("build-arg"));
+  definition.target = parsed.Get("target");
+  // Every node plans for the same platform: the one asked for, else this
+  // client's.
+  definition.platform = parsed.Has("platform") ? parsed.Get("platform")
+                                               : plan.graph.target_platform.String();
+  definition.source_date_epoch = epoch;
+  definition.no_cache = parsed.Has("no-cache");
+  definition.context = index;
+  absl::StatusOr<std::vector<build::NamedImage>> images = PlanImages(store, plan.graph, file);
+  if (!images.ok()) return images.status();
+  definition.images = *std::move(images);
+
+  std::unique_ptr<EmbeddedCluster> embedded;
+  std::string endpoint = parsed.Get("coordinator");
+  ClientKeys keys;
+  if (endpoint.empty()) {
+    absl::StatusOr<std::unique_ptr<EmbeddedCluster>> started =
+        EmbeddedCluster::Start({.home = data_dir, .workers = workers, .slots = slots});
+    if (!started.ok()) return started.status();
+    embedded = *std::move(started);
+    endpoint = embedded->control_endpoint();
+    keys.insecure = true;
+  } else {
+    absl::StatusOr<ClientKeys> flags = ClientKeysFromFlags(parsed);
+    if (!flags.ok()) return flags.status();
+    keys = *std::move(flags);
+  }
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+      CoordinatorClient::Connect(endpoint, keys);
+  if (!client.ok()) return client.status();
+  absl::StatusOr<CoordinatorClient::BuildResult> result = (*client)->RunBuild(
+      definition, context, store, [&printer](const ProgressEvent& event) { printer.Handle(event); });
+  if (!result.ok()) return result.status();
+  return result->image;
 }
 
 }  // namespace
 
 int Build(const std::vector<std::string>& args) {
   ParsedArgs parsed;
+  std::vector<FlagSpec> specs = ConnectionFlags();
   if (auto stop = ParseCommand(
           args, "stagefarm build [flags] CONTEXT",
-          {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
+          specs = Concat(std::move(specs), {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
            {"tag", "t", true, true, "name the image in the local store (NAME[:TAG])"},
            {"target", "", true, false, "stage to build (default: the last one)"},
            {"build-arg", "", true, true, "set a build-time variable (K=V)"},
            {"platform", "", true, false, "target platform (default: this machine's)"},
            {"output", "o", true, true,
             "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or type=docker,dest=PATH"},
-           {"progress", "", true, false, "auto, plain or json (one object a line)"},
+           {"progress", "", true, false, "auto, plain, tty or json (one object a line)"},
            {"no-cache", "", false, false, "do not use the build cache"},
-           DataDirFlag()},
+           {"workers", "", true, false,
+            "workers of the embedded local cluster when no --coordinator is given (default 2; "
+            "0 runs the stages in this process)"},
+           {"slots", "", true, false, "stages each embedded worker runs at once (default 1)"},
+           DataDirFlag()}),
           "CONTEXT", parsed)) {
     return *stop;
   }
   const std::string context = parsed.positional[0];
   const std::string file = parsed.Get("file", absl::StrCat(context, "/Dockerfile"));
-  const std::string progress = parsed.Get("progress", "auto");
-  if (progress != "auto" && progress != "plain" && progress != "json") {
-    return Fail(absl::StrCat("--progress must be auto, plain or json, not \"", progress, "\""),
+  absl::StatusOr<ProgressMode> progress = ParseProgressMode(parsed.Get("progress", "auto"), stderr);
+  if (!progress.ok()) return Fail(progress.status().message(), kExitUsage);
+  int workers = 2;
+  int slots = 1;
+  if (!absl::SimpleAtoi(parsed.Get("workers", "2"), &workers) || workers < 0 || workers > 64) {
+    return Fail(absl::StrCat("--workers must be 0 to 64, not \"", parsed.Get("workers"), "\""),
+                kExitUsage);
+  }
+  if (!absl::SimpleAtoi(parsed.Get("slots", "1"), &slots) || slots < 1 || slots > 64) {
+    return Fail(absl::StrCat("--slots must be 1 to 64, not \"", parsed.Get("slots"), "\""),
+                kExitUsage);
+  }
+  if (parsed.Has("coordinator") && (parsed.Has("workers") || parsed.Has("slots"))) {
+    return Fail("--workers and --slots are for the embedded cluster; not with --coordinator",
                 kExitUsage);
   }
   std::vector<OutputSpec> outputs;
@@ -260,8 +374,6 @@ int Build(const std::vector<std::string>& args) {
   absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(context, file);
   if (!index.ok()) return Fail(index.status().message());
 
-  worker::ExecutorOptions executor_options;
-  executor_options.data_dir = *data_dir;
   // With outputs, the image's layers are compressed once, as they ask (gzip
   // unless one says otherwise), and the tags name that same image.
   oci::CompressOptions compress;
@@ -269,44 +381,15 @@ int Build(const std::vector<std::string>& args) {
   for (const OutputSpec& output : outputs) {
     if (output.compression) compress.compression = *output.compression;
   }
-  absl::StatusOr<std::unique_ptr<worker::StageExecutor>> executor =
-      worker::StageExecutor::Open(store->get(), executor_options);
-  if (!executor.ok()) return Fail(executor.status().message());
-
-  worker::LocalBuildInput input;
-  input.graph = &plan->graph;
-  input.context_dir = context;
-  input.context = &*index;
-  input.dockerfile_name = file;
-  input.source_date_epoch = *epoch;
-  // The local store keeps the image as built (layers uncompressed, as a
-  // snapshotter keeps them): only an export compresses, and then the layers
-  // of the stages the image is built FROM start compressing as each stage
-  // ends.
-  if (!outputs.empty()) input.precompress = compress;
-  // Cache keys: images by the manifest their tag names here. A plan whose
-  // keys cannot be computed (a COPY source missing) builds without the cache
-  // and fails at that COPY, with its location.
-  absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> keys = graph::ComputePlanCacheKeys(
-      plan->graph, *index, file,
-      [&store](const oci::ImageRef& ref) -> std::optional<digest::Digest> {
-        absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, ref);
-        if (!image.ok()) return std::nullopt;
-        return image->manifest.digest;
-      });
-  if (keys.ok()) input.cache_keys = *std::move(keys);
-  input.use_cache = !parsed.Has("no-cache");
-  input.resolve_image = [&store](const oci::ImageRef& ref) -> absl::StatusOr<worker::BuiltImage> {
-    absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, ref);
-    if (!image.ok()) return image.status();
-    return ToBuilt(*image);
-  };
+  ProgressPrinter printer(*progress, stderr);
   absl::StatusOr<worker::BuiltImage> built =
-      worker::RunLocalBuild(**executor, input,
-                            progress == "json"
-                                ? JsonProgress(absl::StrCat(
-                                      absl::Hex(absl::ToUnixNanos(absl::Now()) ^ getpid())))
-                                : PlainProgress());
+      parsed.Has("coordinator") || workers > 0
+          ? BuildOnCluster(parsed, file, context, *plan, *index, *epoch, workers, slots,
+                           *data_dir, **store, printer)
+          : BuildInProcess(parsed, file, context, *plan, *index, *epoch,
+                           outputs.empty() ? std::nullopt : std::optional(compress), *data_dir,
+                           **store, printer);
+  printer.Finish();
   if (!built.ok()) return Fail(built.status().message());
 
   uint64_t last_shown = 0;

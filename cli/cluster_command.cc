@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "capnp/message.h"
+#include "cli/coordinator_client.h"
 #include "cli/subcommand.h"
 #include "common/net/curve_keys.h"
 #include "common/net/envelope_frame.h"
@@ -24,68 +25,16 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-std::vector<FlagSpec> ConnectionFlags() {
-  return {
-      {"coordinator", "", true, false, "the coordinator's control endpoint (default tcp://127.0.0.1:7700)"},
-      {"key", "", true, false, "this client's CURVE secret key file NAME.key (NAME.pub beside it)"},
-      {"coordinator-public-key", "", true, false, "the coordinator's CURVE public key file"},
-      {"insecure", "", false, false, "plain TCP without CURVE (a coordinator started --insecure)"},
-  };
-}
-
-// CURVE with --key and --coordinator-public-key, or plain with --insecure;
-// like the daemons, never plain by default.
-absl::StatusOr<net::SocketSecurity> ClientSecurity(const ParsedArgs& args) {
-  const bool keys = args.Has("key") || args.Has("coordinator-public-key");
-  if (args.Has("insecure")) {
-    if (keys) return absl::InvalidArgumentError("--insecure conflicts with the key flags");
-    return net::SocketSecurity::Insecure();
-  }
-  if (!args.Has("key") || !args.Has("coordinator-public-key")) {
-    return absl::InvalidArgumentError(
-        "give --key NAME.key and --coordinator-public-key FILE for CURVE, or --insecure for a "
-        "coordinator started with --insecure");
-  }
-  const stdfs::path key = args.Get("key");
-  absl::StatusOr<net::CurveKeyPair> own =
-      net::ReadCurveKeyPair(key.parent_path().empty() ? "." : key.parent_path(), key.stem().native());
-  if (!own.ok()) return own.status();
-  absl::StatusOr<std::string> server = net::ReadCurvePublicKey(args.Get("coordinator-public-key"));
-  if (!server.ok()) return server.status();
-  return net::SocketSecurity::CurveClient(*own, *server);
-}
-
 // Sends one request to the coordinator and returns its reply (an Error reply
 // becomes its status). Unavailable when nothing answers in five seconds.
 absl::StatusOr<net::ReceivedMessage> AskCoordinator(
     const ParsedArgs& args, const std::function<void(schema::Envelope::Builder)>& fill) {
-  absl::StatusOr<net::SocketSecurity> security = ClientSecurity(args);
-  if (!security.ok()) return security.status();
-  const std::string endpoint = args.Get("coordinator", "tcp://127.0.0.1:7700");
-  static zmq::context_t context;
-  try {
-    zmq::socket_t socket(context, zmq::socket_type::dealer);
-    socket.set(zmq::sockopt::linger, 0);
-    if (absl::Status applied = security->Apply(context, socket); !applied.ok()) return applied;
-    if (absl::Status limited = net::ApplyFrameLimits(socket); !limited.ok()) return limited;
-    socket.connect(endpoint);
-    capnp::MallocMessageBuilder request;
-    fill(net::InitEnvelope(request, 1));
-    if (absl::Status sent = net::SendMessage(socket, "", request); !sent.ok()) return sent;
-    absl::StatusOr<net::ReceivedMessage> reply = net::ReceiveMessage(socket, absl::Seconds(5));
-    if (absl::IsDeadlineExceeded(reply.status())) {
-      return absl::UnavailableError(absl::StrCat(
-          "no answer from the coordinator at ", endpoint,
-          " within 5s (is it running, and does it know this client's key?)"));
-    }
-    if (!reply.ok()) return reply.status();
-    if (reply->envelope().isError()) {
-      return net::StatusFromError(reply->envelope().getError(), endpoint);
-    }
-    return reply;
-  } catch (const zmq::error_t& e) {
-    return absl::UnavailableError(absl::StrCat("coordinator ", endpoint, ": ", e.what()));
-  }
+  absl::StatusOr<ClientKeys> keys = ClientKeysFromFlags(args);
+  if (!keys.ok()) return keys.status();
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+      CoordinatorClient::Connect(args.Get("coordinator", "tcp://127.0.0.1:7700"), *keys);
+  if (!client.ok()) return client.status();
+  return (*client)->Ask(fill);
 }
 
 std::string Megabytes(uint64_t bytes) { return absl::StrFormat("%.1fMB", bytes / 1e6); }
@@ -119,6 +68,8 @@ int Status(const std::vector<std::string>& args) {
       for (capnp::Text::Reader p : w.getPlatforms()) platforms.push_back(p.cStr());
       nlohmann::ordered_json labels = nlohmann::ordered_json::array();
       for (capnp::Text::Reader l : w.getLabels()) labels.push_back(l.cStr());
+      nlohmann::ordered_json running = nlohmann::ordered_json::array();
+      for (capnp::Text::Reader r : w.getRunning()) running.push_back(r.cStr());
       out.push_back({{"worker", w.getWorkerId().cStr()},
                      {"platforms", platforms},
                      {"slots", w.getSlots()},
@@ -130,7 +81,8 @@ int Status(const std::vector<std::string>& args) {
                      {"draining", w.getDraining()},
                      {"version", w.getVersion().cStr()},
                      {"labels", labels},
-                     {"public_key", w.getPublicKey().cStr()}});
+                     {"public_key", w.getPublicKey().cStr()},
+                     {"running", running}});
     }
     std::printf("%s\n", out.dump().c_str());
     return 0;
@@ -146,6 +98,9 @@ int Status(const std::vector<std::string>& args) {
                 Megabytes(w.getStoreBytes()).c_str(),
                 absl::StrFormat("%.1fs ago", w.getSinceHeartbeatMillis() / 1000.0).c_str(),
                 w.getDraining() ? "draining" : "ready", w.getBlobEndpoint().cStr());
+    for (capnp::Text::Reader running : w.getRunning()) {
+      std::printf("  running %s\n", running.cStr());
+    }
   }
   return 0;
 }

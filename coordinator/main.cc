@@ -3,9 +3,10 @@
 // start, exit 2, unless they configure CURVE completely or ask for --insecure
 // alone), and until SIGINT or SIGTERM serves its control socket on --listen
 // (workers join and keep their lease, operators ask for the cluster's status
-// and drain workers: schemas/cluster.capnp) and its content store on
-// --blob-listen, where clients upload build contexts. Scheduling builds onto
-// the workers comes next. --check stops after the checks.
+// and drain workers: schemas/cluster.capnp; clients submit builds, whose
+// stages it schedules on the workers: schemas/build.capnp) and its content
+// store on --blob-listen, where clients upload build contexts and images and
+// whose cache index keeps stage results. --check stops after the checks.
 #include <cstdio>
 #include <string>
 
@@ -32,6 +33,12 @@ ABSL_FLAG(std::string, curve_secret_key, "",
           "This node's CURVE secret key file NAME.key (NAME.pub beside it)");
 ABSL_FLAG(std::string, authorized_keys, "", "Directory of CURVE public keys allowed to connect");
 ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in production)");
+ABSL_FLAG(std::string, advertise_blobs, "",
+          "The blob endpoint clients and workers are told to use (default: --blob-listen's "
+          "bound endpoint, 0.0.0.0 replaced by the host name)");
+ABSL_FLAG(int, max_attempts, 4, "Runs of one stage (lost workers or inputs) before its build fails");
+ABSL_FLAG(absl::Duration, no_worker_grace, absl::Seconds(30),
+          "A build whose stages no live worker can run fails after this");
 ABSL_FLAG(bool, check, false, "Check the flags and keys, report them, and exit without serving");
 
 namespace {
@@ -74,14 +81,23 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   auto control = [](zmq::context_t& context, const stagefarm::net::NodeSecurity& security,
-                    stagefarm::cas::BlobStore&,
-                    const std::string&) -> absl::StatusOr<std::shared_ptr<void>> {
+                    stagefarm::cas::BlobStore& store,
+                    const std::string& blob_endpoint) -> absl::StatusOr<std::shared_ptr<void>> {
     absl::StatusOr<stagefarm::net::SocketSecurity> socket_security = security.ForServer();
     if (!socket_security.ok()) return socket_security.status();
     stagefarm::coordinator::ClusterServiceOptions options;
     options.endpoint = absl::GetFlag(FLAGS_listen);
     options.lease = absl::GetFlag(FLAGS_lease_timeout);
     options.heartbeat = absl::GetFlag(FLAGS_heartbeat_interval);
+    options.store = &store;
+    options.blobs.endpoint = stagefarm::daemon::AdvertisedEndpoint(
+        blob_endpoint, absl::GetFlag(FLAGS_advertise_blobs));
+    options.blobs.public_key = security.own.public_key;
+    options.peer_security = [&security](const std::string& public_key) {
+      return security.ForClient(public_key);
+    };
+    options.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+    options.no_worker_grace = absl::GetFlag(FLAGS_no_worker_grace);
     options.log = [](const std::string& line) {
       std::printf("stagefarm-coordinator: %s\n", line.c_str());
       std::fflush(stdout);

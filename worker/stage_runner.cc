@@ -13,7 +13,7 @@
 #include "common/build/hand_off.h"
 #include "common/net/envelope_frame.h"
 #include "common/oci/image.h"
-#include "worker/artifacts_fallback.h"
+#include "worker/build/artifacts.h"
 #include "worker/build/local_build.h"
 
 namespace stagefarm::worker {
@@ -341,7 +341,8 @@ class AssignmentRun {
     for (schema::ArtifactRequest::Reader request : assign_.getExports()) {
       std::vector<std::string> paths;
       for (capnp::Text::Reader path : request.getPaths()) paths.push_back(Text(path));
-      absl::StatusOr<oci::Descriptor> artifact = ExportArtifact(executor_, result_, paths);
+      absl::StatusOr<oci::Descriptor> artifact =
+          ExportArtifact(executor_, result_, paths, definition_.source_date_epoch);
       if (!artifact.ok()) {
         SendText(schema::StageEvent::Kind::NOTE,
                  absl::StrCat("no artifact of ", absl::StrJoin(paths, " "), " (",

@@ -1,5 +1,7 @@
 #include "common/daemon/daemon_args.h"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -231,6 +233,21 @@ absl::Status ParseDaemonCommandLine(int argc, char** argv) {
   // The positional arguments it returns are ignored: the daemons take none.
   absl::ParseCommandLine(static_cast<int>(args->size()), pointers.data());
   return absl::OkStatus();
+}
+
+std::string AdvertisedEndpoint(const std::string& bound, const std::string& advertise) {
+  if (!advertise.empty()) return advertise;
+  std::string host = "localhost";
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) == 0 && name[0] != '\0') host = name;
+  std::string endpoint = bound;
+  for (const char* any : {"//0.0.0.0:", "//*:"}) {
+    if (const size_t at = endpoint.find(any); at != std::string::npos) {
+      endpoint = absl::StrCat(endpoint.substr(0, at), "//", host, ":",
+                              endpoint.substr(at + std::string(any).size()));
+    }
+  }
+  return endpoint;
 }
 
 }  // namespace stagefarm::daemon

@@ -66,6 +66,11 @@ absl::StatusOr<std::vector<std::string>> NormalizeDaemonArgs(std::vector<std::st
 // message.
 absl::Status ParseDaemonCommandLine(int argc, char** argv);
 
+// The endpoint peers are told to use for a socket bound on `bound`:
+// `advertise` when given, else `bound` with a wildcard address (0.0.0.0, *)
+// replaced by this host's name.
+std::string AdvertisedEndpoint(const std::string& bound, const std::string& advertise);
+
 }  // namespace stagefarm::daemon
 
 #endif  // STAGEFARM_COMMON_DAEMON_DAEMON_ARGS_H_

@@ -7,6 +7,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -22,10 +26,39 @@ namespace {
 
 using digest::Digest;
 
-// A file opened for reading, closed when it goes.
-class File {
+// Where the bytes of one blob come from: a file or a local store.
+class BlobBytes {
  public:
-  static absl::StatusOr<File> Open(const std::filesystem::path& path) {
+  virtual ~BlobBytes() = default;
+  virtual uint64_t size() const = 0;
+  // Reads exactly `length` bytes at `offset` into `out`.
+  virtual absl::Status Read(uint64_t offset, uint64_t length, std::string* out) const = 0;
+  // The blob's chunk list, as the receiver's store cuts blobs; an error when
+  // the bytes do not hash to the digest they were listed with.
+  virtual absl::StatusOr<cas::BlobManifest> Manifest() const = 0;
+};
+
+// One blob to upload: what it is, how errors name it, where its bytes are.
+struct Source {
+  Digest digest;
+  std::string media_type;
+  std::string name;
+  std::function<absl::StatusOr<std::unique_ptr<BlobBytes>>()> open;
+};
+
+absl::Status Changed(absl::string_view name, const Digest& listed, const Digest& actual) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(name, " changed since it was hashed: it was listed as ", listed.ToString(),
+                   " and now hashes to ", actual.ToString()));
+}
+
+// A file opened for reading, closed when it goes.
+class File : public BlobBytes {
+ public:
+  // `digest` and `media_type` as the file was listed with.
+  static absl::StatusOr<std::unique_ptr<BlobBytes>> Open(const std::filesystem::path& path,
+                                                         const Digest& digest,
+                                                         const std::string& media_type) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       return absl::NotFoundError(absl::StrCat("cannot open ", path.string(), ": ",
@@ -36,18 +69,17 @@ class File {
       ::close(fd);
       return absl::InvalidArgumentError(absl::StrCat(path.string(), " is not a regular file"));
     }
-    return File(fd, static_cast<uint64_t>(info.st_size), path);
+    return std::unique_ptr<BlobBytes>(
+        new File(fd, static_cast<uint64_t>(info.st_size), path, digest, media_type));
   }
-  File(File&& other) noexcept
-      : fd_(std::exchange(other.fd_, -1)), size_(other.size_), path_(std::move(other.path_)) {}
-  ~File() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  uint64_t size() const { return size_; }
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  ~File() override { ::close(fd_); }
+  uint64_t size() const override { return size_; }
 
   // Reads exactly `length` bytes at `offset`; a short read means the file
   // shrank since it was hashed.
-  absl::Status Read(uint64_t offset, uint64_t length, std::string* out) const {
+  absl::Status Read(uint64_t offset, uint64_t length, std::string* out) const override {
     out->resize(length);
     uint64_t done = 0;
     while (done < length) {
@@ -67,61 +99,96 @@ class File {
     return absl::OkStatus();
   }
 
+  // The chunk list, cut exactly as the store cuts blobs.
+  absl::StatusOr<cas::BlobManifest> Manifest() const override {
+    cas::BlobManifest manifest{
+        .digest = digest_, .size = size_, .chunks = {}, .media_type = media_type_};
+    cas::Chunker chunker;
+    digest::Sha256 whole;
+    digest::Sha256 chunk;
+    uint64_t chunk_length = 0;
+    std::string buffer;
+    constexpr uint64_t kPiece = 4 << 20;
+    for (uint64_t offset = 0; offset < size_; offset += kPiece) {
+      if (absl::Status status = Read(offset, std::min(kPiece, size_ - offset), &buffer);
+          !status.ok()) {
+        return status;
+      }
+      whole.Update(buffer);
+      absl::string_view piece = buffer;
+      while (!piece.empty()) {
+        std::optional<size_t> cut = chunker.Next(piece);
+        const size_t take = cut.value_or(piece.size());
+        chunk.Update(piece.substr(0, take));
+        chunk_length += take;
+        piece.remove_prefix(take);
+        if (cut) {
+          manifest.chunks.push_back({chunk.Finish(), chunk_length});
+          chunk = digest::Sha256();
+          chunk_length = 0;
+        }
+      }
+    }
+    if (chunk_length > 0) manifest.chunks.push_back({chunk.Finish(), chunk_length});
+    if (Digest actual = whole.Finish(); actual != digest_) {
+      return Changed(path_.string(), digest_, actual);
+    }
+    return manifest;
+  }
+
  private:
-  File(int fd, uint64_t size, std::filesystem::path path)
-      : fd_(fd), size_(size), path_(std::move(path)) {}
+  File(int fd, uint64_t size, std::filesystem::path path, Digest digest, std::string media_type)
+      : fd_(fd),
+        size_(size),
+        path_(std::move(path)),
+        digest_(std::move(digest)),
+        media_type_(std::move(media_type)) {}
   int fd_;
   uint64_t size_;
   std::filesystem::path path_;
+  Digest digest_;
+  std::string media_type_;
 };
 
-absl::Status Changed(const UploadItem& item, const Digest& actual) {
-  return absl::FailedPreconditionError(
-      absl::StrCat(item.path.string(), " changed since it was hashed: it was listed as ",
-                   item.digest.ToString(), " and now hashes to ", actual.ToString()));
-}
+// A blob of a local store. The store checks every chunk it reads.
+class StoredBlob : public BlobBytes {
+ public:
+  StoredBlob(cas::BlobStore& store, const Digest& blob, uint64_t size)
+      : store_(store), blob_(blob), size_(size) {}
+  uint64_t size() const override { return size_; }
 
-// The chunk list of a file, cut exactly as the store cuts blobs.
-absl::StatusOr<cas::BlobManifest> ManifestOf(const File& file, const UploadItem& item) {
-  cas::BlobManifest manifest{
-      .digest = item.digest, .size = file.size(), .chunks = {}, .media_type = item.media_type};
-  cas::Chunker chunker;
-  digest::Sha256 whole;
-  digest::Sha256 chunk;
-  uint64_t chunk_length = 0;
-  std::string buffer;
-  constexpr uint64_t kPiece = 4 << 20;
-  for (uint64_t offset = 0; offset < file.size(); offset += kPiece) {
-    if (absl::Status status = file.Read(offset, std::min(kPiece, file.size() - offset), &buffer);
-        !status.ok()) {
-      return status;
+  absl::Status Read(uint64_t offset, uint64_t length, std::string* out) const override {
+    out->clear();
+    absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store_.Get(blob_, offset, length);
+    if (!reader.ok()) return reader.status();
+    for (;;) {
+      absl::StatusOr<absl::string_view> piece = (*reader)->Next();
+      if (!piece.ok()) return piece.status();
+      if (piece->empty()) break;
+      out->append(piece->data(), piece->size());
     }
-    whole.Update(buffer);
-    absl::string_view piece = buffer;
-    while (!piece.empty()) {
-      std::optional<size_t> cut = chunker.Next(piece);
-      const size_t take = cut.value_or(piece.size());
-      chunk.Update(piece.substr(0, take));
-      chunk_length += take;
-      piece.remove_prefix(take);
-      if (cut) {
-        manifest.chunks.push_back({chunk.Finish(), chunk_length});
-        chunk = digest::Sha256();
-        chunk_length = 0;
-      }
+    if (out->size() != length) {
+      return absl::DataLossError(absl::StrCat("blob ", blob_.ToString(), " gave ", out->size(),
+                                              " bytes at ", offset, " where ", length,
+                                              " were expected"));
     }
+    return absl::OkStatus();
   }
-  if (chunk_length > 0) manifest.chunks.push_back({chunk.Finish(), chunk_length});
-  if (Digest actual = whole.Finish(); actual != item.digest) return Changed(item, actual);
-  return manifest;
-}
+
+  absl::StatusOr<cas::BlobManifest> Manifest() const override { return store_.Manifest(blob_); }
+
+ private:
+  cas::BlobStore& store_;
+  Digest blob_;
+  uint64_t size_;
+};
 
 class Upload {
  public:
   Upload(zmq::socket_t socket, const Peer& to, const UploadOptions& options)
       : socket_(std::move(socket)), to_(to), options_(options) {}
 
-  absl::StatusOr<UploadReport> Run(absl::Span<const UploadItem> items) {
+  absl::StatusOr<UploadReport> Run(absl::Span<const Source> items) {
     // Which blobs the receiver lacks, in batches.
     for (size_t start = 0; start < items.size(); start += kMaxDigestsPerRequest) {
       const size_t end = std::min(items.size(), start + kMaxDigestsPerRequest);
@@ -133,21 +200,23 @@ class Upload {
     }
     if (absl::Status status = Drain(0); !status.ok()) return status;
 
-    std::vector<const UploadItem*> large;
+    std::vector<const Source*> large;
     absl::flat_hash_set<Digest> queued;
-    for (const UploadItem& item : items) {
+    for (const Source& item : items) {
       if (!missing_.contains(item.digest) || !queued.insert(item.digest).second) continue;
       ++report_.blobs_missing;
-      absl::StatusOr<File> file = File::Open(item.path);
+      absl::StatusOr<std::unique_ptr<BlobBytes>> file = item.open();
       if (!file.ok()) return file.status();
-      if (file->size() > options_.single_message_bytes) {
+      if ((*file)->size() > options_.single_message_bytes) {
         large.push_back(&item);
         continue;
       }
       std::string bytes;
-      if (absl::Status status = file->Read(0, file->size(), &bytes); !status.ok()) return status;
+      if (absl::Status status = (*file)->Read(0, (*file)->size(), &bytes); !status.ok()) {
+        return status;
+      }
       if (Digest actual = digest::Sha256Of(bytes); actual != item.digest) {
-        return Changed(item, actual);
+        return Changed(item.name, item.digest, actual);
       }
       capnp::MallocMessageBuilder message;
       schema::BlobPut::Builder put = net::InitEnvelope(message, next_id_).initPutBlob();
@@ -161,17 +230,17 @@ class Upload {
       }
     }
     if (absl::Status status = Drain(0); !status.ok()) return status;
-    for (const UploadItem* item : large) {
+    for (const Source* item : large) {
       if (absl::Status status = UploadLarge(*item); !status.ok()) return status;
     }
     return report_;
   }
 
  private:
-  absl::Status UploadLarge(const UploadItem& item) {
-    absl::StatusOr<File> file = File::Open(item.path);
+  absl::Status UploadLarge(const Source& item) {
+    absl::StatusOr<std::unique_ptr<BlobBytes>> file = item.open();
     if (!file.ok()) return file.status();
-    absl::StatusOr<cas::BlobManifest> manifest = ManifestOf(*file, item);
+    absl::StatusOr<cas::BlobManifest> manifest = (*file)->Manifest();
     if (!manifest.ok()) return manifest.status();
     {
       capnp::MallocMessageBuilder message;
@@ -195,7 +264,7 @@ class Upload {
       }
       const cas::ChunkRef& chunk = manifest->chunks[index];
       std::string bytes;
-      if (absl::Status status = file->Read(offsets[index], chunk.length, &bytes); !status.ok()) {
+      if (absl::Status status = (*file)->Read(offsets[index], chunk.length, &bytes); !status.ok()) {
         return status;
       }
       capnp::MallocMessageBuilder message;
@@ -223,7 +292,7 @@ class Upload {
 
   // Sends once fewer than messages_in_flight are outstanding.
   absl::Status Send(capnp::MessageBuilder& message, std::vector<zmq::message_t> frames,
-                    const UploadItem* item) {
+                    const Source* item) {
     if (absl::Status status = Drain(options_.messages_in_flight - 1); !status.ok()) {
       return status;
     }
@@ -260,12 +329,12 @@ class Upload {
                                                      envelope.getRequestId(),
                                                      ", which was not sent"));
     }
-    const UploadItem* item = it->second;
+    const Source* item = it->second;
     outstanding_.erase(it);
     auto about = [&](absl::string_view what) {
       return item == nullptr ? std::string(what)
-                             : absl::StrCat("uploading ", item->path.string(), " (",
-                                            item->digest.ToString(), "): ", what);
+                             : absl::StrCat("uploading ", item->name, " (", item->digest.ToString(),
+                                            "): ", what);
     };
     switch (envelope.which()) {
       case schema::Envelope::ERROR: {
@@ -297,22 +366,50 @@ class Upload {
   zmq::socket_t socket_;
   const Peer& to_;
   const UploadOptions& options_;
-  absl::flat_hash_map<uint64_t, const UploadItem*> outstanding_;
+  absl::flat_hash_map<uint64_t, const Source*> outstanding_;
   uint64_t next_id_ = 1;
   absl::flat_hash_set<Digest> missing_;
   std::vector<uint32_t> wanted_;
   UploadReport report_;
 };
 
+absl::StatusOr<UploadReport> UploadSources(zmq::context_t& context, const Peer& to,
+                                           absl::Span<const Source> sources,
+                                           const UploadOptions& options) {
+  absl::StatusOr<zmq::socket_t> socket = ConnectToPeer(context, to);
+  if (!socket.ok()) return socket.status();
+  Upload upload(*std::move(socket), to, options);
+  return upload.Run(sources);
+}
+
 }  // namespace
 
 absl::StatusOr<UploadReport> UploadFiles(zmq::context_t& context, const Peer& to,
                                          absl::Span<const UploadItem> items,
                                          const UploadOptions& options) {
-  absl::StatusOr<zmq::socket_t> socket = ConnectToPeer(context, to);
-  if (!socket.ok()) return socket.status();
-  Upload upload(*std::move(socket), to, options);
-  return upload.Run(items);
+  std::vector<Source> sources;
+  for (const UploadItem& item : items) {
+    sources.push_back({item.digest, item.media_type, item.path.string(),
+                       [item] { return File::Open(item.path, item.digest, item.media_type); }});
+  }
+  return UploadSources(context, to, sources, options);
+}
+
+absl::StatusOr<UploadReport> UploadBlobs(zmq::context_t& context, const Peer& to,
+                                         cas::BlobStore& from,
+                                         absl::Span<const digest::Digest> blobs,
+                                         const UploadOptions& options) {
+  std::vector<Source> sources;
+  for (const Digest& blob : blobs) {
+    absl::StatusOr<cas::BlobInfo> info = from.Stat(blob);
+    if (!info.ok()) return info.status();
+    sources.push_back({blob, info->media_type, absl::StrCat("blob ", blob.ToString()),
+                       [&from, blob, size = info->size] {
+                         return absl::StatusOr<std::unique_ptr<BlobBytes>>(
+                             std::make_unique<StoredBlob>(from, blob, size));
+                       }});
+  }
+  return UploadSources(context, to, sources, options);
 }
 
 }  // namespace stagefarm::transfer

@@ -1,5 +1,6 @@
-// Uploading local files as blobs to a node's BlobServer (a client's build
-// context to the coordinator), sending only what the receiver lacks.
+// Uploading local files or blobs of a local store to a node's BlobServer (a
+// client's build context, or image layers it holds, to the coordinator),
+// sending only what the receiver lacks.
 //
 // One batched findMissing learns which blobs the receiver lacks. A missing
 // blob that fits in one chunk goes in one putBlob message; a larger one is
@@ -8,8 +9,10 @@
 // `messages_in_flight` unanswered messages are outstanding at a time. The
 // receiver verifies every chunk and every blob; a file that no longer hashes
 // to the digest it was listed with is an error, never a silent upload of other
-// bytes. An upload interrupted part way can simply be run again: the chunks
-// that arrived are still stored and are not sent twice.
+// bytes (a stored blob's chunks are checked by the local store as they are
+// read, and its chunk list is the store's). An upload interrupted part way
+// can simply be run again: the chunks that arrived are still stored and are
+// not sent twice.
 #ifndef STAGEFARM_COMMON_TRANSFER_BLOB_UPLOADER_H_
 #define STAGEFARM_COMMON_TRANSFER_BLOB_UPLOADER_H_
 
@@ -21,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/cas/blob_store.h"
 #include "common/digest/digest.h"
 #include "common/transfer/wire.h"
 
@@ -52,6 +56,15 @@ struct UploadReport {
 // Unavailable when the receiver stops answering, or the receiver's error.
 absl::StatusOr<UploadReport> UploadFiles(zmq::context_t& context, const Peer& to,
                                          absl::Span<const UploadItem> items,
+                                         const UploadOptions& options = {});
+
+// Uploads the `blobs` of the local store `from` that the receiver at `to`
+// lacks, each with the media type `from` recorded for it. NotFound naming the
+// digest when `from` lacks one (before anything is sent); DataLoss when a
+// stored chunk is damaged; otherwise as UploadFiles.
+absl::StatusOr<UploadReport> UploadBlobs(zmq::context_t& context, const Peer& to,
+                                         cas::BlobStore& from,
+                                         absl::Span<const digest::Digest> blobs,
                                          const UploadOptions& options = {});
 
 }  // namespace stagefarm::transfer

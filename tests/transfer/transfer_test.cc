@@ -541,6 +541,55 @@ TEST_F(UploadTest, FileChangedSinceHashedIsRefusedNamingIt) {
   EXPECT_FALSE(*coordinator->Has(large.digest));
 }
 
+TEST_F(UploadTest, BlobsOfALocalStoreUploadOnlyWhatTheReceiverLacks) {
+  std::unique_ptr<cas::BlobStore> client = OpenStore("client");
+  std::unique_ptr<cas::BlobStore> coordinator = OpenStore("coordinator");
+  std::unique_ptr<BlobServer> server = Serve(*coordinator);
+  const std::string small = "a small layer";
+  const std::string large = RandomBytes(31, 9 * kMiB);  // several chunks: offered, not put
+  const std::string present = RandomBytes(32, 2 * kMiB);
+  const std::string layer_type = "application/vnd.oci.image.layer.v1.tar";
+  const Digest small_digest = digest::Sha256Of(small);
+  const Digest large_digest = digest::Sha256Of(large);
+  const Digest present_digest = digest::Sha256Of(present);
+  ASSERT_TRUE(client->Put(small, small_digest, layer_type).ok());
+  ASSERT_TRUE(client->Put(large, large_digest, layer_type).ok());
+  ASSERT_TRUE(client->Put(present, present_digest, layer_type).ok());
+  ASSERT_TRUE(coordinator->Put(present, present_digest, layer_type).ok());
+
+  const std::vector<Digest> blobs = {small_digest, large_digest, present_digest};
+  absl::StatusOr<UploadReport> report = UploadBlobs(context_, PlainPeer(*server), *client, blobs);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->blobs_missing, 2u);
+  EXPECT_EQ(report->blobs_uploaded, 2u);
+  EXPECT_EQ(report->bytes_sent, small.size() + large.size());
+  ExpectStored(*coordinator, small_digest, small.size());
+  ExpectStored(*coordinator, large_digest, large.size());
+  ExpectStored(*coordinator, present_digest, present.size());
+  for (const Digest& blob : blobs) {
+    absl::StatusOr<cas::BlobInfo> info = coordinator->Stat(blob);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->media_type, layer_type);
+  }
+
+  report = UploadBlobs(context_, PlainPeer(*server), *client, blobs);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->blobs_missing, 0u);
+  EXPECT_EQ(report->bytes_sent, 0u);
+}
+
+TEST_F(UploadTest, BlobMissingFromTheLocalStoreIsNotFoundNamingIt) {
+  std::unique_ptr<cas::BlobStore> client = OpenStore("client");
+  std::unique_ptr<cas::BlobStore> coordinator = OpenStore("coordinator");
+  std::unique_ptr<BlobServer> server = Serve(*coordinator);
+  const Digest absent = digest::Sha256Of("never stored");
+  absl::StatusOr<UploadReport> report =
+      UploadBlobs(context_, PlainPeer(*server), *client, {absent});
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(report.status().message(), HasSubstr(absent.ToString()));
+}
+
 // A sparse multi-GiB file with a few random regions: uploaded to one node,
 // then fetched from it by another, and identical at the end.
 TEST_F(UploadTest, MultiGiBSparseFileUploadsAndFetches) {

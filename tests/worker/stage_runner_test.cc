@@ -292,6 +292,8 @@ TEST_F(StageRunnerTest, ThreeStagesRunOnTwoWorkersAndTheTargetHasBothFiles) {
   ASSERT_EQ(outcome.ran_on.count("a"), 1u) << Join(outcome.log);
   ASSERT_EQ(outcome.ran_on.count("b"), 1u) << Join(outcome.log);
   EXPECT_NE(outcome.ran_on.at("a"), outcome.ran_on.at("b")) << Join(outcome.log);
+  // a and b each exported the one path the target reads as an artifact.
+  EXPECT_FALSE(absl::StrContains(Join(outcome.log), "no artifact")) << Join(outcome.log);
   const std::string first = Layer(outcome.image.layers[0], outcome.holders);
   const std::string second = Layer(outcome.image.layers[1], outcome.holders);
   EXPECT_TRUE(absl::StrContains(first, "a.txt") && absl::StrContains(first, "content of a"));

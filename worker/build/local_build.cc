@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -14,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -32,43 +35,56 @@ absl::Status Errno(absl::string_view path, absl::string_view op) {
   return absl::InternalError(absl::StrCat(path, ": ", op, ": ", strerror(errno)));
 }
 
-// Copies the bytes of `from` to a new file `name` under `dir`, checking that
-// they hash to `expected`, the digest the context index recorded: a file that
-// changed since it was indexed (and so since the cache keys were computed)
-// fails, naming it.
-absl::Status CopyFileContent(int from, int dir, const std::string& name, mode_t mode,
-                             const digest::Digest& expected, absl::string_view shown) {
+// Where MaterializeContext and MaterializeContextFromStore take what the
+// index does not hold: file contents and times.
+struct ContentSource {
+  // Streams the content of the file `entry` (`shown` in errors): each call
+  // of the function returned gives the next piece, empty at the end.
+  std::function<absl::StatusOr<std::function<absl::StatusOr<absl::string_view>()>>(
+      const fs::ContextEntry& entry, absl::string_view shown)>
+      open;
+  // Atime and mtime for `entry` (utimensat's order).
+  std::function<std::array<struct timespec, 2>(const fs::ContextEntry& entry)> times;
+  // Why content may not hash to the index's digest, for the error.
+  absl::string_view mismatch;
+};
+
+// Copies the pieces `next` gives to a new file `name` under `dir`, checking
+// that they hash to `expected`, the digest the context index recorded: a file
+// that changed since it was indexed (and so since the cache keys were
+// computed) fails, naming it.
+absl::Status CopyFileContent(const std::function<absl::StatusOr<absl::string_view>()>& next,
+                             int dir, const std::string& name, const digest::Digest& expected,
+                             absl::string_view shown, absl::string_view mismatch) {
   fs::UniqueFd to(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                          0600));
   if (!to.valid()) return Errno(shown, "create");
   digest::Sha256 hash;
-  std::vector<char> buffer(1 << 20);
   for (;;) {
-    const ssize_t n = read(from, buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Errno(shown, "read");
-    if (n == 0) break;
-    hash.Update(absl::string_view(buffer.data(), static_cast<size_t>(n)));
-    for (ssize_t done = 0; done < n;) {
-      const ssize_t w = write(to.get(), buffer.data() + done, static_cast<size_t>(n - done));
+    absl::StatusOr<absl::string_view> piece = next();
+    if (!piece.ok()) return piece.status();
+    if (piece->empty()) break;
+    hash.Update(*piece);
+    for (size_t done = 0; done < piece->size();) {
+      const ssize_t w = write(to.get(), piece->data() + done, piece->size() - done);
       if (w < 0 && errno == EINTR) continue;
       if (w < 0) return Errno(shown, "write");
-      done += w;
+      done += static_cast<size_t>(w);
     }
   }
   if (const digest::Digest actual = hash.Finish(); actual != expected) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(shown, ": changed while the build was starting (indexed as ",
-                     expected.ToString(), ", now ", actual.ToString(), ")"));
+    return absl::FailedPreconditionError(absl::StrCat(shown, ": ", mismatch, " (indexed as ",
+                                                      expected.ToString(), ", now ",
+                                                      actual.ToString(), ")"));
   }
-  if (fchmod(to.get(), mode) != 0) return Errno(shown, "fchmod");
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::ContextIndex& index,
-                                const std::vector<std::string>& sources, const stdfs::path& dest) {
+// What both MaterializeContext functions do, with contents and times from
+// `content`; errors name paths below `shown_root`.
+absl::Status Materialize(const fs::ContextIndex& index, const std::vector<std::string>& sources,
+                         const stdfs::path& dest, const stdfs::path& shown_root,
+                         const ContentSource& content) {
   std::vector<const fs::ContextEntry*> entries;
   bool everything = sources.empty();
   if (!everything) {
@@ -88,15 +104,13 @@ absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::Contex
   stdfs::create_directories(dest, error);
   if (error) return absl::InternalError(absl::StrCat(dest.native(), ": ", error.message()));
   if (chmod(dest.c_str(), 0755) != 0) return Errno(dest.native(), "chmod");
-  absl::StatusOr<fs::RootDir> source_root = fs::RootDir::Open(context_dir);
-  if (!source_root.ok()) return source_root.status();
   absl::StatusOr<fs::RootDir> dest_root = fs::RootDir::Open(dest);
   if (!dest_root.ok()) return dest_root.status();
 
   // Directories get their mode and mtime after their contents are written.
-  std::vector<std::pair<std::string, const fs::ContextEntry*>> directories;
+  std::vector<const fs::ContextEntry*> directories;
   for (const fs::ContextEntry* entry : entries) {
-    const std::string shown = (context_dir / entry->path).native();
+    const std::string shown = (shown_root / entry->path).native();
     absl::StatusOr<fs::RootDir::Parent> parent = dest_root->MkdirParents(entry->path, 0755);
     if (!parent.ok()) return parent.status();
     const int dir = parent->dir.get();
@@ -104,43 +118,100 @@ absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::Contex
     switch (entry->type) {
       case fs::EntryType::kDirectory:
         if (mkdirat(dir, name, 0700) != 0 && errno != EEXIST) return Errno(shown, "mkdir");
-        directories.emplace_back(entry->path, entry);
+        directories.push_back(entry);
         continue;
       case fs::EntryType::kSymlink:
         if (symlinkat(entry->link_target.c_str(), dir, name) != 0) return Errno(shown, "symlink");
         break;
       case fs::EntryType::kFile: {
-        absl::StatusOr<fs::UniqueFd> from =
-            source_root->OpenAt(entry->path, O_RDONLY | O_NOFOLLOW);
-        if (!from.ok()) return from.status();
-        absl::Status copied = CopyFileContent(from->get(), dir, parent->name, entry->mode,
-                                              *entry->content, shown);
+        absl::StatusOr<std::function<absl::StatusOr<absl::string_view>()>> next =
+            content.open(*entry, shown);
+        if (!next.ok()) return next.status();
+        absl::Status copied =
+            CopyFileContent(*next, dir, parent->name, *entry->content, shown, content.mismatch);
         if (!copied.ok()) return copied;
         break;
       }
     }
-    struct stat st {};
-    absl::StatusOr<struct stat> original = source_root->Lstat(entry->path);
-    if (original.ok()) st = *original;
-    const struct timespec times[2] = {st.st_atim, st.st_mtim};
+    const std::array<struct timespec, 2> times = content.times(*entry);
     if (fchownat(dir, name, 0, 0, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "chown");
-    if (utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "utimensat");
+    // The mode after the owner: chown clears setuid and setgid.
+    if (entry->type == fs::EntryType::kFile && fchmodat(dir, name, entry->mode, 0) != 0) {
+      return Errno(shown, "chmod");
+    }
+    if (utimensat(dir, name, times.data(), AT_SYMLINK_NOFOLLOW) != 0) {
+      return Errno(shown, "utimensat");
+    }
   }
   for (auto it = directories.rbegin(); it != directories.rend(); ++it) {
-    const std::string shown = (context_dir / it->first).native();
-    absl::StatusOr<fs::RootDir::Parent> parent = dest_root->OpenParent(it->first);
+    const fs::ContextEntry& entry = **it;
+    const std::string shown = (shown_root / entry.path).native();
+    absl::StatusOr<fs::RootDir::Parent> parent = dest_root->OpenParent(entry.path);
     if (!parent.ok()) return parent.status();
     const int dir = parent->dir.get();
     const char* name = parent->name.c_str();
-    struct stat st {};
-    absl::StatusOr<struct stat> original = source_root->Lstat(it->first);
-    if (original.ok()) st = *original;
-    const struct timespec times[2] = {st.st_atim, st.st_mtim};
-    if (fchmodat(dir, name, it->second->mode, 0) != 0) return Errno(shown, "chmod");
+    const std::array<struct timespec, 2> times = content.times(entry);
     if (fchownat(dir, name, 0, 0, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "chown");
-    if (utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW) != 0) return Errno(shown, "utimensat");
+    if (fchmodat(dir, name, entry.mode, 0) != 0) return Errno(shown, "chmod");
+    if (utimensat(dir, name, times.data(), AT_SYMLINK_NOFOLLOW) != 0) {
+      return Errno(shown, "utimensat");
+    }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MaterializeContext(const stdfs::path& context_dir, const fs::ContextIndex& index,
+                                const std::vector<std::string>& sources, const stdfs::path& dest) {
+  absl::StatusOr<fs::RootDir> source_root = fs::RootDir::Open(context_dir);
+  if (!source_root.ok()) return source_root.status();
+  ContentSource content;
+  content.open = [&source_root](const fs::ContextEntry& entry, absl::string_view shown)
+      -> absl::StatusOr<std::function<absl::StatusOr<absl::string_view>()>> {
+    absl::StatusOr<fs::UniqueFd> from = source_root->OpenAt(entry.path, O_RDONLY | O_NOFOLLOW);
+    if (!from.ok()) return from.status();
+    auto fd = std::make_shared<fs::UniqueFd>(*std::move(from));
+    auto buffer = std::make_shared<std::vector<char>>(1 << 20);
+    return [fd, buffer, shown = std::string(shown)]() -> absl::StatusOr<absl::string_view> {
+      for (;;) {
+        const ssize_t n = read(fd->get(), buffer->data(), buffer->size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return Errno(shown, "read");
+        return absl::string_view(buffer->data(), static_cast<size_t>(n));
+      }
+    };
+  };
+  content.times = [&source_root](const fs::ContextEntry& entry) {
+    struct stat st {};
+    absl::StatusOr<struct stat> original = source_root->Lstat(entry.path);
+    if (original.ok()) st = *original;
+    return std::array<struct timespec, 2>{st.st_atim, st.st_mtim};
+  };
+  content.mismatch = "changed while the build was starting";
+  return Materialize(index, sources, dest, context_dir, content);
+}
+
+absl::Status MaterializeContextFromStore(cas::BlobStore& store, const fs::ContextIndex& index,
+                                         const std::vector<std::string>& sources,
+                                         const stdfs::path& dest) {
+  ContentSource content;
+  content.open = [&store](const fs::ContextEntry& entry, absl::string_view shown)
+      -> absl::StatusOr<std::function<absl::StatusOr<absl::string_view>()>> {
+    absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(*entry.content);
+    if (absl::IsNotFound(reader.status())) {
+      return absl::NotFoundError(
+          absl::StrCat(shown, ": its content ", entry.content->ToString(), " is not in the store"));
+    }
+    if (!reader.ok()) return reader.status();
+    std::shared_ptr<cas::BlobReader> shared = *std::move(reader);
+    return [shared]() { return shared->Next(); };
+  };
+  // The index carries no times (they are not part of what a COPY of the
+  // context is keyed by): every entry gets the Unix epoch.
+  content.times = [](const fs::ContextEntry&) { return std::array<struct timespec, 2>{}; };
+  content.mismatch = "the store's blob does not hash to its digest";
+  return Materialize(index, sources, dest, "", content);
 }
 
 absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,

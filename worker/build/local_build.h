@@ -12,9 +12,11 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
 #include "common/graph/plan_cache_keys.h"
 #include "common/graph/stage_graph.h"
@@ -77,6 +79,17 @@ absl::Status MaterializeContext(const std::filesystem::path& context_dir,
                                 const fs::ContextIndex& index,
                                 const std::vector<std::string>& sources,
                                 const std::filesystem::path& dest);
+
+// MaterializeContext with file contents read from `store` by the digest the
+// index gives each file (in the cluster the client uploads them to the
+// coordinator's store). The index carries no times, so every entry's mtime
+// is the Unix epoch (0). NotFound naming the path and the digest when the
+// store lacks a file's content; FailedPrecondition when a blob does not hash
+// to its digest; otherwise as MaterializeContext. Paths in errors are
+// context-relative.
+absl::Status MaterializeContextFromStore(cas::BlobStore& store, const fs::ContextIndex& index,
+                                         const std::vector<std::string>& sources,
+                                         const std::filesystem::path& dest);
 
 }  // namespace stagefarm::worker
 

@@ -1,0 +1,194 @@
+#include "cli/embedded_cluster.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "capnp/message.h"
+#include "cli/coordinator_client.h"
+#include "schemas/cluster.capnp.h"
+#include "schemas/envelope.capnp.h"
+
+namespace stagefarm::cli {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+constexpr absl::string_view kControlLine = "stagefarm-coordinator: cluster control on ";
+
+// The last lines of a log, for an error message.
+std::string LogTail(const stdfs::path& log) {
+  std::ifstream in(log);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+    if (lines.size() > 8) lines.erase(lines.begin());
+  }
+  return absl::StrJoin(lines, "\n  ");
+}
+
+}  // namespace
+
+stdfs::path FindDaemonBinary(const std::string& name) {
+  std::error_code error;
+  const stdfs::path self = stdfs::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    const stdfs::path dir = self.parent_path();
+    for (const stdfs::path& candidate :
+         {dir / name, dir.parent_path() / "coordinator" / name, dir.parent_path() / "worker" / name}) {
+      if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+  }
+  if (const char* path = std::getenv("PATH")) {
+    for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
+      const stdfs::path candidate = stdfs::path(std::string(dir)) / name;
+      if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+  }
+  return name;
+}
+
+absl::StatusOr<EmbeddedCluster::Process> EmbeddedCluster::Spawn(
+    const std::string& name, const stdfs::path& binary, const std::vector<std::string>& args,
+    const stdfs::path& log) {
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat(log.native(), ": open: ", std::strerror(errno)));
+  }
+  std::vector<std::string> argv_strings = {binary.native()};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& arg : argv_strings) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(fd);
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  }
+  if (pid == 0) {
+    // The child: logs to its file, dies with its parent, and does not
+    // inherit the parent's blocked signals.
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    const int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) dup2(null, STDIN_FILENO);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fd);
+  Process process{name, pid, log};
+  processes_.push_back(process);
+  return process;
+}
+
+absl::StatusOr<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(
+    EmbeddedClusterOptions options) {
+  std::unique_ptr<EmbeddedCluster> cluster(new EmbeddedCluster());
+  const stdfs::path dir = options.home / "cluster";
+  std::error_code error;
+  stdfs::create_directories(dir, error);
+  if (error) return absl::InternalError(absl::StrCat(dir.native(), ": ", error.message()));
+  const absl::Time deadline = absl::Now() + options.start_timeout;
+
+  absl::StatusOr<Process> coordinator = cluster->Spawn(
+      "coordinator", FindDaemonBinary("stagefarm-coordinator"),
+      {"--listen=tcp://127.0.0.1:0", "--blob-listen=tcp://127.0.0.1:0",
+       absl::StrCat("--data-dir=", (dir / "coordinator").native()), "--insecure",
+       "--lease-timeout=5s", "--heartbeat-interval=1s", "--no-worker-grace=10s"},
+      dir / "coordinator.log");
+  if (!coordinator.ok()) return coordinator.status();
+  // Its control endpoint, from its log.
+  while (cluster->control_endpoint_.empty()) {
+    std::ifstream in(coordinator->log);
+    for (std::string line; std::getline(in, line);) {
+      if (absl::StartsWith(line, kControlLine)) {
+        cluster->control_endpoint_ = line.substr(kControlLine.size());
+      }
+    }
+    if (!cluster->control_endpoint_.empty()) break;
+    int status = 0;
+    if (waitpid(coordinator->pid, &status, WNOHANG) == coordinator->pid || absl::Now() > deadline) {
+      return absl::UnavailableError(absl::StrCat("the embedded coordinator did not start (",
+                                                 coordinator->log.native(), "):\n  ",
+                                                 LogTail(coordinator->log)));
+    }
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  for (int i = 1; i <= options.workers; ++i) {
+    const std::string name = absl::StrCat("worker-", i);
+    absl::StatusOr<Process> worker = cluster->Spawn(
+        name, FindDaemonBinary("stagefarm-worker"),
+        {absl::StrCat("--coordinator=", cluster->control_endpoint_),
+         "--listen=tcp://127.0.0.1:0", absl::StrCat("--data-dir=", (dir / name).native()),
+         absl::StrCat("--worker-id=local-", i), absl::StrCat("--slots=", options.slots),
+         "--insecure"},
+        dir / absl::StrCat(name, ".log"));
+    if (!worker.ok()) return worker.status();
+  }
+  // Every worker joined?
+  ClientKeys keys;
+  keys.insecure = true;
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+      CoordinatorClient::Connect(cluster->control_endpoint_, keys);
+  if (!client.ok()) return client.status();
+  for (;;) {
+    absl::StatusOr<net::ReceivedMessage> status = (*client)->Ask(
+        [](schema::Envelope::Builder out) { out.setClusterStatus(); }, absl::Seconds(5));
+    if (status.ok() && status->envelope().isClusterStatusReply() &&
+        status->envelope().getClusterStatusReply().getWorkers().size() >=
+            static_cast<size_t>(options.workers)) {
+      break;
+    }
+    for (const Process& process : cluster->processes_) {
+      int wait_status = 0;
+      if (waitpid(process.pid, &wait_status, WNOHANG) == process.pid) {
+        return absl::UnavailableError(absl::StrCat("embedded ", process.name, " exited (",
+                                                   process.log.native(), "):\n  ",
+                                                   LogTail(process.log)));
+      }
+    }
+    if (absl::Now() > deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          "the embedded cluster's workers did not join within ",
+          absl::FormatDuration(options.start_timeout), " (logs in ", dir.native(), ")"));
+    }
+    absl::SleepFor(absl::Milliseconds(3));
+  }
+  return cluster;
+}
+
+EmbeddedCluster::~EmbeddedCluster() {
+  // Workers first, so that none reports to a coordinator already gone.
+  for (auto it = processes_.rbegin(); it != processes_.rend(); ++it) kill(it->pid, SIGTERM);
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  for (auto it = processes_.rbegin(); it != processes_.rend(); ++it) {
+    int status = 0;
+    while (waitpid(it->pid, &status, WNOHANG) == 0) {
+      if (absl::Now() > deadline) {
+        kill(it->pid, SIGKILL);
+        waitpid(it->pid, &status, 0);
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+  }
+}
+
+}  // namespace stagefarm::cli
