@@ -341,17 +341,18 @@ TEST_F(StageRunnerTest, RunOutputIsStreamedAndACancelledBuildStopsBeforeItsNextS
   uint32_t busy_at_cancel = 0;
   const absl::Time start = absl::Now();
   const Outcome outcome =
-      Build("FROM busybox\nRUN echo running && sleep 1\nRUN sleep 60\n", index, {Busybox()},
+      Build("FROM busybox\nRUN echo running && sleep 2\nRUN sleep 60\n", index, {Busybox()},
             [&](zmq::socket_t& socket, schema::BuildEvent::Reader event) {
               if (cancelled || event.getKind() != schema::BuildEvent::Kind::LOG ||
                   !absl::StrContains(event.getText().cStr(), "running")) {
                 return;
               }
+              // Once the worker's heartbeat says it is busy (the RUN sleeps 2 s).
+              if (Eventually([&] { return SlotsInUse() == 1; })) busy_at_cancel = 1;
               capnp::MallocMessageBuilder request;
               net::InitEnvelope(request, 2).setCancelBuild(event.getBuildId());
               EXPECT_TRUE(net::SendMessage(socket, "", request).ok());
               cancelled = true;
-              busy_at_cancel = SlotsInUse();
             });
   ASSERT_TRUE(cancelled) << outcome.failure << "\n" << Join(outcome.log);
   EXPECT_FALSE(outcome.done);
