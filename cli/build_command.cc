@@ -212,7 +212,6 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
     cas::BlobStore& store, ProgressPrinter& printer) {
   worker::ExecutorOptions executor_options;
   executor_options.data_dir = data_dir;
-  executor_options.source_date_epoch = epoch;
   absl::StatusOr<std::unique_ptr<worker::StageExecutor>> executor =
       worker::StageExecutor::Open(&store, executor_options);
   if (!executor.ok()) return executor.status();
@@ -221,6 +220,7 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
   input.context_dir = context;
   input.context = &index;
   input.dockerfile_name = file;
+  input.source_date_epoch = epoch;
   // The local store keeps the image as built (layers uncompressed, as a
   // snapshotter keeps them): only an export compresses, and then the layers
   // of the stages the image is built FROM start compressing as each stage

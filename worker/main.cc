@@ -4,8 +4,10 @@
 // completely or ask for --insecure alone), serves its content store to peers
 // on --listen, and joins the coordinator (worker_id, platforms, slots, blob
 // endpoint), keeping its lease with heartbeats and joining again when the
-// coordinator restarts, until SIGINT or SIGTERM. Running stages sent by the
-// coordinator comes next. --check stops after the checks.
+// coordinator restarts, and runs the stages the coordinator assigns to it
+// (worker/stage_runner.h), until SIGINT or SIGTERM: then the running stages
+// are cancelled (the coordinator hears "cancelled") and their threads joined.
+// --check stops after the checks.
 #include <unistd.h>
 
 #include <cstdio>
@@ -24,7 +26,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "worker/build/stage_executor.h"
 #include "worker/coordinator_link.h"
+#include "worker/stage_runner.h"
 
 ABSL_FLAG(std::string, coordinator, "tcp://127.0.0.1:7700", "Coordinator endpoint");
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7701", "ZeroMQ endpoint serving blobs to peers");
@@ -78,6 +82,21 @@ absl::StatusOr<std::string> WorkerId(const std::filesystem::path& data_dir) {
   if (!out) return absl::InternalError(absl::StrCat("cannot write ", file.native()));
   return id;
 }
+
+// What the worker runs beside its blob server. Stopping cancels the running
+// stages while the link can still report them, then stops the link (no more
+// assignments arrive), then the runner.
+struct WorkerNode {
+  std::unique_ptr<stagefarm::worker::StageExecutor> executor;
+  std::unique_ptr<stagefarm::worker::StageRunner> runner;
+  std::unique_ptr<stagefarm::worker::CoordinatorLink> link;
+
+  ~WorkerNode() {
+    if (runner) runner->Stop();
+    link.reset();
+    runner.reset();
+  }
+};
 
 // What peers are told to connect to for this worker's blobs.
 std::string AdvertisedEndpoint(const std::string& bound) {
@@ -142,17 +161,48 @@ int main(int argc, char** argv) {
     options.blob_endpoint = AdvertisedEndpoint(blob_endpoint);
     options.version = "0.1";
     options.labels = absl::GetFlag(FLAGS_labels);
-    options.store_bytes = [&store] { return store.StoredBytes(); };
-    options.log = [](const std::string& line) {
+    auto log = [](const std::string& line) {
       std::printf("stagefarm-worker: %s\n", line.c_str());
       std::fflush(stdout);
     };
+    auto node = std::make_shared<WorkerNode>();
+    stagefarm::worker::ExecutorOptions executor_options;
+    executor_options.data_dir = absl::GetFlag(FLAGS_data_dir);
+    absl::StatusOr<std::unique_ptr<stagefarm::worker::StageExecutor>> executor =
+        stagefarm::worker::StageExecutor::Open(&store, executor_options);
+    if (!executor.ok()) return executor.status();
+    node->executor = *std::move(executor);
+    stagefarm::worker::StageRunnerOptions runner_options;
+    runner_options.worker_id = *id;
+    runner_options.peer_security = [security](const std::string& public_key) {
+      return security.ForClient(public_key);
+    };
+    runner_options.log = log;
+    // The link exists before any assignment arrives, and outlives the runner's threads.
+    WorkerNode* raw = node.get();
+    node->runner = std::make_unique<stagefarm::worker::StageRunner>(
+        context, *node->executor, runner_options,
+        [raw](capnp::MessageBuilder& event) { raw->link->Send(event); });
+    options.store_bytes = [&store] { return store.StoredBytes(); };
+    options.slots_in_use = [raw] { return raw->runner->running(); };
+    options.holds = [&store, log]() -> std::vector<std::string> {
+      absl::StatusOr<std::vector<std::string>> held = stagefarm::worker::HeldBlobs(store);
+      if (held.ok()) return *std::move(held);
+      log(absl::StrCat("cannot list the blobs held: ", held.status().message()));
+      return {};
+    };
+    options.on_message = [raw, log](const stagefarm::net::ReceivedMessage& message) {
+      absl::Status handled = raw->runner->Handle(message.envelope());
+      if (!handled.ok()) log(std::string(handled.message()));
+    };
+    options.log = log;
     std::printf("stagefarm-worker: joining %s as %s\n", options.coordinator.c_str(), id->c_str());
     std::fflush(stdout);
     absl::StatusOr<std::unique_ptr<stagefarm::worker::CoordinatorLink>> link =
         stagefarm::worker::CoordinatorLink::Start(context, *socket_security, options);
     if (!link.ok()) return link.status();
-    return std::shared_ptr<void>(std::move(*link));
+    node->link = *std::move(link);
+    return std::shared_ptr<void>(std::move(node));
   };
   return stagefarm::daemon::RunBlobNode(
       "stagefarm-worker", security_flags, {.serves = true, .connects_to_coordinator = true},

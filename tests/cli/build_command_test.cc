@@ -173,12 +173,12 @@ TEST_F(BuildCommandTest, JsonProgressIsOneObjectALinePerStageEvent) {
   const Invocation run = Stagefarm(Build("--progress json --no-cache"));
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, ::testing::ContainsRegex(
-                              "\\{\"time\":\"[0-9-]+T[0-9:.]+Z\",\"build\":\"[0-9a-f]+\",\"stage\":0,"
-                              "\"stage_name\":\"build\",\"worker\":\"local\",\"event\":\"start\""));
+                              "\\{\"time\":\"[0-9-]+T[0-9:.]+Z\",\"build\":\"[0-9a-z-]+\",\"stage\":0,"
+                              "\"stage_name\":\"build\",\"worker\":\"[a-z0-9-]+\",\"event\":\"start\""));
   EXPECT_THAT(run.output, HasSubstr("\"event\":\"step\",\"step\":2,\"steps\":2,\"text\":\"run mkdir"));
   EXPECT_THAT(run.output, ::testing::ContainsRegex(
-                              "\"stage\":1,\"stage_name\":\"\",\"worker\":\"local\",\"event\":\"done\","
-                              "\"seconds\":[0-9.e-]+,\"bytes_fetched\":0\\}"));
+                              "\"stage\":1,\"stage_name\":\"\",\"worker\":\"[a-z0-9-]+\",\"event\":\"done\","
+                              "\"seconds\":[0-9.e-]+,\"bytes_fetched\":[0-9]+\\}"));
   const Invocation again = Stagefarm(Build("--progress json"));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_THAT(again.output, HasSubstr("\"event\":\"cached\""));

@@ -4,10 +4,8 @@
 // --insecure and with CURVE and an allow-list, and stop on SIGTERM; workers
 // join the coordinator's control socket (--listen), keep their lease, and
 // `stagefarm cluster` sees and drains them.
+
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -24,67 +22,16 @@
 #include "common/transfer/blob_uploader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/daemon.h"
 #include "tests/testing/random_blobs.h"
 #include "tests/testing/shell.h"
-
-extern char** environ;
 
 namespace stagefarm {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::Daemon;
 using testing::kMiB;
-
-// A daemon process; its stdout is read line by line; SIGTERM on Stop.
-class Daemon {
- public:
-  Daemon(const std::string& binary, std::vector<std::string> args) {
-    int out[2];
-    EXPECT_EQ(::pipe(out), 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_addclose(&actions, out[0]);
-    args.insert(args.begin(), binary);
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    EXPECT_EQ(posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(out[1]);
-    stdout_ = ::fdopen(out[0], "r");
-  }
-  ~Daemon() {
-    if (pid_ > 0) Stop();
-  }
-  // The next line of stdout ("" at the end).
-  std::string ReadLine() {
-    char buffer[4096];
-    if (std::fgets(buffer, sizeof buffer, stdout_) == nullptr) return "";
-    return std::string(absl::StripSuffix(buffer, "\n"));
-  }
-  // Reads lines until one starts with `prefix`; returns the rest of it.
-  std::string Await(absl::string_view prefix) {
-    for (std::string line = ReadLine(); !line.empty(); line = ReadLine()) {
-      if (absl::StartsWith(line, prefix)) return line.substr(prefix.size());
-    }
-    return "";
-  }
-  pid_t pid() const { return pid_; }
-  // SIGTERM, then the exit code.
-  int Stop() {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = 0;
-    std::fclose(stdout_);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  pid_t pid_ = 0;
-  FILE* stdout_ = nullptr;
-};
 
 class DaemonServingTest : public ::testing::Test {
  protected:

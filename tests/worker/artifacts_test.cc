@@ -64,6 +64,9 @@ std::string WithoutRoots(absl::string_view message) {
   return out;
 }
 
+// SOURCE_DATE_EPOCH of the stages and artifacts.
+constexpr int64_t kEpoch = 1700000000;
+
 class ArtifactsTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
@@ -108,11 +111,9 @@ class ArtifactsTest : public ::testing::TestWithParam<bool> {
     source_ = *std::move(source);
   }
 
-  std::unique_ptr<StageExecutor> OpenExecutor(const std::string& name, bool force_copy,
-                                              std::optional<int64_t> epoch = 1700000000) {
+  std::unique_ptr<StageExecutor> OpenExecutor(const std::string& name, bool force_copy) {
     ExecutorOptions options;
     options.data_dir = dir_.path() / name;
-    options.source_date_epoch = epoch;
     options.force_copy_rootfs = force_copy;
     absl::StatusOr<std::unique_ptr<StageExecutor>> executor =
         StageExecutor::Open(store_.get(), options);
@@ -135,6 +136,7 @@ class ArtifactsTest : public ::testing::TestWithParam<bool> {
     StageInputs inputs;
     inputs.base.config = oci::ScratchConfig(oci::Platform{"linux", "amd64", "", ""});
     inputs.context_dir = context_;
+    inputs.source_date_epoch = kEpoch;
     return inputs;
   }
 
@@ -218,7 +220,7 @@ TEST_P(ArtifactsTest, EveryCopyFromGivesTheSameLayersFromTheArtifactAsFromTheSta
 
     absl::StatusOr<BuiltImage> full = Consume(stage, source_);
     ASSERT_TRUE(full.ok()) << full.status();
-    absl::StatusOr<oci::Descriptor> artifact = ExportArtifact(*executor_, source_, paths);
+    absl::StatusOr<oci::Descriptor> artifact = ExportArtifact(*executor_, source_, paths, kEpoch);
     ASSERT_TRUE(artifact.ok()) << artifact.status();
     EXPECT_EQ(artifact->media_type, oci::LayerMediaType(oci::LayerCompression::kNone));
     absl::StatusOr<BuiltImage> partial = Consume(stage, ArtifactImage(source_, *artifact));
@@ -243,7 +245,7 @@ TEST_P(ArtifactsTest, ACopyThatFailsOnTheStageFailsTheSameOnTheArtifact) {
     absl::StatusOr<BuiltImage> full = Consume(stage, source_);
     ASSERT_FALSE(full.ok());
     absl::StatusOr<oci::Descriptor> artifact =
-        ExportArtifact(*executor_, source_, ReadPaths(stage));
+        ExportArtifact(*executor_, source_, ReadPaths(stage), kEpoch);
     ASSERT_TRUE(artifact.ok()) << artifact.status();
     absl::StatusOr<BuiltImage> partial = Consume(stage, ArtifactImage(source_, *artifact));
     ASSERT_FALSE(partial.ok());
@@ -254,7 +256,7 @@ TEST_P(ArtifactsTest, ACopyThatFailsOnTheStageFailsTheSameOnTheArtifact) {
 
 TEST_P(ArtifactsTest, ArtifactOfOneFileIsSmallAndTheSameOnEveryNode) {
   const std::vector<std::string> paths = {"/out/a.txt"};
-  absl::StatusOr<oci::Descriptor> artifact = ExportArtifact(*executor_, source_, paths);
+  absl::StatusOr<oci::Descriptor> artifact = ExportArtifact(*executor_, source_, paths, kEpoch);
   ASSERT_TRUE(artifact.ok()) << artifact.status();
   EXPECT_GT(Size(source_), uint64_t{20} << 20);
   EXPECT_LT(artifact->size, uint64_t{1} << 20);
@@ -264,17 +266,17 @@ TEST_P(ArtifactsTest, ArtifactOfOneFileIsSmallAndTheSameOnEveryNode) {
   EXPECT_EQ(bytes->find("bravo"), std::string::npos);
 
   // Again; on another node (its own snapshots) in either rootfs mode.
-  absl::StatusOr<oci::Descriptor> again = ExportArtifact(*executor_, source_, paths);
+  absl::StatusOr<oci::Descriptor> again = ExportArtifact(*executor_, source_, paths, kEpoch);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->digest, artifact->digest);
   for (bool force_copy : {false, true}) {
     std::unique_ptr<StageExecutor> other =
         OpenExecutor(absl::StrCat("other-", force_copy), force_copy);
     ASSERT_NE(other, nullptr);
-    absl::StatusOr<oci::Descriptor> elsewhere =
-        ExportArtifact(*other, source_, {"/out/a.txt", "/out/*", "/linkdir/deeper", "/owned"});
-    absl::StatusOr<oci::Descriptor> here =
-        ExportArtifact(*executor_, source_, {"/out/a.txt", "/out/*", "/linkdir/deeper", "/owned"});
+    absl::StatusOr<oci::Descriptor> elsewhere = ExportArtifact(
+        *other, source_, {"/out/a.txt", "/out/*", "/linkdir/deeper", "/owned"}, kEpoch);
+    absl::StatusOr<oci::Descriptor> here = ExportArtifact(
+        *executor_, source_, {"/out/a.txt", "/out/*", "/linkdir/deeper", "/owned"}, kEpoch);
     ASSERT_TRUE(elsewhere.ok()) << elsewhere.status();
     ASSERT_TRUE(here.ok()) << here.status();
     EXPECT_EQ(elsewhere->digest, here->digest);
@@ -284,11 +286,10 @@ TEST_P(ArtifactsTest, ArtifactOfOneFileIsSmallAndTheSameOnEveryNode) {
   // the way to a path still carry the stage's times, not the export's.
   std::vector<digest::Digest> unclamped;
   for (int run = 0; run < 2; ++run) {
-    std::unique_ptr<StageExecutor> node =
-        OpenExecutor(absl::StrCat("no-epoch-", run), GetParam(), std::nullopt);
+    std::unique_ptr<StageExecutor> node = OpenExecutor(absl::StrCat("no-epoch-", run), GetParam());
     ASSERT_NE(node, nullptr);
     absl::StatusOr<oci::Descriptor> exported =
-        ExportArtifact(*node, source_, {"/out/sub/deeper/e.sh", "/linkdir/d.txt"});
+        ExportArtifact(*node, source_, {"/out/sub/deeper/e.sh", "/linkdir/d.txt"}, std::nullopt);
     ASSERT_TRUE(exported.ok()) << exported.status();
     unclamped.push_back(exported->digest);
     absl::SleepFor(absl::Milliseconds(1100));
@@ -301,7 +302,7 @@ TEST_P(ArtifactsTest, TheWholeStageIsNotServedByAnArtifact) {
   EXPECT_FALSE(ArtifactCanServe({"/out/a.txt", "/"}));
   EXPECT_FALSE(ArtifactCanServe({}));
   EXPECT_TRUE(ArtifactCanServe({"/out", "/data/*.txt"}));
-  absl::StatusOr<oci::Descriptor> artifact = ExportArtifact(*executor_, source_, {"/"});
+  absl::StatusOr<oci::Descriptor> artifact = ExportArtifact(*executor_, source_, {"/"}, kEpoch);
   EXPECT_EQ(artifact.status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -43,7 +43,6 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
     store_ = *std::move(store);
     ExecutorOptions options;
     options.data_dir = dir_.path() / "node";
-    options.source_date_epoch = 1700000000;
     options.force_copy_rootfs = GetParam();
     absl::StatusOr<std::unique_ptr<StageExecutor>> executor =
         StageExecutor::Open(store_.get(), options);
@@ -102,6 +101,7 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
       input.use_cache = use_cache;
     }
     log_.clear();
+    input.source_date_epoch = 1700000000;
     input.resolve_image = [this](const oci::ImageRef& ref) -> absl::StatusOr<BuiltImage> {
       if (ref.String() == "docker.io/library/busybox:latest") return base_;
       return absl::NotFoundError(absl::StrCat("image \"", ref.String(), "\" not found locally"));

@@ -284,7 +284,8 @@ BuiltImage ArtifactImage(const BuiltImage& stage, const oci::Descriptor& artifac
 
 absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor& executor,
                                                const BuiltImage& stage,
-                                               absl::Span<const std::string> paths) {
+                                               absl::Span<const std::string> paths,
+                                               std::optional<int64_t> source_date_epoch) {
   if (!ArtifactCanServe(paths)) {
     return absl::InvalidArgumentError(
         absl::StrCat("no artifact for [", absl::StrJoin(paths, ", "),
@@ -321,7 +322,7 @@ absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor& executor,
   diff.compression = oci::LayerCompression::kNone;
   // Clamped as the stage's own layers were: the node that built the stage
   // may stack its steps' upper dirs, whose mtimes are not.
-  diff.source_date_epoch = executor.options().source_date_epoch;
+  diff.source_date_epoch = source_date_epoch;
   absl::StatusOr<oci::LayerDigests> layer = oci::WriteLayerFromUpper(
       mini_root, [](absl::string_view) -> absl::StatusOr<bool> { return false; },
       [](absl::string_view) { return absl::OkStatus(); },

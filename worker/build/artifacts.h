@@ -33,6 +33,8 @@
 #ifndef STAGEFARM_WORKER_BUILD_ARTIFACTS_H_
 #define STAGEFARM_WORKER_BUILD_ARTIFACTS_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -51,7 +53,7 @@ bool ArtifactCanServe(absl::Span<const std::string> paths);
 // in executor.store()) for `paths` (see above): an uncompressed layer
 // (oci::LayerMediaType(kNone)) committed to executor.store(), whose
 // descriptor is returned. Its diff id is its digest. Mtimes are clamped to
-// the executor's source_date_epoch as the stage's layers were (the node that
+// `source_date_epoch` (the build's) as the stage's layers were (the node that
 // built the stage may hold its snapshots unclamped), so the same stage and
 // paths give the same bytes on any node and run of one build; paths of which
 // nothing exists give a layer without entries. InvalidArgument when
@@ -62,7 +64,8 @@ bool ArtifactCanServe(absl::Span<const std::string> paths);
 // returning.
 absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor& executor,
                                                const BuiltImage& stage,
-                                               absl::Span<const std::string> paths);
+                                               absl::Span<const std::string> paths,
+                                               std::optional<int64_t> source_date_epoch);
 
 // The one-layer image a consumer reads an artifact of `stage` as: the
 // stage's config with its diff ids replaced by the artifact's.

@@ -54,6 +54,8 @@ struct LocalBuildInput {
   // no cache. `use_cache` false runs every step but records the results.
   std::vector<std::optional<graph::StageKeys>> cache_keys;
   bool use_cache = true;
+  // SOURCE_DATE_EPOCH for every stage (StageInputs::source_date_epoch).
+  std::optional<int64_t> source_date_epoch;
 };
 
 // Builds the target stage and what it needs; returns the target's image.

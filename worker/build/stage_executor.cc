@@ -114,9 +114,8 @@ class StageRun {
         inputs_(inputs),
         events_(events),
         scratch_(std::move(scratch)),
-        created_(executor.options().source_date_epoch
-                     ? absl::FromUnixSeconds(*executor.options().source_date_epoch)
-                     : absl::Now()),
+        created_(inputs.source_date_epoch ? absl::FromUnixSeconds(*inputs.source_date_epoch)
+                                          : absl::Now()),
         image_(StartConfig(inputs.base.config), created_),
         layers_(inputs.base.layers) {}
 
@@ -129,6 +128,9 @@ class StageRun {
     const size_t steps = stage_.instructions.size();
     for (size_t i = 0; i < steps; ++i) {
       const PlannedInstruction& planned = stage_.instructions[i];
+      if (inputs_.cancelled != nullptr && inputs_.cancelled->load()) {
+        return absl::CancelledError("cancelled");
+      }
       if (events_.on_step) events_.on_step(i + 1, steps, planned.text);
       absl::Status status = Dispatch(planned, i);
       if (!status.ok()) return AtInstruction(inputs_.dockerfile_name, planned, status);
@@ -196,7 +198,7 @@ class StageRun {
   // clamps mtimes; the layer format).
   std::optional<std::string> CacheEntryName(size_t index) const {
     if (index >= inputs_.cache_keys.size()) return std::nullopt;
-    const std::optional<int64_t>& epoch = executor_.options().source_date_epoch;
+    const std::optional<int64_t>& epoch = inputs_.source_date_epoch;
     return absl::StrCat("build/v1/", inputs_.cache_keys[index].ToString(), "/epoch=",
                         epoch ? absl::StrCat(*epoch) : "none", "/",
                         oci::LayerMediaType(executor_.options().compression));
@@ -283,7 +285,7 @@ class StageRun {
     }
     std::unique_ptr<cas::BlobWriter> writer = executor_.store().NewWriter();
     oci::DiffOptions diff;
-    diff.source_date_epoch = executor_.options().source_date_epoch;
+    diff.source_date_epoch = inputs_.source_date_epoch;
     diff.compression = executor_.options().compression;
     absl::StatusOr<oci::LayerDigests> layer = (*rootfs)->WriteLayer(
         [](absl::string_view) { return absl::OkStatus(); },

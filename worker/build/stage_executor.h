@@ -42,9 +42,6 @@ using BuiltImage = oci::BuiltImage;
 
 struct ExecutorOptions {
   std::filesystem::path data_dir;  // snapshots/, cache-mounts/, run/ below it
-  // Seconds since the epoch: clamps layer mtimes and is the time written on
-  // the config and history (reproducible images). Without it, now.
-  std::optional<int64_t> source_date_epoch;
   // How layers are stored. Uncompressed by default, as BuildKit's snapshotter
   // keeps them: compressing is the exporter's work (oci/layer_compress.h),
   // off the steps' critical path.
@@ -71,6 +68,13 @@ struct StageInputs {
   std::vector<digest::Digest> cache_keys;
   // Look keys up (false: run every step, but still record the results).
   bool use_cache = true;
+  // Seconds since the epoch: clamps layer mtimes and is the time written on
+  // the config and history (reproducible images). Without it, now. Per
+  // build, so one executor serves builds with different epochs.
+  std::optional<int64_t> source_date_epoch;
+  // When set, checked before each instruction: once true, Run stops with
+  // Cancelled (an instruction already running finishes first).
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 // What the executor reports while it works, for the progress view.
