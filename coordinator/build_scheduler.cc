@@ -845,6 +845,8 @@ absl::Status BuildScheduler::OnStageEvent(const WorkerState& worker, uint64_t as
       Release(assignment_id);
       const std::string why = Text(event.getText());
       if (event.getInputsLost()) {
+        // It may have lost the build's definition too (a restart): resend.
+        if (build != nullptr) build->definition_sent.erase(worker.offer.id);
         const std::string retry = absl::StrCat("worker ", worker.offer.id, ": ", why);
         if (build != nullptr) Requeue(*build, index, retry, now, true);
         for (const auto& [sharer_build, stage] : sharers) {

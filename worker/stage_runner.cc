@@ -64,7 +64,8 @@ class AssignmentRun {
  public:
   AssignmentRun(zmq::context_t& context, const StageExecutor& executor,
                 const StageRunnerOptions& options, const StageRunner::SendEvent& send, uint64_t id,
-                schema::StageAssign::Reader assign, const std::atomic<bool>& cancelled)
+                schema::StageAssign::Reader assign, const std::atomic<bool>& cancelled,
+                std::function<absl::StatusOr<std::shared_ptr<const KnownBuild>>()> known)
       : context_(context),
         executor_(executor),
         options_(options),
@@ -73,7 +74,8 @@ class AssignmentRun {
         assign_(assign),
         cancelled_(cancelled),
         build_id_(Text(assign.getBuildId())),
-        stage_index_(assign.getStage()) {}
+        stage_index_(assign.getStage()),
+        known_build_(std::move(known)) {}
 
   void Run() {
     const absl::Time start = absl::Now();
@@ -168,13 +170,12 @@ class AssignmentRun {
   }
 
   std::optional<Failure> Execute() {
-    absl::StatusOr<build::BuildDefinition> definition = build::FromSchema(assign_.getDefinition());
-    if (!definition.ok()) return Failure{definition.status()};
-    definition_ = *std::move(definition);
-    absl::StatusOr<build::PlannedBuild> plan = build::PlanBuild(definition_);
-    if (!plan.ok()) return Failure{plan.status()};
-    plan_ = *std::move(plan);
-    const graph::StageGraph& graph = plan_.graph;
+    absl::StatusOr<std::shared_ptr<const KnownBuild>> known = known_build_();
+    if (!known.ok()) {
+      return Failure{known.status(), absl::IsFailedPrecondition(known.status())};
+    }
+    known_ = *std::move(known);
+    const graph::StageGraph& graph = known_->plan.graph;
     if (stage_index_ >= graph.stages.size() || !graph.stages[stage_index_].needed) {
       return Failure{absl::InvalidArgumentError(absl::StrCat(
           "build ", build_id_, ": stage ", stage_index_,
@@ -227,7 +228,7 @@ class AssignmentRun {
     if (stage.base.kind == graph::StageBase::Kind::kImage) refs.push_back(stage.base.image);
     std::vector<digest::Digest> image_blobs;
     for (const oci::ImageRef& ref : refs) {
-      const build::NamedImage* image = definition_.FindImage(ref);
+      const build::NamedImage* image = known_->definition.FindImage(ref);
       if (image == nullptr) continue;  // resolving it fails, with the instruction's location
       for (const oci::Descriptor& layer : image->image.layers) image_blobs.push_back(layer.digest);
     }
@@ -240,7 +241,7 @@ class AssignmentRun {
     // The context files it copies.
     const std::vector<std::string> sources = ContextSources(stage);
     if (!sources.empty()) {
-      if (std::optional<Failure> failed = Fetch(ContextBlobs(definition_.context, sources),
+      if (std::optional<Failure> failed = Fetch(ContextBlobs(known_->definition.context, sources),
                                                 assign_.getContextHolders(), "the build context")) {
         return failed;
       }
@@ -264,7 +265,7 @@ class AssignmentRun {
         return Failure{absl::InternalError(absl::StrCat(context.native(), ": ", error.message()))};
       }
     } else if (absl::Status made = MaterializeContextFromStore(
-                   executor_.store(), definition_.context, sources, context);
+                   executor_.store(), known_->definition.context, sources, context);
                !made.ok()) {
       return Failure{made};
     }
@@ -275,10 +276,10 @@ class AssignmentRun {
         inputs.base.config = oci::ScratchConfig(stage.platform);
         break;
       case graph::StageBase::Kind::kImage: {
-        const build::NamedImage* image = definition_.FindImage(stage.base.image);
+        const build::NamedImage* image = known_->definition.FindImage(stage.base.image);
         if (image == nullptr) {
           return Failure{absl::NotFoundError(
-              absl::StrCat(definition_.dockerfile_name, ":", stage.line, ": FROM ", stage.base_name,
+              absl::StrCat(known_->definition.dockerfile_name, ":", stage.line, ": FROM ", stage.base_name,
                            ": the build names no image \"", stage.base.image.String(), "\""))};
         }
         inputs.base = image->image;
@@ -292,7 +293,7 @@ class AssignmentRun {
     inputs.context_dir = context;
     inputs.resolve = [this](const graph::SourceRoot& source) -> absl::StatusOr<BuiltImage> {
       if (source.kind == graph::SourceRoot::Kind::kImage) {
-        const build::NamedImage* image = definition_.FindImage(source.image);
+        const build::NamedImage* image = known_->definition.FindImage(source.image);
         if (image == nullptr) {
           return absl::NotFoundError(
               absl::StrCat("the build names no image \"", source.image.String(), "\""));
@@ -309,13 +310,13 @@ class AssignmentRun {
       return it->second;
     };
     inputs.proxy_env.assign(graph.proxy_env.begin(), graph.proxy_env.end());
-    inputs.dockerfile_name = definition_.dockerfile_name;
-    if (stage_index_ < plan_.keys.size() && plan_.keys[stage_index_]) {
-      inputs.cache_keys = plan_.keys[stage_index_]->instructions;
-      result_key_ = plan_.keys[stage_index_]->result;
+    inputs.dockerfile_name = known_->definition.dockerfile_name;
+    if (stage_index_ < known_->plan.keys.size() && known_->plan.keys[stage_index_]) {
+      inputs.cache_keys = known_->plan.keys[stage_index_]->instructions;
+      result_key_ = known_->plan.keys[stage_index_]->result;
     }
-    inputs.use_cache = !definition_.no_cache;
-    inputs.source_date_epoch = definition_.source_date_epoch;
+    inputs.use_cache = !known_->definition.no_cache;
+    inputs.source_date_epoch = known_->definition.source_date_epoch;
     inputs.cancelled = &cancelled_;
     StageEvents events;
     events.on_step = [this](size_t step, size_t steps, absl::string_view text) {
@@ -342,7 +343,7 @@ class AssignmentRun {
       std::vector<std::string> paths;
       for (capnp::Text::Reader path : request.getPaths()) paths.push_back(Text(path));
       absl::StatusOr<oci::Descriptor> artifact =
-          ExportArtifact(executor_, result_, paths, definition_.source_date_epoch);
+          ExportArtifact(executor_, result_, paths, known_->definition.source_date_epoch);
       if (!artifact.ok()) {
         SendText(schema::StageEvent::Kind::NOTE,
                  absl::StrCat("no artifact of ", absl::StrJoin(paths, " "), " (",
@@ -372,8 +373,8 @@ class AssignmentRun {
   const std::string build_id_;
   const uint32_t stage_index_;
 
-  build::BuildDefinition definition_;
-  build::PlannedBuild plan_;
+  std::function<absl::StatusOr<std::shared_ptr<const KnownBuild>>()> known_build_;
+  std::shared_ptr<const KnownBuild> known_;
   std::map<int, BuiltImage> inputs_;  // the stages it reads, as fetched
   uint64_t bytes_fetched_ = 0;
   BuiltImage result_;
@@ -469,7 +470,43 @@ void StageRunner::Run(uint64_t id, schema::StageAssign::Reader assign,
     options_.log(absl::StrCat("assignment ", id, ": build ", Text(assign.getBuildId()), " stage ",
                               assign.getStage()));
   }
-  AssignmentRun(context_, executor_, options_, send_, id, assign, cancelled).Run();
+  AssignmentRun(context_, executor_, options_, send_, id, assign, cancelled,
+                [this, assign] { return Known(assign); })
+      .Run();
+}
+
+absl::StatusOr<std::shared_ptr<const KnownBuild>> StageRunner::Known(
+    schema::StageAssign::Reader assign) const {
+  const std::string build_id = Text(assign.getBuildId());
+  if (!assign.hasDefinition()) {
+    absl::MutexLock lock(&known_mu_);
+    for (auto it = known_.begin(); it != known_.end(); ++it) {
+      if (it->first != build_id) continue;
+      std::pair<std::string, std::shared_ptr<const KnownBuild>> entry = *it;
+      known_.erase(it);
+      known_.push_back(entry);
+      return entry.second;
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("build ", build_id, ": its definition is not known on this worker"));
+  }
+  auto known = std::make_shared<KnownBuild>();
+  absl::StatusOr<build::BuildDefinition> definition = build::FromSchema(assign.getDefinition());
+  if (!definition.ok()) return definition.status();
+  known->definition = *std::move(definition);
+  absl::StatusOr<build::PlannedBuild> plan = build::PlanBuild(known->definition);
+  if (!plan.ok()) return plan.status();
+  known->plan = *std::move(plan);
+  absl::MutexLock lock(&known_mu_);
+  for (auto it = known_.begin(); it != known_.end(); ++it) {
+    if (it->first == build_id) {
+      known_.erase(it);
+      break;
+    }
+  }
+  known_.emplace_back(build_id, known);
+  if (known_.size() > kKnownBuilds) known_.pop_front();
+  return std::shared_ptr<const KnownBuild>(known);
 }
 
 }  // namespace stagefarm::worker

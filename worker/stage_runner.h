@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,6 +31,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "common/build/build_definition.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "capnp/message.h"
@@ -57,6 +59,13 @@ struct StageRunnerOptions {
   transfer::FetchOptions fetch;
   // A line for the node's log (an assignment started, ended).
   std::function<void(const std::string&)> log;
+};
+
+// A build this node runs stages of: its definition (sent with the node's
+// first assignment of the build, then omitted) and its plan, made once.
+struct KnownBuild {
+  build::BuildDefinition definition;
+  build::PlannedBuild plan;
 };
 
 class StageRunner {
@@ -105,6 +114,18 @@ class StageRunner {
 
   // Joins the threads of assignments that ended.
   void Reap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The build `assign` belongs to: planned from its definition when it
+  // carries one (and remembered), else the one remembered. FailedPrecondition
+  // when the node does not know it (it restarted, or forgot it): the
+  // coordinator sends the definition again with the retry.
+  absl::StatusOr<std::shared_ptr<const KnownBuild>> Known(schema::StageAssign::Reader assign) const;
+
+  // The builds known here, most recently used last; a few are kept.
+  static constexpr size_t kKnownBuilds = 16;
+  mutable absl::Mutex known_mu_;
+  mutable std::deque<std::pair<std::string, std::shared_ptr<const KnownBuild>>> known_
+      ABSL_GUARDED_BY(known_mu_);
 
   zmq::context_t& context_;
   const StageExecutor& executor_;

@@ -234,7 +234,9 @@ class Build:
         return None
 
     def finish(self, timeout=180):
-        stdout, _ = self.process.communicate(timeout=timeout)
+        # stderr is the reader thread's; only stdout (the digest) is read here.
+        stdout = self.process.stdout.read()
+        self.process.wait(timeout=timeout)
         self.reader.join(timeout=5)
         self.seconds = time.time() - self.started
         self.digest = stdout.strip()

@@ -82,8 +82,8 @@ absl::Status MaterializeContext(const std::filesystem::path& context_dir,
 
 // MaterializeContext with file contents read from `store` by the digest the
 // index gives each file (in the cluster the client uploads them to the
-// coordinator's store). The index carries no times, so every entry's mtime
-// is the Unix epoch (0). NotFound naming the path and the digest when the
+// coordinator's store), and times from the index (the mtimes the client's
+// walk saw). NotFound naming the path and the digest when the
 // store lacks a file's content; FailedPrecondition when a blob does not hash
 // to its digest; otherwise as MaterializeContext. Paths in errors are
 // context-relative.
