@@ -1,6 +1,9 @@
 #include "cli/embedded_cluster.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -27,7 +30,21 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-constexpr absl::string_view kControlLine = "stagefarm-coordinator: cluster control on ";
+// A TCP port on 127.0.0.1 that nothing listens on now (the system's pick).
+absl::StatusOr<int> FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  struct sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  const bool ok = bind(fd, reinterpret_cast<struct sockaddr*>(&address), sizeof address) == 0 &&
+                  getsockname(fd, reinterpret_cast<struct sockaddr*>(&address), &length) == 0;
+  const int error = errno;
+  close(fd);
+  if (!ok) return absl::InternalError(absl::StrCat("bind 127.0.0.1:0: ", std::strerror(error)));
+  return static_cast<int>(ntohs(address.sin_port));
+}
 
 // The last lines of a log, for an error message.
 std::string LogTail(const stdfs::path& log) {
@@ -107,30 +124,18 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(
   if (error) return absl::InternalError(absl::StrCat(dir.native(), ": ", error.message()));
   const absl::Time deadline = absl::Now() + options.start_timeout;
 
+  // The coordinator's port is chosen here, so that the workers start at the
+  // same time as the coordinator (they join as soon as it listens).
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  if (!port.ok()) return port.status();
+  cluster->control_endpoint_ = absl::StrCat("tcp://127.0.0.1:", *port);
   absl::StatusOr<Process> coordinator = cluster->Spawn(
       "coordinator", FindDaemonBinary("stagefarm-coordinator"),
-      {"--listen=tcp://127.0.0.1:0", "--blob-listen=tcp://127.0.0.1:0",
+      {absl::StrCat("--listen=", cluster->control_endpoint_), "--blob-listen=tcp://127.0.0.1:0",
        absl::StrCat("--data-dir=", (dir / "coordinator").native()), "--insecure",
        "--lease-timeout=5s", "--heartbeat-interval=1s", "--no-worker-grace=10s"},
       dir / "coordinator.log");
   if (!coordinator.ok()) return coordinator.status();
-  // Its control endpoint, from its log.
-  while (cluster->control_endpoint_.empty()) {
-    std::ifstream in(coordinator->log);
-    for (std::string line; std::getline(in, line);) {
-      if (absl::StartsWith(line, kControlLine)) {
-        cluster->control_endpoint_ = line.substr(kControlLine.size());
-      }
-    }
-    if (!cluster->control_endpoint_.empty()) break;
-    int status = 0;
-    if (waitpid(coordinator->pid, &status, WNOHANG) == coordinator->pid || absl::Now() > deadline) {
-      return absl::UnavailableError(absl::StrCat("the embedded coordinator did not start (",
-                                                 coordinator->log.native(), "):\n  ",
-                                                 LogTail(coordinator->log)));
-    }
-    absl::SleepFor(absl::Milliseconds(2));
-  }
   for (int i = 1; i <= options.workers; ++i) {
     const std::string name = absl::StrCat("worker-", i);
     absl::StatusOr<Process> worker = cluster->Spawn(

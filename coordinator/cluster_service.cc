@@ -85,7 +85,7 @@ class ClusterService::Loop {
     while (!stop.load()) {
       // Every message waiting is handled before stages are dispatched once:
       // a burst of stage events costs one scheduling pass, not one each.
-      absl::Duration wait = absl::Milliseconds(100);
+      absl::Duration wait = absl::Milliseconds(20);
       for (int handled = 0; handled < kBatch; ++handled) {
         net::ReplyAddress from;
         absl::StatusOr<net::ReceivedMessage> message =

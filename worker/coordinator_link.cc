@@ -30,18 +30,27 @@ const net::FrameLimits kLimits = {.max_envelope_bytes = size_t{16} << 20};
 
 class CoordinatorLink::Loop {
  public:
+  static constexpr absl::Duration kFirstRetry = absl::Milliseconds(20);
+
   Loop(zmq::socket_t socket, CoordinatorLinkOptions options, CoordinatorLink& link)
       : socket_(std::move(socket)), options_(std::move(options)), link_(link) {}
 
   void Run() {
     absl::Time next_request = absl::Now();
+    // After a failed send (the coordinator not listening yet, or gone), the
+    // next try waits 20 ms, doubling up to a second: a worker started with
+    // its coordinator joins as soon as it listens.
+    absl::Duration retry = kFirstRetry;
     while (!link_.stop_.load()) {
       const absl::Time now = absl::Now();
       if (!pending_ && now >= next_request) {
         const absl::Status sent = link_.registered_.load() ? SendHeartbeat() : SendHello();
         if (!sent.ok()) {
           Lost(sent);
-          next_request = now + absl::Seconds(1);
+          next_request = now + retry;
+          retry = std::min(retry * 2, absl::Seconds(1));
+        } else {
+          retry = kFirstRetry;
         }
       }
       if (pending_ && now >= pending_->deadline) {
@@ -53,7 +62,7 @@ class CoordinatorLink::Loop {
       // Sleep until a message, a Send, the next request or a reply's
       // deadline, and never long, so that a stop is quick.
       absl::Time wake = pending_ ? pending_->deadline : next_request;
-      wake = std::min(wake, now + absl::Milliseconds(100));
+      wake = std::min(wake, now + absl::Milliseconds(20));
       zmq::pollitem_t items[] = {
           {static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
           {nullptr, link_.wake_, ZMQ_POLLIN, 0},
@@ -258,6 +267,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorLink>> CoordinatorLink::Start(
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndtimeo, 500);
+    socket.set(zmq::sockopt::reconnect_ivl, 10);
+    socket.set(zmq::sockopt::reconnect_ivl_max, 1000);
     // Replies to requests that timed out are dropped by request id; a
     // reconnect must not replay a backlog of old hellos and heartbeats.
     socket.set(zmq::sockopt::immediate, 1);

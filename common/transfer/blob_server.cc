@@ -26,7 +26,7 @@ class BlobServer::Loop {
     while (!stop.load()) {
       net::ReplyAddress from;
       absl::StatusOr<net::ReceivedMessage> message =
-          net::ReceiveMessage(socket_, absl::Milliseconds(100), &from, options_.limits);
+          net::ReceiveMessage(socket_, absl::Milliseconds(20), &from, options_.limits);
       DropIdleSessions();
       if (message.ok()) {
         absl::Status status = Handle(*message);

@@ -170,9 +170,9 @@ class Cluster:
 class Client:
     """`stagefarm build` with its own STAGEFARM_HOME holding busybox."""
 
-    def __init__(self, work, bin_dir):
+    def __init__(self, work, bin_dir, name="client"):
         self.stagefarm = os.path.join(bin_dir, "stagefarm")
-        self.home = os.path.join(work, "client")
+        self.home = os.path.join(work, name)
         os.makedirs(self.home, exist_ok=True)
         rootfs = os.path.join(work, "busybox-rootfs.tar")
         subprocess.run([os.path.join(SOURCE_ROOT, "scripts/lib/make-busybox-rootfs.sh"), rootfs],
@@ -291,7 +291,7 @@ def scenario_fidelity(work, args):
             check(result.returncode == 0, f"fidelity on {label}:\n{result.stdout}\n{result.stderr}\n"
                   + cluster.logs())
             for case in sorted(os.listdir(os.path.join(keep, "cases"))):
-                index = os.path.join(keep, "cases", case, "image", "index.json")
+                index = os.path.join(keep, "cases", case, "stagefarm", "image", "index.json")
                 with open(index) as f:
                     digests.setdefault(case, {})[label] = json.load(f)["manifests"][0]["digest"]
         for case, by in sorted(digests.items()):
@@ -332,8 +332,11 @@ def scenario_handoff(work, args):
         context = write_context(work, "handoff", "\n".join([
             "FROM busybox AS big",
             "RUN dd if=/dev/urandom of=/big bs=1M count=200 2>/dev/null && echo small > /small",
+            # The consumer builds on this one, whose 5 MB the scheduler
+            # prefers to keep where they are: it runs on another worker
+            # than the 200 MB stage and fetches only the artifact.
             "FROM busybox AS other",
-            "RUN sleep 2 && echo other > /other",
+            "RUN sleep 2 && dd if=/dev/zero of=/other bs=1M count=5 2>/dev/null",
             "FROM other",
             "COPY --from=big /small /small",
             ""]))
@@ -433,14 +436,16 @@ def scenario_restart(work, args):
 
 
 def scenario_shared(work, args):
+    # Two clients (two machines of a CI fleet, say), each with its own store.
     client = Client(work, args.bin)
+    other_client = Client(work, args.bin, "other-client")
     cluster = Cluster(os.path.join(work, "cluster"), args.bin)
     try:
         shared = ["FROM busybox AS shared", "RUN sleep 2 && echo s > /s"]
         one = write_context(work, "one", "\n".join(shared + ["FROM busybox", "COPY --from=shared /s /one", ""]))
         two = write_context(work, "two", "\n".join(shared + ["FROM busybox", "COPY --from=shared /s /two", ""]))
         builds = [Build(client.start_build(cluster.client_flags(), one)),
-                  Build(client.start_build(cluster.client_flags(), two))]
+                  Build(other_client.start_build(cluster.client_flags(), two))]
         for build in builds:
             check(build.finish() == 0, f"a build failed:\n{build.describe()}\n{cluster.logs()}")
         runs = sum(len(build.of("start", "shared")) for build in builds)
