@@ -1,7 +1,9 @@
 #include "cli/build_command.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -287,8 +289,18 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
   absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
       CoordinatorClient::Connect(endpoint, keys);
   if (!client.ok()) return client.status();
+  // Ctrl-C cancels the build on the cluster (a second one ends the client).
+  static std::atomic<bool> interrupted{false};
+  interrupted.store(false);
+  struct sigaction action = {};
+  action.sa_handler = [](int) {
+    if (interrupted.exchange(true)) _exit(130);
+  };
+  sigaction(SIGINT, &action, nullptr);
   absl::StatusOr<CoordinatorClient::BuildResult> result = (*client)->RunBuild(
-      definition, context, store, [&printer](const ProgressEvent& event) { printer.Handle(event); });
+      definition, context, store, [&printer](const ProgressEvent& event) { printer.Handle(event); },
+      &interrupted);
+  signal(SIGINT, SIG_DFL);
   if (!result.ok()) return result.status();
   return result->image;
 }

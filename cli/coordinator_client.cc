@@ -135,7 +135,8 @@ absl::StatusOr<net::ReceivedMessage> CoordinatorClient::Ask(
 
 absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
     const build::BuildDefinition& definition, const stdfs::path& context_dir,
-    cas::BlobStore& local, const std::function<void(const ProgressEvent&)>& on_event) {
+    cas::BlobStore& local, const std::function<void(const ProgressEvent&)>& on_event,
+    const std::atomic<bool>* interrupted) {
   BuildResult result;
   // Where the coordinator keeps contexts and images.
   absl::StatusOr<net::ReceivedMessage> status =
@@ -194,10 +195,17 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
   absl::Time ping_sent;
   std::optional<oci::BuiltImage> image;
   std::vector<transfer::Peer> holders;
+  bool cancel_sent = false;
   while (!image) {
     absl::StatusOr<net::ReceivedMessage> message =
-        net::ReceiveMessage(*socket_, absl::Milliseconds(500), nullptr, limits);
+        net::ReceiveMessage(*socket_, absl::Milliseconds(100), nullptr, limits);
     const absl::Time now = absl::Now();
+    if (interrupted != nullptr && interrupted->load() && !cancel_sent && !result.build_id.empty()) {
+      cancel_sent = true;
+      capnp::MallocMessageBuilder request;
+      net::InitEnvelope(request, next_request_++).setCancelBuild(result.build_id);
+      net::SendMessage(*socket_, "", request).IgnoreError();
+    }
     if (absl::IsDeadlineExceeded(message.status())) {
       if (ping != 0 && now - ping_sent > kPingTimeout) {
         return absl::UnavailableError(absl::StrCat(
@@ -213,7 +221,10 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
       }
       continue;
     }
-    if (!message.ok()) return message.status();
+    if (!message.ok()) {
+      if (interrupted != nullptr && interrupted->load()) continue;  // EINTR from Ctrl-C
+      return message.status();
+    }
     last_heard = now;
     const schema::Envelope::Reader envelope = message->envelope();
     if (ping != 0 && envelope.getRequestId() == ping) {
@@ -253,6 +264,7 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
       on_event(progress);
     }
     if (event.getKind() == schema::BuildEvent::Kind::FAILED) {
+      if (cancel_sent) return absl::CancelledError(absl::StrCat("build ", result.build_id, " cancelled"));
       return absl::AbortedError(progress.text);
     }
     if (event.getKind() == schema::BuildEvent::Kind::DONE) {

@@ -4,6 +4,7 @@
 // submit, follow the events, fetch the image's layers.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -71,10 +72,13 @@ class CoordinatorClient {
   // the build, passes every event to `on_event`, and at the end fetches the
   // image's layers into `local`. The build's failure is its status, with the
   // reason the worker gave (FILE:LINE, exit code, output tail).
+  // Once `interrupted` is set (Ctrl-C), the build is cancelled on the
+  // cluster and RunBuild returns Cancelled when the coordinator confirms.
   absl::StatusOr<BuildResult> RunBuild(const build::BuildDefinition& definition,
                                        const std::filesystem::path& context_dir,
                                        cas::BlobStore& local,
-                                       const std::function<void(const ProgressEvent&)>& on_event);
+                                       const std::function<void(const ProgressEvent&)>& on_event,
+                                       const std::atomic<bool>* interrupted = nullptr);
 
  private:
   CoordinatorClient(std::string endpoint, ClientKeys keys)

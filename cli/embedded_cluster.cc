@@ -102,6 +102,9 @@ absl::StatusOr<EmbeddedCluster::Process> EmbeddedCluster::Spawn(
     dup2(fd, STDERR_FILENO);
     const int null = open("/dev/null", O_RDONLY);
     if (null >= 0) dup2(null, STDIN_FILENO);
+    // Its own process group: a Ctrl-C in the terminal reaches the client,
+    // which cancels the build and then stops the cluster.
+    setpgid(0, 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);

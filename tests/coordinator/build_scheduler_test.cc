@@ -416,5 +416,39 @@ TEST(BuildSchedulerTest, AStageNoWorkerCanRunFailsTheBuildInsteadOfHanging) {
   EXPECT_THAT(end->envelope().getBuildEvent().getText().cStr(), HasSubstr("linux/arm64"));
 }
 
+
+TEST(BuildSchedulerTest, TwoBuildsTakeTurnsOnTheCluster) {
+  Coordinator coordinator;
+  FakeWorker w1(coordinator.context, coordinator.endpoint(), "w1");
+  Peer first(coordinator.context, coordinator.endpoint());
+  Peer second(coordinator.context, coordinator.endpoint());
+  // Each build has three independent stages; one worker with one slot.
+  constexpr absl::string_view kWide =
+      "FROM scratch AS a\nCOPY a.txt /a\nFROM scratch AS b\nCOPY b.txt /b\n"
+      "FROM scratch AS c\nCOPY a.txt /c\nFROM scratch\nCOPY --from=a /a /\n"
+      "COPY --from=b /b /\nCOPY --from=c /c /\n";
+  Submit(first, 100, Definition(kWide));
+  ASSERT_TRUE(first.Next([](const auto& e) { return e.isBuildAccepted(); }));
+  // Another build whose stages differ (a shared stage would run once).
+  std::string wide = std::string(kWide);
+  for (size_t at = wide.find(" /"); at != std::string::npos; at = wide.find(" /", at + 3)) {
+    wide.insert(at + 2, "x");
+  }
+  Submit(second, 101, Definition(wide));
+  ASSERT_TRUE(second.Next([](const auto& e) { return e.isBuildAccepted(); }));
+  // The first assignment may have gone out before the second build came;
+  // from then on the builds alternate.
+  std::vector<std::string> order;
+  for (int i = 0; i < 6; ++i) {
+    auto assigned = w1.NextAssign();
+    ASSERT_TRUE(assigned);
+    order.push_back(std::string(w1.last_assign().getBuildId().cStr()));
+    w1.Finish(assigned->first, assigned->second);
+  }
+  int switches = 0;
+  for (size_t i = 2; i < order.size(); ++i) switches += order[i] != order[i - 1];
+  EXPECT_GE(switches, 3) << "builds did not take turns: " << ::testing::PrintToString(order);
+}
+
 }  // namespace
 }  // namespace stagefarm::coordinator
