@@ -13,7 +13,7 @@ Scenarios (one ctest test each):
                     SOURCE_DATE_EPOCH set: the image digests are equal
   parallel          the fidelity case 12-parallel on two one-slot workers and
                     on four: every worker used, the sleeps overlap; the wall
-                    times are printed (bench/cluster_bench.sh records them)
+                    times are printed (bench/cluster_bench.py records them)
   handoff           a stage writes 200 MB, its consumer copies one small file
                     from it on another worker: under 1 MB fetched
   kill-worker       kill -9 of the worker running a stage: the build completes
