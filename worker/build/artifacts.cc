@@ -67,20 +67,24 @@ class MiniRootPlan {
   // copy.cc's expansion), every symlink followed inside the root.
   absl::Status Add(absl::string_view pattern) {
     std::deque<Element> rest;
+    bool glob = false;
     for (absl::string_view element : absl::StrSplit(pattern, '/', absl::SkipEmpty())) {
       rest.push_back({std::string(element), true});
+      glob = glob || HasMeta(element);
     }
-    return Walk({}, std::move(rest), 0);
+    return Walk({}, std::move(rest), 0, glob);
   }
 
-  // Targets without those inside another target (whose copy holds them).
+  // Targets without those below another target (whose copy holds them).
   std::vector<std::string> Targets() const {
     std::vector<std::string> out;
     for (const std::string& target : targets_) {
-      if (!out.empty() && (out.back().empty() || absl::StartsWith(target, out.back() + "/"))) {
-        continue;
+      bool below = false;
+      for (size_t slash = target.find('/'); slash != std::string::npos && !below;
+           slash = target.find('/', slash + 1)) {
+        below = targets_.contains(target.substr(0, slash));
       }
-      out.push_back(target);
+      if (!below) out.push_back(target);
     }
     return out;
   }
@@ -92,7 +96,10 @@ class MiniRootPlan {
     bool from_pattern;  // glob characters count (not in a symlink's target)
   };
 
-  absl::Status Walk(std::vector<std::string> physical, std::deque<Element> rest, int hops) {
+  // `glob`: the pattern has glob elements, so a lookup that meets a
+  // non-directory is no match (Go's Glob) rather than an error.
+  absl::Status Walk(std::vector<std::string> physical, std::deque<Element> rest, int hops,
+                    bool glob) {
     while (!rest.empty()) {
       Element element = std::move(rest.front());
       rest.pop_front();
@@ -114,7 +121,7 @@ class MiniRootPlan {
           if (!*matched) continue;
           std::deque<Element> after = rest;
           after.push_front({name, false});
-          if (absl::Status status = Walk(physical, std::move(after), hops); !status.ok()) {
+          if (absl::Status status = Walk(physical, std::move(after), hops, glob); !status.ok()) {
             return status;
           }
         }
@@ -147,8 +154,9 @@ class MiniRootPlan {
       }
       physical.push_back(element.name);
       if (!S_ISDIR(info->st_mode) && !rest.empty()) {
-        // The lookup fails here (not a directory): keep what it fails on,
-        // so that the consumer's fails the same.
+        // Not a directory: no match for a glob; for a path, the lookup fails
+        // here, so keep what it fails on for the consumer's to fail the same.
+        if (glob) return absl::OkStatus();
         break;
       }
     }
