@@ -269,7 +269,8 @@ TEST_P(ArtifactsTest, ArtifactOfOneFileIsSmallAndTheSameOnEveryNode) {
   EXPECT_EQ(bytes->find("bravo"), std::string::npos);
 
   // A glob whose lookup meets a file (/data/big.bin/x) does not carry it.
-  absl::StatusOr<oci::Descriptor> globbed = ExportArtifact(*executor_, source_, {"/data/*/x"});
+  absl::StatusOr<oci::Descriptor> globbed =
+      ExportArtifact(*executor_, source_, {"/data/*/x"}, kEpoch);
   ASSERT_TRUE(globbed.ok()) << globbed.status();
   EXPECT_LT(globbed->size, uint64_t{1} << 20);
 
