@@ -218,18 +218,10 @@ absl::StatusOr<SubmitResult> BuildScheduler::Submit(const std::string& client, u
   build->target = graph.target;
   build->stages.resize(graph.stages.size());
   build->needs.resize(graph.stages.size());
-  build->exports.resize(graph.stages.size());
   for (const graph::PlannedStage& stage : graph.stages) {
-    if (!stage.needed) continue;
-    build->needs[stage.index] = build::ConsumerNeeds(graph, stage.index);
-    for (const auto& [producer, need] : build->needs[stage.index]) {
-      if (!need.whole) build->exports[producer].push_back(need.paths);
-    }
+    if (stage.needed) build->needs[stage.index] = build::ConsumerNeeds(graph, stage.index);
   }
-  for (std::vector<std::vector<std::string>>& lists : build->exports) {
-    std::sort(lists.begin(), lists.end());
-    lists.erase(std::unique(lists.begin(), lists.end()), lists.end());
-  }
+  build->exports = build::ProducerExports(build->needs);
   for (const graph::PlannedStage& stage : graph.stages) {
     Stage& state = build->stages[stage.index];
     if (!build->plan.keys.empty() && build->plan.keys[stage.index]) {

@@ -26,19 +26,18 @@ std::map<int, StageNeed> ConsumerNeeds(const graph::StageGraph& graph, int consu
   return needs;
 }
 
-std::vector<std::vector<std::string>> ProducerExports(const graph::StageGraph& graph,
-                                                      int producer) {
-  std::vector<std::vector<std::string>> exports;
-  for (const graph::PlannedStage& stage : graph.stages) {
-    if (!stage.needed) continue;
-    if (std::find(stage.deps.begin(), stage.deps.end(), producer) == stage.deps.end()) continue;
-    const std::map<int, StageNeed> needs = ConsumerNeeds(graph, stage.index);
-    auto it = needs.find(producer);
-    if (it == needs.end() || it->second.whole) continue;
-    exports.push_back(it->second.paths);
+std::vector<std::vector<std::vector<std::string>>> ProducerExports(
+    const std::vector<std::map<int, StageNeed>>& needs) {
+  std::vector<std::vector<std::vector<std::string>>> exports(needs.size());
+  for (const std::map<int, StageNeed>& reads : needs) {
+    for (const auto& [producer, need] : reads) {
+      if (!need.whole) exports[producer].push_back(need.paths);
+    }
   }
-  std::sort(exports.begin(), exports.end());
-  exports.erase(std::unique(exports.begin(), exports.end()), exports.end());
+  for (std::vector<std::vector<std::string>>& lists : exports) {
+    std::sort(lists.begin(), lists.end());
+    lists.erase(std::unique(lists.begin(), lists.end()), lists.end());
+  }
   return exports;
 }
 

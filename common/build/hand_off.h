@@ -25,9 +25,11 @@ struct StageNeed {
 // For each stage `consumer` reads, by stage index.
 std::map<int, StageNeed> ConsumerNeeds(const graph::StageGraph& graph, int consumer);
 
-// The distinct path lists the needed stages reading `producer` want as
-// artifacts (never the whole stage), sorted.
-std::vector<std::vector<std::string>> ProducerExports(const graph::StageGraph& graph, int producer);
+// For every stage, the distinct path lists its readers want as artifacts
+// (never the whole stage), sorted; from every stage's ConsumerNeeds (empty
+// maps for stages that read nothing or are not needed).
+std::vector<std::vector<std::vector<std::string>>> ProducerExports(
+    const std::vector<std::map<int, StageNeed>>& needs);
 
 }  // namespace stagefarm::build
 
