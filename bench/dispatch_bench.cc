@@ -1,7 +1,8 @@
 // dispatch_bench: how fast the coordinator hands out the stages of a large
 // build (issue 6), with the workers' own work taken out.
 //
-//   dispatch_bench [--stages N] [--workers W] [--runs R] [--seed S] [--print-dockerfile]
+//   dispatch_bench [--stages N] [--workers W] [--stage-ms T] [--runs R] [--seed S]
+//                  [--print-dockerfile]
 //
 // Generates a Dockerfile of N no-op stages (default 1,000) forming a seeded
 // random DAG: stage sI (FROM scratch, one ENV so that every stage has its own
@@ -12,8 +13,16 @@
 // process; loopback TCP, no CURVE, no cluster cache), W simulated
 // workers (default 50; one slot each, each its own DEALER socket over TCP,
 // all driven from one thread with zmq::poll) that answer every assignStage
-// at once with a finished stageEvent carrying an empty scratch image, and a
-// client DEALER that submits the build and waits for done.
+// with a finished stageEvent carrying an empty scratch image, and a client
+// DEALER that submits the build and waits for done.
+//
+// With --stage-ms 0 (the default) a worker answers at once, so the
+// coordinator is saturated: the run measures its throughput, and the
+// latencies are mostly the queue of finished events waiting for its one
+// thread. With --stage-ms T a worker holds each stage T ms before it answers
+// (a stage that does nothing still takes a real worker some time), which
+// offers at most W / T stages per second: the run measures latency at that
+// load, the way a service's latency is quoted at a given throughput.
 //
 // Per run, one JSON line on stdout:
 //  - seconds: buildAccepted to done, as the client sees them;
@@ -47,6 +56,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <queue>
 #include <random>
 #include <string>
 #include <vector>
@@ -163,6 +173,16 @@ struct SimulatedWorker {
   absl::Time free_since = absl::InfinitePast();
 };
 
+// An assignment a simulated worker holds until `due` (--stage-ms).
+struct HeldStage {
+  absl::Time due;
+  size_t worker = 0;
+  uint64_t request_id = 0;
+  std::string build_id;
+  uint32_t stage = 0;
+  bool operator>(const HeldStage& other) const { return due > other.due; }
+};
+
 struct Spread {
   double p50 = 0, p99 = 0, max = 0;
 };
@@ -207,7 +227,7 @@ std::string Json(const Spread& spread) {
 // One build of `dockerfile` (whose plan has `deps` per stage) on a fresh
 // coordinator with `worker_count` simulated workers.
 Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& deps,
-            int worker_count) {
+            int worker_count, absl::Duration stage_time) {
   const size_t stages = deps.size();
   coordinator::ClusterServiceOptions options;
   options.blobs.endpoint = "tcp://127.0.0.1:1";  // never contacted: the workers fetch nothing
@@ -285,6 +305,26 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
     }
   };
 
+  std::priority_queue<HeldStage, std::vector<HeldStage>, std::greater<>> held;
+  // Sends the finished events of the held stages that are due.
+  auto finish_due = [&] {
+    while (!held.empty() && held.top().due <= absl::Now()) {
+      const HeldStage stage = held.top();
+      held.pop();
+      SimulatedWorker& worker = workers[stage.worker];
+      capnp::MallocMessageBuilder reply;
+      auto event = net::InitEnvelope(reply, stage.request_id).initStageEvent();
+      event.setBuildId(stage.build_id);
+      event.setStage(stage.stage);
+      event.setWorkerId(worker.id);
+      event.setKind(schema::StageEvent::Kind::FINISHED);
+      build::ToSchema(empty, event.initResult().initImage());
+      Send(*worker.socket, reply, "stageEvent");
+      finished_sent[stage.stage] = absl::Now();
+      worker.free_since = finished_sent[stage.stage];
+    }
+  };
+
   auto on_worker = [&](SimulatedWorker& worker, const net::ReceivedMessage& message) {
     const schema::Envelope::Reader envelope = message.envelope();
     switch (envelope.which()) {
@@ -304,16 +344,8 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
         ++assigned[stage];
         arrived[stage] = now;
         worker_free[stage] = worker.free_since;
-        capnp::MallocMessageBuilder reply;
-        auto event = net::InitEnvelope(reply, envelope.getRequestId()).initStageEvent();
-        event.setBuildId(assign.getBuildId());
-        event.setStage(stage);
-        event.setWorkerId(worker.id);
-        event.setKind(schema::StageEvent::Kind::FINISHED);
-        build::ToSchema(empty, event.initResult().initImage());
-        Send(*worker.socket, reply, "stageEvent");
-        finished_sent[stage] = absl::Now();
-        worker.free_since = finished_sent[stage];
+        held.push(HeldStage{now + stage_time, static_cast<size_t>(&worker - workers.data()),
+                            envelope.getRequestId(), assign.getBuildId(), stage});
         return;
       }
       default:
@@ -327,7 +359,11 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
                        std::count_if(assigned.begin(), assigned.end(), [](int n) { return n > 0; }),
                        " stage(s) assigned"));
     }
-    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(100));
+    absl::Duration wait = absl::Milliseconds(100);
+    if (!held.empty()) wait = std::clamp(held.top().due - absl::Now(), absl::ZeroDuration(), wait);
+    zmq::poll(items.data(), items.size(),
+              std::chrono::milliseconds(
+                  absl::ToInt64Milliseconds(absl::Ceil(wait, absl::Milliseconds(1)))));
     for (size_t i = 0; i < items.size(); ++i) {
       if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
       zmq::socket_t& socket = i == 0 ? client : *workers[i - 1].socket;
@@ -343,6 +379,7 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
         }
       }
     }
+    finish_due();
     const absl::Time now = absl::Now();
     for (SimulatedWorker& worker : workers) {
       if (now < worker.next_heartbeat) continue;
@@ -379,15 +416,16 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
 int Main(int argc, char** argv) {
   const std::map<std::string, std::string> flags = ParseFlags(argc, argv);
   for (const auto& [name, value] : flags) {
-    if (name != "stages" && name != "workers" && name != "runs" && name != "seed" &&
-        name != "print-dockerfile") {
+    if (name != "stages" && name != "workers" && name != "stage-ms" && name != "runs" &&
+        name != "seed" && name != "print-dockerfile") {
       Die(absl::StrCat("unknown flag --", name,
-                       "; usage: dispatch_bench [--stages N] [--workers W] [--runs R] [--seed S]"
-                       " [--print-dockerfile]"));
+                       "; usage: dispatch_bench [--stages N] [--workers W] [--stage-ms T]"
+                       " [--runs R] [--seed S] [--print-dockerfile]"));
     }
   }
   const int stages = IntFlag(flags, "stages", 1000, 2);
   const int workers = IntFlag(flags, "workers", 50, 1);
+  const int stage_ms = IntFlag(flags, "stage-ms", 0, 0);
   const int runs = IntFlag(flags, "runs", 3, 1);
   const int seed = IntFlag(flags, "seed", 1, 0);
   const std::string dockerfile = GenerateDockerfile(stages, static_cast<uint32_t>(seed));
@@ -410,14 +448,15 @@ int Main(int argc, char** argv) {
   for (int run = 1; run <= runs; ++run) {
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) != 3) Die("getloadavg failed");
-    std::fprintf(stderr, "dispatch_bench: run %d of %d: %d stages on %d workers\n", run, runs,
-                 stages, workers);
-    const Figures figures = Run(dockerfile, deps, workers);
+    std::fprintf(stderr, "dispatch_bench: run %d of %d: %d stages on %d workers, %d ms each\n", run,
+                 runs, stages, workers, stage_ms);
+    const Figures figures = Run(dockerfile, deps, workers, absl::Milliseconds(stage_ms));
     std::printf(
-        "{\"bench\":\"dispatch\",\"run\":%d,\"stages\":%d,\"workers\":%d,\"seed\":%d,"
-        "\"load_average\":[%.2f,%.2f,%.2f],\"seconds\":%.4f,\"dispatches_per_s\":%.1f,"
-        "\"latency_ms\":%s,\"reaction_ms\":%s,\"accept_ms\":%.2f,\"dispatched_once\":true}\n",
-        run, stages, workers, seed, load[0], load[1], load[2], figures.seconds,
+        "{\"bench\":\"dispatch\",\"run\":%d,\"stages\":%d,\"workers\":%d,\"stage_ms\":%d,"
+        "\"seed\":%d,\"load_average\":[%.2f,%.2f,%.2f],\"seconds\":%.4f,"
+        "\"dispatches_per_s\":%.1f,\"latency_ms\":%s,\"reaction_ms\":%s,\"accept_ms\":%.2f,"
+        "\"dispatched_once\":true}\n",
+        run, stages, workers, stage_ms, seed, load[0], load[1], load[2], figures.seconds,
         figures.dispatches_per_s, Json(figures.latency_ms).c_str(),
         Json(figures.reaction_ms).c_str(), figures.accept_ms);
     std::fflush(stdout);

@@ -68,8 +68,10 @@ struct BuildScheduler::Build {
   std::string client;  // routing id of the submitter
   uint64_t request_id = 0;
   absl::Time started;
-  capnp::MallocMessageBuilder definition_message;
   build::BuildDefinition definition;
+  // The definition as sent to workers (build::SerializeDefinition), made
+  // once: every send shares its bytes.
+  zmq::message_t definition_frame;
   build::PlannedBuild plan;
   std::vector<Stage> stages;
   // Per stage: what it reads of each stage (build::ConsumerNeeds), and the
@@ -84,10 +86,6 @@ struct BuildScheduler::Build {
   int target = 0;
   uint32_t needed = 0;
   uint32_t cached = 0;
-
-  schema::BuildDefinition::Reader definition_reader() {
-    return definition_message.getRoot<schema::BuildDefinition>().asReader();
-  }
 };
 
 struct BuildScheduler::Assignment {
@@ -124,7 +122,7 @@ void BuildScheduler::SendEvent(Build& build, int stage, schema::BuildEvent::Kind
   if (fill) fill(event);
   // A client that went away misses its events; the build goes on (its
   // results are cached for the next one).
-  options_.send(build.client, message).IgnoreError();
+  options_.send(build.client, message, {}).IgnoreError();
 }
 
 std::optional<BuildScheduler::Result> BuildScheduler::LookupCache(const std::string& key) {
@@ -209,7 +207,8 @@ absl::StatusOr<SubmitResult> BuildScheduler::Submit(const std::string& client, u
   absl::StatusOr<build::PlannedBuild> plan = build::PlanBuild(build->definition);
   if (!plan.ok()) return plan.status();
   build->plan = *std::move(plan);
-  build->definition_message.setRoot(request.getDefinition());
+  const std::string frame = build::SerializeDefinition(request.getDefinition());
+  build->definition_frame.rebuild(frame.data(), frame.size());
   build->id = absl::StrCat("b", next_build_++, "-", absl::Hex(absl::ToUnixMicros(now) & 0xffffff));
   build->client = client;
   build->request_id = request_id;
@@ -463,7 +462,7 @@ void BuildScheduler::FailBuild(Build& build, const std::string& why, absl::Time 
     net::InitEnvelope(message, assignment_id).setCancelStage(assignment_id);
     // The worker's routing id is only known to the registry: the service
     // sends cancellations by worker id (see send's contract).
-    options_.send(absl::StrCat("worker:", assignment->worker), message).IgnoreError();
+    options_.send(absl::StrCat("worker:", assignment->worker), message, {}).IgnoreError();
   }
   builds_.erase(id);
 }
@@ -691,8 +690,10 @@ void BuildScheduler::SendAssign(Build& build, int index, const WorkerState& work
   assign.setStage(index);
   // Each worker gets a build's definition once and keeps it for the build's
   // later assignments (a worker that joins again is sent it again).
+  std::vector<zmq::message_t> frames;
   if (build.definition_sent.insert(worker.offer.id).second) {
-    assign.setDefinition(build.definition_reader());
+    assign.setDefinitionFrame(true);
+    frames.emplace_back().copy(build.definition_frame);  // shares the bytes
   }
   const std::map<int, build::StageNeed>& needs = build.needs[index];
   auto inputs = assign.initInputs(needs.size());
@@ -731,7 +732,7 @@ void BuildScheduler::SendAssign(Build& build, int index, const WorkerState& work
     auto paths = requests[k].initPaths(exports[k].size());
     for (size_t p = 0; p < exports[k].size(); ++p) paths.set(p, exports[k][p]);
   }
-  absl::Status sent = options_.send(worker.offer.routing_id, message);
+  absl::Status sent = options_.send(worker.offer.routing_id, message, std::move(frames));
   if (!sent.ok()) {
     Log(absl::StrCat("assignment ", id, " to worker ", worker.offer.id, " not sent: ",
                      sent.message()));

@@ -35,6 +35,7 @@
 #include <set>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -69,8 +70,11 @@ struct BuildSchedulerOptions {
   // A stage retried after lost inputs waits attempt × this first.
   absl::Duration retry_backoff = absl::Milliseconds(200);
   std::function<void(const std::string&)> log;
-  // Sends `message` to the control-socket peer `routing_id`.
-  std::function<absl::Status(const std::string& routing_id, capnp::MessageBuilder& message)> send;
+  // Sends `message`, followed by `data_frames`, to the control-socket peer
+  // `routing_id`.
+  std::function<absl::Status(const std::string& routing_id, capnp::MessageBuilder& message,
+                             std::vector<zmq::message_t> data_frames)>
+      send;
   // OK when `worker`'s blob server holds every one of `blobs`; null: trusted.
   std::function<absl::Status(const WorkerOffer& worker, absl::Span<const digest::Digest> blobs)>
       check_holds;

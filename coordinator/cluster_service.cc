@@ -145,7 +145,8 @@ class ClusterService::Loop {
     out.log = options_.log;
     // "worker:ID" addresses a worker by id (the scheduler does not keep
     // routing ids, which change when a worker reconnects).
-    out.send = [this](const std::string& to, capnp::MessageBuilder& message) -> absl::Status {
+    out.send = [this](const std::string& to, capnp::MessageBuilder& message,
+                      std::vector<zmq::message_t> data_frames) -> absl::Status {
       std::string routing_id = to;
       if (absl::StartsWith(to, "worker:")) {
         auto it = registry_.workers().find(absl::string_view(to).substr(7));
@@ -154,7 +155,7 @@ class ClusterService::Loop {
         }
         routing_id = it->second.offer.routing_id;
       }
-      return net::SendMessage(socket_, routing_id, message);
+      return net::SendMessage(socket_, routing_id, message, std::move(data_frames));
     };
     if (options_.peer_security) {
       out.check_holds = [this](const WorkerOffer& worker,

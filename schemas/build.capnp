@@ -126,7 +126,11 @@ struct StageInput {
 struct StageAssign {
   buildId @0 :Text;
   stage @1 :UInt32;                # index in the plan
-  definition @2 :BuildDefinition;
+  # True when the build's definition travels with this assignment, as data
+  # frame 0 (build::SerializeDefinition): the first assignment of a build to
+  # a worker. Later ones omit it and the worker uses the one it kept.
+  # Serialised once by the coordinator and shared by every send.
+  definitionFrame @2 :Bool;
   inputs @3 :List(StageInput);     # every stage it reads
   # Who holds the context files and the external images' layers.
   contextHolders @4 :List(Holder);

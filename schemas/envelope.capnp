@@ -11,7 +11,9 @@ using Transfer = import "transfer.capnp";
 using Cluster = import "cluster.capnp";
 using Build = import "build.capnp";
 
-const protocolVersion :UInt32 = 1;
+# Raised when a message changes incompatibly (2: the build definition moved
+# out of StageAssign into a data frame).
+const protocolVersion :UInt32 = 2;
 
 struct Envelope {
   # The sender's protocol version; receivers reject versions they do not speak.

@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
       return {};
     };
     options.on_message = [raw, log](const stagefarm::net::ReceivedMessage& message) {
-      absl::Status handled = raw->runner->Handle(message.envelope());
+      absl::Status handled = raw->runner->Handle(message);
       if (!handled.ok()) log(std::string(handled.message()));
     };
     options.log = log;

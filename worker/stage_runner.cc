@@ -425,7 +425,8 @@ void StageRunner::Reap() {
   }
 }
 
-absl::Status StageRunner::Handle(schema::Envelope::Reader envelope) {
+absl::Status StageRunner::Handle(const net::ReceivedMessage& message) {
+  const schema::Envelope::Reader envelope = message.envelope();
   const uint64_t id = envelope.getRequestId();
   absl::MutexLock lock(&mu_);
   if (stopped_) return absl::FailedPreconditionError("the worker is stopping");
@@ -434,12 +435,22 @@ absl::Status StageRunner::Handle(schema::Envelope::Reader envelope) {
     case schema::Envelope::ASSIGN_STAGE: {
       if (assignments_.count(id) > 0) return absl::OkStatus();
       auto assignment = std::make_unique<Assignment>();
+      if (envelope.getAssignStage().getDefinitionFrame()) {
+        if (message.data_frames().empty()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              message.from().peer, ": assignment ", id, " says it carries the build's definition"
+              " and has no data frame"));
+        }
+        const zmq::message_t& frame = message.data_frames().front();
+        assignment->definition.assign(frame.data<char>(), frame.size());
+      }
       assignment->message = std::make_unique<capnp::MallocMessageBuilder>();
       assignment->message->setRoot(envelope.getAssignStage());
       Assignment* raw = assignment.get();
       assignments_.emplace(id, std::move(assignment));
       raw->thread = std::thread([this, id, raw] {
-        Run(id, raw->message->getRoot<schema::StageAssign>().asReader(), raw->cancelled);
+        Run(id, raw->message->getRoot<schema::StageAssign>().asReader(), raw->definition,
+            raw->cancelled);
         raw->done.store(true);
       });
       return absl::OkStatus();
@@ -465,20 +476,20 @@ uint32_t StageRunner::running() const {
 }
 
 void StageRunner::Run(uint64_t id, schema::StageAssign::Reader assign,
-                      const std::atomic<bool>& cancelled) const {
+                      absl::string_view definition, const std::atomic<bool>& cancelled) const {
   if (options_.log) {
     options_.log(absl::StrCat("assignment ", id, ": build ", Text(assign.getBuildId()), " stage ",
                               assign.getStage()));
   }
   AssignmentRun(context_, executor_, options_, send_, id, assign, cancelled,
-                [this, assign] { return Known(assign); })
+                [this, assign, definition] { return Known(assign, definition); })
       .Run();
 }
 
 absl::StatusOr<std::shared_ptr<const KnownBuild>> StageRunner::Known(
-    schema::StageAssign::Reader assign) const {
+    schema::StageAssign::Reader assign, absl::string_view definition_frame) const {
   const std::string build_id = Text(assign.getBuildId());
-  if (!assign.hasDefinition()) {
+  if (definition_frame.empty()) {
     absl::MutexLock lock(&known_mu_);
     for (auto it = known_.begin(); it != known_.end(); ++it) {
       if (it->first != build_id) continue;
@@ -491,7 +502,8 @@ absl::StatusOr<std::shared_ptr<const KnownBuild>> StageRunner::Known(
         absl::StrCat("build ", build_id, ": its definition is not known on this worker"));
   }
   auto known = std::make_shared<KnownBuild>();
-  absl::StatusOr<build::BuildDefinition> definition = build::FromSchema(assign.getDefinition());
+  absl::StatusOr<build::BuildDefinition> definition =
+      build::ParseDefinition(definition_frame, absl::StrCat("build ", build_id));
   if (!definition.ok()) return definition.status();
   known->definition = *std::move(definition);
   absl::StatusOr<build::PlannedBuild> plan = build::PlanBuild(known->definition);

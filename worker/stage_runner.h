@@ -21,8 +21,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,11 +31,12 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "common/build/build_definition.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "capnp/message.h"
+#include "common/build/build_definition.h"
 #include "common/cas/blob_store.h"
+#include "common/net/envelope_frame.h"
 #include "common/net/socket_security.h"
 #include "common/transfer/blob_fetcher.h"
 #include "schemas/build.capnp.h"
@@ -85,10 +86,12 @@ class StageRunner {
 
   // Takes a message from the coordinator and returns at once: assignStage
   // starts the assignment (its envelope's request id) on a new thread, with
-  // a copy of the message; cancelStage flags the assignment it names.
-  // InvalidArgument for any other kind; an assignment already running, or a
-  // cancel for one that is not, is ignored. Safe from any thread.
-  absl::Status Handle(schema::Envelope::Reader envelope);
+  // a copy of the message and of the definition frame it may carry;
+  // cancelStage flags the assignment it names. InvalidArgument for any other
+  // kind, or an assignment that says it carries a definition and has no data
+  // frame; an assignment already running, or a cancel for one that is not,
+  // is ignored. Safe from any thread.
+  absl::Status Handle(const net::ReceivedMessage& message);
 
   // Cancels every running assignment, waits for their threads (their failed
   // "cancelled" events sent), and refuses assignments from then on: Handle
@@ -99,14 +102,15 @@ class StageRunner {
   uint32_t running() const;
 
   // Runs assignment `id` on the calling thread, from start to its finished
-  // or failed event. Stops before the next instruction once `cancelled` is
-  // set.
-  void Run(uint64_t id, schema::StageAssign::Reader assign,
+  // or failed event; `definition` is the build definition frame it came with
+  // (empty: none). Stops before the next instruction once `cancelled` is set.
+  void Run(uint64_t id, schema::StageAssign::Reader assign, absl::string_view definition,
            const std::atomic<bool>& cancelled) const;
 
  private:
   struct Assignment {
     std::unique_ptr<capnp::MallocMessageBuilder> message;
+    std::string definition;  // build::SerializeDefinition bytes, or empty
     std::atomic<bool> cancelled{false};
     std::atomic<bool> done{false};
     std::thread thread;
@@ -115,11 +119,12 @@ class StageRunner {
   // Joins the threads of assignments that ended.
   void Reap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // The build `assign` belongs to: planned from its definition when it
-  // carries one (and remembered), else the one remembered. FailedPrecondition
+  // The build `assign` belongs to: planned from `definition` when it came
+  // with one (and remembered), else the one remembered. FailedPrecondition
   // when the node does not know it (it restarted, or forgot it): the
   // coordinator sends the definition again with the retry.
-  absl::StatusOr<std::shared_ptr<const KnownBuild>> Known(schema::StageAssign::Reader assign) const;
+  absl::StatusOr<std::shared_ptr<const KnownBuild>> Known(schema::StageAssign::Reader assign,
+                                                          absl::string_view definition) const;
 
   // The builds known here, most recently used last; a few are kept.
   static constexpr size_t kKnownBuilds = 16;

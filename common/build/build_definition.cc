@@ -1,10 +1,15 @@
 #include "common/build/build_definition.h"
 
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "capnp/message.h"
+#include "capnp/serialize.h"
 #include "common/oci/image.h"
+#include "kj/array.h"
+#include "kj/exception.h"
 
 namespace stagefarm::build {
 namespace {
@@ -233,6 +238,48 @@ absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
     definition.images.push_back(std::move(image));
   }
   return definition;
+}
+
+std::string SerializeDefinition(schema::BuildDefinition::Reader definition) {
+  capnp::MallocMessageBuilder message;
+  message.setRoot(definition);
+  const kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
+  const kj::ArrayPtr<const kj::byte> bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+absl::StatusOr<BuildDefinition> ParseDefinition(absl::string_view bytes, absl::string_view from) {
+  if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        from, ": a build definition frame of ", bytes.size(), " bytes (not whole words)"));
+  }
+  // Frames carry no alignment guarantee; Cap'n Proto needs word alignment.
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  capnp::ReaderOptions options;
+  // Every word may be traversed a few times (text read twice, lists of
+  // structs); a message that asks for more is not a definition.
+  options.traversalLimitInWords = words.size() * 4;
+  options.nestingLimit = 16;
+  try {
+    capnp::FlatArrayMessageReader reader(words, options);
+    if (reader.getEnd() != words.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          from, ": a build definition frame with ",
+          (words.end() - reader.getEnd()) * sizeof(capnp::word), " trailing bytes"));
+    }
+    const schema::BuildDefinition::Reader root = reader.getRoot<schema::BuildDefinition>();
+    root.totalSize();  // bounds-checks every pointer before any field is read
+    absl::StatusOr<BuildDefinition> definition = FromSchema(root);
+    if (!definition.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(from, ": build definition: ", definition.status().message()));
+    }
+    return definition;
+  } catch (const kj::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(from, ": malformed build definition frame: ",
+                                                   e.getDescription().cStr()));
+  }
 }
 
 }  // namespace stagefarm::build

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/digest/digest.h"
 #include "common/dockerfile/instructions.h"
 #include "common/dockerfile/parser.h"
@@ -68,6 +69,15 @@ absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition);
 // does not parse or check out (fs::ContextIndex::FromEntries).
 void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builder out);
 absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in);
+
+// A definition as one self-contained byte string (a flat Cap'n Proto
+// message whose root is a BuildDefinition), for the coordinator to send to a
+// worker once per build as a data frame beside its first assignment.
+// ParseDefinition reads it back under the same checks as FromSchema, with
+// the traversal bounded by the size: InvalidArgument naming `from` when the
+// bytes are not such a message.
+std::string SerializeDefinition(schema::BuildDefinition::Reader definition);
+absl::StatusOr<BuildDefinition> ParseDefinition(absl::string_view bytes, absl::string_view from);
 
 void ToSchema(const oci::BuiltImage& image, schema::ImageData::Builder out);
 absl::StatusOr<oci::BuiltImage> FromSchema(schema::ImageData::Reader in);

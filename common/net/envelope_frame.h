@@ -88,6 +88,7 @@ class ReceivedMessage {
   schema::Envelope::Reader envelope() const { return envelope_; }
   // The raw data frames that followed the envelope, in order.
   std::vector<zmq::message_t>& data_frames() { return data_frames_; }
+  const std::vector<zmq::message_t>& data_frames() const { return data_frames_; }
 
  private:
   friend absl::StatusOr<ReceivedMessage> ReceiveMessage(zmq::socket_t&, absl::Duration,

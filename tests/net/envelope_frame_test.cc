@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/net/socket_security.h"
 
@@ -245,12 +246,13 @@ TEST_F(EnvelopeFrameTest, WrongVersion_IsFailedPreconditionWithRequestIdForTheRe
   zmq::socket_t client = Connect();
   capnp::MallocMessageBuilder message;
   InitEnvelope(message, 77).setPing();
-  message.getRoot<schema::Envelope>().setVersion(2);
+  const uint32_t newer = schema::PROTOCOL_VERSION + 1;
+  message.getRoot<schema::Envelope>().setVersion(newer);
   SendRaw(client, {EnvelopeBytes(message)});
   ReplyAddress from;
   absl::StatusOr<ReceivedMessage> received = ReceiveMessage(server_, kReplyTimeout, &from);
   EXPECT_EQ(received.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(received.status().message(), HasSubstr("protocol version 2"));
+  EXPECT_THAT(received.status().message(), HasSubstr(absl::StrCat("protocol version ", newer)));
   EXPECT_EQ(from.request_id, 77u);
   ASSERT_TRUE(SendError(server_, from, received.status()).ok());
   absl::StatusOr<ReceivedMessage> reply = ReceiveMessage(client, kReplyTimeout);

@@ -19,7 +19,7 @@ TEST(Envelope, ErrorRoundTripsThroughAFlatFrame) {
   kj::Array<capnp::word> frame = capnp::messageToFlatArray(builder);
   capnp::FlatArrayMessageReader reader(frame);
   auto read = reader.getRoot<schema::Envelope>();
-  EXPECT_EQ(read.getVersion(), 1u);
+  EXPECT_EQ(read.getVersion(), schema::PROTOCOL_VERSION);
   EXPECT_EQ(read.getRequestId(), 42u);
   ASSERT_EQ(read.which(), schema::Envelope::ERROR);
   EXPECT_EQ(read.getError().getCode(), 3u);

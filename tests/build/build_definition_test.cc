@@ -1,0 +1,79 @@
+#include "common/build/build_definition.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "capnp/message.h"
+
+namespace stagefarm::build {
+namespace {
+
+using ::testing::HasSubstr;
+
+BuildDefinition Sample() {
+  BuildDefinition definition;
+  definition.dockerfile = "FROM scratch AS a\nENV A=1\nFROM a\nCOPY --from=a /x /y\n";
+  definition.dockerfile_name = "build/Dockerfile.ci";
+  definition.build_args = {"VERSION=1.2", "EMPTY="};
+  definition.target = "a";
+  definition.platform = "linux/arm64";
+  definition.source_date_epoch = 1700000000;
+  definition.no_cache = true;
+  return definition;
+}
+
+std::string Frame(const BuildDefinition& definition) {
+  capnp::MallocMessageBuilder message;
+  ToSchema(definition, message.initRoot<schema::BuildDefinition>());
+  return SerializeDefinition(message.getRoot<schema::BuildDefinition>().asReader());
+}
+
+TEST(BuildDefinitionFrame, ADefinitionReadsBackAsSent) {
+  const BuildDefinition sent = Sample();
+  absl::StatusOr<BuildDefinition> read = ParseDefinition(Frame(sent), "worker w1");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->dockerfile, sent.dockerfile);
+  EXPECT_EQ(read->dockerfile_name, sent.dockerfile_name);
+  EXPECT_EQ(read->build_args, sent.build_args);
+  EXPECT_EQ(read->target, sent.target);
+  EXPECT_EQ(read->platform, sent.platform);
+  EXPECT_EQ(read->source_date_epoch, sent.source_date_epoch);
+  EXPECT_TRUE(read->no_cache);
+  // And plans like the original.
+  absl::StatusOr<PlannedBuild> plan = PlanBuild(*read);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->graph.stages.size(), 2u);
+}
+
+TEST(BuildDefinitionFrame, ATruncatedFrameIsRefusedNamingItsSender) {
+  const std::string frame = Frame(Sample());
+  absl::StatusOr<BuildDefinition> read =
+      ParseDefinition(absl::string_view(frame).substr(0, frame.size() - 16), "build b1");
+  ASSERT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(read.status().message(), HasSubstr("build b1"));
+}
+
+TEST(BuildDefinitionFrame, BytesThatAreNotWholeWordsAreRefused) {
+  absl::StatusOr<BuildDefinition> read = ParseDefinition("not a message", "build b1");
+  ASSERT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(read.status().message(), HasSubstr("13 bytes"));
+  EXPECT_EQ(ParseDefinition("", "build b1").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BuildDefinitionFrame, TrailingBytesAfterTheMessageAreRefused) {
+  const std::string frame = Frame(Sample()) + std::string(8, '\0');
+  absl::StatusOr<BuildDefinition> read = ParseDefinition(frame, "build b1");
+  ASSERT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(read.status().message(), HasSubstr("8 trailing bytes"));
+}
+
+TEST(BuildDefinitionFrame, GarbageWordsAreRefusedNotThrown) {
+  std::string frame(64, '\xff');
+  absl::StatusOr<BuildDefinition> read = ParseDefinition(frame, "build b1");
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace stagefarm::build
