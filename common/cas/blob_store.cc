@@ -616,6 +616,15 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
     // (RocksDB's default, 16, starts and stops about a hundred threads on
     // every open here, a sizeable part of a short command's time).
     db_options.max_file_opening_threads = 1;
+    // A short command opens the store, writes a ref or two and exits: on the
+    // next open its log is replayed into the memtable rather than flushed to
+    // a new table file (which cost a table write and an fsync per command,
+    // and left a small file each time for compaction), and the table files'
+    // statistics are not read.
+    db_options.avoid_flush_during_recovery = true;
+    db_options.skip_stats_update_on_db_open = true;
+    // Each open starts a new info LOG and keeps the old one; a few suffice.
+    db_options.keep_log_file_num = 4;
     db_options.create_missing_column_families = true;
     db_options.IncreaseParallelism(2);
     // A chunk and its chunk_meta entry are flushed together (see blob_store.h).
