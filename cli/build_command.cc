@@ -6,6 +6,9 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -21,18 +24,20 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "cli/build_record.h"
 #include "cli/coordinator_client.h"
 #include "cli/embedded_cluster.h"
 #include "cli/plan_input.h"
 #include "cli/progress.h"
-#include "common/build/build_definition.h"
 #include "cli/subcommand.h"
+#include "common/build/build_definition.h"
 #include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
+#include "common/fs/hash_cache.h"
 #include "common/graph/plan_cache_keys.h"
 #include "common/oci/image_layout.h"
-#include "common/oci/layer_compress.h"
 #include "common/oci/image_ref.h"
+#include "common/oci/layer_compress.h"
 #include "common/oci/local_images.h"
 #include "worker/build/local_build.h"
 #include "worker/build/stage_executor.h"
@@ -83,8 +88,8 @@ absl::StatusOr<OutputSpec> ParseOutput(absl::string_view value) {
     }
   }
   if (spec.type != "oci" && spec.type != "docker") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--output: type must be oci or docker, not \"", spec.type, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--output: type must be oci or docker, not \"", spec.type, "\""));
   }
   if (dest.empty()) return absl::InvalidArgumentError("--output: dest=PATH is required");
   spec.directory = absl::EndsWith(dest, "/");
@@ -128,8 +133,10 @@ worker::BuiltImage ToBuilt(const oci::LocalImage& image) {
   return worker::BuiltImage{image.config, image.layers};
 }
 
-// The in-process engine's events, as the progress printer takes them.
-worker::BuildEvents PrinterEvents(ProgressPrinter& printer, const std::string& build_id) {
+using EventSink = std::function<void(const ProgressEvent&)>;
+
+// The in-process engine's events, as progress events.
+worker::BuildEvents ProgressEvents(const EventSink& sink, const std::string& build_id) {
   auto event = [build_id](const graph::PlannedStage& stage, ProgressEvent::Kind kind) {
     ProgressEvent out;
     out.time = absl::Now();
@@ -141,34 +148,34 @@ worker::BuildEvents PrinterEvents(ProgressPrinter& printer, const std::string& b
     return out;
   };
   worker::BuildEvents events;
-  events.on_stage_start = [&printer, event](const graph::PlannedStage& stage) {
+  events.on_stage_start = [sink, event](const graph::PlannedStage& stage) {
     ProgressEvent out = event(stage, ProgressEvent::Kind::kStarted);
     out.text = absl::StrCat("FROM ", stage.base_name.empty() ? "scratch" : stage.base_name);
-    printer.Handle(out);
+    sink(out);
   };
-  events.on_step = [&printer, event](const graph::PlannedStage& stage, size_t step, size_t steps,
-                                     absl::string_view text) {
+  events.on_step = [sink, event](const graph::PlannedStage& stage, size_t step, size_t steps,
+                                 absl::string_view text) {
     ProgressEvent out = event(stage, ProgressEvent::Kind::kStep);
     out.step = step;
     out.steps = steps;
     out.text = std::string(text);
-    printer.Handle(out);
+    sink(out);
   };
-  events.on_output = [&printer, event](const graph::PlannedStage& stage, absl::string_view output) {
+  events.on_output = [sink, event](const graph::PlannedStage& stage, absl::string_view output) {
     ProgressEvent out = event(stage, ProgressEvent::Kind::kLog);
     out.text = std::string(output);
-    printer.Handle(out);
+    sink(out);
   };
-  events.on_note = [&printer, event](const graph::PlannedStage& stage, absl::string_view line) {
-    ProgressEvent out = event(stage, line == "CACHED" ? ProgressEvent::Kind::kCached
-                                                      : ProgressEvent::Kind::kNote);
+  events.on_note = [sink, event](const graph::PlannedStage& stage, absl::string_view line) {
+    ProgressEvent out =
+        event(stage, line == "CACHED" ? ProgressEvent::Kind::kCached : ProgressEvent::Kind::kNote);
     if (line != "CACHED") out.text = std::string(line);
-    printer.Handle(out);
+    sink(out);
   };
-  events.on_stage_done = [&printer, event](const graph::PlannedStage& stage, double seconds) {
+  events.on_stage_done = [sink, event](const graph::PlannedStage& stage, double seconds) {
     ProgressEvent out = event(stage, ProgressEvent::Kind::kStageDone);
     out.seconds = seconds;
-    printer.Handle(out);
+    sink(out);
   };
   return events;
 }
@@ -197,6 +204,28 @@ absl::StatusOr<std::vector<build::NamedImage>> PlanImages(cas::BlobStore& store,
   return images;
 }
 
+// Writes `text` to `path` (a flag's file: --iidfile, --metadata-file,
+// --trace), replacing it. Errors name the flag and the file.
+absl::Status WriteTextFile(absl::string_view flag, const stdfs::path& path,
+                           absl::string_view text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.close();
+  if (!out) {
+    return absl::UnavailableError(
+        absl::StrCat("--", flag, " ", path.string(), ": cannot write: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Where the hash cache of the context at `context` lives in the data dir.
+stdfs::path ContextHashFile(const stdfs::path& data_dir, const std::string& context) {
+  std::error_code error;
+  stdfs::path absolute = stdfs::weakly_canonical(stdfs::absolute(context), error);
+  if (error) absolute = stdfs::absolute(context);
+  return data_dir / "context-hashes" / digest::Sha256Of(absolute.native()).ToString().substr(7, 32);
+}
+
 std::vector<FlagSpec> Concat(std::vector<FlagSpec> first, std::vector<FlagSpec> second) {
   first.insert(first.begin(), second.begin(), second.end());
   return first;
@@ -211,7 +240,7 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
     const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
     std::optional<oci::CompressOptions> precompress, const stdfs::path& data_dir,
-    cas::BlobStore& store, ProgressPrinter& printer) {
+    cas::BlobStore& store, const EventSink& sink) {
   worker::ExecutorOptions executor_options;
   executor_options.data_dir = data_dir;
   absl::StatusOr<std::unique_ptr<worker::StageExecutor>> executor =
@@ -244,7 +273,7 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
     if (!image.ok()) return image.status();
     return ToBuilt(*image);
   };
-  return worker::RunLocalBuild(**executor, input, PrinterEvents(printer, NewBuildId()));
+  return worker::RunLocalBuild(**executor, input, ProgressEvents(sink, NewBuildId()));
 }
 
 // On a cluster: the one at --coordinator, or an embedded one started here.
@@ -252,7 +281,7 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
     const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
     int workers, int slots, const stdfs::path& data_dir, cas::BlobStore& store,
-    ProgressPrinter& printer) {
+    const EventSink& sink, ClientRecord& client_record) {
   build::BuildDefinition definition;
   absl::StatusOr<std::string> dockerfile = ReadInput(file);
   if (!dockerfile.ok()) return dockerfile.status();
@@ -262,11 +291,22 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
   definition.target = parsed.Get("target");
   // Every node plans for the same platform: the one asked for, else this
   // client's.
-  definition.platform = parsed.Has("platform") ? parsed.Get("platform")
-                                               : plan.graph.target_platform.String();
+  definition.platform =
+      parsed.Has("platform") ? parsed.Get("platform") : plan.graph.target_platform.String();
   definition.source_date_epoch = epoch;
   definition.no_cache = parsed.Has("no-cache");
-  definition.context = index;
+  // Only what the needed stages read goes to the cluster: a build that
+  // copies one directory of a monorepo sends that directory.
+  std::vector<std::string> read_paths;
+  for (const graph::PlannedStage& stage : plan.graph.stages) {
+    if (stage.needed) {
+      read_paths.insert(read_paths.end(), stage.context_paths.begin(), stage.context_paths.end());
+    }
+  }
+  definition.context = index.Restrict(read_paths);
+  for (const fs::ContextEntry& entry : definition.context.entries()) {
+    if (entry.type == fs::EntryType::kFile) ++client_record.context_files;
+  }
   absl::StatusOr<std::vector<build::NamedImage>> images = PlanImages(store, plan.graph, file);
   if (!images.ok()) return images.status();
   definition.images = *std::move(images);
@@ -297,11 +337,11 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
     if (interrupted.exchange(true)) _exit(130);
   };
   sigaction(SIGINT, &action, nullptr);
-  absl::StatusOr<CoordinatorClient::BuildResult> result = (*client)->RunBuild(
-      definition, context, store, [&printer](const ProgressEvent& event) { printer.Handle(event); },
-      &interrupted);
+  absl::StatusOr<CoordinatorClient::BuildResult> result =
+      (*client)->RunBuild(definition, context, store, sink, &interrupted);
   signal(SIGINT, SIG_DFL);
   if (!result.ok()) return result.status();
+  client_record.bytes_uploaded = result->bytes_uploaded;
   return result->image;
 }
 
@@ -312,20 +352,28 @@ int Build(const std::vector<std::string>& args) {
   std::vector<FlagSpec> specs = ConnectionFlags();
   if (auto stop = ParseCommand(
           args, "stagefarm build [flags] CONTEXT",
-          specs = Concat(std::move(specs), {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
-           {"tag", "t", true, true, "name the image in the local store (NAME[:TAG])"},
-           {"target", "", true, false, "stage to build (default: the last one)"},
-           {"build-arg", "", true, true, "set a build-time variable (K=V)"},
-           {"platform", "", true, false, "target platform (default: this machine's)"},
-           {"output", "o", true, true,
-            "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or type=docker,dest=PATH"},
-           {"progress", "", true, false, "auto, plain, tty or json (one object a line)"},
-           {"no-cache", "", false, false, "do not use the build cache"},
-           {"workers", "", true, false,
-            "workers of the embedded local cluster when no --coordinator is given (default 2; "
-            "0 runs the stages in this process)"},
-           {"slots", "", true, false, "stages each embedded worker runs at once (default 1)"},
-           DataDirFlag()}),
+          specs = Concat(
+              std::move(specs),
+              {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
+               {"tag", "t", true, true, "name the image in the local store (NAME[:TAG])"},
+               {"target", "", true, false, "stage to build (default: the last one)"},
+               {"build-arg", "", true, true, "set a build-time variable (K=V)"},
+               {"platform", "", true, false, "target platform (default: this machine's)"},
+               {"output", "o", true, true,
+                "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
+                "type=docker,dest=PATH"},
+               {"progress", "", true, false, "auto, plain, tty or json (one object a line)"},
+               {"iidfile", "", true, false, "write the image ID (its config digest) to a file"},
+               {"metadata-file", "", true, false,
+                "write the image's digests and each stage's worker and timings as JSON to a file"},
+               {"trace", "", true, false,
+                "write the build's timeline (Chrome trace-event JSON, for Perfetto) to a file"},
+               {"no-cache", "", false, false, "do not use the build cache"},
+               {"workers", "", true, false,
+                "workers of the embedded local cluster when no --coordinator is given (default 2; "
+                "0 runs the stages in this process)"},
+               {"slots", "", true, false, "stages each embedded worker runs at once (default 1)"},
+               DataDirFlag()}),
           "CONTEXT", parsed)) {
     return *stop;
   }
@@ -383,8 +431,17 @@ int Build(const std::vector<std::string>& args) {
   };
   absl::StatusOr<LoadedPlan> plan = LoadPlan(file, std::move(options));
   if (!plan.ok()) return Fail(plan.status().message());
-  absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(context, file);
+  BuildRecord record;
+  ClientRecord client_record;
+  const absl::Time read_start = absl::Now();
+  fs::HashCache hashes = fs::HashCache::Load(ContextHashFile(*data_dir, context));
+  absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(context, file, &hashes);
   if (!index.ok()) return Fail(index.status().message());
+  if (absl::Status saved = hashes.Save(); !saved.ok()) {
+    std::fprintf(stderr, "warning: %s\n", std::string(saved.message()).c_str());
+  }
+  client_record.context_files_hashed = hashes.misses();
+  record.AddClientSpan({"read context", read_start, absl::Now()});
 
   // With outputs, the image's layers are compressed once, as they ask (gzip
   // unless one says otherwise), and the tags name that same image.
@@ -394,14 +451,26 @@ int Build(const std::vector<std::string>& args) {
     if (output.compression) compress.compression = *output.compression;
   }
   ProgressPrinter printer(*progress, stderr);
+  const EventSink sink = [&printer, &record](const ProgressEvent& event) {
+    printer.Handle(event);
+    record.Add(event);
+  };
+  const absl::Time build_start = absl::Now();
   absl::StatusOr<worker::BuiltImage> built =
       parsed.Has("coordinator") || workers > 0
-          ? BuildOnCluster(parsed, file, context, *plan, *index, *epoch, workers, slots,
-                           *data_dir, **store, printer)
+          ? BuildOnCluster(parsed, file, context, *plan, *index, *epoch, workers, slots, *data_dir,
+                           **store, sink, client_record)
           : BuildInProcess(parsed, file, context, *plan, *index, *epoch,
                            outputs.empty() ? std::nullopt : std::optional(compress), *data_dir,
-                           **store, printer);
+                           **store, sink);
   printer.Finish();
+  record.AddClientSpan({"build", build_start, absl::Now()});
+  // The timeline is written whether or not the build succeeded: a failed
+  // build's is the one a user wants to look at.
+  if (parsed.Has("trace")) {
+    absl::Status written = WriteTextFile("trace", parsed.Get("trace"), record.TraceJson());
+    if (!written.ok()) return Fail(written.message());
+  }
   if (!built.ok()) return Fail(built.status().message());
 
   uint64_t last_shown = 0;
@@ -416,9 +485,8 @@ int Build(const std::vector<std::string>& args) {
   if (!layers.ok()) return Fail(layers.status().message());
   std::vector<std::string> repo_tags;
   for (const oci::ImageRef& tag : tags) repo_tags.push_back(FamiliarName(tag));
-  absl::StatusOr<oci::LayoutImage> image =
-      oci::StoreImage(**store, built->config, *std::move(layers), tags.empty() ? "" : tags[0].tag,
-                      repo_tags);
+  absl::StatusOr<oci::LayoutImage> image = oci::StoreImage(
+      **store, built->config, *std::move(layers), tags.empty() ? "" : tags[0].tag, repo_tags);
   if (!image.ok()) return Fail(image.status().message());
   for (const oci::ImageRef& tag : tags) {
     absl::Status tagged = oci::TagImage(**store, tag, image->manifest.digest);
@@ -431,13 +499,27 @@ int Build(const std::vector<std::string>& args) {
     if (error) {
       return Fail(absl::StrCat("--output ", output.dest.native(), ": ", error.message()));
     }
-    absl::Status written =
-        output.directory
-            ? oci::WriteOciLayoutDir(**store, {*image}, output.dest)
-            : oci::WriteImageTar(**store, {*image}, output.dest, output.type == "docker");
+    absl::Status written = output.directory ? oci::WriteOciLayoutDir(**store, {*image}, output.dest)
+                                            : oci::WriteImageTar(**store, {*image}, output.dest,
+                                                                 output.type == "docker");
     if (!written.ok()) return Fail(written.message());
-    std::fprintf(stderr, "exported %s image to %s\n", output.type.c_str(),
-                 output.dest.c_str());
+    std::fprintf(stderr, "exported %s image to %s\n", output.type.c_str(), output.dest.c_str());
+  }
+  if (parsed.Has("iidfile")) {
+    absl::Status written =
+        WriteTextFile("iidfile", parsed.Get("iidfile"), image->config.digest.ToString());
+    if (!written.ok()) return Fail(written.message());
+  }
+  if (parsed.Has("metadata-file")) {
+    BuiltImageRecord image_record;
+    image_record.manifest_digest = image->manifest.digest.ToString();
+    image_record.media_type = image->manifest.media_type;
+    image_record.manifest_size = image->manifest.size;
+    image_record.config_digest = image->config.digest.ToString();
+    for (const oci::ImageRef& tag : tags) image_record.names.push_back(tag.String());
+    absl::Status written = WriteTextFile("metadata-file", parsed.Get("metadata-file"),
+                                         record.MetadataJson(image_record, client_record));
+    if (!written.ok()) return Fail(written.message());
   }
   std::printf("%s\n", image->manifest.digest.ToString().c_str());
   return 0;

@@ -99,8 +99,11 @@ absl::string_view UnsupportedTypeName(mode_t mode) {
 // One walk of a context directory (see ContextIndex::Build).
 class Walker {
  public:
-  Walker(std::filesystem::path root, const dockerfile::PatternMatcher& matcher)
-      : root_(std::move(root)), matcher_(matcher), buffer_(new char[kReadBufferSize]) {}
+  Walker(std::filesystem::path root, const dockerfile::PatternMatcher& matcher, HashCache* hashes)
+      : root_(std::move(root)),
+        matcher_(matcher),
+        hashes_(hashes),
+        buffer_(new char[kReadBufferSize]) {}
 
   // Indexes the children of the directory open as `dir_fd` (owned by this
   // call), whose path is `dir` ("" for the root) and whose ignore-match state
@@ -187,6 +190,14 @@ class Walker {
       entries_.push_back(std::move(entry));
       return absl::OkStatus();
     }
+    if (hashes_ != nullptr) {
+      if (std::optional<digest::Digest> known = hashes_->Find(path, FileStamp::Of(st))) {
+        entry.size = static_cast<uint64_t>(st.st_size);
+        entry.content = *known;
+        entries_.push_back(std::move(entry));
+        return absl::OkStatus();
+      }
+    }
     return AddFile(parent_fd, name, std::move(entry));
   }
 
@@ -248,6 +259,12 @@ class Walker {
     }
     entry.size = size;
     entry.content = hasher.Finish();
+    // Remembered only if the file did not change while it was read.
+    struct stat after;
+    if (hashes_ != nullptr && fstat(fd.get(), &after) == 0 &&
+        FileStamp::Of(after) == FileStamp::Of(st) && size == static_cast<uint64_t>(st.st_size)) {
+      hashes_->Record(entry.path, FileStamp::Of(st), *entry.content);
+    }
     entries_.push_back(std::move(entry));
     return absl::OkStatus();
   }
@@ -278,6 +295,7 @@ class Walker {
 
   const std::filesystem::path root_;
   const dockerfile::PatternMatcher& matcher_;
+  HashCache* const hashes_;
   std::unique_ptr<char[]> buffer_;
   std::vector<ContextEntry> entries_;
   std::vector<SkippedEntry> skipped_;
@@ -318,7 +336,8 @@ absl::string_view EntryTypeName(EntryType type) {
 }
 
 absl::StatusOr<ContextIndex> ContextIndex::Build(const std::filesystem::path& context_dir,
-                                                 const std::filesystem::path& dockerfile) {
+                                                 const std::filesystem::path& dockerfile,
+                                                 HashCache* hashes) {
   absl::StatusOr<dockerfile::BuildIgnoreFile> ignore =
       dockerfile::LoadBuildIgnoreFile(context_dir, dockerfile);
   if (!ignore.ok()) return ignore.status();
@@ -332,7 +351,7 @@ absl::StatusOr<ContextIndex> ContextIndex::Build(const std::filesystem::path& co
   if (root_fd < 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("context directory ", context_dir.string()));
   }
-  Walker walker(context_dir, *matcher);
+  Walker walker(context_dir, *matcher, hashes);
   bool included_any = false;
   absl::Status status = walker.WalkDirectory(root_fd, "", dockerfile::MatchInfo(), &included_any);
   if (!status.ok()) return status;
@@ -343,6 +362,30 @@ absl::StatusOr<ContextIndex> ContextIndex::Build(const std::filesystem::path& co
   std::sort(index.skipped_.begin(), index.skipped_.end(),
             [](const SkippedEntry& a, const SkippedEntry& b) { return a.path < b.path; });
   return index;
+}
+
+ContextIndex ContextIndex::Restrict(absl::Span<const std::string> sources) const {
+  std::vector<bool> keep(entries_.size(), false);
+  auto keep_path = [&](absl::string_view path) {
+    const ContextEntry* entry = Find(path);
+    if (entry != nullptr) keep[static_cast<size_t>(entry - entries_.data())] = true;
+  };
+  for (const std::string& source : sources) {
+    absl::StatusOr<std::vector<const ContextEntry*>> selected = Select({source});
+    if (!selected.ok()) continue;
+    for (const ContextEntry* entry : *selected) {
+      keep[static_cast<size_t>(entry - entries_.data())] = true;
+      for (absl::string_view parent = ParentOf(entry->path); !parent.empty();
+           parent = ParentOf(parent)) {
+        keep_path(parent);
+      }
+    }
+  }
+  ContextIndex part;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (keep[i]) part.entries_.push_back(entries_[i]);
+  }
+  return part;
 }
 
 absl::StatusOr<ContextIndex> ContextIndex::FromEntries(std::vector<ContextEntry> entries) {

@@ -27,6 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/digest/digest.h"
+#include "common/fs/hash_cache.h"
 
 namespace stagefarm::fs {
 
@@ -81,8 +82,12 @@ class ContextIndex {
   // not a directory; the errno of any included entry that cannot be read
   // ("ctx/secret.key: open: Permission denied"). An excluded entry that cannot
   // be read is no error, as in BuildKit.
+  // With `hashes`, a file whose stamp it remembers is not read (see
+  // hash_cache.h), and every file's digest is recorded in it; saving it is
+  // the caller's.
   static absl::StatusOr<ContextIndex> Build(const std::filesystem::path& context_dir,
-                                            const std::filesystem::path& dockerfile);
+                                            const std::filesystem::path& dockerfile,
+                                            HashCache* hashes = nullptr);
 
   // An index from entries made elsewhere (a manifest received from a client).
   // Sorts them, then checks them as Build's output would be: InvalidArgument,
@@ -130,6 +135,13 @@ class ContextIndex {
   // source files were specified" instead).
   absl::StatusOr<std::vector<const ContextEntry*>> Select(
       absl::Span<const std::string> sources) const;
+
+  // The part of this index a build reading only `sources` needs: what each
+  // of them selects (Select, one source at a time) and every directory above
+  // that. Select gives the same answer on the part as on the whole for each
+  // of these sources. A source that fails to select contributes nothing: the
+  // build reports it, with its location, when it computes cache keys.
+  ContextIndex Restrict(absl::Span<const std::string> sources) const;
 
  private:
   std::vector<ContextEntry> entries_;

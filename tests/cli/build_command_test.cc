@@ -11,10 +11,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <regex>
+#include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/shell.h"
 
@@ -42,9 +45,9 @@ class BuildCommandTest : public ::testing::Test {
     const Invocation tar = Shell(absl::StrCat("tar -C '", (dir_ / "rootfs").string(), "' -cf '",
                                               (dir_ / "rootfs.tar").string(), "' ."));
     ASSERT_EQ(tar.exit_code, 0) << tar.output;
-    const Invocation imported = Stagefarm(absl::StrCat(
-        "image import --rootfs --change 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' '",
-        (dir_ / "rootfs.tar").string(), "' busybox"));
+    const Invocation imported = Stagefarm(
+        absl::StrCat("image import --rootfs --change 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' '",
+                     (dir_ / "rootfs.tar").string(), "' busybox"));
     ASSERT_EQ(imported.exit_code, 0) << imported.output;
   }
   void TearDown() override { stdfs::remove_all(dir_); }
@@ -82,10 +85,10 @@ TEST_F(BuildCommandTest, OutputsValidateUnpackAndImportAgain) {
   WriteDockerfile(kMultiStage);
   std::ofstream(dir_ / "context/app.conf") << "key=value\n";
   const stdfs::path out = dir_ / "out";
-  const Invocation built = Stagefarm(Build(absl::StrCat(
-      "-t app:1 --output type=oci,dest='", (out / "oci.tar").string(), "' --output type=oci,dest='",
-      (out / "layout").string(), "/' --output type=docker,dest='", (out / "docker.tar").string(),
-      "'")));
+  const Invocation built = Stagefarm(
+      Build(absl::StrCat("-t app:1 --output type=oci,dest='", (out / "oci.tar").string(),
+                         "' --output type=oci,dest='", (out / "layout").string(),
+                         "/' --output type=docker,dest='", (out / "docker.tar").string(), "'")));
   ASSERT_EQ(built.exit_code, 0) << built.output;
   const std::string digest = Digest(built.output);
   ASSERT_FALSE(digest.empty()) << built.output;
@@ -95,19 +98,20 @@ TEST_F(BuildCommandTest, OutputsValidateUnpackAndImportAgain) {
   // oci-image-tool cannot read any tar (opencontainers/image-tools#205,
   // "find failed: unable to walk: end of walk"): the tar is validated as the
   // layout it unpacks to.
-  ASSERT_EQ(Shell(absl::StrCat("mkdir '", (out / "from-tar").string(), "' && tar -C '",
-                               (out / "from-tar").string(), "' -xf '", (out / "oci.tar").string(),
-                               "'"))
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      Shell(absl::StrCat("mkdir '", (out / "from-tar").string(), "' && tar -C '",
+                         (out / "from-tar").string(), "' -xf '", (out / "oci.tar").string(), "'"))
+          .exit_code,
+      0);
   for (const stdfs::path& layout : {out / "layout", out / "from-tar"}) {
     const Invocation valid = Shell(
         absl::StrCat("oci-image-tool validate --type image --ref name=1 '", layout.string(), "'"));
     EXPECT_EQ(valid.exit_code, 0) << valid.output;
     EXPECT_THAT(valid.output, HasSubstr("Validation succeeded"));
   }
-  const Invocation unpacked = Shell(absl::StrCat("umoci unpack --image '", (out / "layout").string(),
-                                                 ":1' '", (out / "bundle").string(), "'"));
+  const Invocation unpacked =
+      Shell(absl::StrCat("umoci unpack --image '", (out / "layout").string(), ":1' '",
+                         (out / "bundle").string(), "'"));
   ASSERT_EQ(unpacked.exit_code, 0) << unpacked.output;
   std::ifstream message(out / "bundle/rootfs/srv/message");
   std::string line;
@@ -118,15 +122,15 @@ TEST_F(BuildCommandTest, OutputsValidateUnpackAndImportAgain) {
 
   // Each output imports back as the same image: the OCI ones keep the
   // manifest digest; the docker archive keeps the config.
-  for (const auto& [file, name] : {std::pair{out / "oci.tar", "again:oci"},
-                                   std::pair{out / "layout", "again:layout"}}) {
+  for (const auto& [file, name] :
+       {std::pair{out / "oci.tar", "again:oci"}, std::pair{out / "layout", "again:layout"}}) {
     const Invocation imported =
         Stagefarm(absl::StrCat("image import '", file.string(), "' ", name));
     ASSERT_EQ(imported.exit_code, 0) << imported.output;
     EXPECT_THAT(imported.output, HasSubstr(digest));
   }
-  const Invocation docker = Stagefarm(
-      absl::StrCat("image import '", (out / "docker.tar").string(), "' again:docker"));
+  const Invocation docker =
+      Stagefarm(absl::StrCat("image import '", (out / "docker.tar").string(), "' again:docker"));
   ASSERT_EQ(docker.exit_code, 0) << docker.output;
   const Invocation inspected = Stagefarm("image inspect again:docker");
   EXPECT_THAT(inspected.output, HasSubstr("\"Cmd\":[\"cat\",\"/srv/message\"]"));
@@ -172,17 +176,89 @@ TEST_F(BuildCommandTest, JsonProgressIsOneObjectALinePerStageEvent) {
   std::ofstream(dir_ / "context/app.conf") << "key=value\n";
   const Invocation run = Stagefarm(Build("--progress json --no-cache"));
   ASSERT_EQ(run.exit_code, 0) << run.output;
-  EXPECT_THAT(run.output, ::testing::ContainsRegex(
-                              "\\{\"time\":\"[0-9-]+T[0-9:.]+Z\",\"build\":\"[0-9a-z-]+\",\"stage\":0,"
-                              "\"stage_name\":\"build\",\"worker\":\"[a-z0-9-]+\",\"event\":\"start\""));
-  EXPECT_THAT(run.output, HasSubstr("\"event\":\"step\",\"step\":2,\"steps\":2,\"text\":\"run mkdir"));
-  EXPECT_THAT(run.output, ::testing::ContainsRegex(
-                              "\"stage\":1,\"stage_name\":\"\",\"worker\":\"[a-z0-9-]+\",\"event\":\"done\","
-                              "\"seconds\":[0-9.e-]+,\"bytes_fetched\":[0-9]+\\}"));
+  EXPECT_THAT(run.output,
+              ::testing::ContainsRegex(
+                  "\\{\"time\":\"[0-9-]+T[0-9:.]+Z\",\"build\":\"[0-9a-z-]+\",\"stage\":0,"
+                  "\"stage_name\":\"build\",\"worker\":\"[a-z0-9-]+\",\"event\":\"start\""));
+  EXPECT_THAT(run.output,
+              HasSubstr("\"event\":\"step\",\"step\":2,\"steps\":2,\"text\":\"run mkdir"));
+  EXPECT_THAT(run.output,
+              ::testing::ContainsRegex(
+                  "\"stage\":1,\"stage_name\":\"\",\"worker\":\"[a-z0-9-]+\",\"event\":\"done\","
+                  "\"seconds\":[0-9.e-]+,\"bytes_fetched\":[0-9]+\\}"));
   const Invocation again = Stagefarm(Build("--progress json"));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_THAT(again.output, HasSubstr("\"event\":\"cached\""));
   EXPECT_EQ(Stagefarm(Build("--progress fancy")).exit_code, 2);
+}
+
+nlohmann::json ReadJson(const stdfs::path& file) {
+  std::ifstream in(file);
+  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+}
+
+// Issue 7: the client sends the cluster only what the plan reads, and of that
+// only what changed; --metadata-file, --iidfile and --trace say what happened.
+TEST_F(BuildCommandTest, OnlyFilesTheBuildReadsAreSentAndThenOnlyTheChangedOne) {
+  WriteDockerfile(
+      "FROM busybox AS compile\n"
+      "COPY services/a /src\n"
+      "RUN cat /src/* > /all\n"
+      "FROM busybox\n"
+      "COPY --from=compile /all /all\n");
+  stdfs::create_directories(dir_ / "context/services/a");
+  stdfs::create_directories(dir_ / "context/services/b");
+  for (const char* name : {"one", "two", "three"}) {
+    std::ofstream(dir_ / "context/services/a" / name) << "source " << name << "\n";
+  }
+  // Eight MiB that do not deduplicate: more than everything the build sends.
+  auto noise = [](uint32_t seed) {
+    std::mt19937 random(seed);
+    std::string bytes(8 << 20, '\0');
+    for (char& byte : bytes) byte = static_cast<char>(random());
+    return bytes;
+  };
+  std::ofstream(dir_ / "context/services/b/big") << noise(1);
+  const stdfs::path meta = dir_ / "meta.json", trace = dir_ / "trace.json", iid = dir_ / "iid";
+  const std::string flags =
+      absl::StrCat("--workers 1 -t svc:1 --metadata-file '", meta.string(), "' --trace '",
+                   trace.string(), "' --iidfile '", iid.string(), "'");
+  const Invocation first = Stagefarm(Build(flags));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  nlohmann::json metadata = ReadJson(meta);
+  ASSERT_TRUE(metadata.is_object()) << first.output;
+  EXPECT_EQ(metadata["containerimage.digest"], Digest(first.output));
+  EXPECT_EQ(metadata["image.name"], "docker.io/library/svc:1");
+  EXPECT_EQ(metadata["stagefarm.client"]["context_files"], 3);  // services/b is not read
+  const uint64_t first_bytes = metadata["stagefarm.client"]["bytes_uploaded"];
+  EXPECT_LT(first_bytes, uint64_t{8} << 20) << "services/b/big was sent";
+  std::ifstream iid_in(iid);
+  std::string image_id;
+  std::getline(iid_in, image_id);
+  EXPECT_EQ(image_id, metadata["containerimage.config.digest"]);
+
+  // The timeline: a client track, a worker track, a slice per stage.
+  const nlohmann::json timeline = ReadJson(trace);
+  ASSERT_TRUE(timeline.contains("traceEvents")) << first.output;
+  std::set<std::string> tracks, slices;
+  for (const nlohmann::json& event : timeline["traceEvents"]) {
+    if (event["name"] == "thread_name") tracks.insert(event["args"]["name"]);
+    if (event["ph"] == "X") slices.insert(event["name"]);
+  }
+  EXPECT_THAT(tracks, ::testing::ElementsAre("client", "local-1"));
+  EXPECT_TRUE(slices.count("compile") == 1 && slices.count("stage-1") == 1 &&
+              slices.count("read context") == 1);
+
+  // One file read by the build changes, and one it does not read: only the
+  // first is sent, and only the two are read again.
+  std::ofstream(dir_ / "context/services/a/two") << "changed source: 25 bytes\n";
+  std::ofstream(dir_ / "context/services/b/big") << noise(2);
+  const Invocation second = Stagefarm(Build(flags));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  metadata = ReadJson(meta);
+  EXPECT_EQ(metadata["stagefarm.client"]["bytes_uploaded"], 25);
+  EXPECT_EQ(metadata["stagefarm.client"]["context_files_hashed"], 2);
+  EXPECT_NE(Digest(second.output), Digest(first.output));
 }
 
 TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -580,6 +581,96 @@ TEST(ContextIndexFromEntriesTest, RejectsMalformedManifestsNamingThePath) {
   ContextEntry bad_mode = file;
   bad_mode.mode = 0100644;
   EXPECT_THAT(message({dir, bad_mode}), HasSubstr("above 07777"));
+}
+
+TEST_F(ContextIndexTest, Restrict_KeepsWhatTheSourcesSelectAndTheDirectoriesAbove) {
+  Write("services/a/main.c", "int main;");
+  Write("services/a/lib/util.c", "util");
+  Write("services/b/big.bin", std::string(4096, 'b'));
+  Write("docs/guide.md", "guide");
+  Write("docs/notes.txt", "notes");
+  Symlink("services/a", "current");
+  const ContextIndex index = Index();
+  const std::vector<std::string> sources = {"/current/main.c", "docs/*.md", "missing/file"};
+  const ContextIndex part = index.Restrict(sources);
+  EXPECT_THAT(Paths(part), ::testing::ElementsAre("current", "docs", "docs/guide.md", "services",
+                                                  "services/a", "services/a/main.c"));
+  // Each source selects the same on the part as on the whole.
+  for (const std::string source : {"/current/main.c", "docs/*.md"}) {
+    EXPECT_EQ(Selected(part, {source}), Selected(index, {source})) << source;
+  }
+  EXPECT_FALSE(part.Select({"missing/file"}).ok());
+  // And the part passes the checks of an index received from a client.
+  EXPECT_TRUE(ContextIndex::FromEntries(part.entries()).ok());
+}
+
+TEST_F(ContextIndexTest, Restrict_ADirectorySourceKeepsEverythingBelowIt) {
+  Write("services/a/main.c", "int main;");
+  Write("services/a/lib/util.c", "util");
+  Write("services/b/big.bin", "b");
+  EXPECT_THAT(Paths(Index().Restrict({"services/a"})),
+              ::testing::ElementsAre("services", "services/a", "services/a/lib",
+                                     "services/a/lib/util.c", "services/a/main.c"));
+}
+
+// Longer than the window in which HashCache does not trust a file's stamps.
+constexpr absl::Duration kOlderThanRacy = absl::Milliseconds(250);
+
+// The hash cache: an unchanged file is not read again; a changed one is.
+TEST_F(ContextIndexTest, HashCache_UnchangedFilesComeFromTheCacheChangedOnesAreRead) {
+  Write("a.txt", "alpha");
+  Write("b.txt", "beta");
+  // A file changed within 100 ms of a walk is not remembered by it.
+  absl::SleepFor(kOlderThanRacy);
+  const std::filesystem::path file = temp_.path() / "hashes";
+  {
+    HashCache cache = HashCache::Load(file);
+    ASSERT_TRUE(ContextIndex::Build(Context(), Dockerfile(), &cache).ok());
+    EXPECT_EQ(cache.hits(), 0u);
+    EXPECT_EQ(cache.misses(), 3u);
+    ASSERT_TRUE(cache.Save().ok());
+  }
+  const ContextIndex fresh = Index();
+  struct stat before;
+  ASSERT_EQ(stat((Context() / "b.txt").c_str(), &before), 0);
+  Write("b.txt", "BETA");  // same size, new content
+  // Even with the old mtime put back, the ctime moved.
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(utimensat(AT_FDCWD, (Context() / "b.txt").c_str(), times, 0), 0);
+  HashCache cache = HashCache::Load(file);
+  absl::StatusOr<ContextIndex> cached = ContextIndex::Build(Context(), Dockerfile(), &cache);
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  EXPECT_EQ(cache.hits(), 2u);
+  EXPECT_EQ(cache.misses(), 1u);
+  EXPECT_EQ(cached->Find("a.txt")->content, fresh.Find("a.txt")->content);
+  EXPECT_EQ(cached->Find("b.txt")->content, digest::Sha256Of("BETA"));
+}
+
+TEST_F(ContextIndexTest, HashCache_AFileChangedJustNowIsNotRemembered) {
+  Write("new.txt", "written a moment ago");
+  const std::filesystem::path file = temp_.path() / "hashes";
+  HashCache first = HashCache::Load(file);
+  ASSERT_TRUE(ContextIndex::Build(Context(), Dockerfile(), &first).ok());
+  ASSERT_TRUE(first.Save().ok());
+  HashCache second = HashCache::Load(file);
+  ASSERT_TRUE(ContextIndex::Build(Context(), Dockerfile(), &second).ok());
+  EXPECT_EQ(second.hits(), 0u);
+}
+
+TEST_F(ContextIndexTest, HashCache_AMalformedCacheFileIsAnEmptyCache) {
+  Write("a.txt", "alpha");
+  absl::SleepFor(kOlderThanRacy);
+  const std::filesystem::path file = temp_.path() / "hashes";
+  std::ofstream(file) << "stagefarm context hashes v1\nsha256:nothex 1 2 3 4 5 a.txt\n";
+  HashCache cache = HashCache::Load(file);
+  absl::StatusOr<ContextIndex> index = ContextIndex::Build(Context(), Dockerfile(), &cache);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(cache.hits(), 0u);
+  EXPECT_EQ(index->Find("a.txt")->content, digest::Sha256Of("alpha"));
+  ASSERT_TRUE(cache.Save().ok());  // and is replaced by a good one
+  HashCache again = HashCache::Load(file);
+  ASSERT_TRUE(ContextIndex::Build(Context(), Dockerfile(), &again).ok());
+  EXPECT_EQ(again.hits(), 2u);
 }
 
 }  // namespace

@@ -1,0 +1,78 @@
+// The content digests of a context's files, remembered between builds so that
+// a walk of an unchanged tree stats its files instead of reading them again.
+//
+// A remembered digest is used only while everything that identifies the file
+// and its last change is unchanged: device, inode, size, modification time
+// and status-change time (the ctime also catches a write that set the old
+// mtime back). These stamps decide only whether to re-read a file; digests,
+// never stamps, go into an index and its cache keys.
+//
+// A file changed within a moment of the walk that hashed it may change again
+// without its stamps moving (timestamps are as coarse as the kernel's tick),
+// so such a file is not remembered: it is hashed again next time.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/digest/digest.h"
+
+namespace stagefarm::fs {
+
+struct FileStamp {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+
+  static FileStamp Of(const struct stat& st);
+  friend bool operator==(const FileStamp&, const FileStamp&) = default;
+};
+
+class HashCache {
+ public:
+  // The cache kept in `file` (normally one per context directory). A missing
+  // file is an empty cache; so is one that does not parse (it is only a
+  // cache: the walk then reads every file, and Save replaces it).
+  static HashCache Load(std::filesystem::path file);
+
+  // The digest remembered for `path` (relative to the context root) when its
+  // stamp is still `stamp`.
+  std::optional<digest::Digest> Find(absl::string_view path, const FileStamp& stamp);
+  // Remembers that `path`, as stamped, has `content`, unless it changed too
+  // recently to be trusted (see above).
+  void Record(absl::string_view path, const FileStamp& stamp, const digest::Digest& content);
+
+  // Writes the entries found or recorded since Load (files no longer seen
+  // are forgotten) to the file, atomically (a temporary file renamed over
+  // it), creating its directory. Errors name the file.
+  absl::Status Save() const;
+
+  // Files whose digest came from the cache, and files hashed, since Load.
+  uint64_t hits() const { return hits_; }
+  uint64_t misses() const { return misses_; }
+
+ private:
+  struct Entry {
+    FileStamp stamp;
+    digest::Digest content;
+  };
+
+  std::filesystem::path file_;
+  absl::Time loaded_at_;
+  absl::flat_hash_map<std::string, Entry> loaded_;
+  absl::flat_hash_map<std::string, Entry> seen_;
+  uint64_t hits_ = 0;
+  uint64_t misses_ = 0;
+};
+
+}  // namespace stagefarm::fs
