@@ -441,6 +441,7 @@ int Build(const std::vector<std::string>& args) {
     std::fprintf(stderr, "warning: %s\n", std::string(saved.message()).c_str());
   }
   client_record.context_files_hashed = hashes.misses();
+  client_record.context_scan_seconds = absl::ToDoubleSeconds(absl::Now() - read_start);
   record.AddClientSpan({"read context", read_start, absl::Now()});
 
   // With outputs, the image's layers are compressed once, as they ask (gzip

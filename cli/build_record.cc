@@ -171,6 +171,7 @@ std::string BuildRecord::MetadataJson(const BuiltImageRecord& image,
   out["stagefarm.stages"] = std::move(stages);
   out["stagefarm.client"] = {{"context_files", client.context_files},
                              {"context_files_hashed", client.context_files_hashed},
+                             {"context_scan_seconds", client.context_scan_seconds},
                              {"bytes_uploaded", client.bytes_uploaded}};
   return out.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }

@@ -29,6 +29,7 @@ struct BuiltImageRecord {
 struct ClientRecord {
   uint64_t context_files = 0;         // files in the context the build reads
   uint64_t context_files_hashed = 0;  // read and hashed (not known to the hash cache)
+  double context_scan_seconds = 0;    // walking and hashing the context directory
   uint64_t bytes_uploaded = 0;        // context files and image layers the cluster lacked
 };
 

@@ -51,7 +51,7 @@ HashCache HashCache::Load(std::filesystem::path file) {
   while (std::getline(in, line)) {
     std::vector<absl::string_view> fields = absl::StrSplit(line, absl::MaxSplits(' ', 6));
     if (fields.size() != 7) {
-      cache.loaded_.clear();
+      cache.entries_.clear();
       return cache;
     }
     FileStamp stamp;
@@ -61,22 +61,22 @@ HashCache HashCache::Load(std::filesystem::path file) {
         !absl::SimpleAtoi(fields[2], &stamp.inode) || !absl::SimpleAtoi(fields[3], &stamp.size) ||
         !absl::SimpleAtoi(fields[4], &stamp.mtime_ns) ||
         !absl::SimpleAtoi(fields[5], &stamp.ctime_ns) || !absl::CUnescape(fields[6], &path)) {
-      cache.loaded_.clear();
+      cache.entries_.clear();
       return cache;
     }
-    cache.loaded_.insert_or_assign(std::move(path), Entry{stamp, *content});
+    cache.entries_.insert_or_assign(std::move(path), Entry{stamp, *content});
   }
   return cache;
 }
 
 std::optional<digest::Digest> HashCache::Find(absl::string_view path, const FileStamp& stamp) {
-  auto it = loaded_.find(path);
-  if (it == loaded_.end() || !(it->second.stamp == stamp)) {
+  auto it = entries_.find(path);
+  if (it == entries_.end() || !(it->second.stamp == stamp)) {
     ++misses_;
     return std::nullopt;
   }
   ++hits_;
-  seen_.insert_or_assign(std::string(path), it->second);
+  it->second.used = true;
   return it->second.content;
 }
 
@@ -84,10 +84,16 @@ void HashCache::Record(absl::string_view path, const FileStamp& stamp,
                        const digest::Digest& content) {
   const int64_t trusted_before = absl::ToUnixNanos(loaded_at_ - kRacyWindow);
   if (stamp.mtime_ns >= trusted_before || stamp.ctime_ns >= trusted_before) return;
-  seen_.insert_or_assign(std::string(path), Entry{stamp, content});
+  entries_.insert_or_assign(std::string(path), Entry{stamp, content, true});
+  recorded_ = true;
 }
 
 absl::Status HashCache::Save() const {
+  size_t used = 0;
+  for (const auto& [path, entry] : entries_) used += entry.used ? 1 : 0;
+  if (!recorded_ && used == entries_.size() && std::filesystem::exists(file_)) {
+    return absl::OkStatus();
+  }
   std::error_code error;
   std::filesystem::create_directories(file_.parent_path(), error);
   if (error) {
@@ -95,7 +101,8 @@ absl::Status HashCache::Save() const {
         absl::StrCat("context hash cache ", file_.parent_path().string(), ": ", error.message()));
   }
   std::string text = absl::StrCat(kHeader, "\n");
-  for (const auto& [path, entry] : seen_) {
+  for (const auto& [path, entry] : entries_) {
+    if (!entry.used) continue;
     absl::StrAppend(&text, entry.content.ToString(), " ", entry.stamp.device, " ",
                     entry.stamp.inode, " ", entry.stamp.size, " ", entry.stamp.mtime_ns, " ",
                     entry.stamp.ctime_ns, " ", absl::CEscape(path), "\n");

@@ -54,7 +54,8 @@ class HashCache {
 
   // Writes the entries found or recorded since Load (files no longer seen
   // are forgotten) to the file, atomically (a temporary file renamed over
-  // it), creating its directory. Errors name the file.
+  // it), creating its directory; does nothing when that is what the file
+  // holds already (a walk of an unchanged tree). Errors name the file.
   absl::Status Save() const;
 
   // Files whose digest came from the cache, and files hashed, since Load.
@@ -65,12 +66,13 @@ class HashCache {
   struct Entry {
     FileStamp stamp;
     digest::Digest content;
+    bool used = false;  // found or recorded since Load: kept by Save
   };
 
   std::filesystem::path file_;
   absl::Time loaded_at_;
-  absl::flat_hash_map<std::string, Entry> loaded_;
-  absl::flat_hash_map<std::string, Entry> seen_;
+  absl::flat_hash_map<std::string, Entry> entries_;
+  bool recorded_ = false;  // Record added or replaced an entry
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
 };

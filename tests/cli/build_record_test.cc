@@ -91,7 +91,7 @@ TEST(BuildRecordTest, MetadataNamesTheImageAsBuildxDoesAndEachStageWhereItRan) {
   image.names = {"docker.io/library/app:1", "registry.local/app:1"};
   BuildRecord record;
   Fill(record);
-  const nlohmann::json metadata = nlohmann::json::parse(record.MetadataJson(image, {3, 1, 26}));
+  const nlohmann::json metadata = nlohmann::json::parse(record.MetadataJson(image, {3, 1, 0.5, 26}));
   EXPECT_EQ(metadata["containerimage.digest"], image.manifest_digest);
   EXPECT_EQ(metadata["containerimage.config.digest"], image.config_digest);
   EXPECT_EQ(metadata["containerimage.descriptor"]["size"], 550);
