@@ -34,10 +34,12 @@
 #include "common/cas/blob_store.h"
 #include "common/fs/context_index.h"
 #include "common/fs/hash_cache.h"
+#include "common/fs/root.h"
 #include "common/graph/plan_cache_keys.h"
 #include "common/oci/image_layout.h"
 #include "common/oci/image_ref.h"
 #include "common/oci/layer_compress.h"
+#include "common/oci/layer_unpack.h"
 #include "common/oci/local_images.h"
 #include "worker/build/local_build.h"
 #include "worker/build/stage_executor.h"
@@ -49,9 +51,9 @@ namespace stdfs = std::filesystem;
 
 // One --output value, as buildx reads it: "type=oci,dest=out.tar".
 struct OutputSpec {
-  std::string type;  // "oci" or "docker"
+  std::string type;  // "oci", "docker" or "local"
   stdfs::path dest;
-  bool directory = false;  // dest ended in "/": an OCI layout directory
+  bool directory = false;  // oci: dest ended in "/", an OCI layout directory
   std::optional<oci::LayerCompression> compression;
 };
 
@@ -87,17 +89,46 @@ absl::StatusOr<OutputSpec> ParseOutput(absl::string_view value) {
           absl::StrCat("--output: unknown field \"", key, "\" (known: type, dest, compression)"));
     }
   }
-  if (spec.type != "oci" && spec.type != "docker") {
+  if (spec.type != "oci" && spec.type != "docker" && spec.type != "local") {
     return absl::InvalidArgumentError(
-        absl::StrCat("--output: type must be oci or docker, not \"", spec.type, "\""));
+        absl::StrCat("--output: type must be oci, docker or local, not \"", spec.type, "\""));
   }
   if (dest.empty()) return absl::InvalidArgumentError("--output: dest=PATH is required");
   spec.directory = absl::EndsWith(dest, "/");
   if (spec.directory && spec.type == "docker") {
     return absl::InvalidArgumentError("--output type=docker writes a tar: dest must be a file");
   }
+  if (spec.type == "local" && spec.compression) {
+    return absl::InvalidArgumentError("--output type=local writes files: no compression");
+  }
   spec.dest = dest;
   return spec;
+}
+
+// type=local: the image's root filesystem, its layers applied in order into
+// `dest` (made if missing; what is there already is overwritten where the
+// image has the same path). Owners are the image's when running as root.
+absl::Status WriteRootfs(cas::BlobStore& store, const std::vector<oci::Descriptor>& layers,
+                         const stdfs::path& dest) {
+  std::error_code error;
+  stdfs::create_directories(dest, error);
+  if (error) return absl::UnavailableError(absl::StrCat(dest.string(), ": ", error.message()));
+  absl::StatusOr<fs::RootDir> root = fs::RootDir::Open(dest);
+  if (!root.ok()) return root.status();
+  oci::ApplyOptions options;
+  options.preserve_ownership = geteuid() == 0;
+  for (const oci::Descriptor& layer : layers) {
+    absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(layer.digest);
+    if (!reader.ok()) return reader.status();
+    cas::BlobReader* raw = reader->get();
+    absl::StatusOr<oci::ApplyStats> applied = oci::ApplyLayer(
+        *root, [raw] { return raw->Next(); }, options);
+    if (!applied.ok()) {
+      return absl::Status(applied.status().code(), absl::StrCat("layer ", layer.digest.ToString(),
+                                                                ": ", applied.status().message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // "docker.io/library/busybox:latest" as Docker shows it: "busybox:latest".
@@ -448,8 +479,10 @@ int Build(const std::vector<std::string>& args) {
   // unless one says otherwise), and the tags name that same image.
   oci::CompressOptions compress;
   compress.compression = oci::LayerCompression::kGzip;
+  bool exports_image = false;  // an image archive or layout, whose layers are compressed
   for (const OutputSpec& output : outputs) {
     if (output.compression) compress.compression = *output.compression;
+    exports_image = exports_image || output.type != "local";
   }
   ProgressPrinter printer(*progress, stderr);
   const EventSink sink = [&printer, &record](const ProgressEvent& event) {
@@ -462,7 +495,7 @@ int Build(const std::vector<std::string>& args) {
           ? BuildOnCluster(parsed, file, context, *plan, *index, *epoch, workers, slots, *data_dir,
                            **store, sink, client_record)
           : BuildInProcess(parsed, file, context, *plan, *index, *epoch,
-                           outputs.empty() ? std::nullopt : std::optional(compress), *data_dir,
+                           !exports_image ? std::nullopt : std::optional(compress), *data_dir,
                            **store, sink);
   printer.Finish();
   record.AddClientSpan({"build", build_start, absl::Now()});
@@ -480,7 +513,7 @@ int Build(const std::vector<std::string>& args) {
     last_shown = done;
     std::fprintf(stderr, "compressing layers: %.1f / %.1f MB\n", done / 1e6, total / 1e6);
   };
-  if (outputs.empty()) compress.compression = oci::LayerCompression::kNone;
+  if (!exports_image) compress.compression = oci::LayerCompression::kNone;
   absl::StatusOr<std::vector<oci::Descriptor>> layers =
       oci::CompressLayers(**store, built->layers, compress);
   if (!layers.ok()) return Fail(layers.status().message());
@@ -500,11 +533,18 @@ int Build(const std::vector<std::string>& args) {
     if (error) {
       return Fail(absl::StrCat("--output ", output.dest.native(), ": ", error.message()));
     }
-    absl::Status written = output.directory ? oci::WriteOciLayoutDir(**store, {*image}, output.dest)
-                                            : oci::WriteImageTar(**store, {*image}, output.dest,
-                                                                 output.type == "docker");
+    absl::Status written;
+    if (output.type == "local") {
+      written = WriteRootfs(**store, built->layers, output.dest);
+    } else if (output.directory) {
+      written = oci::WriteOciLayoutDir(**store, {*image}, output.dest);
+    } else {
+      written = oci::WriteImageTar(**store, {*image}, output.dest, output.type == "docker");
+    }
     if (!written.ok()) return Fail(written.message());
-    std::fprintf(stderr, "exported %s image to %s\n", output.type.c_str(), output.dest.c_str());
+    std::fprintf(stderr, "exported %s to %s\n",
+                 output.type == "local" ? "the root filesystem" : (output.type + " image").c_str(),
+                 output.dest.c_str());
   }
   if (parsed.Has("iidfile")) {
     absl::Status written =

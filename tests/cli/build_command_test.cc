@@ -192,6 +192,40 @@ TEST_F(BuildCommandTest, JsonProgressIsOneObjectALinePerStageEvent) {
   EXPECT_EQ(Stagefarm(Build("--progress fancy")).exit_code, 2);
 }
 
+// type=local writes the image's root filesystem: the same tree, owners, modes,
+// links and contents as umoci unpacks from the image (deletions in later
+// layers applied).
+TEST_F(BuildCommandTest, LocalOutputIsTheFlattenedImage) {
+  WriteDockerfile(
+      "FROM busybox\n"
+      "RUN mkdir -p /app/old /app/keep && echo old > /app/old/file && echo keep > /app/keep/file\n"
+      "RUN rm -rf /app/old && ln -s keep/file /app/link && chown 1000:1000 /app/keep/file &&"
+      " chmod 0640 /app/keep/file\n");
+  const stdfs::path out = dir_ / "out";
+  const Invocation built = Stagefarm(
+      Build(absl::StrCat("-t flat:1 --output type=oci,dest='", (out / "layout").string(),
+                         "/' --output type=local,dest='", (out / "rootfs").string(), "'")));
+  ASSERT_EQ(built.exit_code, 0) << built.output;
+  const Invocation unpacked =
+      Shell(absl::StrCat("umoci unpack --image '", (out / "layout").string(), ":1' '",
+                         (out / "bundle").string(), "'"));
+  ASSERT_EQ(unpacked.exit_code, 0) << unpacked.output;
+  // Everything but times: a path, its type, mode, owner, size, link target,
+  // and a file's content digest.
+  auto listing = [](const stdfs::path& root) {
+    return Shell(absl::StrCat("cd '", root.string(),
+                              "' && find . -printf '%p %y %m %U:%G %s %l\\n' | sort && "
+                              "find . -type f -exec sha256sum {} + | sort"));
+  };
+  const Invocation ours = listing(out / "rootfs");
+  const Invocation umoci = listing(out / "bundle/rootfs");
+  ASSERT_EQ(ours.exit_code, 0) << ours.output;
+  EXPECT_EQ(ours.output, umoci.output);
+  EXPECT_THAT(ours.output, HasSubstr("./app/keep/file f 640 1000:1000 5"));
+  EXPECT_THAT(ours.output, HasSubstr("./app/link l 777 0:0 9 keep/file"));
+  EXPECT_THAT(ours.output, ::testing::Not(HasSubstr("./app/old")));
+}
+
 nlohmann::json ReadJson(const stdfs::path& file) {
   std::ifstream in(file);
   return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -265,7 +299,7 @@ TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
   WriteDockerfile("FROM busybox\n");
   const Invocation type = Stagefarm(Build("--output type=tarball,dest=x"));
   EXPECT_EQ(type.exit_code, 2);
-  EXPECT_THAT(type.output, HasSubstr("type must be oci or docker"));
+  EXPECT_THAT(type.output, HasSubstr("type must be oci, docker or local"));
   const Invocation dest = Stagefarm(Build("--output type=oci"));
   EXPECT_EQ(dest.exit_code, 2);
   EXPECT_THAT(dest.output, HasSubstr("dest=PATH is required"));
