@@ -9,9 +9,11 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -131,6 +133,73 @@ absl::Status WriteRootfs(cas::BlobStore& store, const std::vector<oci::Descripto
   return absl::OkStatus();
 }
 
+// --secret values, as buildx reads them: "id=ID,src=FILE" (also source=,
+// type=file), "id=ID,env=VARIABLE" (type=env), or "id=ID" alone, which is
+// the variable ID if it is set, else the file ID. Errors name the id and the
+// file or variable, never the value.
+absl::StatusOr<std::map<std::string, std::string>> ReadSecrets(
+    const std::vector<std::string>& values) {
+  std::map<std::string, std::string> secrets;
+  for (const std::string& value : values) {
+    std::string id, type, source, env;
+    for (absl::string_view field : absl::StrSplit(value, ',')) {
+      const size_t eq = field.find('=');
+      const std::string key = absl::AsciiStrToLower(field.substr(0, eq));
+      const std::string val(eq == absl::string_view::npos ? "" : field.substr(eq + 1));
+      if (key == "id") {
+        id = val;
+      } else if (key == "type") {
+        type = val;
+      } else if (key == "src" || key == "source") {
+        source = val;
+      } else if (key == "env") {
+        env = val;
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("--secret ", value, ": unknown field \"",
+                                                       key, "\" (known: id, type, src, env)"));
+      }
+    }
+    if (id.empty()) id = !source.empty() ? stdfs::path(source).filename().string() : env;
+    if (type.empty()) {
+      if (!env.empty()) {
+        type = "env";
+      } else if (!source.empty()) {
+        type = "file";
+      } else {
+        type = std::getenv(id.c_str()) != nullptr ? "env" : "file";
+      }
+    }
+    if (type == "env" && env.empty()) env = source.empty() ? id : source;
+    if (type == "file" && source.empty()) source = id;
+    std::string bytes;
+    if (type == "env") {
+      const char* set = std::getenv(env.c_str());
+      if (set == nullptr) {
+        return absl::NotFoundError(
+            absl::StrCat("--secret id=", id, ": environment variable ", env, " is not set"));
+      }
+      bytes = set;
+    } else if (type == "file") {
+      std::ifstream in(source, std::ios::binary);
+      if (!in) {
+        return absl::NotFoundError(
+            absl::StrCat("--secret id=", id, ": cannot read ", source, ": ", std::strerror(errno)));
+      }
+      std::ostringstream content;
+      content << in.rdbuf();
+      bytes = content.str();
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--secret id=", id, ": type must be file or env, not \"", type, "\""));
+    }
+    if (absl::Status ok = build::CheckSecret(id, bytes); !ok.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--secret: ", ok.message()));
+    }
+    secrets[id] = std::move(bytes);
+  }
+  return secrets;
+}
+
 // "docker.io/library/busybox:latest" as Docker shows it: "busybox:latest".
 std::string FamiliarName(const oci::ImageRef& ref) {
   std::string name = ref.Name();
@@ -181,7 +250,7 @@ worker::BuildEvents ProgressEvents(const EventSink& sink, const std::string& bui
   worker::BuildEvents events;
   events.on_stage_start = [sink, event](const graph::PlannedStage& stage) {
     ProgressEvent out = event(stage, ProgressEvent::Kind::kStarted);
-    out.text = absl::StrCat("FROM ", stage.base_name.empty() ? "scratch" : stage.base_name);
+    out.text = stage.base_name.empty() ? std::string("scratch") : stage.base_name;
     sink(out);
   };
   events.on_step = [sink, event](const graph::PlannedStage& stage, size_t step, size_t steps,
@@ -270,6 +339,7 @@ std::string NewBuildId() {
 absl::StatusOr<worker::BuiltImage> BuildInProcess(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
     const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
+    const std::map<std::string, std::string>& secrets,
     std::optional<oci::CompressOptions> precompress, const stdfs::path& data_dir,
     cas::BlobStore& store, const EventSink& sink) {
   worker::ExecutorOptions executor_options;
@@ -283,6 +353,7 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
   input.context = &index;
   input.dockerfile_name = file;
   input.source_date_epoch = epoch;
+  input.secrets = &secrets;
   // The local store keeps the image as built (layers uncompressed, as a
   // snapshotter keeps them): only an export compresses, and then the layers
   // of the stages the image is built FROM start compressing as each stage
@@ -311,8 +382,8 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
 absl::StatusOr<worker::BuiltImage> BuildOnCluster(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
     const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
-    int workers, int slots, const stdfs::path& data_dir, cas::BlobStore& store,
-    const EventSink& sink, ClientRecord& client_record) {
+    std::map<std::string, std::string> secrets, int workers, int slots, const stdfs::path& data_dir,
+    cas::BlobStore& store, const EventSink& sink, ClientRecord& client_record) {
   build::BuildDefinition definition;
   absl::StatusOr<std::string> dockerfile = ReadInput(file);
   if (!dockerfile.ok()) return dockerfile.status();
@@ -326,6 +397,7 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
       parsed.Has("platform") ? parsed.Get("platform") : plan.graph.target_platform.String();
   definition.source_date_epoch = epoch;
   definition.no_cache = parsed.Has("no-cache");
+  definition.secrets = std::move(secrets);
   // Only what the needed stages read goes to the cluster: a build that
   // copies one directory of a monorepo sends that directory.
   std::vector<std::string> read_paths;
@@ -400,6 +472,8 @@ int Build(const std::vector<std::string>& args) {
                {"trace", "", true, false,
                 "write the build's timeline (Chrome trace-event JSON, for Perfetto) to a file"},
                {"no-cache", "", false, false, "do not use the build cache"},
+               {"secret", "", true, true,
+                "a secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VARIABLE"},
                {"workers", "", true, false,
                 "workers of the embedded local cluster when no --coordinator is given (default 2; "
                 "0 runs the stages in this process)"},
@@ -444,6 +518,9 @@ int Build(const std::vector<std::string>& args) {
   const std::vector<std::string> build_args = ResolveBuildArgs(parsed.All("build-arg"));
   absl::StatusOr<std::optional<int64_t>> epoch = SourceDateEpoch(build_args);
   if (!epoch.ok()) return Fail(epoch.status().message(), kExitUsage);
+
+  absl::StatusOr<std::map<std::string, std::string>> secrets = ReadSecrets(parsed.All("secret"));
+  if (!secrets.ok()) return Fail(secrets.status().message(), kExitUsage);
 
   absl::StatusOr<stdfs::path> data_dir = LocalDataDir(parsed);
   if (!data_dir.ok()) return Fail(data_dir.status().message(), kExitUsage);
@@ -492,9 +569,9 @@ int Build(const std::vector<std::string>& args) {
   const absl::Time build_start = absl::Now();
   absl::StatusOr<worker::BuiltImage> built =
       parsed.Has("coordinator") || workers > 0
-          ? BuildOnCluster(parsed, file, context, *plan, *index, *epoch, workers, slots, *data_dir,
-                           **store, sink, client_record)
-          : BuildInProcess(parsed, file, context, *plan, *index, *epoch,
+          ? BuildOnCluster(parsed, file, context, *plan, *index, *epoch, *secrets, workers, slots,
+                           *data_dir, **store, sink, client_record)
+          : BuildInProcess(parsed, file, context, *plan, *index, *epoch, *secrets,
                            !exports_image ? std::nullopt : std::optional(compress), *data_dir,
                            **store, sink);
   printer.Finish();

@@ -87,6 +87,14 @@ struct BuildDefinition {
   noCache @7 :Bool;
   context @8 :List(ContextEntry);   # .dockerignore already applied
   images @9 :List(NamedImage);
+  # --secret values for RUN --mount=type=secret: held in memory by the nodes
+  # that run the build, never stored, logged or part of a cache key.
+  secrets @10 :List(Secret);
+}
+
+struct Secret {
+  id @0 :Text;
+  value @1 :Data;
 }
 
 struct BuildRequest {

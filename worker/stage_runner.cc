@@ -182,7 +182,8 @@ class AssignmentRun {
           " is not a stage the build needs (the plan has ", graph.stages.size(), " stages)"))};
     }
     const graph::PlannedStage& stage = graph.stages[stage_index_];
-    SendText(schema::StageEvent::Kind::STARTED, absl::StrCat("FROM ", stage.base_name));
+    SendText(schema::StageEvent::Kind::STARTED,
+             stage.base_name.empty() ? std::string("scratch") : stage.base_name);
 
     // The stages it reads: their layers, or the artifact of the paths it reads.
     std::map<int, schema::StageInput::Reader> given;
@@ -317,6 +318,7 @@ class AssignmentRun {
     }
     inputs.use_cache = !known_->definition.no_cache;
     inputs.source_date_epoch = known_->definition.source_date_epoch;
+    inputs.secrets = &known_->definition.secrets;
     inputs.cancelled = &cancelled_;
     StageEvents events;
     events.on_step = [this](size_t step, size_t steps, absl::string_view text) {

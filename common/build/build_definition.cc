@@ -1,8 +1,10 @@
 #include "common/build/build_definition.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "capnp/message.h"
@@ -148,6 +150,13 @@ void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builde
     item.setLinkTarget(entry.link_target);
     item.setMtimeNs(entry.mtime_ns);
   }
+  auto secrets = out.initSecrets(definition.secrets.size());
+  size_t secret = 0;
+  for (const auto& [id, value] : definition.secrets) {
+    secrets[secret].setId(id);
+    secrets[secret++].setValue(
+        capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value.data()), value.size()));
+  }
   auto images = out.initImages(definition.images.size());
   for (size_t i = 0; i < definition.images.size(); ++i) {
     const NamedImage& image = definition.images[i];
@@ -237,7 +246,36 @@ absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
     }
     definition.images.push_back(std::move(image));
   }
+  for (schema::Secret::Reader item : in.getSecrets()) {
+    const capnp::Data::Reader value = item.getValue();
+    std::string id = Text(item.getId());
+    std::string bytes(reinterpret_cast<const char*>(value.begin()), value.size());
+    if (absl::Status ok = CheckSecret(id, bytes); !ok.ok()) return ok;
+    if (!definition.secrets.emplace(std::move(id), std::move(bytes)).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("secret \"", absl::CHexEscape(Text(item.getId())), "\" given twice"));
+    }
+  }
   return definition;
+}
+
+absl::Status CheckSecret(absl::string_view id, absl::string_view value) {
+  const bool id_ok = !id.empty() && id.size() <= 256 &&
+                     std::all_of(id.begin(), id.end(), [](char c) {
+                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                              c == '_' || c == '-';
+                     });
+  if (!id_ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("secret id \"", absl::CHexEscape(id.substr(0, 300)),
+                     "\": 1 to 256 letters, digits, '.', '_' or '-'"));
+  }
+  if (value.size() > kMaxSecretBytes) {
+    // The value itself is never shown.
+    return absl::InvalidArgumentError(absl::StrCat("secret \"", id, "\" is ", value.size(),
+                                                   " bytes; the limit is ", kMaxSecretBytes));
+  }
+  return absl::OkStatus();
 }
 
 std::string SerializeDefinition(schema::BuildDefinition::Reader definition) {

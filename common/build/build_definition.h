@@ -8,6 +8,7 @@
 #define STAGEFARM_COMMON_BUILD_BUILD_DEFINITION_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,6 +45,9 @@ struct BuildDefinition {
   bool no_cache = false;
   fs::ContextIndex context;
   std::vector<NamedImage> images;
+  // --secret values by id, for RUN --mount=type=secret. Kept in memory only:
+  // never stored, logged or part of a cache key.
+  std::map<std::string, std::string> secrets;
 
   // The image `ref` names, or null.
   const NamedImage* FindImage(const oci::ImageRef& ref) const;
@@ -63,6 +67,11 @@ struct PlannedBuild {
 // Parses and plans `definition`: base image configs come from its images.
 // Errors are the parser's and planner's, with FILE:LINE.
 absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition);
+
+// Limits on --secret, as BuildKit's: an id is 1 to 256 bytes of letters,
+// digits and "._-"; a value is at most 500 KiB.
+inline constexpr size_t kMaxSecretBytes = 500 * 1024;
+absl::Status CheckSecret(absl::string_view id, absl::string_view value);
 
 // To and from the wire. The readers check everything: InvalidArgument naming
 // the field and value for a digest, reference, config or context entry that

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/digest/digest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/shell.h"
@@ -224,6 +225,61 @@ TEST_F(BuildCommandTest, LocalOutputIsTheFlattenedImage) {
   EXPECT_THAT(ours.output, HasSubstr("./app/keep/file f 640 1000:1000 5"));
   EXPECT_THAT(ours.output, HasSubstr("./app/link l 777 0:0 9 keep/file"));
   EXPECT_THAT(ours.output, ::testing::Not(HasSubstr("./app/old")));
+}
+
+// Issue 7: --secret values reach the RUN that mounts them (as a file and as a
+// variable) and nothing else: no layer, log, cache key, store or output.
+TEST_F(BuildCommandTest, SecretsReachTheRunAndAreFoundNowhereAfterwards) {
+  std::mt19937_64 random(std::random_device{}());
+  const std::string token = absl::StrCat("tok-", absl::Hex(random()), absl::Hex(random()));
+  const std::string api_key = absl::StrCat("key-", absl::Hex(random()), absl::Hex(random()));
+  std::ofstream(dir_ / "token.txt") << token;
+  WriteDockerfile(
+      "FROM busybox\n"
+      "RUN --mount=type=secret,id=token sha256sum /run/secrets/token | cut -c1-64 > /token.sha\n"
+      "RUN --mount=type=secret,id=api,env=API_KEY printf %s \"$API_KEY\" | sha256sum |"
+      " cut -c1-64 > /api.sha\n");
+  const stdfs::path out = dir_ / "out";
+  const std::string flags = absl::StrCat(
+      "--workers 1 --progress plain --secret id=token,src='", (dir_ / "token.txt").string(),
+      "' --secret id=api,env=STAGEFARM_TEST_API_KEY --output type=oci,dest='",
+      (out / "image.tar").string(), "' --output type=local,dest='", (out / "rootfs").string(),
+      "' --metadata-file '", (out / "meta.json").string(), "'");
+  const Invocation built = Shell(absl::StrCat("STAGEFARM_TEST_API_KEY='", api_key, "' STAGEFARM_HOME='",
+                                              (dir_ / "home").string(), "' '", STAGEFARM_BINARY, "' ",
+                                              Build(flags)));
+  ASSERT_EQ(built.exit_code, 0) << built.output;
+  auto first_line = [](const stdfs::path& file) {
+    std::ifstream in(file);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  EXPECT_EQ(first_line(out / "rootfs/token.sha"), digest::Sha256Of(token).hex());
+  EXPECT_EQ(first_line(out / "rootfs/api.sha"), digest::Sha256Of(api_key).hex());
+  EXPECT_FALSE(stdfs::exists(out / "rootfs/run/secrets")) << "the mount point stayed in the image";
+
+  // Nowhere: the build's output, the client's and the embedded cluster's
+  // data dirs (stores, logs, hash cache), the exported image.
+  EXPECT_THAT(built.output, ::testing::Not(HasSubstr(token)));
+  EXPECT_THAT(built.output, ::testing::Not(HasSubstr(api_key)));
+  for (const std::string& secret : {token, api_key}) {
+    const Invocation found = Shell(absl::StrCat("grep -r -a -l -F -e '", secret, "' '",
+                                                (dir_ / "home").string(), "' '", out.string(),
+                                                "'; echo searched"));
+    EXPECT_EQ(found.output, "searched\n") << "found in: " << found.output;
+  }
+  // (The search does find what is there: the instruction, in the history.)
+  EXPECT_EQ(Shell(absl::StrCat("grep -r -a -q -F token.sha '", out.string(), "'")).exit_code, 0);
+
+  // A required secret that was not given fails the step, naming it.
+  WriteDockerfile("FROM busybox\nRUN --mount=type=secret,id=missing,required=true true\n");
+  const Invocation missing = Stagefarm(Build("--workers 1"));
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.output, HasSubstr("secret missing: not provided"));
+  // And a secret that is not needed is skipped, as BuildKit does.
+  WriteDockerfile("FROM busybox\nRUN --mount=type=secret,id=optional test ! -e /run/secrets/optional\n");
+  EXPECT_EQ(Stagefarm(Build("--workers 1")).exit_code, 0);
 }
 
 nlohmann::json ReadJson(const stdfs::path& file) {

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,8 @@ struct LocalBuildInput {
   bool use_cache = true;
   // SOURCE_DATE_EPOCH for every stage (StageInputs::source_date_epoch).
   std::optional<int64_t> source_date_epoch;
+  // --secret values by id (StageInputs::secrets); null: none.
+  const std::map<std::string, std::string>* secrets = nullptr;
 };
 
 // Builds the target stage and what it needs; returns the target's image.

@@ -353,6 +353,7 @@ class StageRun {
       }
     }
     for (const auto& [name, value] : inputs_.proxy_env) input.build_args.emplace_back(name, value);
+    input.secrets = inputs_.secrets;
 
     RunStepOptions options;
     options.mounts.cache_root = executor_.options().data_dir / "cache-mounts";

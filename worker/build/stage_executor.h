@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,6 +61,9 @@ struct StageInputs {
   std::function<absl::StatusOr<BuiltImage>(const graph::SourceRoot&)> resolve;
   // Given to every RUN's environment, never stored (HTTP_PROXY and friends).
   std::vector<std::pair<std::string, std::string>> proxy_env;
+  // The build's --secret values by id, for RUN --mount=type=secret; never
+  // stored. Null: none.
+  const std::map<std::string, std::string>* secrets = nullptr;
   std::string dockerfile_name = "Dockerfile";  // for error locations
   // The cache keys of the stage's instructions (graph::ComputePlanCacheKeys),
   // one per instruction; empty: no cache. A filesystem step whose key the

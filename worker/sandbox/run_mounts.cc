@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,10 +54,57 @@ absl::Status MakeCacheDir(const std::filesystem::path& dir, mode_t mode, uid_t u
   return absl::OkStatus();
 }
 
+// A private tmpfs at `dir` (made here) for one step's secret files: they are
+// never written to a disk.
+absl::StatusOr<std::string> MountSecretsTmpfs(const std::filesystem::path& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) return absl::InternalError(absl::StrCat(dir.string(), ": ", error.message()));
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=0700,size=4m") != 0) {
+    return absl::ErrnoToStatus(errno,
+                               absl::StrCat("mounting a tmpfs for secrets at ", dir.string()));
+  }
+  return dir.string();
+}
+
+absl::Status WriteSecretFile(const std::string& path, const std::string& value, uint32_t mode,
+                             uint32_t uid, uint32_t gid) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "creating the secret file");
+  size_t done = 0;
+  while (done < value.size()) {
+    const ssize_t n = ::write(fd, value.data() + done, value.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int error = errno;
+      ::close(fd);
+      return absl::ErrnoToStatus(error, "writing the secret file");
+    }
+    done += static_cast<size_t>(n);
+  }
+  // Owner first: chown clears setuid/setgid bits that mode may set.
+  if (::fchown(fd, uid, gid) != 0 || ::fchmod(fd, mode & 07777) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return absl::ErrnoToStatus(error, "setting the secret file's owner and mode");
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 PreparedMounts::~PreparedMounts() {
+  ReleaseSecrets();
   for (int fd : lock_fds_) ::close(fd);  // releases the flocks
+}
+
+void PreparedMounts::ReleaseSecrets() {
+  if (secrets_dir_.empty()) return;
+  ::umount2(secrets_dir_.c_str(), MNT_DETACH);
+  ::rmdir(secrets_dir_.c_str());
+  secrets_dir_.clear();
 }
 
 void PreparedMounts::TrackMountPoint(absl::string_view target) {
@@ -76,6 +124,7 @@ void PreparedMounts::TrackMountPoint(absl::string_view target) {
 }
 
 absl::Status PreparedMounts::RemoveStubs() {
+  ReleaseSecrets();
   if (rootfs_ == nullptr) return absl::OkStatus();
   for (auto it = stubs_.rbegin(); it != stubs_.rend(); ++it) {
     absl::StatusOr<fs::RootDir::Parent> parent = rootfs_->OpenParent(*it);
@@ -121,6 +170,49 @@ absl::StatusOr<PreparedMounts> PrepareRunMounts(absl::Span<const dockerfile::Mou
     return sources.scratch / absl::StrCat(kind, "-", scratch_count++);
   };
   for (const dockerfile::Mount& mount : mounts) {
+    if (mount.type == dockerfile::MountType::kSecret) {
+      absl::StatusOr<dockerfile::SecretPlacement> placement = dockerfile::PlaceSecret(mount);
+      if (!placement.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(Describe(mount), ": ", placement.status().message()));
+      }
+      const std::string* value = nullptr;
+      if (sources.secrets != nullptr) {
+        auto it = sources.secrets->find(placement->id);
+        if (it != sources.secrets->end()) value = &it->second;
+      }
+      if (value == nullptr) {
+        if (mount.required) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("secret ", placement->id, ": not provided (stagefarm build --secret id=",
+                           placement->id, ",src=FILE or ,env=VARIABLE)"));
+        }
+        continue;  // BuildKit skips a secret it was not given unless required
+      }
+      if (mount.env) prepared.secret_env_.push_back(absl::StrCat(*mount.env, "=", *value));
+      if (!placement->file) continue;
+      if (prepared.secrets_dir_.empty()) {
+        absl::StatusOr<std::string> dir = MountSecretsTmpfs(scratch("secrets"));
+        if (!dir.ok()) return dir.status();
+        prepared.secrets_dir_ = *std::move(dir);
+      }
+      const std::string file = absl::StrCat(prepared.secrets_dir_, "/", scratch_count++);
+      absl::Status written = WriteSecretFile(file, *value, mount.mode.value_or(0400),
+                                             mount.uid.value_or(0), mount.gid.value_or(0));
+      if (!written.ok()) {
+        return absl::Status(written.code(), absl::StrCat(Describe(mount), ": ", written.message()));
+      }
+      const std::string secret_target = dockerfile::CleanPath(
+          absl::StartsWith(*placement->file, "/") ? *placement->file
+                                                  : absl::StrCat(workdir, "/", *placement->file));
+      prepared.TrackMountPoint(secret_target);
+      prepared.mounts_.push_back(
+          SandboxMount{.destination = secret_target,
+                       .type = "bind",
+                       .source = file,
+                       .options = {"bind", "ro", "nosuid", "nodev", "noexec"}});
+      continue;
+    }
     const std::string target = dockerfile::CleanPath(
         absl::StartsWith(mount.target, "/") ? mount.target
                                             : absl::StrCat(workdir, "/", mount.target));
@@ -141,11 +233,11 @@ absl::StatusOr<PreparedMounts> PrepareRunMounts(absl::Span<const dockerfile::Mou
         if (!host.ok()) {
           // Symlinks are followed inside the source root: one pointing out of
           // it is not found, like any missing path.
-          return absl::Status(host.status().code(),
-                              absl::StrCat(Describe(mount), ": source ", source, ": ",
-                                           absl::IsNotFound(host.status())
-                                               ? "not found"
-                                               : host.status().message()));
+          return absl::Status(
+              host.status().code(),
+              absl::StrCat(
+                  Describe(mount), ": source ", source, ": ",
+                  absl::IsNotFound(host.status()) ? "not found" : host.status().message()));
         }
         if (!mount.read_only) {
           // Writes through an rw bind are discarded: the step gets a copy.
@@ -156,11 +248,10 @@ absl::StatusOr<PreparedMounts> PrepareRunMounts(absl::Span<const dockerfile::Mou
           if (!source_root.ok() || !copy_root.ok()) {
             return !source_root.ok() ? source_root.status() : copy_root.status();
           }
-          CopyOptions keep{.owner = std::nullopt, .reset_owner = false, .mode = std::nullopt,
-                           .excludes = {}};
-          absl::StatusOr<CopyStats> copied =
-              CopyInto(*source_root, {source == "/" ? std::string("/") : source}, *copy_root,
-                       "/copy", keep);
+          CopyOptions keep{
+              .owner = std::nullopt, .reset_owner = false, .mode = std::nullopt, .excludes = {}};
+          absl::StatusOr<CopyStats> copied = CopyInto(
+              *source_root, {source == "/" ? std::string("/") : source}, *copy_root, "/copy", keep);
           if (!copied.ok()) return copied.status();
           *host = copy / "copy";
         }
@@ -223,10 +314,11 @@ absl::StatusOr<PreparedMounts> PrepareRunMounts(absl::Span<const dockerfile::Mou
         out.options = {"nosuid", "nodev"};
         if (mount.size_limit > 0) out.options.push_back(absl::StrCat("size=", mount.size_limit));
         break;
-      case dockerfile::MountType::kSecret:
+      case dockerfile::MountType::kSecret:  // placed above
+        break;
       case dockerfile::MountType::kSsh:
         return absl::UnimplementedError(
-            absl::StrCat(Describe(mount), ": secret and ssh mounts are not supported yet"));
+            absl::StrCat(Describe(mount), ": ssh mounts are not supported"));
     }
     prepared.mounts_.push_back(std::move(out));
   }

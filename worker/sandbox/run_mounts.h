@@ -10,7 +10,14 @@
 //    step a fresh directory when another holds the cache. uid, gid and mode
 //    apply when the directory is made.
 //  - tmpfs: an empty tmpfs, `size` bytes when given.
-//  - secret and ssh arrive with the client issue (Unimplemented here).
+//  - secret: the value of the build's --secret of that id, as a read-only
+//    file (mode 0400 unless `mode`, owned by `uid`:`gid`) at the target
+//    (default /run/secrets/<id>), and/or in the `env` variable. The file
+//    lives on a tmpfs of its own, mounted for the step and unmounted after
+//    it, so the value never touches the disk or the layer. A secret the build
+//    was not given is an error when `required`, else the mount is skipped,
+//    as BuildKit does.
+//  - ssh is not supported (Unimplemented).
 //
 // A mount point that did not exist in the root filesystem is made for the
 // mount (runc makes it) and removed again after the step, with any parent
@@ -21,6 +28,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +49,8 @@ struct MountSources {
   std::filesystem::path cache_root;
   // Scratch space for this step (rw bind copies, private cache instances).
   std::filesystem::path scratch;
+  // The build's --secret values by id; null: none given.
+  const std::map<std::string, std::string>* secrets = nullptr;
 };
 
 // The mounts of one step, ready for SandboxSpec::mounts. Holds cache locks
@@ -52,6 +62,8 @@ class PreparedMounts {
   PreparedMounts& operator=(PreparedMounts&&) = default;
 
   const std::vector<SandboxMount>& mounts() const { return mounts_; }
+  // "NAME=value" for each secret mount with env=NAME.
+  const std::vector<std::string>& secret_env() const { return secret_env_; }
 
   // Records that the sandbox also mounts over `target` (an absolute path in
   // the root filesystem, such as /etc/hosts), so its stub is removed too.
@@ -60,7 +72,8 @@ class PreparedMounts {
   // Removes the mount points (and parents) that were made for the mounts and
   // are still empty, and gives the existing directory above each its times
   // back, as BuildKit's stub cleaner does: a step that only ran leaves
-  // nothing that differs. Call after the step, before its changes are diffed.
+  // nothing that differs; also unmounts the secrets' tmpfs. Call after the
+  // step, before its changes are diffed.
   absl::Status RemoveStubs();
 
  private:
@@ -70,7 +83,12 @@ class PreparedMounts {
                                                          absl::string_view);
   PreparedMounts() = default;
 
+  // Unmounts and removes the secrets' tmpfs, if mounted.
+  void ReleaseSecrets();
+
   std::vector<SandboxMount> mounts_;
+  std::vector<std::string> secret_env_;
+  std::string secrets_dir_;  // the tmpfs holding secret files; empty when none
   std::vector<int> lock_fds_;
   std::unique_ptr<fs::RootDir> rootfs_;
   // Root-relative paths that did not exist before the step, deepest last.

@@ -93,6 +93,7 @@ absl::StatusOr<RunResult> RunStep(const RunStepInput& input, const RunStepOption
   std::filesystem::create_directories(scratch, error);
   MountSources mount_sources = options.mounts;
   mount_sources.scratch = scratch / "mounts";
+  mount_sources.secrets = input.secrets;
   absl::StatusOr<PreparedMounts> mounts =
       PrepareRunMounts(input.mounts, mount_sources, input.rootfs, workdir);
   if (!mounts.ok()) return mounts.status();
@@ -101,6 +102,9 @@ absl::StatusOr<RunResult> RunStep(const RunStepInput& input, const RunStepOption
   spec.rootfs = input.rootfs;
   spec.args = command->args;
   spec.env = StepEnvironment(input.env, input.build_args);
+  // Secrets exposed as variables: in the process's environment only, never
+  // in the image's config or history.
+  spec.env.insert(spec.env.end(), mounts->secret_env().begin(), mounts->secret_env().end());
   spec.cwd = workdir;
   spec.uid = user->uid;
   spec.gid = user->gid;

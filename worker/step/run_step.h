@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,6 +37,8 @@ struct RunStepInput {
   // Build arguments the step sees (name, value): in its environment, below
   // ENV of the same name, and never in the image.
   std::vector<std::pair<std::string, std::string>> build_args;
+  // The build's --secret values by id (RUN --mount=type=secret); null: none.
+  const std::map<std::string, std::string>* secrets = nullptr;
 };
 
 struct RunStepOptions {
