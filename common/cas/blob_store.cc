@@ -803,7 +803,8 @@ absl::Status BlobStore::CommitIndex(const Digest& blob, const std::string& recor
   batch.Put(blobs_, key, record);
   batch.Put(access_, key, EncodeTime(options_.now()));
   absl::MutexLock lock(&mu_);
-  return FromRocks(db_->Write(Synced(), &batch), absl::StrCat("committing blob ", key));
+  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch),
+                   absl::StrCat("committing blob ", key));
 }
 
 absl::StatusOr<std::string> BlobStore::ReadIndex(const Digest& blob) const {

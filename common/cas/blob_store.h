@@ -21,14 +21,23 @@
 // The first BlobStoreOptions::logged_prefix bytes of a blob go through the
 // WAL without sync; later chunks of a large blob skip the WAL (writing them
 // twice halves put throughput). The index record is written last, in one
-// WriteBatch with sync=true, and only after every chunk it names is durable:
-// logged chunks because the WAL is one ordered log and the synced index write
-// syncs everything logged before it; unlogged chunks because Commit first
-// flushes the chunk families (atomic_flush, so a chunk and its chunk_meta
-// entry land together) when the writer wrote, or found by dedup, a chunk that
-// may still be unlogged in a memtable. So after a crash at any point an index
-// record is either absent or names only chunks that are present. A blob is
-// visible (Has, Get, FindMissing, Stat) only through its index record.
+// logged WriteBatch, and only after every chunk it names is safe: logged
+// chunks because the WAL is one ordered log that recovery replays as a
+// prefix, so an index record that survives has its chunks before it;
+// unlogged chunks because Commit first flushes the chunk families
+// (atomic_flush, so a chunk and its chunk_meta entry land together) when the
+// writer wrote, or found by dedup, a chunk that may still be unlogged in a
+// memtable. So after a crash at any point an index record is either absent or
+// names only chunks that are present. A blob is visible (Has, Get,
+// FindMissing, Stat) only through its index record.
+//
+// Durability: a committed blob survives the process being killed at once.
+// The index write is not synced to the disk itself (an fsync per blob made
+// a 10,000-file context take a minute to upload); every synced write after it
+// (a ref, a lease, a cache entry, a delete) syncs it too, so a ref never
+// outlives, across a power loss, the blob it names. A power loss may lose
+// the last unreferenced blobs, all of a blob or none of it: a content store
+// fetches them again.
 // Chunks without a blob (an abandoned or killed put, a wrong expected digest)
 // are deleted when the store is opened and by CollectGarbage.
 //
@@ -136,7 +145,7 @@ class BlobWriter {
   absl::Status Write(absl::string_view bytes);
 
   // Verifies that the bytes written hash to `expected` and makes the blob
-  // visible under it (durably, before returning). On a mismatch returns
+  // visible under it (see Durability above). On a mismatch returns
   // InvalidArgument naming both digests and nothing becomes visible. The
   // writer is spent afterwards, whatever the outcome.
   absl::Status Commit(const digest::Digest& expected, absl::string_view media_type = "");
@@ -232,7 +241,7 @@ class BlobAssembler {
   absl::Status AddChunk(size_t index, absl::string_view bytes);
 
   // Verifies that the chunks, in order, hash to the blob's digest and makes
-  // the blob visible (durably). FailedPrecondition when chunks are missing;
+  // the blob visible (see Durability above). FailedPrecondition when chunks are missing;
   // InvalidArgument when the chunks hash to another digest (the chunk list
   // lied), and then nothing becomes visible. The assembler is spent
   // afterwards, whatever the outcome.
@@ -371,7 +380,8 @@ class BlobStore {
   absl::StatusOr<std::vector<bool>> HasChunks(absl::Span<const ChunkRef> chunks) const;
   // Whether an unlogged chunk write may not be flushed yet.
   bool UnflushedChunkWrites() const;
-  // Flushes unlogged chunks if `needs_flush`, then writes the index record synced.
+  // Flushes unlogged chunks if `needs_flush`, then writes the index record
+  // (logged, not synced: see Durability above).
   absl::Status CommitIndex(const digest::Digest& blob, const std::string& record, bool needs_flush);
   // Reads a chunk of `blob` and verifies its length and digest (DataLoss).
   absl::Status ReadChunk(const digest::Digest& blob, const ChunkRef& chunk,
