@@ -780,15 +780,37 @@ void BlobStore::Unpin(absl::Span<const ChunkRef> chunks) {
   }
 }
 
+void BlobStore::WaitForBackgroundFlushes() const {
+  const absl::Time give_up = absl::Now() + absl::Minutes(2);
+  while (absl::Now() < give_up) {
+    uint64_t running = 0;
+    bool pending = false;
+    db_->GetIntProperty(rocksdb::DB::Properties::kNumRunningFlushes, &running);
+    for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+      uint64_t flag = 0;
+      if (db_->GetIntProperty(handle, rocksdb::DB::Properties::kMemTableFlushPending, &flag) &&
+          flag != 0) {
+        pending = true;
+      }
+    }
+    if (running == 0 && !pending) return;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+}
+
 absl::Status BlobStore::CommitIndex(const Digest& blob, const std::string& record,
                                     bool needs_flush) {
   std::string key = blob.ToString();
   if (needs_flush) {
-    uint64_t covered = 0;
-    {
-      absl::MutexLock lock(&mu_);
-      covered = unlogged_writes_;
-    }
+    // No chunk write may start (they hold mu_) while the flush is prepared,
+    // and none of RocksDB's own flushes may be pending or running when it
+    // starts: RocksDB 7.8 (Debian 12's) keeps a flush's reason per column
+    // family, and a manual atomic flush racing an automatic one of the same
+    // families fails an assertion in its flush thread and aborts the process
+    // (facebook/rocksdb#11111, fixed in 8.0). Seen exporting a 430 MB image.
+    absl::MutexLock lock(&mu_);
+    const uint64_t covered = unlogged_writes_;
+    WaitForBackgroundFlushes();
     rocksdb::FlushOptions flush_options;
     flush_options.wait = true;
     flush_options.allow_write_stall = true;
@@ -796,7 +818,6 @@ absl::Status BlobStore::CommitIndex(const Digest& blob, const std::string& recor
     if (!status.ok()) {
       return FromRocks(status, absl::StrCat("flushing chunks of blob ", key));
     }
-    absl::MutexLock lock(&mu_);
     flushed_writes_ = std::max(flushed_writes_, covered);
   }
   rocksdb::WriteBatch batch;

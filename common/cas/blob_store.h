@@ -380,6 +380,9 @@ class BlobStore {
   absl::StatusOr<std::vector<bool>> HasChunks(absl::Span<const ChunkRef> chunks) const;
   // Whether an unlogged chunk write may not be flushed yet.
   bool UnflushedChunkWrites() const;
+  // Returns once RocksDB runs and has queued no flush (or after two
+  // minutes): see CommitIndex.
+  void WaitForBackgroundFlushes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Flushes unlogged chunks if `needs_flush`, then writes the index record
   // (logged, not synced: see Durability above).
   absl::Status CommitIndex(const digest::Digest& blob, const std::string& record, bool needs_flush);
