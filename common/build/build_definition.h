@@ -79,12 +79,13 @@ absl::Status CheckSecret(absl::string_view id, absl::string_view value);
 void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builder out);
 absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in);
 
-// A definition as one self-contained byte string (a flat Cap'n Proto
-// message whose root is a BuildDefinition), for the coordinator to send to a
-// worker once per build as a data frame beside its first assignment.
-// ParseDefinition reads it back under the same checks as FromSchema, with
-// the traversal bounded by the size: InvalidArgument naming `from` when the
-// bytes are not such a message.
+// A definition as one self-contained byte string (a zstd frame of a flat Cap'n
+// Proto message whose root is a BuildDefinition), for the coordinator to send
+// to a worker once per build as a data frame beside its first assignment.
+// ParseDefinition reads it back under the same checks as FromSchema, with the
+// size bounded (kMaxDefinitionBytes uncompressed) and the traversal bounded
+// by it: InvalidArgument naming `from` when the bytes are not such a frame.
+inline constexpr size_t kMaxDefinitionBytes = size_t{64} << 20;
 std::string SerializeDefinition(schema::BuildDefinition::Reader definition);
 absl::StatusOr<BuildDefinition> ParseDefinition(absl::string_view bytes, absl::string_view from);
 

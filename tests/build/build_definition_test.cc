@@ -6,6 +6,8 @@
 #include <string>
 
 #include "capnp/message.h"
+#include "capnp/serialize.h"
+#include "zstd.h"
 
 namespace stagefarm::build {
 namespace {
@@ -55,24 +57,39 @@ TEST(BuildDefinitionFrame, ATruncatedFrameIsRefusedNamingItsSender) {
   EXPECT_THAT(read.status().message(), HasSubstr("build b1"));
 }
 
-TEST(BuildDefinitionFrame, BytesThatAreNotWholeWordsAreRefused) {
+TEST(BuildDefinitionFrame, BytesThatAreNotAFrameAreRefused) {
   absl::StatusOr<BuildDefinition> read = ParseDefinition("not a message", "build b1");
   ASSERT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(read.status().message(), HasSubstr("13 bytes"));
+  EXPECT_THAT(read.status().message(), HasSubstr("not zstd"));
   EXPECT_EQ(ParseDefinition("", "build b1").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A zstd frame of `bytes`, as a hostile peer could send.
+std::string Zstd(const std::string& bytes) {
+  std::string frame(ZSTD_compressBound(bytes.size()), '\0');
+  frame.resize(ZSTD_compress(frame.data(), frame.size(), bytes.data(), bytes.size(), 1));
+  return frame;
+}
+
 TEST(BuildDefinitionFrame, TrailingBytesAfterTheMessageAreRefused) {
-  const std::string frame = Frame(Sample()) + std::string(8, '\0');
-  absl::StatusOr<BuildDefinition> read = ParseDefinition(frame, "build b1");
+  capnp::MallocMessageBuilder message;
+  ToSchema(Sample(), message.initRoot<schema::BuildDefinition>());
+  const kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
+  const std::string flat(reinterpret_cast<const char*>(words.asBytes().begin()),
+                         words.asBytes().size());
+  absl::StatusOr<BuildDefinition> read = ParseDefinition(Zstd(flat + std::string(8, '\0')), "b1");
   ASSERT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(read.status().message(), HasSubstr("8 trailing bytes"));
 }
 
-TEST(BuildDefinitionFrame, GarbageWordsAreRefusedNotThrown) {
-  std::string frame(64, '\xff');
-  absl::StatusOr<BuildDefinition> read = ParseDefinition(frame, "build b1");
-  EXPECT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
+TEST(BuildDefinitionFrame, GarbageWordsAndOddSizesAreRefusedNotThrown) {
+  EXPECT_EQ(ParseDefinition(Zstd(std::string(64, '\xff')), "b1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseDefinition(Zstd(std::string(13, 'x')), "b1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A frame that claims more than the limit is refused before it is inflated.
+  EXPECT_EQ(ParseDefinition(Zstd(std::string(kMaxDefinitionBytes + 8, '\0')), "b1").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
