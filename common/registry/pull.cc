@@ -285,6 +285,10 @@ absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
       !status.ok()) {
     return status;
   }
+  if (absl::Status status = RecordBlobSource(store, parsed->config.digest, source);
+      !status.ok()) {
+    return status;
+  }
   if (absl::Status status = store.Put(manifest->bytes, manifest->digest, manifest->media_type);
       !status.ok()) {
     return status;
