@@ -11,11 +11,16 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "cli/remote_images.h"
 #include "cli/subcommand.h"
 #include "common/cas/blob_store.h"
 #include "common/oci/image_ref.h"
+#include "common/oci/exported_image.h"
+#include "common/oci/image_layout.h"
 #include "common/oci/layer_compress.h"
 #include "common/oci/platform.h"
 #include "common/oci/local_images.h"
@@ -29,6 +34,7 @@ constexpr char kImageUsage[] =
     "  import [--rootfs] [--change INSTRUCTION]... FILE NAME[:TAG]\n"
     "  pull [--platform P] [--insecure-registry HOST]... [--format text|json] REF\n"
     "  push [--insecure-registry HOST]... [--format text|json] LOCAL [REMOTE]\n"
+    "  export --output type=oci|docker,dest=PATH[,compression=gzip|zstd|uncompressed] NAME\n"
     "  ls [--format table|json]\n"
     "  rm NAME...\n"
     "  inspect NAME";
@@ -39,6 +45,9 @@ constexpr char kPullUsage[] =
 constexpr char kPushUsage[] =
     "stagefarm image push [--insecure-registry HOST]... [--compression gzip|zstd] "
     "[--upload-chunk-size BYTES] [--format text|json] LOCAL [REMOTE]";
+constexpr char kExportUsage[] =
+    "stagefarm image export --output type=oci|docker,dest=PATH[,compression=gzip|zstd|"
+    "uncompressed] NAME";
 constexpr char kLsUsage[] = "stagefarm image ls [--format table|json]";
 constexpr char kRmUsage[] = "stagefarm image rm NAME...";
 constexpr char kInspectUsage[] = "stagefarm image inspect NAME";
@@ -215,6 +224,91 @@ int Push(const std::vector<std::string>& args) {
   return 0;
 }
 
+// `--output type=oci|docker,dest=PATH[,compression=...]`, as `build -o` reads
+// those two types: a dest ending in "/" is an OCI layout directory.
+struct ExportSpec {
+  std::string type;
+  std::filesystem::path dest;
+  bool directory = false;
+  oci::LayerCompression compression = oci::LayerCompression::kGzip;
+};
+
+absl::StatusOr<ExportSpec> ParseExportSpec(absl::string_view value) {
+  ExportSpec spec;
+  std::string dest;
+  for (absl::string_view field : absl::StrSplit(value, ',')) {
+    const size_t eq = field.find('=');
+    const std::string key = absl::AsciiStrToLower(field.substr(0, eq));
+    const std::string val(eq == absl::string_view::npos ? "" : field.substr(eq + 1));
+    if (key == "type") {
+      spec.type = val;
+    } else if (key == "dest") {
+      dest = val;
+    } else if (key == "compression" && val == "gzip") {
+      spec.compression = oci::LayerCompression::kGzip;
+    } else if (key == "compression" && val == "zstd") {
+      spec.compression = oci::LayerCompression::kZstd;
+    } else if (key == "compression" && val == "uncompressed") {
+      spec.compression = oci::LayerCompression::kNone;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--output: \"", field,
+          "\" is not type=oci|docker, dest=PATH or compression=gzip|zstd|uncompressed"));
+    }
+  }
+  if (spec.type != "oci" && spec.type != "docker") {
+    return absl::InvalidArgumentError("--output: type=oci or type=docker is required");
+  }
+  if (dest.empty()) return absl::InvalidArgumentError("--output: dest=PATH is required");
+  spec.directory = absl::EndsWith(dest, "/");
+  if (spec.directory && spec.type == "docker") {
+    return absl::InvalidArgumentError("--output type=docker writes a tar: dest must be a file");
+  }
+  spec.dest = dest;
+  return spec;
+}
+
+int Export(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(
+          args, kExportUsage,
+          {{"output", "o", true, false,
+            "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
+            "type=docker,dest=PATH; compression=gzip (default), zstd or uncompressed"},
+           DataDirFlag()},
+          "NAME", parsed)) {
+    return *stop;
+  }
+  absl::StatusOr<ExportSpec> spec = ParseExportSpec(parsed.Get("output"));
+  if (!spec.ok()) return Fail(spec.status().message(), kExitUsage);
+  absl::StatusOr<oci::ImageRef> ref = ParseRefArg(parsed.positional[0]);
+  if (!ref.ok()) return Fail(ref.status().message(), kExitUsage);
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, *ref);
+  if (!image.ok()) return Fail(image.status().message());
+  oci::CompressOptions compress;
+  compress.compression = spec->compression;
+  absl::StatusOr<oci::ExportedImage> exported = oci::PrepareExport(**store, *image, compress);
+  if (!exported.ok()) return Fail(exported.status().message());
+  oci::LayoutImage layout = exported->layout;
+  if (!ref->tag.empty()) {
+    layout.manifest.annotations[std::string(oci::kRefNameAnnotation)] = ref->tag;
+    layout.repo_tags = {absl::StrCat(ref->Name(), ":", ref->tag)};
+  }
+  std::error_code error;
+  if (spec->dest.has_parent_path()) {
+    std::filesystem::create_directories(spec->dest.parent_path(), error);
+  }
+  if (error) return Fail(absl::StrCat("--output ", spec->dest.native(), ": ", error.message()));
+  absl::Status written =
+      spec->directory ? oci::WriteOciLayoutDir(**store, {layout}, spec->dest)
+                      : oci::WriteImageTar(**store, {layout}, spec->dest, spec->type == "docker");
+  if (!written.ok()) return Fail(written.message());
+  std::printf("%s\n", layout.manifest.digest.ToString().c_str());
+  return 0;
+}
+
 // "1.5MB" as docker prints sizes (decimal units).
 std::string HumanSize(uint64_t bytes) {
   constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB"};
@@ -340,6 +434,7 @@ int ImageCommand(const std::vector<std::string>& args) {
   if (subcommand == "import") return Import(rest);
   if (subcommand == "pull") return Pull(rest);
   if (subcommand == "push") return Push(rest);
+  if (subcommand == "export") return Export(rest);
   if (subcommand == "ls") return Ls(rest);
   if (subcommand == "rm") return Rm(rest);
   if (subcommand == "inspect") return Inspect(rest);

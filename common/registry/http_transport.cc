@@ -43,7 +43,6 @@ struct Transfer {
   // Request body progress.
   uint64_t sent = 0;
   absl::string_view pending;  // bytes of body_source not yet handed to curl
-  bool new_response = true;   // the next header line starts a response (redirects)
 };
 
 long ResponseCode(CURL* curl) {
@@ -214,7 +213,12 @@ absl::StatusOr<HttpResponse> SendHttp(const HttpRequest& request) {
   const CURLcode result = curl_easy_perform(c);
   if (!transfer.error.ok()) return transfer.error;
   if (result != CURLE_OK) {
-    return absl::UnavailableError(absl::StrCat(
+    // A name that does not resolve will not resolve on a retry either.
+    const bool lasting = result == CURLE_COULDNT_RESOLVE_HOST || result == CURLE_UNSUPPORTED_PROTOCOL ||
+                         result == CURLE_URL_MALFORMAT;
+    return absl::Status(lasting ? absl::StatusCode::kFailedPrecondition
+                                : absl::StatusCode::kUnavailable,
+                        absl::StrCat(
         request.method, " ", request.url, ": ",
         error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(result)));
   }

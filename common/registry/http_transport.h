@@ -48,7 +48,8 @@ struct HttpResponse {
 
 // Sends one request. A response of any status is a response; errors are for
 // no response at all: Unavailable naming the URL for a connection that failed
-// (refused, reset, timed out, TLS failure, dropped mid-body), the sink's own
+// (refused, reset, timed out, TLS failure, dropped mid-body),
+// FailedPrecondition for a host name that does not resolve, the sink's own
 // error when the sink refused bytes, ResourceExhausted when the body exceeds
 // max_body, and InvalidArgument for a URL that is not http(s).
 absl::StatusOr<HttpResponse> SendHttp(const HttpRequest& request);

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/oci/image_layout.h"
+#include "common/oci/exported_image.h"
 #include "common/registry/blob_sources.h"
 
 namespace stagefarm::registry {
@@ -75,27 +75,14 @@ absl::StatusOr<PushResult> Push(RegistryClient& client, cas::BlobStore& store,
   if (target.tag.empty() || !target.digest.empty()) {
     return absl::InvalidArgumentError("a push needs a name:tag reference");
   }
-  absl::StatusOr<std::vector<oci::Descriptor>> layers =
-      oci::CompressLayers(store, image.layers, options.compress);
-  if (!layers.ok()) return layers.status();
-  std::string manifest;
-  std::string media_type;
-  if (*layers == image.layers) {
-    absl::StatusOr<std::string> stored = store.ReadAll(image.manifest.digest);
-    if (!stored.ok()) return stored.status();
-    manifest = *std::move(stored);
-    media_type = image.manifest.media_type;
-  } else {
-    manifest = oci::SerializeManifest(image.config_descriptor, *layers);
-    media_type = std::string(oci::kManifestMediaType);
-  }
-  PushResult result{digest::Sha256Of(manifest), manifest.size(), media_type};
-  if (absl::Status status = store.Put(manifest, result.manifest, media_type); !status.ok()) {
-    return status;
-  }
+  absl::StatusOr<oci::ExportedImage> exported = oci::PrepareExport(store, image, options.compress);
+  if (!exported.ok()) return exported.status();
+  const std::string& manifest = exported->manifest;
+  PushResult result{exported->layout.manifest.digest, manifest.size(),
+                    exported->layout.manifest.media_type};
 
-  std::vector<oci::Descriptor> blobs = *layers;
-  blobs.push_back(image.config_descriptor);
+  std::vector<oci::Descriptor> blobs = exported->layout.layers;
+  blobs.push_back(exported->layout.config);
   const BlobSource destination{client.host(), target.path};
   for (const oci::Descriptor& blob : blobs) {
     const std::string what = absl::StrCat("blob ", blob.digest.ToString());

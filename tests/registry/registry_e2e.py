@@ -163,7 +163,8 @@ class Proxy:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(message)))
                     self.end_headers()
-                    self.wfile.write(message)
+                    if self.command != "HEAD":
+                        self.wfile.write(message)
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port,
                                                       timeout=60)
@@ -457,6 +458,12 @@ def scenario_plain(work, bin_dir):
         check(chunked["digest"] == exported.splitlines()[-1],
               f"pushed {chunked['digest']}, the OCI export has {exported}")
         check(skopeo_digest(f"{host}/two:1") == chunked["digest"], "skopeo on the chunked push")
+        image_export = local.run(["image", "export", "--output",
+                                  f"type=oci,dest={work}/two-export/", "local/two:1"])
+        check(image_export.stdout.strip() == chunked["digest"],
+              f"image export gives {image_export.stdout.strip()}, the push {chunked['digest']}")
+        run(["umoci", "unpack", "--image", f"{work}/two-export:1", f"{work}/two-unpacked"])
+        check(os.path.exists(f"{work}/two-unpacked/rootfs/two"), "the exported image's /two")
         log = open(registry.log_path).read()
         check('"PATCH /v2/two/blobs/uploads/' in log, "no PATCH in the registry's log")
     finally:
