@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""registry_e2e.py SCENARIO --bin DIR [--keep DIR]
+"""registry_e2e.py SCENARIO --bin DIR [--keep DIR] [--cache DIR]
 
 `stagefarm image pull`, `image push` and `build --push` against Debian's
 docker-registry (distribution 2.8), started here on 127.0.0.1 on a free port
@@ -298,11 +298,31 @@ class Stagefarm:
         return json.loads(self.run(args + ["--format", "json"]).stdout)
 
 
+CACHE_DIR = None  # --cache: where the busybox root filesystem tar is kept between scenarios
+
+
+def busybox_rootfs(work):
+    """The busybox root filesystem tar (make-busybox-rootfs.sh), from the
+    cache when it has one for the installed busybox-static."""
+    version = run(["dpkg-query", "-W", "-f=${Version}", "busybox-static"]).stdout.strip()
+    name = f"busybox-rootfs-{version.replace(':', '_')}.tar"
+    if CACHE_DIR and os.path.exists(os.path.join(CACHE_DIR, name)):
+        return os.path.join(CACHE_DIR, name)
+    made = os.path.join(work, name)
+    run([os.path.join(SOURCE_ROOT, "scripts/lib/make-busybox-rootfs.sh"), made])
+    if not CACHE_DIR:
+        return made
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    partial = os.path.join(CACHE_DIR, f"{name}.{os.getpid()}")
+    shutil.copyfile(made, partial)
+    os.replace(partial, os.path.join(CACHE_DIR, name))
+    return made
+
+
 def make_base_layout(work):
     """An OCI layout at work/base with `busybox` (this host's platform) and
     `multi`, an index of it and a copy claiming linux/arm64."""
-    rootfs_tar = os.path.join(work, "busybox-rootfs.tar")
-    run([os.path.join(SOURCE_ROOT, "scripts/lib/make-busybox-rootfs.sh"), rootfs_tar])
+    rootfs_tar = busybox_rootfs(work)
     layout = os.path.join(work, "base")
     bundle = os.path.join(work, "bundle")
     run(["umoci", "init", "--layout", layout])
@@ -602,7 +622,10 @@ def main():
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--bin", required=True)
     parser.add_argument("--keep", help="work in this directory and keep it")
+    parser.add_argument("--cache", help="keep the busybox root filesystem here between runs")
     args = parser.parse_args()
+    global CACHE_DIR
+    CACHE_DIR = args.cache
     work = args.keep or tempfile.mkdtemp(prefix=f"registry-e2e-{args.scenario}-")
     os.makedirs(work, exist_ok=True)
     started = time.time()
