@@ -31,19 +31,16 @@ absl::StatusOr<oci::LocalImage> ResolveOrPull(cas::BlobStore& store, const oci::
   return pulled->image;
 }
 
-absl::StatusOr<registry::PushResult> PushToRegistry(cas::BlobStore& store,
-                                                    const oci::LocalImage& image,
-                                                    const oci::ImageRef& target,
-                                                    const registry::RegistryOptions& options,
-                                                    const registry::PushOptions& push,
-                                                    std::FILE* log) {
+absl::StatusOr<registry::PushResult> PushToRegistry(
+    cas::BlobStore& store, const oci::LocalImage& image, const oci::ImageRef& target,
+    const registry::RegistryOptions& options, const registry::PushOptions& push, std::FILE* log) {
   registry::RegistryClient client(target.domain, options);
   absl::StatusOr<registry::PushResult> result =
       registry::PushImage(client, store, image, target, push);
   if (!result.ok()) return result.status();
   std::fprintf(log, "pushed %s@%s (%zu blobs uploaded, %zu mounted, %zu already there)\n",
-               target.String().c_str(), result->manifest.ToString().c_str(),
-               result->blobs_uploaded, result->blobs_mounted, result->blobs_present);
+               target.String().c_str(), result->manifest.ToString().c_str(), result->blobs_uploaded,
+               result->blobs_mounted, result->blobs_present);
   return result;
 }
 

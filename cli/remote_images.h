@@ -33,11 +33,8 @@ absl::StatusOr<oci::LocalImage> ResolveOrPull(cas::BlobStore& store, const oci::
                                               std::FILE* log);
 
 // Pushes `image` to `target` ("pushed TARGET@DIGEST" on `log`).
-absl::StatusOr<registry::PushResult> PushToRegistry(cas::BlobStore& store,
-                                                    const oci::LocalImage& image,
-                                                    const oci::ImageRef& target,
-                                                    const registry::RegistryOptions& options,
-                                                    const registry::PushOptions& push,
-                                                    std::FILE* log);
+absl::StatusOr<registry::PushResult> PushToRegistry(
+    cas::BlobStore& store, const oci::LocalImage& image, const oci::ImageRef& target,
+    const registry::RegistryOptions& options, const registry::PushOptions& push, std::FILE* log);
 
 }  // namespace stagefarm::cli

@@ -16,8 +16,8 @@ absl::StatusOr<ExportedImage> PrepareExport(cas::BlobStore& store, const LocalIm
                          *std::move(stored)};
   }
   std::string manifest = SerializeManifest(image.config_descriptor, *layers);
-  Descriptor descriptor{std::string(kManifestMediaType), digest::Sha256Of(manifest),
-                        manifest.size(), {}};
+  Descriptor descriptor{
+      std::string(kManifestMediaType), digest::Sha256Of(manifest), manifest.size(), {}};
   if (absl::Status status = store.Put(manifest, descriptor.digest, kManifestMediaType);
       !status.ok()) {
     return status;

@@ -14,8 +14,8 @@
 namespace stagefarm::oci {
 
 struct ExportedImage {
-  LayoutImage layout;     // manifest, config and layers, all in the store
-  std::string manifest;   // the manifest's bytes
+  LayoutImage layout;    // manifest, config and layers, all in the store
+  std::string manifest;  // the manifest's bytes
 };
 
 // Compresses `image`'s uncompressed layers with CompressLayers(options).

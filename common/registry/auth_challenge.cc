@@ -9,8 +9,8 @@ namespace {
 
 // RFC 7230 tchar.
 bool IsTokenChar(char c) {
-  return absl::ascii_isalnum(c) || absl::string_view("!#$%&'*+-.^_`|~").find(c) !=
-                                       absl::string_view::npos;
+  return absl::ascii_isalnum(c) ||
+         absl::string_view("!#$%&'*+-.^_`|~").find(c) != absl::string_view::npos;
 }
 
 class Scanner {
@@ -63,8 +63,7 @@ std::string AuthChallenge::Param(absl::string_view name) const {
 
 absl::StatusOr<std::vector<AuthChallenge>> ParseAuthChallenges(absl::string_view header) {
   const auto invalid = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("WWW-Authenticate \"", header, "\": ", why));
+    return absl::InvalidArgumentError(absl::StrCat("WWW-Authenticate \"", header, "\": ", why));
   };
   Scanner scan(header);
   std::vector<AuthChallenge> out;

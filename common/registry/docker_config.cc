@@ -29,7 +29,8 @@ bool KeyNamesHost(absl::string_view key, absl::string_view host) {
   const std::string key_host = KeyHost(key);
   if (key_host == host) return true;
   // Docker Hub's entry is kept under its old index address.
-  return host == "docker.io" && (key_host == "index.docker.io" || key_host == "registry-1.docker.io");
+  return host == "docker.io" &&
+         (key_host == "index.docker.io" || key_host == "registry-1.docker.io");
 }
 
 }  // namespace
@@ -75,8 +76,8 @@ absl::StatusOr<std::optional<Credentials>> LoadCredentials(const std::filesystem
     if (!KeyNamesHost(key, host) || !entry.is_object()) continue;
     const std::string where = absl::StrCat(path.string(), ": auths.", key);
     Credentials out;
-    if (auto auth = entry.find("auth"); auth != entry.end() && auth->is_string() &&
-                                        !auth->get<std::string>().empty()) {
+    if (auto auth = entry.find("auth");
+        auth != entry.end() && auth->is_string() && !auth->get<std::string>().empty()) {
       std::string decoded;
       if (!absl::Base64Unescape(auth->get<std::string>(), &decoded)) {
         return absl::InvalidArgumentError(absl::StrCat(where, ".auth: not base64"));

@@ -214,13 +214,12 @@ absl::StatusOr<HttpResponse> SendHttp(const HttpRequest& request) {
   if (!transfer.error.ok()) return transfer.error;
   if (result != CURLE_OK) {
     // A name that does not resolve will not resolve on a retry either.
-    const bool lasting = result == CURLE_COULDNT_RESOLVE_HOST || result == CURLE_UNSUPPORTED_PROTOCOL ||
-                         result == CURLE_URL_MALFORMAT;
-    return absl::Status(lasting ? absl::StatusCode::kFailedPrecondition
-                                : absl::StatusCode::kUnavailable,
-                        absl::StrCat(
-        request.method, " ", request.url, ": ",
-        error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(result)));
+    const bool lasting = result == CURLE_COULDNT_RESOLVE_HOST ||
+                         result == CURLE_UNSUPPORTED_PROTOCOL || result == CURLE_URL_MALFORMAT;
+    return absl::Status(
+        lasting ? absl::StatusCode::kFailedPrecondition : absl::StatusCode::kUnavailable,
+        absl::StrCat(request.method, " ", request.url, ": ",
+                     error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(result)));
   }
   transfer.response.status = ResponseCode(c);
   return std::move(transfer.response);

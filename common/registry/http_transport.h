@@ -36,7 +36,7 @@ struct HttpRequest {
 
 struct HttpResponse {
   long status = 0;
-  std::string reason;  // "Not Found"
+  std::string reason;                                        // "Not Found"
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case, in order
   std::string body;
 
@@ -69,7 +69,7 @@ bool IsRetryableStatus(long status);
 // or a retryable 5xx, waiting initial_backoff, doubling each time, or the
 // server's Retry-After seconds (at most max_backoff). Returns the last
 // response or error; `make`'s own error ends the loop.
-absl::StatusOr<HttpResponse> SendWithRetries(const std::function<absl::StatusOr<HttpRequest>()>& make,
-                                             const RetryPolicy& policy);
+absl::StatusOr<HttpResponse> SendWithRetries(
+    const std::function<absl::StatusOr<HttpRequest>()>& make, const RetryPolicy& policy);
 
 }  // namespace stagefarm::registry

@@ -41,17 +41,15 @@ absl::StatusOr<std::string> ManifestType(const FetchedManifest& fetched) {
   }
   const nlohmann::json document = nlohmann::json::parse(fetched.bytes, nullptr, false);
   if (document.is_discarded() || !document.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat("the manifest (Content-Type \"",
-                                                   fetched.content_type,
-                                                   "\") is not a JSON object"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the manifest (Content-Type \"", fetched.content_type, "\") is not a JSON object"));
   }
   const std::string type = document.value("mediaType", "");
   if (oci::IsManifestMediaType(type) || oci::IsIndexMediaType(type)) return type;
   if (type.empty() && document.contains("manifests")) return std::string(oci::kIndexMediaType);
   if (type.empty() && document.contains("config")) return std::string(oci::kManifestMediaType);
   return absl::InvalidArgumentError(absl::StrCat("unsupported manifest type \"",
-                                                 type.empty() ? fetched.content_type : type,
-                                                 "\""));
+                                                 type.empty() ? fetched.content_type : type, "\""));
 }
 
 // Fetches a manifest and checks its bytes: against `expected` when the
@@ -76,9 +74,9 @@ absl::StatusOr<CheckedManifest> FetchManifest(RegistryClient& client, const oci:
   if (!fetched->docker_content_digest.empty()) {
     absl::StatusOr<digest::Digest> sent = digest::Digest::Parse(fetched->docker_content_digest);
     if (sent.ok() && *sent != actual) {
-      return absl::DataLossError(absl::StrCat(
-          "manifest ", reference, ": content has digest ", actual.ToString(),
-          ", the registry's Docker-Content-Digest says ", sent->ToString()));
+      return absl::DataLossError(
+          absl::StrCat("manifest ", reference, ": content has digest ", actual.ToString(),
+                       ", the registry's Docker-Content-Digest says ", sent->ToString()));
     }
   }
   absl::StatusOr<std::string> type = ManifestType(*fetched);
@@ -103,10 +101,9 @@ absl::StatusOr<oci::Descriptor> ChoosePlatform(const std::vector<oci::PlatformDe
   for (const oci::PlatformDescriptor& entry : entries) {
     if (entry.platform) offered.push_back(entry.platform->String());
   }
-  return absl::NotFoundError(absl::StrCat("no image for ", wanted.String(), " (the index has ",
-                                          offered.empty() ? "none with a platform"
-                                                          : absl::StrJoin(offered, ", "),
-                                          ")"));
+  return absl::NotFoundError(
+      absl::StrCat("no image for ", wanted.String(), " (the index has ",
+                   offered.empty() ? "none with a platform" : absl::StrJoin(offered, ", "), ")"));
 }
 
 // Downloads a blob into memory (a config), checking size and digest.
@@ -122,8 +119,8 @@ absl::StatusOr<std::string> FetchSmallBlob(RegistryClient& client, const oci::Im
       ref.path, blob.digest, [&bytes] { bytes.clear(); },
       [&](absl::string_view piece) {
         if (bytes.size() + piece.size() > blob.size) {
-          return absl::DataLossError(absl::StrCat("more than the descriptor's ", blob.size,
-                                                  " bytes"));
+          return absl::DataLossError(
+              absl::StrCat("more than the descriptor's ", blob.size, " bytes"));
         }
         bytes.append(piece.data(), piece.size());
         return absl::OkStatus();
@@ -132,7 +129,8 @@ absl::StatusOr<std::string> FetchSmallBlob(RegistryClient& client, const oci::Im
   const digest::Digest actual = digest::Sha256Of(bytes);
   if (actual != blob.digest || bytes.size() != blob.size) {
     return absl::DataLossError(absl::StrCat(what, " ", blob.digest.ToString(), ": received ",
-                                            bytes.size(), " bytes with digest ", actual.ToString()));
+                                            bytes.size(), " bytes with digest ",
+                                            actual.ToString()));
   }
   return bytes;
 }
@@ -172,8 +170,8 @@ absl::Status FetchLayer(RegistryClient& client, cas::BlobStore& store, const oci
                                             ", not ", layer.digest.ToString()));
   }
   if (writer->size() != layer.size) {
-    return absl::DataLossError(absl::StrCat(what, ": ", writer->size(),
-                                            " bytes, its descriptor says ", layer.size));
+    return absl::DataLossError(
+        absl::StrCat(what, ": ", writer->size(), " bytes, its descriptor says ", layer.size));
   }
   if (!diff_error.ok()) return Prefixed(what, diff_error);
   absl::StatusOr<digest::Digest> uncompressed = diff->Finish();
@@ -231,9 +229,9 @@ absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
     absl::StatusOr<oci::Descriptor> chosen = ChoosePlatform(*entries, platform);
     if (!chosen.ok()) return Prefixed(what, chosen.status());
     if (chosen->size > kMaxManifestBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": manifest ",
-                                                     chosen->digest.ToString(), " is ",
-                                                     chosen->size, " bytes, over the limit"));
+      return absl::InvalidArgumentError(absl::StrCat(what, ": manifest ", chosen->digest.ToString(),
+                                                     " is ", chosen->size,
+                                                     " bytes, over the limit"));
     }
     manifest = FetchManifest(client, ref, chosen->digest.ToString(), chosen->digest);
     if (!manifest.ok()) return manifest.status();
@@ -268,8 +266,7 @@ absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
       }
       ++layers_present;
     } else {
-      if (absl::Status status =
-              FetchLayer(client, store, ref, layer, config->diff_ids[i], what);
+      if (absl::Status status = FetchLayer(client, store, ref, layer, config->diff_ids[i], what);
           !status.ok()) {
         return status;
       }
@@ -285,8 +282,7 @@ absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
       !status.ok()) {
     return status;
   }
-  if (absl::Status status = RecordBlobSource(store, parsed->config.digest, source);
-      !status.ok()) {
+  if (absl::Status status = RecordBlobSource(store, parsed->config.digest, source); !status.ok()) {
     return status;
   }
   if (absl::Status status = store.Put(manifest->bytes, manifest->digest, manifest->media_type);

@@ -22,7 +22,7 @@ struct PullOptions {
 };
 
 struct PullResult {
-  oci::LocalImage image;      // as ResolveImage now reads it
+  oci::LocalImage image;       // as ResolveImage now reads it
   uint64_t bytes_fetched = 0;  // blob bytes downloaded (layers and config)
   size_t layers_fetched = 0;
   size_t layers_present = 0;  // layers the store already had

@@ -33,8 +33,7 @@ std::optional<std::string> MountSource(const cas::BlobStore& store, const Regist
 
 // Gets one blob into the target repository; counts what it did in *result.
 absl::Status PushBlob(RegistryClient& client, cas::BlobStore& store, const oci::Descriptor& blob,
-                      const oci::ImageRef& target, const PushOptions& options,
-                      PushResult* result) {
+                      const oci::ImageRef& target, const PushOptions& options, PushResult* result) {
   absl::StatusOr<bool> present = client.HasBlob(target.path, blob.digest);
   if (!present.ok()) return present.status();
   if (*present) {
@@ -54,8 +53,8 @@ absl::Status PushBlob(RegistryClient& client, cas::BlobStore& store, const oci::
   std::unique_ptr<cas::BlobReader> reader;
   absl::Status status = client.UploadBlob(
       target.path, blob.digest, blob.size, upload_url,
-      [&](uint64_t offset, uint64_t length)
-          -> absl::StatusOr<std::function<absl::StatusOr<absl::string_view>()>> {
+      [&](uint64_t offset,
+          uint64_t length) -> absl::StatusOr<std::function<absl::StatusOr<absl::string_view>()>> {
         absl::StatusOr<std::unique_ptr<cas::BlobReader>> opened =
             store.Get(blob.digest, offset, length);
         if (!opened.ok()) return opened.status();

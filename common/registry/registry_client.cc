@@ -80,16 +80,16 @@ std::string BodyMessage(const std::string& body) {
 
 absl::Status ResponseError(const HttpResponse& response) {
   const std::string message = BodyMessage(response.body);
-  return absl::Status(CodeForStatus(response.status),
-                      message.empty() ? response.StatusLine()
-                                      : absl::StrCat(response.StatusLine(), ": ", message));
+  return absl::Status(
+      CodeForStatus(response.status),
+      message.empty() ? response.StatusLine() : absl::StrCat(response.StatusLine(), ": ", message));
 }
 
 RegistryClient::RegistryClient(std::string host, RegistryOptions options)
     : host_(std::move(host)), options_(std::move(options)) {
-  const bool insecure = std::find(options_.insecure_registries.begin(),
-                                  options_.insecure_registries.end(),
-                                  host_) != options_.insecure_registries.end();
+  const bool insecure =
+      std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(), host_) !=
+      options_.insecure_registries.end();
   // Docker Hub's API lives on its own host.
   const std::string api_host = host_ == "docker.io" ? "registry-1.docker.io" : host_;
   base_url_ = absl::StrCat(insecure ? "http://" : "https://", api_host);
@@ -141,8 +141,8 @@ absl::StatusOr<std::string> RegistryClient::FetchToken(const std::string& realm,
         if (*credentials) {
           request.headers.emplace_back(
               "Authorization",
-              absl::StrCat("Basic ", absl::Base64Escape(absl::StrCat(
-                                         (*credentials)->username, ":", (*credentials)->password))));
+              absl::StrCat("Basic ", absl::Base64Escape(absl::StrCat((*credentials)->username, ":",
+                                                                     (*credentials)->password))));
         }
         return request;
       },
@@ -153,13 +153,13 @@ absl::StatusOr<std::string> RegistryClient::FetchToken(const std::string& realm,
                         absl::StrCat(what, ": ", response.status().message()));
   }
   if (response->status == 401 || response->status == 403) {
-    return absl::Status(CodeForStatus(response->status),
-                        absl::StrCat(response->StatusLine(), " from ", what, " (",
-                                     *credentials ? absl::StrCat("it refused the credentials for ",
-                                                                 host_, " in ",
-                                                                 DockerConfigDisplayName())
-                                                  : NoCredentialsNote(),
-                                     ")"));
+    return absl::Status(
+        CodeForStatus(response->status),
+        absl::StrCat(response->StatusLine(), " from ", what, " (",
+                     *credentials ? absl::StrCat("it refused the credentials for ", host_, " in ",
+                                                 DockerConfigDisplayName())
+                                  : NoCredentialsNote(),
+                     ")"));
   }
   if (response->status != 200) {
     absl::Status error = ResponseError(*response);
@@ -199,8 +199,8 @@ absl::Status RegistryClient::Authorize(const HttpResponse& unauthorized) {
     return absl::UnauthenticatedError(absl::StrCat(unauthorized.StatusLine(), " (", why, ")"));
   };
   if (bearer != nullptr) {
-    const std::string key = absl::StrCat(bearer->Param("realm"), " ", bearer->Param("service"),
-                                         " ", bearer->Param("scope"));
+    const std::string key = absl::StrCat(bearer->Param("realm"), " ", bearer->Param("service"), " ",
+                                         bearer->Param("scope"));
     auto cached = tokens_.find(key);
     if (cached != tokens_.end()) {
       if (cached->second == authorization_) {
@@ -219,18 +219,18 @@ absl::Status RegistryClient::Authorize(const HttpResponse& unauthorized) {
   }
   if (basic != nullptr) {
     if (!*credentials) return refused(NoCredentialsNote());
-    const std::string value =
-        absl::StrCat("Basic ", absl::Base64Escape(absl::StrCat((*credentials)->username, ":",
-                                                               (*credentials)->password)));
+    const std::string value = absl::StrCat(
+        "Basic ",
+        absl::Base64Escape(absl::StrCat((*credentials)->username, ":", (*credentials)->password)));
     if (value == authorization_) {
-      return refused(absl::StrCat(host_, " refused the credentials in ",
-                                  DockerConfigDisplayName()));
+      return refused(
+          absl::StrCat(host_, " refused the credentials in ", DockerConfigDisplayName()));
     }
     authorization_ = value;
     return absl::OkStatus();
   }
-  return absl::UnauthenticatedError(absl::StrCat(
-      unauthorized.StatusLine(), " (unsupported challenge \"", header, "\")"));
+  return absl::UnauthenticatedError(
+      absl::StrCat(unauthorized.StatusLine(), " (unsupported challenge \"", header, "\")"));
 }
 
 absl::StatusOr<HttpResponse> RegistryClient::Send(
@@ -306,9 +306,9 @@ absl::StatusOr<bool> RegistryClient::HasBlob(absl::string_view repo, const diges
 absl::StatusOr<bool> RegistryClient::MountBlob(absl::string_view repo, const digest::Digest& blob,
                                                absl::string_view from, std::string* upload_url) {
   upload_url->clear();
-  const std::string url =
-      absl::StrCat(base_url_, "/v2/", repo, "/blobs/uploads/?mount=", PercentEncode(blob.ToString()),
-                   "&from=", PercentEncode(from));
+  const std::string url = absl::StrCat(base_url_, "/v2/", repo,
+                                       "/blobs/uploads/?mount=", PercentEncode(blob.ToString()),
+                                       "&from=", PercentEncode(from));
   absl::StatusOr<HttpResponse> response = Send([&]() -> absl::StatusOr<HttpRequest> {
     HttpRequest request;
     request.method = "POST";
@@ -372,8 +372,7 @@ absl::Status RegistryClient::UploadBlob(
       HttpRequest request;
       request.method = "PATCH";
       request.url = upload_url;
-      request.headers.emplace_back("Content-Range",
-                                   absl::StrCat(offset, "-", offset + length - 1));
+      request.headers.emplace_back("Content-Range", absl::StrCat(offset, "-", offset + length - 1));
       return with_body(std::move(request), offset, length);
     });
     if (!response.ok()) return response.status();

@@ -42,7 +42,7 @@ inline constexpr uint64_t kMaxManifestBytes = uint64_t{4} << 20;
 // A manifest as the registry sent it.
 struct FetchedManifest {
   std::string bytes;
-  std::string content_type;  // without parameters; empty when not sent
+  std::string content_type;           // without parameters; empty when not sent
   std::string docker_content_digest;  // the Docker-Content-Digest header, if sent
 };
 

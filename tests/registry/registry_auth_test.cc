@@ -1,11 +1,11 @@
 // The registry client's parsers: WWW-Authenticate challenges, Docker's
 // config.json, and the references `image pull` and `image push` take.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include <unistd.h>
 
 #include "absl/strings/escaping.h"
 #include "common/oci/image_ref.h"
@@ -114,8 +114,7 @@ TEST_F(DockerConfigTest, NoFileOrNoEntryMeansNoCredentials) {
 }
 
 TEST_F(DockerConfigTest, BrokenFilesAreErrorsNamingTheFileAndKey) {
-  absl::StatusOr<std::optional<Credentials>> not_json =
-      LoadCredentials(Write("{not json"), "h:1");
+  absl::StatusOr<std::optional<Credentials>> not_json = LoadCredentials(Write("{not json"), "h:1");
   EXPECT_FALSE(not_json.ok());
   EXPECT_THAT(not_json.status().message(), HasSubstr("config.json: not a JSON object"));
   absl::StatusOr<std::optional<Credentials>> bad_auth =
