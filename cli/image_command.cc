@@ -30,7 +30,7 @@ namespace stagefarm::cli {
 namespace {
 
 constexpr char kImageUsage[] =
-    "stagefarm image import|pull|push|ls|rm|inspect ...\n"
+    "stagefarm image import|pull|push|export|ls|rm|inspect ...\n"
     "  import [--rootfs] [--change INSTRUCTION]... FILE NAME[:TAG]\n"
     "  pull [--platform P] [--insecure-registry HOST]... [--format text|json] REF\n"
     "  push [--insecure-registry HOST]... [--format text|json] LOCAL [REMOTE]\n"
