@@ -45,7 +45,7 @@ def main():
         sf.run(["image", "import", "--rootfs", "--change", f"ENV PATH={e2e.BASE_PATH}", rootfs,
                 "busybox"])
         context = e2e.write_context(work, "context", "FROM busybox\n"
-                                    f"RUN head -c {args.mb}M /dev/urandom > /random\n")
+                                    f"RUN dd if=/dev/urandom of=/random bs=1048576 count={args.mb}\n")
         sf.run(["build", "--workers", "0", "--progress", "plain", "-t", "bench/random:1",
                 "--output", f"type=oci,dest={work}/layout/", context])
         layout = os.path.join(work, "layout")
