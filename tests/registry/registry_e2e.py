@@ -24,7 +24,9 @@ Scenarios (one ctest test each):
   flaky    a proxy in front of the registry answers 503 to the first two
            requests: pull and push still work
   corrupt  a proxy flips a byte of the layer blob: the pull fails naming the
-           digest and nothing is tagged
+           digest, nothing is tagged and the layer is not kept
+  cluster  a build on the embedded cluster (two workers) FROM the registry
+           image: the client pulls it, the cluster builds, --push pushes
 Exit 0 when the scenario passed; what failed otherwise, with the logs' tails.
 """
 import argparse
@@ -615,7 +617,28 @@ def scenario_corrupt(work, bin_dir):
         registry.stop()
 
 
-SCENARIOS = {"plain": scenario_plain, "basic": scenario_basic, "bearer": scenario_bearer,
+def scenario_cluster(work, bin_dir):
+    layout, _, _ = make_base_layout(work)
+    registry = Registry(work, "registry")
+    try:
+        host = registry.host
+        skopeo_push(layout, "busybox", f"{host}/library/busybox:1")
+        client = Stagefarm(bin_dir, os.path.join(work, "client"))
+        context = write_context(work, "context", "\n".join([
+            f"FROM {host}/library/busybox:1 AS a", "RUN echo a > /a",
+            f"FROM {host}/library/busybox:1", "COPY --from=a /a /a", ""]))
+        out = f"{host}/cluster:1"
+        built = client.run(["build", "--workers", "2", "--progress", "plain", "--push", "-t", out,
+                            "--insecure-registry", host, context])
+        digest = built.stdout.strip().splitlines()[-1]
+        check(f"pulling {host}/library/busybox:1" in built.stderr,
+              f"the client did not pull the base:\n{built.stderr}")
+        check(skopeo_digest(out) == digest, f"skopeo sees another digest than {digest}")
+    finally:
+        registry.stop()
+
+
+SCENARIOS = {"plain": scenario_plain, "cluster": scenario_cluster, "basic": scenario_basic, "bearer": scenario_bearer,
              "flaky": scenario_flaky, "corrupt": scenario_corrupt}
 
 
