@@ -235,6 +235,11 @@ absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
     }
     manifest = FetchManifest(client, ref, chosen->digest.ToString(), chosen->digest);
     if (!manifest.ok()) return manifest.status();
+    if (manifest->bytes.size() != chosen->size) {
+      return absl::DataLossError(absl::StrCat("manifest ", chosen->digest.ToString(), ": ",
+                                              manifest->bytes.size(), " bytes, ", what,
+                                              " says ", chosen->size));
+    }
   }
   const std::string manifest_what = absl::StrCat("manifest ", manifest->digest.ToString());
   absl::StatusOr<oci::Manifest> parsed = oci::ParseManifest(manifest->bytes, manifest_what);
