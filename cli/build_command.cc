@@ -31,6 +31,7 @@
 #include "cli/embedded_cluster.h"
 #include "cli/plan_input.h"
 #include "cli/progress.h"
+#include "cli/remote_images.h"
 #include "cli/subcommand.h"
 #include "common/build/build_definition.h"
 #include "common/cas/blob_store.h"
@@ -53,8 +54,9 @@ namespace stdfs = std::filesystem;
 
 // One --output value, as buildx reads it: "type=oci,dest=out.tar".
 struct OutputSpec {
-  std::string type;  // "oci", "docker" or "local"
+  std::string type;  // "oci", "docker", "local" or "registry"
   stdfs::path dest;
+  std::string name;        // type=registry: the name to push (default: every -t name)
   bool directory = false;  // oci: dest ended in "/", an OCI layout directory
   std::optional<oci::LayerCompression> compression;
 };
@@ -75,6 +77,8 @@ absl::StatusOr<OutputSpec> ParseOutput(absl::string_view value) {
       spec.type = val;
     } else if (key == "dest") {
       dest = val;
+    } else if (key == "name") {
+      spec.name = val;
     } else if (key == "compression") {
       if (val == "gzip") {
         spec.compression = oci::LayerCompression::kGzip;
@@ -87,13 +91,14 @@ absl::StatusOr<OutputSpec> ParseOutput(absl::string_view value) {
             "--output: compression must be gzip, zstd or uncompressed, not \"", val, "\""));
       }
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--output: unknown field \"", key, "\" (known: type, dest, compression)"));
+      return absl::InvalidArgumentError(absl::StrCat("--output: unknown field \"", key,
+                                                     "\" (known: type, dest, name, compression)"));
     }
   }
+  if (spec.type == "registry") return spec;
   if (spec.type != "oci" && spec.type != "docker" && spec.type != "local") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--output: type must be oci, docker or local, not \"", spec.type, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--output: type must be oci, docker, local or registry, not \"", spec.type, "\""));
   }
   if (dest.empty()) return absl::InvalidArgumentError("--output: dest=PATH is required");
   spec.directory = absl::EndsWith(dest, "/");
@@ -326,6 +331,35 @@ stdfs::path ContextHashFile(const stdfs::path& data_dir, const std::string& cont
   return data_dir / "context-hashes" / digest::Sha256Of(absolute.native()).ToString().substr(7, 32);
 }
 
+// An --output type=registry (or --push): the built image to its name= or
+// every -t name, its layers compressed as the other outputs' are.
+int PushBuilt(cas::BlobStore& store, const digest::Digest& manifest, const OutputSpec& output,
+              const std::vector<oci::ImageRef>& tags, const oci::CompressOptions& compress,
+              const registry::RegistryOptions& options) {
+  std::vector<oci::ImageRef> targets = tags;
+  if (!output.name.empty()) {
+    absl::StatusOr<oci::ImageRef> name = oci::ParseImageRef(output.name);
+    if (!name.ok()) {
+      return Fail(absl::StrCat("--output name=", output.name, ": ", name.status().message()),
+                  kExitUsage);
+    }
+    targets = {*name};
+  }
+  if (targets.empty()) {
+    return Fail("--push and --output type=registry need -t NAME or name=NAME", kExitUsage);
+  }
+  absl::StatusOr<oci::LocalImage> image = oci::ReadImage(store, manifest);
+  if (!image.ok()) return Fail(image.status().message());
+  registry::PushOptions push;
+  push.compress = compress;
+  for (const oci::ImageRef& target : targets) {
+    absl::StatusOr<registry::PushResult> pushed =
+        PushToRegistry(store, *image, target, options, push, stderr);
+    if (!pushed.ok()) return Fail(pushed.status().message());
+  }
+  return 0;
+}
+
 std::vector<FlagSpec> Concat(std::vector<FlagSpec> first, std::vector<FlagSpec> second) {
   first.insert(first.begin(), second.begin(), second.end());
   return first;
@@ -463,8 +497,12 @@ int Build(const std::vector<std::string>& args) {
                {"build-arg", "", true, true, "set a build-time variable (K=V)"},
                {"platform", "", true, false, "target platform (default: this machine's)"},
                {"output", "o", true, true,
-                "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
-                "type=docker,dest=PATH"},
+                "type=oci,dest=PATH (a tar; a directory when PATH ends in /), "
+                "type=docker,dest=PATH, type=local,dest=DIR (the root filesystem) or "
+                "type=registry[,name=NAME] (a push)"},
+               {"push", "", false, false,
+                "push every -t name to its registry (--output type=registry)"},
+               InsecureRegistryFlag(),
                {"progress", "", true, false, "auto, plain, tty or json (one object a line)"},
                {"iidfile", "", true, false, "write the image ID (its config digest) to a file"},
                {"metadata-file", "", true, false,
@@ -506,6 +544,11 @@ int Build(const std::vector<std::string>& args) {
     if (!spec.ok()) return Fail(spec.status().message(), kExitUsage);
     outputs.push_back(*std::move(spec));
   }
+  if (parsed.Has("push")) {
+    OutputSpec push;
+    push.type = "registry";
+    outputs.push_back(std::move(push));
+  }
   std::vector<oci::ImageRef> tags;
   for (const std::string& value : parsed.All("tag")) {
     absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(value);
@@ -531,10 +574,17 @@ int Build(const std::vector<std::string>& args) {
   options.build_args = build_args;
   options.target = parsed.Get("target");
   options.platform = parsed.Get("platform");
-  options.image_config = [&store](const oci::ImageRef& ref,
-                                  const oci::Platform&) -> std::optional<graph::ImageConfig> {
-    absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, ref);
-    if (!image.ok()) return std::nullopt;
+  const registry::RegistryOptions registry_options = RegistryOptionsFromFlags(parsed);
+  options.image_config = [&store, &registry_options](
+                             const oci::ImageRef& ref,
+                             const oci::Platform& platform) -> std::optional<graph::ImageConfig> {
+    // An image not in the local store is pulled here, before anything reads it.
+    absl::StatusOr<oci::LocalImage> image =
+        ResolveOrPull(**store, ref, platform, registry_options, stderr);
+    if (!image.ok()) {
+      Fail(image.status().message());
+      return std::nullopt;
+    }
     return graph::ImageConfig{image->config.config.env, image->config.config.on_build};
   };
   absl::StatusOr<LoadedPlan> plan = LoadPlan(file, std::move(options));
@@ -605,6 +655,7 @@ int Build(const std::vector<std::string>& args) {
     std::fprintf(stderr, "naming to %s\n", tag.String().c_str());
   }
   for (const OutputSpec& output : outputs) {
+    if (output.type == "registry") continue;
     std::error_code error;
     if (output.dest.has_parent_path()) stdfs::create_directories(output.dest.parent_path(), error);
     if (error) {
@@ -622,6 +673,13 @@ int Build(const std::vector<std::string>& args) {
     std::fprintf(stderr, "exported %s to %s\n",
                  output.type == "local" ? "the root filesystem" : (output.type + " image").c_str(),
                  output.dest.c_str());
+  }
+  for (const OutputSpec& output : outputs) {
+    if (output.type != "registry") continue;
+    if (int failed =
+            PushBuilt(**store, image->manifest.digest, output, tags, compress, registry_options)) {
+      return failed;
+    }
   }
   if (parsed.Has("iidfile")) {
     absl::Status written =

@@ -11,9 +11,18 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "cli/remote_images.h"
 #include "cli/subcommand.h"
 #include "common/cas/blob_store.h"
 #include "common/oci/image_ref.h"
+#include "common/oci/exported_image.h"
+#include "common/oci/image_layout.h"
+#include "common/oci/layer_compress.h"
+#include "common/oci/platform.h"
 #include "common/oci/local_images.h"
 #include "nlohmann/json.hpp"
 
@@ -21,13 +30,24 @@ namespace stagefarm::cli {
 namespace {
 
 constexpr char kImageUsage[] =
-    "stagefarm image import|ls|rm|inspect ...\n"
+    "stagefarm image import|pull|push|export|ls|rm|inspect ...\n"
     "  import [--rootfs] [--change INSTRUCTION]... FILE NAME[:TAG]\n"
+    "  pull [--platform P] [--insecure-registry HOST]... [--format text|json] REF\n"
+    "  push [--insecure-registry HOST]... [--format text|json] LOCAL [REMOTE]\n"
+    "  export --output type=oci|docker,dest=PATH[,compression=gzip|zstd|uncompressed] NAME\n"
     "  ls [--format table|json]\n"
     "  rm NAME...\n"
     "  inspect NAME";
 constexpr char kImportUsage[] =
     "stagefarm image import [--rootfs] [--change INSTRUCTION]... FILE NAME[:TAG]";
+constexpr char kPullUsage[] =
+    "stagefarm image pull [--platform P] [--insecure-registry HOST]... [--format text|json] REF";
+constexpr char kPushUsage[] =
+    "stagefarm image push [--insecure-registry HOST]... [--compression gzip|zstd] "
+    "[--upload-chunk-size BYTES] [--format text|json] LOCAL [REMOTE]";
+constexpr char kExportUsage[] =
+    "stagefarm image export --output type=oci|docker,dest=PATH[,compression=gzip|zstd|"
+    "uncompressed] NAME";
 constexpr char kLsUsage[] = "stagefarm image ls [--format table|json]";
 constexpr char kRmUsage[] = "stagefarm image rm NAME...";
 constexpr char kInspectUsage[] = "stagefarm image inspect NAME";
@@ -71,6 +91,221 @@ int Import(const std::vector<std::string>& args) {
       oci::ImportImage(**store, parsed.positional[0], *ref, options);
   if (!image.ok()) return Fail(image.status().message());
   std::printf("%s\n%s\n", image->manifest.digest.ToString().c_str(), ref->String().c_str());
+  return 0;
+}
+
+absl::StatusOr<std::string> TextOrJson(const ParsedArgs& parsed) {
+  const std::string format = parsed.Get("format", "text");
+  if (format != "text" && format != "json") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--format must be text or json, not \"", format, "\""));
+  }
+  return format;
+}
+
+absl::StatusOr<oci::ImageRef> ParseRefArg(const std::string& text) {
+  absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(text);
+  if (!ref.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\": ", ref.status().message()));
+  }
+  return ref;
+}
+
+int Pull(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(
+          args, kPullUsage,
+          {{"platform", "", true, false,
+            "the platform to pick from a multi-platform image (default: this machine's)"},
+           InsecureRegistryFlag(),
+           {"format", "", true, false, "text (default: digest and reference) or json"},
+           DataDirFlag()},
+          "REF", parsed)) {
+    return *stop;
+  }
+  absl::StatusOr<std::string> format = TextOrJson(parsed);
+  if (!format.ok()) return Fail(format.status().message(), kExitUsage);
+  absl::StatusOr<oci::ImageRef> ref = ParseRefArg(parsed.positional[0]);
+  if (!ref.ok()) return Fail(ref.status().message(), kExitUsage);
+  registry::PullOptions options;
+  if (parsed.Has("platform")) {
+    absl::StatusOr<oci::Platform> platform = oci::ParsePlatform(parsed.Get("platform"));
+    if (!platform.ok()) {
+      return Fail(absl::StrCat("--platform: ", platform.status().message()), kExitUsage);
+    }
+    options.platform = *platform;
+  }
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  registry::RegistryClient client(ref->domain, RegistryOptionsFromFlags(parsed));
+  absl::StatusOr<registry::PullResult> pulled = registry::PullImage(client, **store, *ref, options);
+  if (!pulled.ok()) return Fail(pulled.status().message());
+  const oci::LocalImage& image = pulled->image;
+  const std::string platform =
+      absl::StrCat(image.config.os, "/", image.config.architecture,
+                   image.config.variant.empty() ? "" : "/", image.config.variant);
+  if (*format == "json") {
+    const nlohmann::json out = {{"ref", ref->String()},
+                                {"digest", image.manifest.digest.ToString()},
+                                {"mediaType", image.manifest.media_type},
+                                {"platform", platform},
+                                {"layers_fetched", pulled->layers_fetched},
+                                {"layers_present", pulled->layers_present},
+                                {"bytes_fetched", pulled->bytes_fetched}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("%s\n%s\n", image.manifest.digest.ToString().c_str(), ref->String().c_str());
+  }
+  return 0;
+}
+
+int Push(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(
+          args, kPushUsage,
+          {InsecureRegistryFlag(),
+           {"compression", "", true, false,
+            "how uncompressed layers are compressed: gzip (default) or zstd"},
+           {"upload-chunk-size", "", true, false,
+            "blobs larger than this go up in chunks of this many bytes (default 64 MiB)"},
+           {"format", "", true, false, "text (default: the pushed digest) or json"},
+           DataDirFlag()},
+          1, 2, "LOCAL [REMOTE]", parsed)) {
+    return *stop;
+  }
+  absl::StatusOr<std::string> format = TextOrJson(parsed);
+  if (!format.ok()) return Fail(format.status().message(), kExitUsage);
+  absl::StatusOr<oci::ImageRef> local = ParseRefArg(parsed.positional[0]);
+  if (!local.ok()) return Fail(local.status().message(), kExitUsage);
+  absl::StatusOr<oci::ImageRef> target =
+      ParseRefArg(parsed.positional.size() > 1 ? parsed.positional[1] : parsed.positional[0]);
+  if (!target.ok()) return Fail(target.status().message(), kExitUsage);
+  if (!target->digest.empty()) {
+    return Fail(absl::StrCat("\"", target->String(), "\": push to a name:tag, not a digest"),
+                kExitUsage);
+  }
+  registry::RegistryOptions options = RegistryOptionsFromFlags(parsed);
+  if (parsed.Has("upload-chunk-size") &&
+      (!absl::SimpleAtoi(parsed.Get("upload-chunk-size"), &options.upload_chunk_size) ||
+       options.upload_chunk_size == 0)) {
+    return Fail(absl::StrCat("--upload-chunk-size must be a positive number of bytes, not \"",
+                             parsed.Get("upload-chunk-size"), "\""),
+                kExitUsage);
+  }
+  registry::PushOptions push;
+  push.source = *local;
+  const std::string compression = parsed.Get("compression", "gzip");
+  if (compression == "zstd") {
+    push.compress.compression = oci::LayerCompression::kZstd;
+  } else if (compression != "gzip") {
+    return Fail(absl::StrCat("--compression must be gzip or zstd, not \"", compression, "\""),
+                kExitUsage);
+  }
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, *local);
+  if (!image.ok()) return Fail(image.status().message());
+  absl::StatusOr<registry::PushResult> pushed =
+      PushToRegistry(**store, *image, *target, options, push, stderr);
+  if (!pushed.ok()) return Fail(pushed.status().message());
+  if (*format == "json") {
+    const nlohmann::json out = {{"ref", target->String()},
+                                {"digest", pushed->manifest.ToString()},
+                                {"mediaType", pushed->media_type},
+                                {"size", pushed->manifest_size},
+                                {"blobs_uploaded", pushed->blobs_uploaded},
+                                {"blobs_mounted", pushed->blobs_mounted},
+                                {"blobs_present", pushed->blobs_present},
+                                {"bytes_uploaded", pushed->bytes_uploaded}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("%s\n", pushed->manifest.ToString().c_str());
+  }
+  return 0;
+}
+
+// `--output type=oci|docker,dest=PATH[,compression=...]`, as `build -o` reads
+// those two types: a dest ending in "/" is an OCI layout directory.
+struct ExportSpec {
+  std::string type;
+  std::filesystem::path dest;
+  bool directory = false;
+  oci::LayerCompression compression = oci::LayerCompression::kGzip;
+};
+
+absl::StatusOr<ExportSpec> ParseExportSpec(absl::string_view value) {
+  ExportSpec spec;
+  std::string dest;
+  for (absl::string_view field : absl::StrSplit(value, ',')) {
+    const size_t eq = field.find('=');
+    const std::string key = absl::AsciiStrToLower(field.substr(0, eq));
+    const std::string val(eq == absl::string_view::npos ? "" : field.substr(eq + 1));
+    if (key == "type") {
+      spec.type = val;
+    } else if (key == "dest") {
+      dest = val;
+    } else if (key == "compression" && val == "gzip") {
+      spec.compression = oci::LayerCompression::kGzip;
+    } else if (key == "compression" && val == "zstd") {
+      spec.compression = oci::LayerCompression::kZstd;
+    } else if (key == "compression" && val == "uncompressed") {
+      spec.compression = oci::LayerCompression::kNone;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--output: \"", field,
+          "\" is not type=oci|docker, dest=PATH or compression=gzip|zstd|uncompressed"));
+    }
+  }
+  if (spec.type != "oci" && spec.type != "docker") {
+    return absl::InvalidArgumentError("--output: type=oci or type=docker is required");
+  }
+  if (dest.empty()) return absl::InvalidArgumentError("--output: dest=PATH is required");
+  spec.directory = absl::EndsWith(dest, "/");
+  if (spec.directory && spec.type == "docker") {
+    return absl::InvalidArgumentError("--output type=docker writes a tar: dest must be a file");
+  }
+  spec.dest = dest;
+  return spec;
+}
+
+int Export(const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  if (auto stop = ParseCommand(
+          args, kExportUsage,
+          {{"output", "o", true, false,
+            "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
+            "type=docker,dest=PATH; compression=gzip (default), zstd or uncompressed"},
+           DataDirFlag()},
+          "NAME", parsed)) {
+    return *stop;
+  }
+  absl::StatusOr<ExportSpec> spec = ParseExportSpec(parsed.Get("output"));
+  if (!spec.ok()) return Fail(spec.status().message(), kExitUsage);
+  absl::StatusOr<oci::ImageRef> ref = ParseRefArg(parsed.positional[0]);
+  if (!ref.ok()) return Fail(ref.status().message(), kExitUsage);
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
+  if (!store.ok()) return Fail(store.status().message());
+  absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, *ref);
+  if (!image.ok()) return Fail(image.status().message());
+  oci::CompressOptions compress;
+  compress.compression = spec->compression;
+  absl::StatusOr<oci::ExportedImage> exported = oci::PrepareExport(**store, *image, compress);
+  if (!exported.ok()) return Fail(exported.status().message());
+  oci::LayoutImage layout = exported->layout;
+  if (!ref->tag.empty()) {
+    layout.manifest.annotations[std::string(oci::kRefNameAnnotation)] = ref->tag;
+    layout.repo_tags = {absl::StrCat(ref->Name(), ":", ref->tag)};
+  }
+  std::error_code error;
+  if (spec->dest.has_parent_path()) {
+    std::filesystem::create_directories(spec->dest.parent_path(), error);
+  }
+  if (error) return Fail(absl::StrCat("--output ", spec->dest.native(), ": ", error.message()));
+  absl::Status written =
+      spec->directory ? oci::WriteOciLayoutDir(**store, {layout}, spec->dest)
+                      : oci::WriteImageTar(**store, {layout}, spec->dest, spec->type == "docker");
+  if (!written.ok()) return Fail(written.message());
+  std::printf("%s\n", layout.manifest.digest.ToString().c_str());
   return 0;
 }
 
@@ -197,6 +432,9 @@ int ImageCommand(const std::vector<std::string>& args) {
   const std::string subcommand = args.empty() ? "" : args[0];
   const std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
   if (subcommand == "import") return Import(rest);
+  if (subcommand == "pull") return Pull(rest);
+  if (subcommand == "push") return Push(rest);
+  if (subcommand == "export") return Export(rest);
   if (subcommand == "ls") return Ls(rest);
   if (subcommand == "rm") return Rm(rest);
   if (subcommand == "inspect") return Inspect(rest);

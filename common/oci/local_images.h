@@ -44,9 +44,13 @@ absl::StatusOr<LocalImage> ReadImage(const cas::BlobStore& store, const digest::
 
 // Resolves `ref` (a tag, or a digest reference, which needs no tag) to the
 // image: NotFound "image \"docker.io/library/x:latest\" not found locally".
+// A digest reference recorded by TagImage (a pull by an index's digest)
+// resolves to the manifest recorded; otherwise the digest is the manifest's.
 absl::StatusOr<LocalImage> ResolveImage(const cas::BlobStore& store, const ImageRef& ref);
 
-// Points the tag `ref` at `manifest` (which must be in the store).
+// Points the tag `ref` at `manifest` (which must be in the store). `ref` is
+// name:tag, or name@digest to record which manifest a digest (an index's,
+// say) stands for on this host. InvalidArgument for other forms.
 absl::Status TagImage(cas::BlobStore& store, const ImageRef& ref, const digest::Digest& manifest);
 
 // Every tagged image: (reference string, manifest digest), sorted by reference.

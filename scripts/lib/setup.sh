@@ -14,6 +14,8 @@ STAGEFARM_PACKAGES=(
   runc busybox-static python3 oci-image-tool
   # tests/fidelity: the reference builder, its exporter, OCI layouts, zstd layers.
   buildah skopeo umoci zstd
+  # tests/registry: a registry on loopback, htpasswd for its basic auth.
+  docker-registry apache2-utils
 )
 
 # What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.

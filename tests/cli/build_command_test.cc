@@ -355,7 +355,7 @@ TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
   WriteDockerfile("FROM busybox\n");
   const Invocation type = Stagefarm(Build("--output type=tarball,dest=x"));
   EXPECT_EQ(type.exit_code, 2);
-  EXPECT_THAT(type.output, HasSubstr("type must be oci, docker or local"));
+  EXPECT_THAT(type.output, HasSubstr("type must be oci, docker, local or registry"));
   const Invocation dest = Stagefarm(Build("--output type=oci"));
   EXPECT_EQ(dest.exit_code, 2);
   EXPECT_THAT(dest.output, HasSubstr("dest=PATH is required"));

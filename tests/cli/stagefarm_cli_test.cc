@@ -274,7 +274,7 @@ TEST(StagefarmCli, ImageUsageErrorsExitTwo) {
   const std::string env = absl::StrCat("STAGEFARM_HOME='", dir.string(), "'");
   const Invocation no_verb = Stagefarm("image", env);
   EXPECT_EQ(no_verb.exit_code, 2);
-  EXPECT_THAT(no_verb.output, HasSubstr("usage: stagefarm image import|ls|rm|inspect"));
+  EXPECT_THAT(no_verb.output, HasSubstr("usage: stagefarm image import|pull|push|export|ls|rm|inspect"));
   const Invocation one_arg = Stagefarm("image import x.tar", env);
   EXPECT_EQ(one_arg.exit_code, 2);
   EXPECT_THAT(one_arg.output, HasSubstr("expected FILE and NAME[:TAG]"));
