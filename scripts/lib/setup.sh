@@ -14,6 +14,9 @@ STAGEFARM_PACKAGES=(
   runc busybox-static python3 oci-image-tool
   # tests/fidelity: the reference builder, its exporter, OCI layouts, zstd layers.
   buildah skopeo umoci zstd
+  # tests/ansible: the playbook's lint and a real deployment (the apt module
+  # needs python3-apt on the target).
+  ansible ansible-lint python3-apt
 )
 
 # What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.
