@@ -7,6 +7,9 @@
 // coordinator restarts, and runs the stages the coordinator assigns to it
 // (worker/stage_runner.h), until SIGINT or SIGTERM: then the running stages
 // are cancelled (the coordinator hears "cancelled") and their threads joined.
+// With --store-size-cap it keeps the store under that size as far as
+// unreferenced blobs allow, collecting only while no stage runs
+// (worker/store_collector.h).
 // --check stops after the checks.
 #include <unistd.h>
 
@@ -29,6 +32,7 @@
 #include "worker/build/stage_executor.h"
 #include "worker/coordinator_link.h"
 #include "worker/stage_runner.h"
+#include "worker/store_collector.h"
 
 ABSL_FLAG(std::string, coordinator, "tcp://127.0.0.1:7700", "Coordinator endpoint");
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7701", "ZeroMQ endpoint serving blobs to peers");
@@ -49,6 +53,9 @@ ABSL_FLAG(std::vector<std::string>, labels, {}, "Operator labels, key=value,..."
 ABSL_FLAG(std::string, advertise, "",
           "The blob endpoint peers are told to use (default: --listen's bound endpoint, "
           "0.0.0.0 replaced by the host name)");
+ABSL_FLAG(std::string, store_size_cap, "0",
+          "Keep the store under this many bytes (suffix K, M, G or T; 0: no cap) by collecting "
+          "blobs no result holds, least recently used first, while no stage runs");
 ABSL_FLAG(bool, check, false, "Check the flags and keys, report them, and exit without serving");
 
 namespace {
@@ -83,15 +90,17 @@ absl::StatusOr<std::string> WorkerId(const std::filesystem::path& data_dir) {
   return id;
 }
 
-// What the worker runs beside its blob server. Stopping cancels the running
-// stages while the link can still report them, then stops the link (no more
-// assignments arrive), then the runner.
+// What the worker runs beside its blob server. Stopping ends the store
+// collector, cancels the running stages while the link can still report them,
+// then stops the link (no more assignments arrive), then the runner.
 struct WorkerNode {
   std::unique_ptr<stagefarm::worker::StageExecutor> executor;
   std::unique_ptr<stagefarm::worker::StageRunner> runner;
   std::unique_ptr<stagefarm::worker::CoordinatorLink> link;
+  std::unique_ptr<stagefarm::worker::StoreCollector> collector;
 
   ~WorkerNode() {
+    collector.reset();
     if (runner) runner->Stop();
     link.reset();
     runner.reset();
@@ -145,7 +154,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "stagefarm-worker: --slots must be at least 1\n");
     return kExitUsage;
   }
-  auto join = [](zmq::context_t& context, const stagefarm::net::NodeSecurity& security,
+  absl::StatusOr<uint64_t> store_size_cap =
+      stagefarm::worker::ParseByteSize(absl::GetFlag(FLAGS_store_size_cap));
+  if (!store_size_cap.ok()) {
+    std::fprintf(stderr, "stagefarm-worker: --store-size-cap: %s\n",
+                 std::string(store_size_cap.status().message()).c_str());
+    return kExitUsage;
+  }
+  std::printf("stagefarm-worker: store-size-cap=%llu\n",
+              static_cast<unsigned long long>(*store_size_cap));
+  auto join = [size_cap = *store_size_cap](zmq::context_t& context, const stagefarm::net::NodeSecurity& security,
                  stagefarm::cas::BlobStore& store,
                  const std::string& blob_endpoint) -> absl::StatusOr<std::shared_ptr<void>> {
     absl::StatusOr<std::string> id = WorkerId(absl::GetFlag(FLAGS_data_dir));
@@ -159,6 +177,7 @@ int main(int argc, char** argv) {
     options.platforms = absl::StrSplit(absl::GetFlag(FLAGS_platform), ',', absl::SkipEmpty());
     options.slots = static_cast<uint32_t>(absl::GetFlag(FLAGS_slots));
     options.blob_endpoint = AdvertisedEndpoint(blob_endpoint);
+    options.store_cap_bytes = size_cap;
     options.version = "0.1";
     options.labels = absl::GetFlag(FLAGS_labels);
     auto log = [](const std::string& line) {
@@ -183,6 +202,11 @@ int main(int argc, char** argv) {
     node->runner = std::make_unique<stagefarm::worker::StageRunner>(
         context, *node->executor, runner_options,
         [raw](capnp::MessageBuilder& event) { raw->link->Send(event); });
+    // Assignments reach the runner through the collector's exclusive
+    // section, so that no collection overlaps a stage's start.
+    node->collector = std::make_unique<stagefarm::worker::StoreCollector>(
+        store, [raw] { return raw->runner->running() == 0; },
+        stagefarm::worker::StoreCollectorOptions{.size_cap = size_cap, .log = log});
     options.store_bytes = [&store] { return store.StoredBytes(); };
     options.slots_in_use = [raw] { return raw->runner->running(); };
     options.holds = [&store, log]() -> std::vector<std::string> {
@@ -192,7 +216,8 @@ int main(int argc, char** argv) {
       return {};
     };
     options.on_message = [raw, log](const stagefarm::net::ReceivedMessage& message) {
-      absl::Status handled = raw->runner->Handle(message);
+      absl::Status handled;
+      raw->collector->Exclusive([&] { handled = raw->runner->Handle(message); });
       if (!handled.ok()) log(std::string(handled.message()));
     };
     options.log = log;
@@ -202,6 +227,7 @@ int main(int argc, char** argv) {
         stagefarm::worker::CoordinatorLink::Start(context, *socket_security, options);
     if (!link.ok()) return link.status();
     node->link = *std::move(link);
+    node->collector->Start();
     return std::shared_ptr<void>(std::move(node));
   };
   return stagefarm::daemon::RunBlobNode(

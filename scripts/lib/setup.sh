@@ -16,6 +16,9 @@ STAGEFARM_PACKAGES=(
   buildah skopeo umoci zstd
   # tests/registry: a registry on loopback, htpasswd for its basic auth.
   docker-registry apache2-utils
+  # tests/ansible: the playbook's lint and a real deployment (the apt module
+  # needs python3-apt on the target).
+  ansible ansible-lint python3-apt
 )
 
 # What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.
