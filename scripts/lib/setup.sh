@@ -14,6 +14,9 @@ STAGEFARM_PACKAGES=(
   runc busybox-static python3 oci-image-tool
   # tests/fidelity: the reference builder, its exporter, OCI layouts, zstd layers.
   buildah skopeo umoci zstd
+  # scripts/demo.sh and tests/examples: the debian:bookworm base image, the
+  # Go service asked over HTTP.
+  mmdebstrap curl
 )
 
 # What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.
