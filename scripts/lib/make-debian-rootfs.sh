@@ -19,6 +19,12 @@
 # of the step; mmdebstrap itself runs dpkg so too, --dpkgopt, whose file the
 # last hook removes).
 #
+# Certificate authorities this machine added locally (the .crt files in
+# /usr/local/share/ca-certificates, e.g. a company proxy's that intercepts
+# TLS) are copied to the same place in the image, so a RUN step that installs
+# ca-certificates trusts what this machine trusts (the npm registry in
+# examples/ts-app). A plain Debian machine has none, and nothing is copied.
+#
 # Reproducible for a given state of the archive: file times are
 # SOURCE_DATE_EPOCH (default 2023-06-10, bookworm's release), and mmdebstrap
 # removes its logs and caches. A new point release or security update changes
@@ -61,6 +67,12 @@ force-unsafe-io
 DPKG
 chmod 0644 "$work"/docker-*
 
+local_cas=(/usr/local/share/ca-certificates/*.crt)
+ca_hooks=()
+if [ -e "${local_cas[0]}" ]; then
+  ca_hooks=(--customize-hook="mkdir -p \"\$1/usr/local/share/ca-certificates\" && cp ${local_cas[*]} \"\$1/usr/local/share/ca-certificates/\"")
+fi
+
 mkdir -p "$(dirname "$out")"
 rm -f "$out.partial"
 mmdebstrap --quiet --mode=root --variant=minbase --format=tar --dpkgopt=force-unsafe-io \
@@ -68,6 +80,7 @@ mmdebstrap --quiet --mode=root --variant=minbase --format=tar --dpkgopt=force-un
   --customize-hook='echo localhost >"$1/etc/hostname"' \
   --customize-hook="cp $work/docker-clean $work/docker-gzip-indexes $work/docker-no-languages \"\$1/etc/apt/apt.conf.d/\"" \
   --customize-hook="cp $work/docker-apt-speedup \"\$1/etc/dpkg/dpkg.cfg.d/\"" \
+  "${ca_hooks[@]}" \
   --customize-hook='rm -f "$1"/var/cache/apt/*.bin "$1"/etc/dpkg/dpkg.cfg.d/99mmdebstrap' \
   "$suite" "$out.partial" \
   "deb $mirror $suite main" \
