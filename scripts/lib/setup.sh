@@ -19,6 +19,9 @@ STAGEFARM_PACKAGES=(
   # tests/ansible: the playbook's lint and a real deployment (the apt module
   # needs python3-apt on the target).
   ansible ansible-lint python3-apt
+  # scripts/demo.sh and tests/examples: the debian:bookworm base image, the
+  # Go service asked over HTTP.
+  mmdebstrap curl
 )
 
 # What scripts/fuzz.sh adds: clang with libFuzzer and the sanitizer runtimes.

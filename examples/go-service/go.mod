@@ -1,0 +1,3 @@
+module example.com/wordcount-service
+
+go 1.19
