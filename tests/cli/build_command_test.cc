@@ -130,6 +130,15 @@ TEST_F(BuildCommandTest, OutputsValidateUnpackAndImportAgain) {
     ASSERT_EQ(imported.exit_code, 0) << imported.output;
     EXPECT_THAT(imported.output, HasSubstr(digest));
   }
+  // The docker archive converts with skopeo and unpacks with umoci (issue 7).
+  const Invocation converted = Shell(absl::StrCat(
+      "skopeo copy --quiet docker-archive:'", (out / "docker.tar").string(), "' oci:'",
+      (out / "from-docker").string(), ":1' && umoci unpack --image '",
+      (out / "from-docker").string(), ":1' '", (out / "docker-bundle").string(), "'"));
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  std::ifstream converted_message(out / "docker-bundle/rootfs/srv/message");
+  std::getline(converted_message, line);
+  EXPECT_EQ(line, "hello from build");
   const Invocation docker =
       Stagefarm(absl::StrCat("image import '", (out / "docker.tar").string(), "' again:docker"));
   ASSERT_EQ(docker.exit_code, 0) << docker.output;
