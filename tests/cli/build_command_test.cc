@@ -131,10 +131,10 @@ TEST_F(BuildCommandTest, OutputsValidateUnpackAndImportAgain) {
     EXPECT_THAT(imported.output, HasSubstr(digest));
   }
   // The docker archive converts with skopeo and unpacks with umoci (issue 7).
-  const Invocation converted = Shell(absl::StrCat(
-      "skopeo copy --quiet docker-archive:'", (out / "docker.tar").string(), "' oci:'",
-      (out / "from-docker").string(), ":1' && umoci unpack --image '",
-      (out / "from-docker").string(), ":1' '", (out / "docker-bundle").string(), "'"));
+  const Invocation converted = Shell(
+      absl::StrCat("skopeo copy --quiet docker-archive:'", (out / "docker.tar").string(), "' oci:'",
+                   (out / "from-docker").string(), ":1' && umoci unpack --image '",
+                   (out / "from-docker").string(), ":1' '", (out / "docker-bundle").string(), "'"));
   ASSERT_EQ(converted.exit_code, 0) << converted.output;
   std::ifstream converted_message(out / "docker-bundle/rootfs/srv/message");
   std::getline(converted_message, line);
@@ -254,9 +254,9 @@ TEST_F(BuildCommandTest, SecretsReachTheRunAndAreFoundNowhereAfterwards) {
       "' --secret id=api,env=STAGEFARM_TEST_API_KEY --output type=oci,dest='",
       (out / "image.tar").string(), "' --output type=local,dest='", (out / "rootfs").string(),
       "' --metadata-file '", (out / "meta.json").string(), "'");
-  const Invocation built = Shell(absl::StrCat("STAGEFARM_TEST_API_KEY='", api_key, "' STAGEFARM_HOME='",
-                                              (dir_ / "home").string(), "' '", STAGEFARM_BINARY, "' ",
-                                              Build(flags)));
+  const Invocation built =
+      Shell(absl::StrCat("STAGEFARM_TEST_API_KEY='", api_key, "' STAGEFARM_HOME='",
+                         (dir_ / "home").string(), "' '", STAGEFARM_BINARY, "' ", Build(flags)));
   ASSERT_EQ(built.exit_code, 0) << built.output;
   auto first_line = [](const stdfs::path& file) {
     std::ifstream in(file);
@@ -273,9 +273,9 @@ TEST_F(BuildCommandTest, SecretsReachTheRunAndAreFoundNowhereAfterwards) {
   EXPECT_THAT(built.output, ::testing::Not(HasSubstr(token)));
   EXPECT_THAT(built.output, ::testing::Not(HasSubstr(api_key)));
   for (const std::string& secret : {token, api_key}) {
-    const Invocation found = Shell(absl::StrCat("grep -r -a -l -F -e '", secret, "' '",
-                                                (dir_ / "home").string(), "' '", out.string(),
-                                                "'; echo searched"));
+    const Invocation found =
+        Shell(absl::StrCat("grep -r -a -l -F -e '", secret, "' '", (dir_ / "home").string(), "' '",
+                           out.string(), "'; echo searched"));
     EXPECT_EQ(found.output, "searched\n") << "found in: " << found.output;
   }
   // (The search does find what is there: the instruction, in the history.)
@@ -287,7 +287,8 @@ TEST_F(BuildCommandTest, SecretsReachTheRunAndAreFoundNowhereAfterwards) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.output, HasSubstr("secret missing: not provided"));
   // And a secret that is not needed is skipped, as BuildKit does.
-  WriteDockerfile("FROM busybox\nRUN --mount=type=secret,id=optional test ! -e /run/secrets/optional\n");
+  WriteDockerfile(
+      "FROM busybox\nRUN --mount=type=secret,id=optional test ! -e /run/secrets/optional\n");
   EXPECT_EQ(Stagefarm(Build("--workers 1")).exit_code, 0);
 }
 
