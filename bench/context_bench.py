@@ -26,40 +26,27 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE_ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "cluster"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "testing"))
+import cluster_e2e  # noqa: E402
+from e2e import run  # noqa: E402
 
 
-def run(cmd, env=None, cwd=None):
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(cmd)}: exit {result.returncode}\n{result.stderr[-3000:]}")
-    return result
-
-
-class Client:
-    def __init__(self, bin_dir, home):
-        self.stagefarm = os.path.join(bin_dir, "stagefarm")
-        self.env = dict(os.environ, STAGEFARM_HOME=home, SOURCE_DATE_EPOCH="1700000000")
-        rootfs = os.path.join(home, "busybox-rootfs.tar")
-        os.makedirs(home, exist_ok=True)
-        run([os.path.join(SOURCE_ROOT, "scripts/lib/make-busybox-rootfs.sh"), rootfs])
-        run([self.stagefarm, "image", "import", "--rootfs", "--change", "ENV PATH=/bin", rootfs,
-             "busybox"], env=self.env)
-
-    def build(self, context, metadata):
-        start = time.monotonic()
-        run([self.stagefarm, "build", "--workers", "1", "--progress", "plain", "--metadata-file",
-             metadata, context], env=self.env)
-        wall = time.monotonic() - start
-        with open(metadata) as f:
-            client = json.load(f)["stagefarm.client"]
-        client["wall_seconds"] = round(wall, 3)
-        return client
+def build(client, context, metadata):
+    """`stagefarm build --workers 1` of `context` (embedded cluster) with
+    --metadata-file; its "stagefarm.client" record, plus the wall time."""
+    start = time.monotonic()
+    run([client.stagefarm, "build", "--workers", "1", "--progress", "plain", "--metadata-file",
+         metadata, context], env=client.env({"SOURCE_DATE_EPOCH": "1700000000"}))
+    wall = time.monotonic() - start
+    with open(metadata) as f:
+        record = json.load(f)["stagefarm.client"]
+    record["wall_seconds"] = round(wall, 3)
+    return record
 
 
 def write_tree(root, files, file_bytes, directories, prefix):
@@ -90,7 +77,7 @@ def main():
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     failures = []
-    client = Client(args.bin, os.path.join(args.work, "home"))
+    client = cluster_e2e.Client(args.work, args.bin, name="home")
     meta = os.path.join(args.work, "metadata.json")
 
     # --- scan: first scan, re-scan, one file changed
@@ -103,12 +90,12 @@ def main():
     start = time.monotonic()
     run(["sh", "-c", "tar -cf - . | sha256sum"], cwd=context)
     tar_seconds = time.monotonic() - start
-    first = client.build(context, meta)
-    rescan = client.build(context, meta)
+    first = build(client, context, meta)
+    rescan = build(client, context, meta)
     changed = os.path.join(context, "dir-042", "file-0007")
     with open(changed, "wb") as f:
         f.write(os.urandom(1234))
-    one = client.build(context, meta)
+    one = build(client, context, meta)
     ratio = first["context_scan_seconds"] / max(rescan["context_scan_seconds"], 1e-9)
     emit({"name": "context/scan", "files": args.files, "megabytes": args.megabytes,
           "first": first, "rescan": rescan, "one_changed": one,
@@ -127,12 +114,12 @@ def main():
         f.write("FROM busybox\nCOPY services/svc-007/ /app/\n")
     time.sleep(0.2)
     in_dir = len(os.listdir(os.path.join(mono, "services", "svc-007")))
-    build = client.build(mono, meta)
+    sent = build(client, mono, meta)
     emit({"name": "context/monorepo", "files": args.monorepo_files, "files_in_directory": in_dir,
-          "build": build, "tree_bytes": args.monorepo_files * 1024,
+          "build": sent, "tree_bytes": args.monorepo_files * 1024,
           "load": os.getloadavg()[0]})
-    if build["context_files"] != in_dir or build["bytes_uploaded"] > in_dir * 1024:
-        failures.append(f"monorepo: sent {build} for a directory of {in_dir} files")
+    if sent["context_files"] != in_dir or sent["bytes_uploaded"] > in_dir * 1024:
+        failures.append(f"monorepo: sent {sent} for a directory of {in_dir} files")
 
     for failure in failures:
         print(f"context_bench: FAILED: {failure}", file=sys.stderr)

@@ -26,16 +26,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "testing"))
+from e2e import BASE_PATH, SOURCE_ROOT, Failure, check, free_port, run, tail  # noqa: E402
+
 PLAYBOOK_DIR = os.path.join(SOURCE_ROOT, "ansible")
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EPOCH = "1700000000"
 HOSTS = ["coordinator", "w1", "w2"]
 
@@ -53,31 +53,8 @@ RUN cat /base /left /right > /all
 """
 
 
-class Failure(Exception):
-    pass
-
-
 class Stopped(Exception):
     pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path, lines=20):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
 
 
 class Deployment:
@@ -225,13 +202,6 @@ class Deployment:
 
     def logs(self):
         return "\n".join(f"--- {host}: {self.log(host)}\n{tail(self.log(host))}" for host in HOSTS)
-
-
-def run(args, env=None, check_ok=True):
-    result = subprocess.run(args, capture_output=True, text=True, env=env)
-    if check_ok and result.returncode != 0:
-        raise Failure(f"{' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def build(stagefarm, home, context, flags):

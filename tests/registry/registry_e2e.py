@@ -37,7 +37,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,38 +46,8 @@ import urllib.parse
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class Failure(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(args, check_ok=True, env=None, text=True):
-    result = subprocess.run(args, capture_output=True, text=text, env=env)
-    if check_ok and result.returncode != 0:
-        raise Failure(f"{' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def tail(path, lines=20):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return "(no log)"
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "testing"))
+from e2e import BASE_PATH, SOURCE_ROOT, Failure, check, free_port, run, tail  # noqa: E402
 
 
 class Registry:
