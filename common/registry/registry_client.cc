@@ -289,14 +289,19 @@ absl::Status RegistryClient::GetBlob(absl::string_view repo, const digest::Diges
   return absl::OkStatus();
 }
 
-absl::StatusOr<bool> RegistryClient::HasBlob(absl::string_view repo, const digest::Digest& blob) {
-  const std::string url = absl::StrCat(base_url_, "/v2/", repo, "/blobs/", blob.ToString());
-  absl::StatusOr<HttpResponse> response = Send([&]() -> absl::StatusOr<HttpRequest> {
+absl::StatusOr<HttpResponse> RegistryClient::SendWithoutBody(absl::string_view method,
+                                                             const std::string& url) {
+  return Send([&]() -> absl::StatusOr<HttpRequest> {
     HttpRequest request;
-    request.method = "HEAD";
+    request.method = std::string(method);
     request.url = url;
     return request;
   });
+}
+
+absl::StatusOr<bool> RegistryClient::HasBlob(absl::string_view repo, const digest::Digest& blob) {
+  const std::string url = absl::StrCat(base_url_, "/v2/", repo, "/blobs/", blob.ToString());
+  absl::StatusOr<HttpResponse> response = SendWithoutBody("HEAD", url);
   if (!response.ok()) return response.status();
   if (response->status == 200) return true;
   if (response->status == 404) return false;
@@ -309,12 +314,7 @@ absl::StatusOr<bool> RegistryClient::MountBlob(absl::string_view repo, const dig
   const std::string url = absl::StrCat(base_url_, "/v2/", repo,
                                        "/blobs/uploads/?mount=", PercentEncode(blob.ToString()),
                                        "&from=", PercentEncode(from));
-  absl::StatusOr<HttpResponse> response = Send([&]() -> absl::StatusOr<HttpRequest> {
-    HttpRequest request;
-    request.method = "POST";
-    request.url = url;
-    return request;
-  });
+  absl::StatusOr<HttpResponse> response = SendWithoutBody("POST", url);
   if (!response.ok()) return response.status();
   if (response->status == 201) return true;
   if (response->status == 202) {
@@ -340,12 +340,7 @@ absl::Status RegistryClient::UploadBlob(
   };
   if (upload_url.empty()) {
     const std::string url = absl::StrCat(base_url_, "/v2/", repo, "/blobs/uploads/");
-    absl::StatusOr<HttpResponse> response = Send([&]() -> absl::StatusOr<HttpRequest> {
-      HttpRequest request;
-      request.method = "POST";
-      request.url = url;
-      return request;
-    });
+    absl::StatusOr<HttpResponse> response = SendWithoutBody("POST", url);
     if (!response.ok()) return response.status();
     if (response->status != 202) return ResponseError(*response);
     absl::StatusOr<std::string> location = location_of(*response);

@@ -96,6 +96,8 @@ class RegistryClient {
   // the challenge (fetching a token, or using basic credentials) and sends
   // once more. Retries as options_.retry says.
   absl::StatusOr<HttpResponse> Send(const std::function<absl::StatusOr<HttpRequest>()>& make);
+  // Send of a `method` request to `url` with no body and no extra headers.
+  absl::StatusOr<HttpResponse> SendWithoutBody(absl::string_view method, const std::string& url);
   // Gets the Authorization header value for a 401's challenges.
   absl::Status Authorize(const HttpResponse& unauthorized);
   absl::StatusOr<std::string> FetchToken(const std::string& realm, const std::string& service,
