@@ -9,21 +9,20 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "cli/output_spec.h"
 #include "cli/remote_images.h"
 #include "cli/subcommand.h"
 #include "common/cas/blob_store.h"
-#include "common/oci/image_ref.h"
 #include "common/oci/exported_image.h"
 #include "common/oci/image_layout.h"
+#include "common/oci/image_ref.h"
 #include "common/oci/layer_compress.h"
-#include "common/oci/platform.h"
 #include "common/oci/local_images.h"
+#include "common/oci/platform.h"
 #include "nlohmann/json.hpp"
 
 namespace stagefarm::cli {
@@ -224,63 +223,23 @@ int Push(const std::vector<std::string>& args) {
   return 0;
 }
 
-// `--output type=oci|docker,dest=PATH[,compression=...]`, as `build -o` reads
-// those two types: a dest ending in "/" is an OCI layout directory.
-struct ExportSpec {
-  std::string type;
-  std::filesystem::path dest;
-  bool directory = false;
-  oci::LayerCompression compression = oci::LayerCompression::kGzip;
-};
-
-absl::StatusOr<ExportSpec> ParseExportSpec(absl::string_view value) {
-  ExportSpec spec;
-  std::string dest;
-  for (absl::string_view field : absl::StrSplit(value, ',')) {
-    const size_t eq = field.find('=');
-    const std::string key = absl::AsciiStrToLower(field.substr(0, eq));
-    const std::string val(eq == absl::string_view::npos ? "" : field.substr(eq + 1));
-    if (key == "type") {
-      spec.type = val;
-    } else if (key == "dest") {
-      dest = val;
-    } else if (key == "compression" && val == "gzip") {
-      spec.compression = oci::LayerCompression::kGzip;
-    } else if (key == "compression" && val == "zstd") {
-      spec.compression = oci::LayerCompression::kZstd;
-    } else if (key == "compression" && val == "uncompressed") {
-      spec.compression = oci::LayerCompression::kNone;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--output: \"", field,
-          "\" is not type=oci|docker, dest=PATH or compression=gzip|zstd|uncompressed"));
-    }
-  }
-  if (spec.type != "oci" && spec.type != "docker") {
-    return absl::InvalidArgumentError("--output: type=oci or type=docker is required");
-  }
-  if (dest.empty()) return absl::InvalidArgumentError("--output: dest=PATH is required");
-  spec.directory = absl::EndsWith(dest, "/");
-  if (spec.directory && spec.type == "docker") {
-    return absl::InvalidArgumentError("--output type=docker writes a tar: dest must be a file");
-  }
-  spec.dest = dest;
-  return spec;
-}
-
 int Export(const std::vector<std::string>& args) {
   ParsedArgs parsed;
-  if (auto stop = ParseCommand(
-          args, kExportUsage,
-          {{"output", "o", true, false,
-            "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
-            "type=docker,dest=PATH; compression=gzip (default), zstd or uncompressed"},
-           DataDirFlag()},
-          "NAME", parsed)) {
+  if (auto stop =
+          ParseCommand(args, kExportUsage,
+                       {{"output", "o", true, false,
+                         "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
+                         "type=docker,dest=PATH; compression=gzip (default), zstd or uncompressed"},
+                        DataDirFlag()},
+                       "NAME", parsed)) {
     return *stop;
   }
-  absl::StatusOr<ExportSpec> spec = ParseExportSpec(parsed.Get("output"));
+  // `build -o`'s parser; an export writes only the two image types.
+  absl::StatusOr<OutputSpec> spec = ParseOutput(parsed.Get("output"));
   if (!spec.ok()) return Fail(spec.status().message(), kExitUsage);
+  if (spec->type != "oci" && spec->type != "docker") {
+    return Fail("--output: type=oci or type=docker is required", kExitUsage);
+  }
   absl::StatusOr<oci::ImageRef> ref = ParseRefArg(parsed.positional[0]);
   if (!ref.ok()) return Fail(ref.status().message(), kExitUsage);
   absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
@@ -288,7 +247,7 @@ int Export(const std::vector<std::string>& args) {
   absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, *ref);
   if (!image.ok()) return Fail(image.status().message());
   oci::CompressOptions compress;
-  compress.compression = spec->compression;
+  compress.compression = spec->compression.value_or(oci::LayerCompression::kGzip);
   absl::StatusOr<oci::ExportedImage> exported = oci::PrepareExport(**store, *image, compress);
   if (!exported.ok()) return Fail(exported.status().message());
   oci::LayoutImage layout = exported->layout;
