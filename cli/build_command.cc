@@ -553,9 +553,10 @@ int Build(const std::vector<std::string>& args) {
     exports_image = exports_image || output.type != "local";
   }
   ProgressPrinter printer(*progress, stderr);
-  const EventSink sink = [&printer, &record](const ProgressEvent& event) {
+  const bool recording = parsed.Has("metadata-file") || parsed.Has("trace");
+  const EventSink sink = [&printer, &record, recording](const ProgressEvent& event) {
     printer.Handle(event);
-    record.Add(event);
+    if (recording) record.Add(event);
   };
   const absl::Time build_start = absl::Now();
   absl::StatusOr<worker::BuiltImage> built =

@@ -120,6 +120,8 @@ std::vector<StageHistory> Histories(const std::vector<ProgressEvent>& events) {
 }  // namespace
 
 void BuildRecord::Add(const ProgressEvent& event) {
+  // Output and notes are in no record, and a build's output can be large.
+  if (event.kind == Kind::kLog || event.kind == Kind::kNote) return;
   absl::MutexLock lock(&mu_);
   events_.push_back(event);
 }

@@ -42,7 +42,7 @@ struct ClientSpan {
 
 class BuildRecord {
  public:
-  // Records `event` (thread-safe).
+  // Records `event` (thread-safe); log output and notes are not kept.
   void Add(const ProgressEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
   // Records a span of the client's own work.
   void AddClientSpan(ClientSpan span) ABSL_LOCKS_EXCLUDED(mu_);
