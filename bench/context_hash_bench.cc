@@ -1,24 +1,32 @@
 // Build-context hashing (fs::ContextIndex::Build: walk, stat, read, SHA-256)
 // side by side with its two floors on the same bytes: reading every file
-// without hashing, and hashing the bytes already in memory. The contexts are
+// without hashing, and hashing the bytes already in memory. The re-scan
+// (a hash cache loaded from its file, the walk, the cache saved: what a
+// second build of an unchanged tree does) beside its floor, a bare walk that
+// lists and stats every entry. The contexts are
 // generated in a temporary directory (page cache warm after the first pass):
 //   large: 64 files of 4 MiB;  small: 16,384 files of 16 KiB (256 MiB each).
 //
 //   build/bench/context_hash_bench --benchmark_min_time=2
 #include <benchmark/benchmark.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/digest/digest.h"
 #include "common/fs/context_index.h"
+#include "common/fs/hash_cache.h"
 
 namespace {
 
@@ -91,6 +99,77 @@ void RawRead(benchmark::State& state, const Context& context) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * context.bytes));
 }
 
+// A build's scan of an unchanged tree: the cache file, primed by one scan
+// before timing, loaded; the walk stats every file and reads none; Save
+// finds nothing to write.
+void Rescan(benchmark::State& state, const Context& context) {
+  const stdfs::path cache_file = context.dir.string() + ".hashes";
+  stdfs::remove(cache_file);
+  // Files changed within the cache's racy window are not remembered.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  {
+    auto hashes = stagefarm::fs::HashCache::Load(cache_file);
+    auto index =
+        stagefarm::fs::ContextIndex::Build(context.dir, context.dir / "Dockerfile", &hashes);
+    if (!index.ok() || !hashes.Save().ok()) {
+      state.SkipWithError("priming the hash cache failed");
+      return;
+    }
+  }
+  for (auto _ : state) {
+    auto hashes = stagefarm::fs::HashCache::Load(cache_file);
+    auto index =
+        stagefarm::fs::ContextIndex::Build(context.dir, context.dir / "Dockerfile", &hashes);
+    if (!index.ok() || !hashes.Save().ok() || hashes.misses() != 0) {
+      state.SkipWithError("re-scan read files or failed");
+      return;
+    }
+    benchmark::DoNotOptimize(index);
+  }
+  state.counters["files/s"] = benchmark::Counter(
+      static_cast<double>(context.files.size()) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
+// Loading the cache file alone (part of every re-scan).
+void LoadHashes(benchmark::State& state, const Context& context) {
+  const stdfs::path cache_file = context.dir.string() + ".hashes";
+  for (auto _ : state) {
+    auto hashes = stagefarm::fs::HashCache::Load(cache_file);
+    if (hashes.size() < context.files.size()) {
+      state.SkipWithError("run BM_ContextRescan_Small first: it writes the cache file");
+      return;
+    }
+    benchmark::DoNotOptimize(hashes);
+  }
+}
+
+// The floor under a re-scan: readdir and fstatat of every entry, nothing kept.
+size_t StatTree(int dir_fd) {
+  DIR* stream = fdopendir(dir_fd);
+  size_t entries = 0;
+  while (const dirent* child = readdir(stream)) {
+    if (std::strcmp(child->d_name, ".") == 0 || std::strcmp(child->d_name, "..") == 0) continue;
+    struct stat st;
+    if (fstatat(dirfd(stream), child->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    ++entries;
+    if (S_ISDIR(st.st_mode)) {
+      entries += StatTree(openat(dirfd(stream), child->d_name, O_RDONLY | O_DIRECTORY));
+    }
+  }
+  closedir(stream);
+  return entries;
+}
+
+void StatWalk(benchmark::State& state, const Context& context) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(StatTree(open(context.dir.c_str(), O_RDONLY | O_DIRECTORY)));
+  }
+  state.counters["files/s"] = benchmark::Counter(
+      static_cast<double>(context.files.size()) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
 void Sha256InMemory(benchmark::State& state) {
   std::string data(4u << 20, 'x');
   for (auto _ : state) benchmark::DoNotOptimize(stagefarm::digest::Sha256Of(data));
@@ -101,12 +180,18 @@ void BM_ContextIndexBuild_Large(benchmark::State& state) { IndexBuild(state, Lar
 void BM_RawRead_Large(benchmark::State& state) { RawRead(state, Large()); }
 void BM_ContextIndexBuild_Small(benchmark::State& state) { IndexBuild(state, Small()); }
 void BM_RawRead_Small(benchmark::State& state) { RawRead(state, Small()); }
+void BM_ContextRescan_Small(benchmark::State& state) { Rescan(state, Small()); }
+void BM_StatWalk_Small(benchmark::State& state) { StatWalk(state, Small()); }
+void BM_HashCacheLoad_Small(benchmark::State& state) { LoadHashes(state, Small()); }
 void BM_Sha256InMemory(benchmark::State& state) { Sha256InMemory(state); }
 
 BENCHMARK(BM_ContextIndexBuild_Large)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RawRead_Large)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ContextIndexBuild_Small)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RawRead_Small)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ContextRescan_Small)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_StatWalk_Small)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_HashCacheLoad_Small)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Sha256InMemory)->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <charconv>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -103,7 +104,10 @@ class Walker {
       : root_(std::move(root)),
         matcher_(matcher),
         hashes_(hashes),
-        buffer_(new char[kReadBufferSize]) {}
+        buffer_(new char[kReadBufferSize]) {
+    // A tree scanned before has about as many entries as its cache has files.
+    if (hashes_ != nullptr) entries_.reserve(hashes_->size() + hashes_->size() / 8);
+  }
 
   // Indexes the children of the directory open as `dir_fd` (owned by this
   // call), whose path is `dir` ("" for the root) and whose ignore-match state

@@ -1,7 +1,11 @@
 #include "common/fs/hash_cache.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 #include <system_error>
@@ -9,9 +13,9 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
 namespace stagefarm::fs {
@@ -23,6 +27,17 @@ constexpr absl::string_view kHeader = "stagefarm context hashes v1";
 // A file changed less than this before the walk began is not remembered:
 // more than a kernel tick, so two writes that share an mtime both fall inside.
 constexpr absl::Duration kRacyWindow = absl::Milliseconds(100);
+
+// "sha256:" and 64 lowercase hex digits, as digest::Digest::Parse accepts,
+// checked without building a Digest.
+bool IsSha256Text(absl::string_view text) {
+  constexpr absl::string_view kPrefix = "sha256:";
+  if (text.size() != kPrefix.size() + 64 || !absl::StartsWith(text, kPrefix)) return false;
+  for (const char c : text.substr(kPrefix.size())) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
 
 int64_t Nanos(const struct timespec& time) {
   return static_cast<int64_t>(time.tv_sec) * 1000000000 + time.tv_nsec;
@@ -40,31 +55,87 @@ FileStamp FileStamp::Of(const struct stat& st) {
   return stamp;
 }
 
+HashCache::Mapping::Mapping(Mapping&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+HashCache::Mapping& HashCache::Mapping::operator=(Mapping&& other) noexcept {
+  if (this != &other) {
+    this->~Mapping();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+HashCache::Mapping::~Mapping() {
+  if (data_ != nullptr) munmap(const_cast<char*>(data_), size_);
+}
+
+absl::string_view HashCache::Own(std::string text) { return owned_.emplace_back(std::move(text)); }
+
 HashCache HashCache::Load(std::filesystem::path file) {
   HashCache cache;
   cache.file_ = std::move(file);
   cache.loaded_at_ = absl::Now();
-  std::ifstream in(cache.file_, std::ios::binary);
-  std::string line;
-  if (!in || !std::getline(in, line) || line != kHeader) return cache;
+  const int fd = open(cache.file_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return cache;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+    close(fd);
+    return cache;
+  }
+  // MAP_POPULATE: the whole file is read, so map it in one go rather than
+  // fault by fault.
+  void* data =
+      mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  close(fd);
+  if (data == MAP_FAILED) return cache;
+  cache.mapping_ = Mapping(static_cast<const char*>(data), static_cast<size_t>(st.st_size));
+
+  absl::string_view rest = cache.mapping_.text();
+  const size_t header_end = rest.find('\n');
+  if (header_end == absl::string_view::npos || rest.substr(0, header_end) != kHeader) return cache;
+  rest.remove_prefix(header_end + 1);
+  // One reservation, not a rehash at every doubling.
+  cache.entries_.reserve(static_cast<size_t>(std::count(rest.begin(), rest.end(), '\n')));
   // One line per file: DIGEST DEVICE INODE SIZE MTIME_NS CTIME_NS PATH (C-escaped).
-  while (std::getline(in, line)) {
-    std::vector<absl::string_view> fields = absl::StrSplit(line, absl::MaxSplits(' ', 6));
-    if (fields.size() != 7) {
+  while (!rest.empty()) {
+    const size_t line_end = rest.find('\n');
+    if (line_end == absl::string_view::npos) {  // a torn last line: the cache is unusable
       cache.entries_.clear();
       return cache;
     }
+    absl::string_view line = rest.substr(0, line_end);
+    rest.remove_prefix(line_end + 1);
+    absl::string_view fields[7];
+    for (int i = 0; i < 6; ++i) {
+      const size_t space = line.find(' ');
+      if (space == absl::string_view::npos) {
+        cache.entries_.clear();
+        return cache;
+      }
+      fields[i] = line.substr(0, space);
+      line.remove_prefix(space + 1);
+    }
+    fields[6] = line;
     FileStamp stamp;
-    std::string path;
-    absl::StatusOr<digest::Digest> content = digest::Digest::Parse(fields[0]);
-    if (!content.ok() || !absl::SimpleAtoi(fields[1], &stamp.device) ||
+    if (!IsSha256Text(fields[0]) || !absl::SimpleAtoi(fields[1], &stamp.device) ||
         !absl::SimpleAtoi(fields[2], &stamp.inode) || !absl::SimpleAtoi(fields[3], &stamp.size) ||
         !absl::SimpleAtoi(fields[4], &stamp.mtime_ns) ||
-        !absl::SimpleAtoi(fields[5], &stamp.ctime_ns) || !absl::CUnescape(fields[6], &path)) {
+        !absl::SimpleAtoi(fields[5], &stamp.ctime_ns)) {
       cache.entries_.clear();
       return cache;
     }
-    cache.entries_.insert_or_assign(std::move(path), Entry{stamp, *content});
+    absl::string_view path = fields[6];
+    if (absl::StrContains(path, '\\')) {
+      std::string unescaped;
+      if (!absl::CUnescape(path, &unescaped)) {
+        cache.entries_.clear();
+        return cache;
+      }
+      path = cache.Own(std::move(unescaped));
+    }
+    cache.entries_.insert_or_assign(path, Entry{stamp, fields[0]});
   }
   return cache;
 }
@@ -75,16 +146,27 @@ std::optional<digest::Digest> HashCache::Find(absl::string_view path, const File
     ++misses_;
     return std::nullopt;
   }
+  absl::StatusOr<digest::Digest> content = digest::Digest::Parse(it->second.content);
+  if (!content.ok()) {  // checked when loaded; never expected
+    ++misses_;
+    return std::nullopt;
+  }
   ++hits_;
   it->second.used = true;
-  return it->second.content;
+  return *std::move(content);
 }
 
 void HashCache::Record(absl::string_view path, const FileStamp& stamp,
                        const digest::Digest& content) {
   const int64_t trusted_before = absl::ToUnixNanos(loaded_at_ - kRacyWindow);
   if (stamp.mtime_ns >= trusted_before || stamp.ctime_ns >= trusted_before) return;
-  entries_.insert_or_assign(std::string(path), Entry{stamp, content, true});
+  const absl::string_view text = Own(content.ToString());
+  auto it = entries_.find(path);
+  if (it != entries_.end()) {
+    it->second = Entry{stamp, text, true};
+  } else {
+    entries_.emplace(Own(std::string(path)), Entry{stamp, text, true});
+  }
   recorded_ = true;
 }
 
@@ -103,9 +185,9 @@ absl::Status HashCache::Save() const {
   std::string text = absl::StrCat(kHeader, "\n");
   for (const auto& [path, entry] : entries_) {
     if (!entry.used) continue;
-    absl::StrAppend(&text, entry.content.ToString(), " ", entry.stamp.device, " ",
-                    entry.stamp.inode, " ", entry.stamp.size, " ", entry.stamp.mtime_ns, " ",
-                    entry.stamp.ctime_ns, " ", absl::CEscape(path), "\n");
+    absl::StrAppend(&text, entry.content, " ", entry.stamp.device, " ", entry.stamp.inode, " ",
+                    entry.stamp.size, " ", entry.stamp.mtime_ns, " ", entry.stamp.ctime_ns, " ",
+                    absl::CEscape(path), "\n");
   }
   const std::filesystem::path temporary = absl::StrCat(file_.string(), ".", getpid(), ".tmp");
   {

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -58,20 +59,46 @@ class HashCache {
   // holds already (a walk of an unchanged tree). Errors name the file.
   absl::Status Save() const;
 
+  // Files remembered (loaded or recorded).
+  size_t size() const { return entries_.size(); }
+
   // Files whose digest came from the cache, and files hashed, since Load.
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
 
  private:
+  // The loaded file, mapped read-only: entries point into it rather than
+  // each owning copies (a re-scan of a large tree loads every line, and on
+  // this class of machine every freshly touched page of heap costs a fault).
+  class Mapping {
+   public:
+    Mapping() = default;
+    Mapping(const char* data, size_t size) : data_(data), size_(size) {}
+    Mapping(Mapping&& other) noexcept;
+    Mapping& operator=(Mapping&& other) noexcept;
+    ~Mapping();
+    absl::string_view text() const { return {data_, size_}; }
+
+   private:
+    const char* data_ = nullptr;
+    size_t size_ = 0;
+  };
+
   struct Entry {
     FileStamp stamp;
-    digest::Digest content;
-    bool used = false;  // found or recorded since Load: kept by Save
+    absl::string_view content;  // "sha256:<64 hex>", checked when loaded
+    bool used = false;          // found or recorded since Load: kept by Save
   };
+
+  // Text owned by the cache rather than the mapping (unescaped paths, what
+  // Record adds); a deque, so what entries point at never moves.
+  absl::string_view Own(std::string text);
 
   std::filesystem::path file_;
   absl::Time loaded_at_;
-  absl::flat_hash_map<std::string, Entry> entries_;
+  Mapping mapping_;
+  std::deque<std::string> owned_;
+  absl::flat_hash_map<absl::string_view, Entry> entries_;
   bool recorded_ = false;  // Record added or replaced an entry
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;

@@ -673,5 +673,30 @@ TEST_F(ContextIndexTest, HashCache_AMalformedCacheFileIsAnEmptyCache) {
   EXPECT_EQ(again.hits(), 2u);
 }
 
+// Paths with spaces, backslashes and newlines are escaped in the file and
+// found again; a file cut short in its last line is no cache at all.
+TEST_F(ContextIndexTest, HashCache_EscapedPathsRoundTripATornFileIsEmpty) {
+  Write("with space\\and\nnewline.txt", "odd");
+  Write("plain.txt", "plain");
+  absl::SleepFor(kOlderThanRacy);
+  const std::filesystem::path file = temp_.path() / "hashes";
+  {
+    HashCache cache = HashCache::Load(file);
+    ASSERT_TRUE(ContextIndex::Build(Context(), Dockerfile(), &cache).ok());
+    ASSERT_TRUE(cache.Save().ok());
+  }
+  {
+    HashCache cache = HashCache::Load(file);
+    absl::StatusOr<ContextIndex> index = ContextIndex::Build(Context(), Dockerfile(), &cache);
+    ASSERT_TRUE(index.ok()) << index.status();
+    EXPECT_EQ(cache.hits(), 3u);
+    EXPECT_EQ(cache.misses(), 0u);
+    EXPECT_EQ(index->Find("with space\\and\nnewline.txt")->content, digest::Sha256Of("odd"));
+  }
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) - 1);
+  HashCache torn = HashCache::Load(file);
+  EXPECT_EQ(torn.size(), 0u);
+}
+
 }  // namespace
 }  // namespace stagefarm::fs
