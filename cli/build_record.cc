@@ -285,6 +285,15 @@ std::string BuildRecord::TraceJson() const {
                  {"bytes_fetched", attempt.bytes_fetched}};
     slice(StageLabel(item.stage->index, item.stage->name), "stage", tid, attempt.start, end,
           std::move(args));
+    // Before its first step a worker fetches what the stage reads (the
+    // layers or artifact of the stages before it, the images it names, the
+    // context files it copies) and lays out its context: a transfer slice,
+    // with the bytes received from peers, so a wait for inputs is not an
+    // unexplained gap.
+    if (!attempt.steps.empty() && attempt.steps.front().start > attempt.start) {
+      slice("fetch inputs", "transfer", tid, attempt.start,
+            std::min(attempt.steps.front().start, end), {{"bytes_fetched", attempt.bytes_fetched}});
+    }
     for (size_t i = 0; i < attempt.steps.size(); ++i) {
       const Step& step = attempt.steps[i];
       const absl::Time step_end = i + 1 < attempt.steps.size() ? attempt.steps[i + 1].start : end;

@@ -80,6 +80,18 @@ TEST(BuildRecordTest, TraceHasOneTrackPerWorkerAndASecondForOverlappingStages) {
       EXPECT_EQ(event["ts"], 0);
     }
   }
+  // Stage a's inputs: from its start to its first step, with the bytes it
+  // fetched; stages that ran no step have none.
+  std::vector<std::string> fetches;
+  for (const nlohmann::json& event : trace["traceEvents"]) {
+    if (event["ph"] == "X" && event["cat"] == "transfer") {
+      fetches.push_back(absl::StrCat(event["name"].get<std::string>(), "@", tracks[event["tid"]],
+                                     ":", event["ts"].get<int64_t>(), "+",
+                                     event["dur"].get<int64_t>(), ":",
+                                     event["args"]["bytes_fetched"].get<uint64_t>()));
+    }
+  }
+  EXPECT_THAT(fetches, ElementsAre("fetch inputs@w1:105000+100000:4096"));
 }
 
 TEST(BuildRecordTest, MetadataNamesTheImageAsBuildxDoesAndEachStageWhereItRan) {
@@ -91,7 +103,8 @@ TEST(BuildRecordTest, MetadataNamesTheImageAsBuildxDoesAndEachStageWhereItRan) {
   image.names = {"docker.io/library/app:1", "registry.local/app:1"};
   BuildRecord record;
   Fill(record);
-  const nlohmann::json metadata = nlohmann::json::parse(record.MetadataJson(image, {3, 1, 0.5, 26}));
+  const nlohmann::json metadata =
+      nlohmann::json::parse(record.MetadataJson(image, {3, 1, 0.5, 26}));
   EXPECT_EQ(metadata["containerimage.digest"], image.manifest_digest);
   EXPECT_EQ(metadata["containerimage.config.digest"], image.config_digest);
   EXPECT_EQ(metadata["containerimage.descriptor"]["size"], 550);
