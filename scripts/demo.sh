@@ -12,7 +12,8 @@
 #      with the live progress view on a terminal (plain lines otherwise) that
 #      says which worker runs each stage;
 #   4. runs the image's program with umoci and runc, and prints the image
-#      digest.
+#      digest and where the build's timeline is: `--trace` writes it to
+#      $STAGEFARM_HOME/out/trace.json (docs/user-guide.md says how to open it).
 # EXAMPLE is c-project, go-service (run as a server and asked once with
 # curl) or ts-app. The first run takes a few minutes on a 2-core machine
 # (README.md has figures); a second run is cached and takes seconds.
@@ -65,7 +66,7 @@ build_start=$SECONDS
 rm -rf "$out/$example"
 # Progress goes to stderr (the live view on a terminal), the digest to stdout.
 digest=$("$stagefarm" build -t "$example:demo" --output "type=oci,dest=$out/$example/" \
-  "$STAGEFARM_ROOT/examples/$example")
+  --trace "$out/trace.json" "$STAGEFARM_ROOT/examples/$example")
 build_seconds=$((SECONDS - build_start))
 
 echo
@@ -100,3 +101,5 @@ echo
 echo "== done in $((SECONDS - demo_start)) s (the build $build_seconds s)"
 echo "$example:demo is $digest"
 echo "its OCI layout: $out/$example/"
+echo "the build's timeline: $out/trace.json (open it in https://ui.perfetto.dev, chrome://tracing"
+echo "  or the Performance panel of Chromium's DevTools: docs/user-guide.md, Looking at a timeline)"
