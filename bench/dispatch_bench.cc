@@ -74,6 +74,7 @@
 #include "common/net/socket_security.h"
 #include "common/oci/image.h"
 #include "common/oci/platform.h"
+#include "common/process/allocator.h"
 #include "coordinator/cluster_service.h"
 #include "schemas/build.capnp.h"
 #include "schemas/cluster.capnp.h"
@@ -467,4 +468,8 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace stagefarm::bench
 
-int main(int argc, char** argv) { return stagefarm::bench::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // As the coordinator it stands for does.
+  stagefarm::process::KeepFreedMemoryForReuse();
+  return stagefarm::bench::Main(argc, argv);
+}

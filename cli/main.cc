@@ -29,6 +29,7 @@
 #include "common/fs/context_index.h"
 #include "common/graph/plan_cache_keys.h"
 #include "common/graph/stage_graph.h"
+#include "common/process/allocator.h"
 
 namespace stagefarm::cli {
 namespace {
@@ -158,4 +159,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace stagefarm::cli
 
-int main(int argc, char** argv) { return stagefarm::cli::Main(argc, argv); }
+int main(int argc, char** argv) {
+  stagefarm::process::KeepFreedMemoryForReuse();
+  return stagefarm::cli::Main(argc, argv);
+}

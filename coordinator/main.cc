@@ -16,8 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/daemon/blob_service.h"
-#include "coordinator/cluster_service.h"
 #include "common/daemon/daemon_args.h"
+#include "common/process/allocator.h"
+#include "coordinator/cluster_service.h"
 
 ABSL_FLAG(std::string, listen, "tcp://0.0.0.0:7700",
           "ZeroMQ endpoint of the control socket, for workers and clients");
@@ -36,7 +37,8 @@ ABSL_FLAG(bool, insecure, false, "Allow plain TCP without CURVE (never in produc
 ABSL_FLAG(std::string, advertise_blobs, "",
           "The blob endpoint clients and workers are told to use (default: --blob-listen's "
           "bound endpoint, 0.0.0.0 replaced by the host name)");
-ABSL_FLAG(int, max_attempts, 4, "Runs of one stage (lost workers or inputs) before its build fails");
+ABSL_FLAG(int, max_attempts, 4,
+          "Runs of one stage (lost workers or inputs) before its build fails");
 ABSL_FLAG(absl::Duration, no_worker_grace, absl::Seconds(30),
           "A build whose stages no live worker can run fails after this");
 ABSL_FLAG(bool, check, false, "Check the flags and keys, report them, and exit without serving");
@@ -48,6 +50,7 @@ constexpr int kExitUsage = 2;
 }  // namespace
 
 int main(int argc, char** argv) {
+  stagefarm::process::KeepFreedMemoryForReuse();
   // Before any thread exists, so that ServeBlobsUntilSignal receives them.
   stagefarm::daemon::BlockStopSignals();
   absl::SetProgramUsageMessage(absl::StrCat(
@@ -64,8 +67,8 @@ int main(int argc, char** argv) {
       "stagefarm-coordinator: listen=%s blob-listen=%s data-dir=%s curve-secret-key=%s "
       "authorized-keys=%s insecure=%s lease-timeout=%s heartbeat-interval=%s\n",
       absl::GetFlag(FLAGS_listen).c_str(), absl::GetFlag(FLAGS_blob_listen).c_str(),
-      absl::GetFlag(FLAGS_data_dir).c_str(),
-      absl::GetFlag(FLAGS_curve_secret_key).c_str(), absl::GetFlag(FLAGS_authorized_keys).c_str(),
+      absl::GetFlag(FLAGS_data_dir).c_str(), absl::GetFlag(FLAGS_curve_secret_key).c_str(),
+      absl::GetFlag(FLAGS_authorized_keys).c_str(),
       absl::GetFlag(FLAGS_insecure) ? "true" : "false",
       absl::FormatDuration(absl::GetFlag(FLAGS_lease_timeout)).c_str(),
       absl::FormatDuration(absl::GetFlag(FLAGS_heartbeat_interval)).c_str());
@@ -90,8 +93,8 @@ int main(int argc, char** argv) {
     options.lease = absl::GetFlag(FLAGS_lease_timeout);
     options.heartbeat = absl::GetFlag(FLAGS_heartbeat_interval);
     options.store = &store;
-    options.blobs.endpoint = stagefarm::daemon::AdvertisedEndpoint(
-        blob_endpoint, absl::GetFlag(FLAGS_advertise_blobs));
+    options.blobs.endpoint =
+        stagefarm::daemon::AdvertisedEndpoint(blob_endpoint, absl::GetFlag(FLAGS_advertise_blobs));
     options.blobs.public_key = security.own.public_key;
     options.peer_security = [&security](const std::string& public_key) {
       return security.ForClient(public_key);
@@ -109,8 +112,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     return std::shared_ptr<void>(std::move(*service));
   };
-  return stagefarm::daemon::RunBlobNode("stagefarm-coordinator", security_flags, {.serves = true},
-                                        absl::GetFlag(FLAGS_check),
-                                        absl::GetFlag(FLAGS_blob_listen),
-                                        absl::GetFlag(FLAGS_data_dir), control);
+  return stagefarm::daemon::RunBlobNode(
+      "stagefarm-coordinator", security_flags, {.serves = true}, absl::GetFlag(FLAGS_check),
+      absl::GetFlag(FLAGS_blob_listen), absl::GetFlag(FLAGS_data_dir), control);
 }

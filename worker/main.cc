@@ -23,12 +23,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-#include "common/daemon/blob_service.h"
-#include "common/daemon/daemon_args.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/daemon/blob_service.h"
+#include "common/daemon/daemon_args.h"
+#include "common/process/allocator.h"
 #include "worker/build/stage_executor.h"
 #include "worker/coordinator_link.h"
 #include "worker/stage_runner.h"
@@ -123,6 +124,7 @@ std::string AdvertisedEndpoint(const std::string& bound) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  stagefarm::process::KeepFreedMemoryForReuse();
   // Before any thread exists, so that ServeBlobsUntilSignal receives them.
   stagefarm::daemon::BlockStopSignals();
   absl::SetProgramUsageMessage(absl::StrCat(
@@ -163,9 +165,10 @@ int main(int argc, char** argv) {
   }
   std::printf("stagefarm-worker: store-size-cap=%llu\n",
               static_cast<unsigned long long>(*store_size_cap));
-  auto join = [size_cap = *store_size_cap](zmq::context_t& context, const stagefarm::net::NodeSecurity& security,
-                 stagefarm::cas::BlobStore& store,
-                 const std::string& blob_endpoint) -> absl::StatusOr<std::shared_ptr<void>> {
+  auto join = [size_cap = *store_size_cap](
+                  zmq::context_t& context, const stagefarm::net::NodeSecurity& security,
+                  stagefarm::cas::BlobStore& store,
+                  const std::string& blob_endpoint) -> absl::StatusOr<std::shared_ptr<void>> {
     absl::StatusOr<std::string> id = WorkerId(absl::GetFlag(FLAGS_data_dir));
     if (!id.ok()) return id.status();
     absl::StatusOr<stagefarm::net::SocketSecurity> socket_security =
@@ -232,6 +235,5 @@ int main(int argc, char** argv) {
   };
   return stagefarm::daemon::RunBlobNode(
       "stagefarm-worker", security_flags, {.serves = true, .connects_to_coordinator = true},
-      absl::GetFlag(FLAGS_check), absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir),
-      join);
+      absl::GetFlag(FLAGS_check), absl::GetFlag(FLAGS_listen), absl::GetFlag(FLAGS_data_dir), join);
 }
