@@ -68,6 +68,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/bench_flags.h"
 #include "capnp/message.h"
 #include "common/build/build_definition.h"
 #include "common/net/envelope_frame.h"
@@ -99,24 +100,6 @@ T Check(absl::StatusOr<T> value, absl::string_view what) {
 }
 void Check(const absl::Status& status, absl::string_view what) {
   if (!status.ok()) Die(absl::StrCat(what, ": ", status.message()));
-}
-
-// --name value / --name=value / --flag.
-std::map<std::string, std::string> ParseFlags(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0) Die(absl::StrCat("unexpected argument ", arg));
-    arg = arg.substr(2);
-    if (size_t eq = arg.find('='); eq != std::string::npos) {
-      flags[arg.substr(0, eq)] = arg.substr(eq + 1);
-    } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
-      flags[arg] = argv[++i];
-    } else {
-      flags[arg] = "true";
-    }
-  }
-  return flags;
 }
 
 int IntFlag(const std::map<std::string, std::string>& flags, const std::string& name, int fallback,
@@ -415,7 +398,7 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
 }
 
 int Main(int argc, char** argv) {
-  const std::map<std::string, std::string> flags = ParseFlags(argc, argv);
+  const std::map<std::string, std::string> flags = Check(ParseBenchFlags(argc, argv), "flags");
   for (const auto& [name, value] : flags) {
     if (name != "stages" && name != "workers" && name != "stage-ms" && name != "runs" &&
         name != "seed" && name != "print-dockerfile") {

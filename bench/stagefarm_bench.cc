@@ -51,6 +51,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "bench/bench_flags.h"
 #include "common/cas/blob_store.h"
 #include "common/cas/chunker.h"
 #include "common/digest/digest.h"
@@ -70,8 +71,7 @@ namespace {
 constexpr uint64_t kMiB = 1024 * 1024;
 
 [[noreturn]] void Die(absl::string_view message) {
-  std::fprintf(stderr, "stagefarm-bench: %.*s\n", static_cast<int>(message.size()),
-               message.data());
+  std::fprintf(stderr, "stagefarm-bench: %.*s\n", static_cast<int>(message.size()), message.data());
   std::exit(1);
 }
 
@@ -91,32 +91,22 @@ double PeakRssMb() {
 }
 
 // --name value / --name=value / --flag arguments after the subcommand.
-std::map<std::string, std::string> ParseFlags(int argc, char** argv, int first) {
-  std::map<std::string, std::string> flags;
-  for (int i = first; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0) Die(absl::StrCat("unexpected argument ", arg));
-    arg = arg.substr(2);
-    if (size_t eq = arg.find('='); eq != std::string::npos) {
-      flags[arg.substr(0, eq)] = arg.substr(eq + 1);
-    } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
-      flags[arg] = argv[++i];
-    } else {
-      flags[arg] = "true";
-    }
-  }
-  return flags;
-}
-
 uint64_t ParseSize(const std::string& text) {
   uint64_t multiplier = 1;
   std::string number = text;
   if (!number.empty()) {
     switch (number.back()) {
-      case 'K': multiplier = 1024; break;
-      case 'M': multiplier = kMiB; break;
-      case 'G': multiplier = 1024 * kMiB; break;
-      default: break;
+      case 'K':
+        multiplier = 1024;
+        break;
+      case 'M':
+        multiplier = kMiB;
+        break;
+      case 'G':
+        multiplier = 1024 * kMiB;
+        break;
+      default:
+        break;
     }
     if (multiplier != 1) number.pop_back();
   }
@@ -145,8 +135,7 @@ net::SocketSecurity ClientSecurity(const Security& security) {
   return Check(net::SocketSecurity::CurveClient(*security.client, security.server->public_key),
                "client security");
 }
-std::unique_ptr<net::ZapAuthenticator> MaybeZap(zmq::context_t& context,
-                                                const Security& security) {
+std::unique_ptr<net::ZapAuthenticator> MaybeZap(zmq::context_t& context, const Security& security) {
   if (!security.server) return nullptr;
   return Check(net::ZapAuthenticator::Start(context, {security.client->public_key}), "ZAP");
 }
@@ -379,8 +368,8 @@ int Transfer(std::map<std::string, std::string> flags) {
 
   Child sender({"transfer-serve", "--store", (dir / "sender").string(), "--keys", keys});
   const std::string endpoint = sender.ReadLine();
-  Child receiver({"transfer-fetch", "--store", (dir / "receiver").string(), "--endpoint",
-                  endpoint, "--digest", digest, "--keys", keys, "--window", window});
+  Child receiver({"transfer-fetch", "--store", (dir / "receiver").string(), "--endpoint", endpoint,
+                  "--digest", digest, "--keys", keys, "--window", window});
   const std::vector<std::string> fetched = absl::StrSplit(receiver.ReadLine(), ' ');
   receiver.Wait();
   sender.CloseInput();
@@ -429,8 +418,8 @@ void AppendTarOf(const std::string& dir, uint64_t bytes, std::string* out) {
 
 struct Figure {
   double mb_per_s = 0;
-  double ratio = 0;   // compressed / uncompressed
-  double cpu_s = 0;   // CPU seconds (user + system) spent, all threads
+  double ratio = 0;  // compressed / uncompressed
+  double cpu_s = 0;  // CPU seconds (user + system) spent, all threads
 };
 
 double Since(std::chrono::steady_clock::time_point start) {
@@ -593,7 +582,9 @@ int Main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   transfer::KeepLargeBuffersMapped();
-  std::map<std::string, std::string> flags = ParseFlags(argc, argv, 2);
+  absl::StatusOr<std::map<std::string, std::string>> parsed = ParseBenchFlags(argc, argv, 2);
+  if (!parsed.ok()) Die(parsed.status().message());
+  const std::map<std::string, std::string>& flags = *parsed;
   if (command == "transfer") return Transfer(flags);
   if (command == "compress") return Compress(flags);
   if (command == "transfer-prepare") return Prepare(flags);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cli/output_spec.h"
+#include "cli/progress.h"
 #include "cli/remote_images.h"
 #include "cli/subcommand.h"
 #include "common/cas/blob_store.h"
@@ -269,17 +270,6 @@ int Export(const std::vector<std::string>& args) {
 }
 
 // "1.5MB" as docker prints sizes (decimal units).
-std::string HumanSize(uint64_t bytes) {
-  constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB"};
-  double size = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (size >= 1000 && unit + 1 < std::size(kUnits)) {
-    size /= 1000;
-    ++unit;
-  }
-  return unit == 0 ? absl::StrCat(bytes, "B") : absl::StrFormat("%.3g%s", size, kUnits[unit]);
-}
-
 int Ls(const std::vector<std::string>& args) {
   ParsedArgs parsed;
   if (auto stop = ParseCommand(
@@ -309,7 +299,7 @@ int Ls(const std::vector<std::string>& args) {
                                   image->config.variant.empty() ? "" : "/", image->config.variant);
       row.bytes = image->manifest.size + image->config_descriptor.size;
       for (const oci::Descriptor& layer : image->layers) row.bytes += layer.size;
-      row.size = HumanSize(row.bytes);
+      row.size = FormatBytes(row.bytes, "");  // as docker image ls
     }
     rows.push_back(std::move(row));
   }

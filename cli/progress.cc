@@ -72,18 +72,6 @@ std::vector<absl::string_view> OutputLines(absl::string_view output) {
   return lines;
 }
 
-// "512 B", "12.3 kB", "1.5 GB" (decimal units, as docker prints sizes).
-std::string FormatBytes(uint64_t bytes) {
-  constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB"};
-  double size = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (size >= 1000 && unit + 1 < std::size(kUnits)) {
-    size /= 1000;
-    ++unit;
-  }
-  return unit == 0 ? absl::StrCat(bytes, " B") : absl::StrFormat("%.3g %s", size, kUnits[unit]);
-}
-
 absl::string_view Plural(size_t n, const char* one, const char* many) {
   return n == 1 ? one : many;
 }
@@ -497,6 +485,18 @@ void ProgressPrinter::RedrawUntilStopped() {
     });
     if (dirty_ || running) Draw("");
   }
+}
+
+std::string FormatBytes(uint64_t bytes, absl::string_view separator) {
+  constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB"};
+  double size = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (size >= 1000 && unit + 1 < std::size(kUnits)) {
+    size /= 1000;
+    ++unit;
+  }
+  return unit == 0 ? absl::StrCat(bytes, separator, "B")
+                   : absl::StrCat(absl::StrFormat("%.3g", size), separator, kUnits[unit]);
 }
 
 }  // namespace stagefarm::cli

@@ -52,6 +52,10 @@ enum class ProgressMode { kPlain, kTty, kJson };
 // else is InvalidArgument naming the value.
 absl::StatusOr<ProgressMode> ParseProgressMode(absl::string_view flag, FILE* out);
 
+// "512 B", "12.3 kB", "1.5 GB": decimal units, as docker prints sizes;
+// `docker image ls` writes them with no space ("4.26MB").
+std::string FormatBytes(uint64_t bytes, absl::string_view separator = " ");
+
 // Prints the events of one build to `out` (normally stderr) in one mode.
 // Does not own `out`; it must outlive the printer.
 //
