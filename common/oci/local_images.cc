@@ -21,6 +21,7 @@
 #include "common/graph/planned_instruction.h"
 #include "common/oci/diff_id_hasher.h"
 #include "common/oci/image_archive.h"
+#include "common/oci/layer_ingest.h"
 #include "common/oci/manifest.h"
 #include "common/oci/media_types.h"
 #include "common/oci/platform.h"
@@ -55,7 +56,6 @@ absl::StatusOr<std::string> StringField(const Json& object, const std::string& k
 std::string BlobPath(const digest::Digest& d) {
   return absl::StrCat("blobs/", digest::AlgorithmName(d.algorithm()), "/", d.hex());
 }
-
 
 // Whether `name` (an index's ref-name annotation or a docker archive's repo
 // tag: "latest", "busybox:latest", "docker.io/library/busybox:latest") names `ref`.
@@ -106,37 +106,15 @@ absl::StatusOr<std::string> ReadSmallBlob(const cas::BlobStore& store, const dig
 absl::StatusOr<Descriptor> IngestLayer(cas::BlobStore& store, PieceReader read,
                                        const std::optional<digest::Digest>& expected,
                                        const digest::Digest& diff_id, absl::string_view what) {
-  std::unique_ptr<cas::BlobWriter> writer = store.NewWriter();
-  digest::Sha256 blob_hash;
-  DiffIdHasher diff_hash;
-  // A corrupt compressed stream is reported after a wrong blob digest, the
-  // more telling error when both are found.
-  absl::Status diff_error;
+  LayerIngest ingest(store, {expected, std::nullopt, diff_id}, std::string(what),
+                     absl::StatusCode::kInvalidArgument);
   while (true) {
     absl::StatusOr<absl::string_view> piece = read();
     if (!piece.ok()) return Prefixed(what, piece.status());
     if (piece->empty()) break;
-    if (absl::Status status = writer->Write(*piece); !status.ok()) return status;
-    blob_hash.Update(*piece);
-    if (diff_error.ok()) diff_error = diff_hash.Update(*piece);
+    if (absl::Status status = ingest.Write(*piece); !status.ok()) return status;
   }
-  const digest::Digest blob = blob_hash.Finish();
-  if (expected && blob != *expected) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": content has digest ", blob.ToString(),
-                                                   ", not ", expected->ToString()));
-  }
-  if (!diff_error.ok()) return Prefixed(what, diff_error);
-  absl::StatusOr<digest::Digest> diff = diff_hash.Finish();
-  if (!diff.ok()) return Prefixed(what, diff.status());
-  if (*diff != diff_id) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": uncompressed content has digest ",
-                                                   diff->ToString(), ", the config's diff id is ",
-                                                   diff_id.ToString()));
-  }
-  const std::string media_type = LayerMediaType(diff_hash.compression());
-  const uint64_t size = writer->size();
-  if (absl::Status status = writer->Commit(blob, media_type); !status.ok()) return status;
-  return Descriptor{media_type, blob, size, {}};
+  return ingest.Commit();
 }
 
 // A JSON blob of a layout, read and checked against its descriptor.

@@ -1,6 +1,7 @@
 #include "common/registry/pull.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -8,8 +9,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/oci/diff_id_hasher.h"
 #include "common/oci/image.h"
+#include "common/oci/layer_ingest.h"
 #include "common/oci/manifest.h"
 #include "common/registry/blob_sources.h"
 #include "nlohmann/json.hpp"
@@ -141,70 +142,17 @@ absl::StatusOr<std::string> FetchSmallBlob(RegistryClient& client, const oci::Im
 absl::Status FetchLayer(RegistryClient& client, cas::BlobStore& store, const oci::ImageRef& ref,
                         const oci::Descriptor& layer, const digest::Digest& diff_id,
                         absl::string_view what) {
-  std::unique_ptr<cas::BlobWriter> writer;
-  std::unique_ptr<digest::Sha256> hash;
-  std::unique_ptr<oci::DiffIdHasher> diff;
-  absl::Status diff_error;
+  std::optional<oci::LayerIngest> ingest;
   absl::Status status = client.GetBlob(
       ref.path, layer.digest,
+      // Each attempt starts over.
       [&] {
-        writer = store.NewWriter();
-        hash = std::make_unique<digest::Sha256>();
-        diff = std::make_unique<oci::DiffIdHasher>();
-        diff_error = absl::OkStatus();
+        ingest.emplace(store, oci::ExpectedLayer{layer.digest, layer.size, diff_id},
+                       std::string(what), absl::StatusCode::kDataLoss);
       },
-      [&](absl::string_view piece) {
-        if (writer->size() + piece.size() > layer.size) {
-          return absl::DataLossError(
-              absl::StrCat("the registry sent more than the descriptor's ", layer.size, " bytes"));
-        }
-        if (absl::Status written = writer->Write(piece); !written.ok()) return written;
-        hash->Update(piece);
-        if (diff_error.ok()) diff_error = diff->Update(piece);
-        return absl::OkStatus();
-      });
+      [&](absl::string_view piece) { return ingest->Write(piece); });
   if (!status.ok()) return Prefixed(what, status);
-  const digest::Digest actual = hash->Finish();
-  if (actual != layer.digest) {
-    return absl::DataLossError(absl::StrCat(what, ": content has digest ", actual.ToString(),
-                                            ", not ", layer.digest.ToString()));
-  }
-  if (writer->size() != layer.size) {
-    return absl::DataLossError(
-        absl::StrCat(what, ": ", writer->size(), " bytes, its descriptor says ", layer.size));
-  }
-  if (!diff_error.ok()) return Prefixed(what, diff_error);
-  absl::StatusOr<digest::Digest> uncompressed = diff->Finish();
-  if (!uncompressed.ok()) return Prefixed(what, uncompressed.status());
-  if (*uncompressed != diff_id) {
-    return absl::DataLossError(absl::StrCat(what, ": uncompressed content has digest ",
-                                            uncompressed->ToString(), ", the config's diff id is ",
-                                            diff_id.ToString()));
-  }
-  return writer->Commit(layer.digest, layer.media_type);
-}
-
-// A layer the store already has: its uncompressed digest must still be the
-// config's diff id (the same blob with a lying config is refused).
-absl::Status CheckPresentLayer(cas::BlobStore& store, const oci::Descriptor& layer,
-                               const digest::Digest& diff_id, absl::string_view what) {
-  absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(layer.digest);
-  if (!reader.ok()) return Prefixed(what, reader.status());
-  oci::DiffIdHasher diff;
-  while (true) {
-    absl::StatusOr<absl::string_view> piece = (*reader)->Next();
-    if (!piece.ok()) return Prefixed(what, piece.status());
-    if (piece->empty()) break;
-    if (absl::Status status = diff.Update(*piece); !status.ok()) return Prefixed(what, status);
-  }
-  absl::StatusOr<digest::Digest> uncompressed = diff.Finish();
-  if (!uncompressed.ok()) return Prefixed(what, uncompressed.status());
-  if (*uncompressed != diff_id) {
-    return absl::DataLossError(absl::StrCat(what, ": uncompressed content has digest ",
-                                            uncompressed->ToString(), ", the config's diff id is ",
-                                            diff_id.ToString()));
-  }
-  return absl::OkStatus();
+  return ingest->Commit(layer.media_type).status();
 }
 
 absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
@@ -237,8 +185,8 @@ absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
     if (!manifest.ok()) return manifest.status();
     if (manifest->bytes.size() != chosen->size) {
       return absl::DataLossError(absl::StrCat("manifest ", chosen->digest.ToString(), ": ",
-                                              manifest->bytes.size(), " bytes, ", what,
-                                              " says ", chosen->size));
+                                              manifest->bytes.size(), " bytes, ", what, " says ",
+                                              chosen->size));
     }
   }
   const std::string manifest_what = absl::StrCat("manifest ", manifest->digest.ToString());
@@ -265,7 +213,9 @@ absl::StatusOr<PullResult> Pull(RegistryClient& client, cas::BlobStore& store,
     absl::StatusOr<bool> has = store.Has(layer.digest);
     if (!has.ok()) return has.status();
     if (*has) {
-      if (absl::Status status = CheckPresentLayer(store, layer, config->diff_ids[i], what);
+      // Held already: its content must still match this config's diff id.
+      if (absl::Status status = oci::CheckStoredLayer(store, layer.digest, config->diff_ids[i],
+                                                      what, absl::StatusCode::kDataLoss);
           !status.ok()) {
         return status;
       }
