@@ -383,12 +383,14 @@ class BlobStore {
   // Returns once RocksDB runs and has queued no flush (or after two
   // minutes): see CommitIndex.
   void WaitForBackgroundFlushes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // At close: flushes the memtables when the logs the next open would replay
+  // have grown past a few (see the destructor).
+  void FlushIfReplayWouldBeLong();
   // Flushes unlogged chunks if `needs_flush`, then writes the index record
   // (logged, not synced: see Durability above).
   absl::Status CommitIndex(const digest::Digest& blob, const std::string& record, bool needs_flush);
   // Reads a chunk of `blob` and verifies its length and digest (DataLoss).
-  absl::Status ReadChunk(const digest::Digest& blob, const ChunkRef& chunk,
-                         std::string* out) const;
+  absl::Status ReadChunk(const digest::Digest& blob, const ChunkRef& chunk, std::string* out) const;
   absl::StatusOr<std::string> ReadIndex(const digest::Digest& blob) const;
   void RecordAccess(const digest::Digest& blob);
 
