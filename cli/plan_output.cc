@@ -86,6 +86,7 @@ nlohmann::ordered_json SourceJson(const graph::Source& source) {
   nlohmann::ordered_json out = {{"kind", std::string(graph::SourceKindName(source.kind))}};
   if (source.kind == graph::SourceKind::kStage) out["stage"] = source.stage;
   if (source.kind == graph::SourceKind::kImage) out["image"] = source.image.String();
+  if (!source.context.empty()) out["context"] = source.context;
   out["path"] = source.path;
   return out;
 }
