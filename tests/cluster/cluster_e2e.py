@@ -23,7 +23,8 @@ Scenarios (one ctest test each):
                     is fully cached
   shared            two concurrent builds sharing a stage run it once
   cached            a rebuild runs no stage (its wall time is printed)
-  build-context     --build-context on the embedded cluster (and --workers 0):
+  build-context     --build-context on the embedded cluster (then --workers 0
+                    and a CURVE cluster of three workers):
                     COPY --from and mounts from a local directory (its own
                     .dockerignore applied), FROM a docker-image:// context and
                     FROM a directory, a stage replaced by a context; editing a
@@ -496,9 +497,9 @@ def scenario_build_context(work, args):
              "--build-context", "replaced=docker-image://busybox:latest",
              "--build-context", f"unused={rootfs}"]
 
-    def build(out, extra=()):
-        b = Build(client.start_build([], context, flags + ["--output", f"type=local,dest={out}"]
-                                     + list(extra)))
+    def build(out, extra=(), cluster_flags=()):
+        b = Build(client.start_build(list(cluster_flags), context,
+                                     flags + ["--output", f"type=local,dest={out}"] + list(extra)))
         code = b.finish(timeout=600)
         check(code == 0, f"build failed ({code}):\n{b.describe()}")
         return b
@@ -515,8 +516,13 @@ def scenario_build_context(work, args):
         check(os.path.getsize(os.path.join(out, "out/busybox")) > 100000,
               "the replaced stage is not the busybox image")
 
-    first = build(os.path.join(work, "out1"))
+    metadata = os.path.join(work, "metadata.json")
+    first = build(os.path.join(work, "out1"), ["--metadata-file", metadata])
     check_output(os.path.join(work, "out1"), "hello\n")
+    # Sent: src's greeting.txt and .dockerignore (not ignored.txt) and
+    # rootfs's hello.txt; nothing of the main context or of `unused`.
+    sent = json.loads(read(metadata))["stagefarm.client"]["context_files"]
+    check(sent == 3, f"{sent} context files sent, not 3")
     # The build succeeding says as much (its RUN exits 1); no step of it was shown either.
     check(not [e for e in first.events if e.get("stage_name") == "replaced"
                and "exit 1" in str(e.get("text", ""))],
@@ -534,11 +540,19 @@ def scenario_build_context(work, args):
     build(os.path.join(work, "out3"), ["--workers", "0"])
     check_output(os.path.join(work, "out3"), "hello again\n")
 
+    # And on a distributed cluster: a CURVE coordinator and three workers.
+    cluster = Cluster(os.path.join(work, "cluster"), args.bin)
+    try:
+        build(os.path.join(work, "out4"), cluster_flags=cluster.client_flags())
+        check_output(os.path.join(work, "out4"), "hello again\n")
+    finally:
+        cluster.stop()
+
     bad = client.run(["build", "--build-context", f"src={os.path.join(work, 'nope')}", context])
     check(bad.returncode != 0 and f"--build-context src={os.path.join(work, 'nope')}" in bad.stderr,
           f"a missing directory: exit {bad.returncode}, {bad.stderr!r}")
-    print("build-context: named directories and images on the embedded cluster and in process; "
-          "an edit re-ran only the stage reading it")
+    print("build-context: named directories and images on the embedded cluster, in process and "
+          "on a CURVE cluster; an edit re-ran only the stage reading it")
 
 
 SCENARIOS = {
