@@ -111,7 +111,7 @@ class Planner {
     if (absl::Status s = ResolveStages(); !s.ok()) return s;
     if (absl::Status s = ResolveTarget(); !s.ok()) return s;
     for (size_t i = 0; i < states_.size(); ++i) {
-      if (absl::Status s = AddContextRoot(static_cast<int>(i)); !s.ok()) return s;
+      AddContextRoot(static_cast<int>(i));
       // A stage a named context replaces runs none of its own instructions.
       if (!graph_.stages[i].replaced_by.empty()) continue;
       states_[i].commands.reserve(states_[i].stage->commands.size());
@@ -185,9 +185,9 @@ class Planner {
   // the whole context onto scratch, made first in the stage, which the
   // workers run as any COPY (and which keys the stage by the directory's
   // content). Its location is the FROM's.
-  absl::Status AddContextRoot(int index) {
+  void AddContextRoot(int index) {
     const std::string& context = context_roots_[index];
-    if (context.empty()) return absl::OkStatus();
+    if (context.empty()) return;
     dockerfile::Copy copy;
     copy.keyword = "COPY";
     copy.location = dockerfile_.stages[index].from.location;
@@ -201,9 +201,7 @@ class Planner {
     command.copy_from.kind = Origin::Kind::kContext;
     command.copy_from.context = context;
     states_[index].commands.push_back(std::move(command));
-    graph_.stages[index].instruction_count =
-        graph_.stages[index].replaced_by.empty() ? graph_.stages[index].instruction_count + 1 : 1;
-    return absl::OkStatus();
+    ++graph_.stages[index].instruction_count;
   }
 
   // The external image `ref` names, or BuildKit's error for it (with a hint
