@@ -482,9 +482,7 @@ int Build(const std::vector<std::string>& args) {
                {"tag", "t", true, true, "name the image in the local store (NAME[:TAG])"},
                {"target", "", true, false, "stage to build (default: the last one)"},
                {"build-arg", "", true, true, "set a build-time variable (K=V)"},
-               {"build-context", "", true, true,
-                "an additional named context (NAME=DIR or NAME=docker-image://REF), for FROM "
-                "NAME, COPY --from=NAME and RUN --mount=from=NAME"},
+               BuildContextFlagSpec(),
                {"platform", "", true, false, "target platform (default: this machine's)"},
                {"output", "o", true, true,
                 "type=oci,dest=PATH (a tar; a directory when PATH ends in /), "
@@ -567,13 +565,7 @@ int Build(const std::vector<std::string>& args) {
   options.build_args = build_args;
   options.target = parsed.Get("target");
   options.platform = parsed.Get("platform");
-  for (const BuildContextFlag& flag : *context_flags) {
-    graph::NamedContextSource& source = options.named_contexts[flag.name];
-    if (flag.image) {
-      source.kind = graph::NamedContextSource::Kind::kImage;
-      source.image = *flag.image;
-    }
-  }
+  options.named_contexts = PlannerSources(*context_flags);
   const registry::RegistryOptions registry_options = RegistryOptionsFromFlags(parsed);
   options.image_config = [&store, &registry_options](
                              const oci::ImageRef& ref,

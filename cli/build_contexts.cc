@@ -86,4 +86,23 @@ absl::StatusOr<std::vector<BuildContextFlag>> ParseBuildContexts(
   return contexts;
 }
 
+FlagSpec BuildContextFlagSpec() {
+  return {"build-context", "", true, true,
+          "an additional named context (NAME=DIR or NAME=docker-image://REF), for FROM NAME, "
+          "COPY --from=NAME and RUN --mount=from=NAME"};
+}
+
+std::map<std::string, graph::NamedContextSource> PlannerSources(
+    const std::vector<BuildContextFlag>& contexts) {
+  std::map<std::string, graph::NamedContextSource> sources;
+  for (const BuildContextFlag& context : contexts) {
+    graph::NamedContextSource& source = sources[context.name];
+    if (context.image) {
+      source.kind = graph::NamedContextSource::Kind::kImage;
+      source.image = *context.image;
+    }
+  }
+  return sources;
+}
+
 }  // namespace stagefarm::cli

@@ -5,11 +5,14 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cli/command_line.h"
+#include "common/graph/stage_graph.h"
 #include "common/oci/image_ref.h"
 
 namespace stagefarm::cli {
@@ -31,5 +34,12 @@ struct BuildContextFlag {
 // "SCHEME://"); a path that is missing or not a directory.
 absl::StatusOr<std::vector<BuildContextFlag>> ParseBuildContexts(
     const std::vector<std::string>& values);
+
+// The flag, as `build` and `plan` take it.
+FlagSpec BuildContextFlagSpec();
+
+// What the planner needs to know of `contexts` (graph::PlanOptions::named_contexts).
+std::map<std::string, graph::NamedContextSource> PlannerSources(
+    const std::vector<BuildContextFlag>& contexts);
 
 }  // namespace stagefarm::cli
