@@ -416,9 +416,8 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
       for (const graph::PlannedStage& stage : plan.graph.stages) {
         if (!stage.needed) continue;
         auto it = stage.named_context_paths.find(context.flag.name);
-        if (it == stage.named_context_paths.end()) continue;
-        for (const std::string& path : it->second) {
-          paths.push_back(path == "/" ? "." : path.substr(1));
+        if (it != stage.named_context_paths.end()) {
+          paths.insert(paths.end(), it->second.begin(), it->second.end());
         }
       }
       out.context = context.index.Restrict(paths);
