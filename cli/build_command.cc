@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "cli/build_contexts.h"
 #include "cli/build_record.h"
 #include "cli/coordinator_client.h"
 #include "cli/embedded_cluster.h"
@@ -265,7 +267,7 @@ absl::Status WriteTextFile(absl::string_view flag, const stdfs::path& path,
 }
 
 // Where the hash cache of the context at `context` lives in the data dir.
-stdfs::path ContextHashFile(const stdfs::path& data_dir, const std::string& context) {
+stdfs::path ContextHashFile(const stdfs::path& data_dir, const stdfs::path& context) {
   std::error_code error;
   stdfs::path absolute = stdfs::weakly_canonical(stdfs::absolute(context), error);
   if (error) absolute = stdfs::absolute(context);
@@ -310,10 +312,18 @@ std::string NewBuildId() {
   return absl::StrCat(absl::Hex(absl::ToUnixNanos(absl::Now()) ^ getpid()));
 }
 
+// A --build-context as the build uses it: the flag, and for a directory its
+// index (its own .dockerignore applied).
+struct NamedContextInput {
+  BuildContextFlag flag;
+  fs::ContextIndex index;
+};
+
 // `--workers 0`: every stage in this process, on this node's own store.
 absl::StatusOr<worker::BuiltImage> BuildInProcess(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
-    const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
+    const LoadedPlan& plan, const fs::ContextIndex& index,
+    const std::vector<NamedContextInput>& named, std::optional<int64_t> epoch,
     const std::map<std::string, std::string>& secrets,
     std::optional<oci::CompressOptions> precompress, const stdfs::path& data_dir,
     cas::BlobStore& store, const EventSink& sink) {
@@ -326,6 +336,12 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
   input.graph = &plan.graph;
   input.context_dir = context;
   input.context = &index;
+  graph::NamedContextIndexes named_indexes;
+  for (const NamedContextInput& context : named) {
+    if (context.flag.image) continue;
+    input.named_contexts[context.flag.name] = {context.flag.dir, &context.index};
+    named_indexes[context.flag.name] = &context.index;
+  }
   input.dockerfile_name = file;
   input.source_date_epoch = epoch;
   input.secrets = &secrets;
@@ -338,11 +354,13 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
   // keys cannot be computed (a COPY source missing) builds without the cache
   // and fails at that COPY, with its location.
   absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> keys = graph::ComputePlanCacheKeys(
-      plan.graph, index, file, [&store](const oci::ImageRef& ref) -> std::optional<digest::Digest> {
+      plan.graph, index, file,
+      [&store](const oci::ImageRef& ref) -> std::optional<digest::Digest> {
         absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(store, ref);
         if (!image.ok()) return std::nullopt;
         return image->manifest.digest;
-      });
+      },
+      named_indexes);
   if (keys.ok()) input.cache_keys = *std::move(keys);
   input.use_cache = !parsed.Has("no-cache");
   input.resolve_image = [&store](const oci::ImageRef& ref) -> absl::StatusOr<worker::BuiltImage> {
@@ -356,7 +374,8 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
 // On a cluster: the one at --coordinator, or an embedded one started here.
 absl::StatusOr<worker::BuiltImage> BuildOnCluster(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
-    const LoadedPlan& plan, const fs::ContextIndex& index, std::optional<int64_t> epoch,
+    const LoadedPlan& plan, const fs::ContextIndex& index,
+    const std::vector<NamedContextInput>& named, std::optional<int64_t> epoch,
     std::map<std::string, std::string> secrets, int workers, int slots, const stdfs::path& data_dir,
     cas::BlobStore& store, const EventSink& sink, ClientRecord& client_record) {
   build::BuildDefinition definition;
@@ -385,6 +404,32 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
   for (const fs::ContextEntry& entry : definition.context.entries()) {
     if (entry.type == fs::EntryType::kFile) ++client_record.context_files;
   }
+  // So do the named contexts: each restricted to what the needed stages
+  // read from it (an unused one is sent as an empty index).
+  for (const NamedContextInput& context : named) {
+    build::NamedContext out;
+    out.name = context.flag.name;
+    out.image = context.flag.image;
+    out.dir = context.flag.dir;
+    if (!context.flag.image) {
+      std::vector<std::string> paths;
+      for (const graph::PlannedStage& stage : plan.graph.stages) {
+        if (!stage.needed) continue;
+        auto it = stage.named_context_paths.find(context.flag.name);
+        if (it != stage.named_context_paths.end()) {
+          paths.insert(paths.end(), it->second.begin(), it->second.end());
+        }
+      }
+      out.context = context.index.Restrict(paths);
+      for (const fs::ContextEntry& entry : out.context.entries()) {
+        if (entry.type == fs::EntryType::kFile) ++client_record.context_files;
+      }
+    }
+    definition.named_contexts.push_back(std::move(out));
+  }
+  std::sort(
+      definition.named_contexts.begin(), definition.named_contexts.end(),
+      [](const build::NamedContext& a, const build::NamedContext& b) { return a.name < b.name; });
   absl::StatusOr<std::vector<build::NamedImage>> images = PlanImages(store, plan.graph, file);
   if (!images.ok()) return images.status();
   definition.images = *std::move(images);
@@ -436,6 +481,7 @@ int Build(const std::vector<std::string>& args) {
                {"tag", "t", true, true, "name the image in the local store (NAME[:TAG])"},
                {"target", "", true, false, "stage to build (default: the last one)"},
                {"build-arg", "", true, true, "set a build-time variable (K=V)"},
+               BuildContextFlagSpec(),
                {"platform", "", true, false, "target platform (default: this machine's)"},
                {"output", "o", true, true,
                 "type=oci,dest=PATH (a tar; a directory when PATH ends in /), "
@@ -505,6 +551,9 @@ int Build(const std::vector<std::string>& args) {
 
   absl::StatusOr<std::map<std::string, std::string>> secrets = ReadSecrets(parsed.All("secret"));
   if (!secrets.ok()) return Fail(secrets.status().message(), kExitUsage);
+  absl::StatusOr<std::vector<BuildContextFlag>> context_flags =
+      ParseBuildContexts(parsed.All("build-context"));
+  if (!context_flags.ok()) return Fail(context_flags.status().message(), kExitUsage);
 
   absl::StatusOr<stdfs::path> data_dir = LocalDataDir(parsed);
   if (!data_dir.ok()) return Fail(data_dir.status().message(), kExitUsage);
@@ -515,6 +564,7 @@ int Build(const std::vector<std::string>& args) {
   options.build_args = build_args;
   options.target = parsed.Get("target");
   options.platform = parsed.Get("platform");
+  options.named_contexts = PlannerSources(*context_flags);
   const registry::RegistryOptions registry_options = RegistryOptionsFromFlags(parsed);
   options.image_config = [&store, &registry_options](
                              const oci::ImageRef& ref,
@@ -540,6 +590,28 @@ int Build(const std::vector<std::string>& args) {
     std::fprintf(stderr, "warning: %s\n", std::string(saved.message()).c_str());
   }
   client_record.context_files_hashed = hashes.misses();
+  // Each named local context is indexed as the main one is, with its own
+  // hash cache and only its own .dockerignore (BuildKit's namedcontext reads
+  // that one file at the context's root).
+  std::vector<NamedContextInput> named;
+  for (const BuildContextFlag& flag : *context_flags) {
+    NamedContextInput input{flag, {}};
+    if (!flag.image) {
+      fs::HashCache named_hashes = fs::HashCache::Load(ContextHashFile(*data_dir, flag.dir));
+      absl::StatusOr<fs::ContextIndex> named_index =
+          fs::ContextIndex::Build(flag.dir, "", &named_hashes);
+      if (!named_index.ok()) {
+        return Fail(
+            absl::StrCat("--build-context ", flag.value, ": ", named_index.status().message()));
+      }
+      if (absl::Status saved = named_hashes.Save(); !saved.ok()) {
+        std::fprintf(stderr, "warning: %s\n", std::string(saved.message()).c_str());
+      }
+      client_record.context_files_hashed += named_hashes.misses();
+      input.index = *std::move(named_index);
+    }
+    named.push_back(std::move(input));
+  }
   client_record.context_scan_seconds = absl::ToDoubleSeconds(absl::Now() - read_start);
   record.AddClientSpan({"read context", read_start, absl::Now()});
 
@@ -561,9 +633,9 @@ int Build(const std::vector<std::string>& args) {
   const absl::Time build_start = absl::Now();
   absl::StatusOr<worker::BuiltImage> built =
       parsed.Has("coordinator") || workers > 0
-          ? BuildOnCluster(parsed, file, context, *plan, *index, *epoch, *secrets, workers, slots,
-                           *data_dir, **store, sink, client_record)
-          : BuildInProcess(parsed, file, context, *plan, *index, *epoch, *secrets,
+          ? BuildOnCluster(parsed, file, context, *plan, *index, named, *epoch, *secrets, workers,
+                           slots, *data_dir, **store, sink, client_record)
+          : BuildInProcess(parsed, file, context, *plan, *index, named, *epoch, *secrets,
                            !exports_image ? std::nullopt : std::optional(compress), *data_dir,
                            **store, sink);
   printer.Finish();

@@ -160,6 +160,14 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
     if (entry.type != fs::EntryType::kFile || !entry.content) continue;
     files.push_back({context_dir / entry.path, *entry.content, ""});
   }
+  // The named local contexts' files go the same way, read from their own
+  // directories.
+  for (const build::NamedContext& named : definition.named_contexts) {
+    for (const fs::ContextEntry& entry : named.context.entries()) {
+      if (entry.type != fs::EntryType::kFile || !entry.content) continue;
+      files.push_back({named.dir / entry.path, *entry.content, ""});
+    }
+  }
   if (!files.empty()) {
     absl::StatusOr<transfer::UploadReport> uploaded =
         transfer::UploadFiles(context_, coordinator_blobs, files);

@@ -67,7 +67,8 @@ class CoordinatorClient {
     oci::BuiltImage image;
     uint64_t bytes_uploaded = 0;
   };
-  // Uploads the definition's context files (read from `context_dir`) and
+  // Uploads the definition's context files (read from `context_dir`; a named
+  // context's from its NamedContext::dir) and
   // its images' layers (from `local`) that the coordinator lacks, submits
   // the build, passes every event to `on_event`, and at the end fetches the
   // image's layers into `local`. The build's failure is its status, with the

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -17,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/build_command.h"
+#include "cli/build_contexts.h"
 #include "cli/cluster_command.h"
 #include "cli/command_line.h"
 #include "cli/image_command.h"
@@ -83,6 +85,7 @@ int Plan(const std::vector<std::string>& args) {
                        {{"file", "f", true, false, "Dockerfile (default: CONTEXT/Dockerfile)"},
                         {"target", "", true, false, "stage to build (default: the last one)"},
                         {"build-arg", "", true, true, "set a build-time variable (K=V)"},
+                        BuildContextFlagSpec(),
                         {"platform", "", true, false, "target platform (default: this machine's)"},
                         {"format", "", true, false, "text, json or dot"}},
                        "CONTEXT", parsed)) {
@@ -95,10 +98,14 @@ int Plan(const std::vector<std::string>& args) {
   }
   const std::string context = parsed.positional[0];
   const std::string file = parsed.Get("file", absl::StrCat(context, "/Dockerfile"));
+  absl::StatusOr<std::vector<BuildContextFlag>> contexts =
+      ParseBuildContexts(parsed.All("build-context"));
+  if (!contexts.ok()) return Fail(contexts.status().message(), kExitUsage);
   graph::PlanOptions options;
   options.build_args = ResolveBuildArgs(parsed.All("build-arg"));
   options.target = parsed.Get("target");
   options.platform = parsed.Get("platform");
+  options.named_contexts = PlannerSources(*contexts);
   absl::StatusOr<LoadedPlan> plan = LoadPlan(file, std::move(options));
   if (!plan.ok()) return Fail(plan.status().message());
   const graph::StageGraph* stage_graph = &plan->graph;
@@ -111,7 +118,15 @@ int Plan(const std::vector<std::string>& args) {
         [&]() -> absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> {
       absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(context, file);
       if (!index.ok()) return index.status();
-      return graph::ComputePlanCacheKeys(*stage_graph, *index, file);
+      std::map<std::string, fs::ContextIndex> named;  // the named directories, indexed alike
+      graph::NamedContextIndexes named_indexes;
+      for (const BuildContextFlag& flag : *contexts) {
+        if (flag.image) continue;
+        absl::StatusOr<fs::ContextIndex> dir = fs::ContextIndex::Build(flag.dir, "");
+        if (!dir.ok()) return dir.status();
+        named_indexes[flag.name] = &named.emplace(flag.name, *std::move(dir)).first->second;
+      }
+      return graph::ComputePlanCacheKeys(*stage_graph, *index, file, nullptr, named_indexes);
     }();
     if (!keys.ok()) {
       std::fprintf(stderr, "stagefarm: warning: no cache keys in this plan: %s\n",

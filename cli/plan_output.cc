@@ -86,6 +86,7 @@ nlohmann::ordered_json SourceJson(const graph::Source& source) {
   nlohmann::ordered_json out = {{"kind", std::string(graph::SourceKindName(source.kind))}};
   if (source.kind == graph::SourceKind::kStage) out["stage"] = source.stage;
   if (source.kind == graph::SourceKind::kImage) out["image"] = source.image.String();
+  if (!source.context.empty()) out["context"] = source.context;
   out["path"] = source.path;
   return out;
 }
@@ -201,6 +202,10 @@ std::string PlanJson(const graph::StageGraph& graph,
     };
     if (stage.needed) {
       entry["context_paths"] = stage.context_paths;
+      if (!stage.named_context_paths.empty()) {
+        entry["named_context_paths"] = stage.named_context_paths;
+      }
+      if (!stage.replaced_by.empty()) entry["replaced_by"] = stage.replaced_by;
       entry["stage_reads"] = std::move(stage_reads);
       entry["steps"] = std::move(steps);
       if (stage_keys) entry["result_key"] = stage_keys->result.ToString();

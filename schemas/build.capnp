@@ -90,6 +90,19 @@ struct BuildDefinition {
   # --secret values for RUN --mount=type=secret: held in memory by the nodes
   # that run the build, never stored, logged or part of a cache key.
   secrets @10 :List(Secret);
+  # --build-context NAME=VALUE, by the name the planner matches
+  # (graph::NamedContextName).
+  namedContexts @11 :List(NamedContext);
+}
+
+# A named build context: an image (docker-image://REF, whose image is among
+# the definition's images) or a local directory, indexed as the main context
+# is (its own .dockerignore applied) and restricted to what the build reads.
+# Its files travel as the main context's do, by content digest.
+struct NamedContext {
+  name @0 :Text;
+  image @1 :Text;                    # the reference; "" for a directory
+  context @2 :List(ContextEntry);    # a directory's index
 }
 
 struct Secret {

@@ -29,10 +29,11 @@ struct Failure {
   bool inputs_lost = false;  // a fetch failed: the holders are gone
 };
 
-// The context paths `stage` reads, as ContextIndex::Select sources.
-std::vector<std::string> ContextSources(const graph::PlannedStage& stage) {
+// Context paths as the plan lists them (PlannedStage::context_paths), as
+// ContextIndex::Select sources.
+std::vector<std::string> ContextSources(const std::vector<std::string>& paths) {
   std::vector<std::string> sources;
-  for (const std::string& path : stage.context_paths) {
+  for (const std::string& path : paths) {
     sources.push_back(path == "/" ? "." : path.substr(1));
   }
   return sources;
@@ -240,10 +241,24 @@ class AssignmentRun {
     held.insert(held.end(), image_blobs.begin(), image_blobs.end());
 
     // The context files it copies.
-    const std::vector<std::string> sources = ContextSources(stage);
+    const std::vector<std::string> sources = ContextSources(stage.context_paths);
     if (!sources.empty()) {
       if (std::optional<Failure> failed = Fetch(ContextBlobs(known_->definition.context, sources),
                                                 assign_.getContextHolders(), "the build context")) {
+        return failed;
+      }
+    }
+    // And from the named local contexts, whose files the client uploaded to
+    // the same holders.
+    for (const auto& [name, paths] : stage.named_context_paths) {
+      const build::NamedContext* named = known_->definition.FindNamedContext(name);
+      if (named == nullptr || named->image) {
+        return Failure{
+            absl::NotFoundError(absl::StrCat("build context ", name, " is not defined"))};
+      }
+      if (std::optional<Failure> failed =
+              Fetch(ContextBlobs(named->context, ContextSources(paths)),
+                    assign_.getContextHolders(), absl::StrCat("build context ", name))) {
         return failed;
       }
     }
@@ -272,6 +287,18 @@ class AssignmentRun {
     }
 
     StageInputs inputs;
+    for (const auto& [name, paths] : stage.named_context_paths) {
+      const stdfs::path dir =
+          *scratch / absl::StrCat("named-context-", inputs.named_context_dirs.size());
+      if (absl::Status made = MaterializeContextFromStore(
+              executor_.store(), known_->definition.FindNamedContext(name)->context,
+              ContextSources(paths), dir);
+          !made.ok()) {
+        return Failure{
+            absl::Status(made.code(), absl::StrCat("build context ", name, ": ", made.message()))};
+      }
+      inputs.named_context_dirs.emplace(name, dir);
+    }
     switch (stage.base.kind) {
       case graph::StageBase::Kind::kScratch:
         inputs.base.config = oci::ScratchConfig(stage.platform);

@@ -28,6 +28,11 @@ absl::StatusOr<digest::Digest> ParseDigestField(absl::string_view field, absl::s
 
 std::string Text(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
+// A context index to and from the wire (BuildDefinition.context and
+// NamedContext.context).
+void ToSchema(const fs::ContextIndex& index, capnp::List<schema::ContextEntry>::Builder context);
+absl::StatusOr<fs::ContextIndex> FromSchema(capnp::List<schema::ContextEntry>::Reader context);
+
 }  // namespace
 
 const NamedImage* BuildDefinition::FindImage(const oci::ImageRef& ref) const {
@@ -36,6 +41,33 @@ const NamedImage* BuildDefinition::FindImage(const oci::ImageRef& ref) const {
     if (image.ref.String() == wanted) return &image;
   }
   return nullptr;
+}
+
+const NamedContext* BuildDefinition::FindNamedContext(absl::string_view name) const {
+  for (const NamedContext& context : named_contexts) {
+    if (context.name == name) return &context;
+  }
+  return nullptr;
+}
+
+std::map<std::string, graph::NamedContextSource> BuildDefinition::NamedContextSources() const {
+  std::map<std::string, graph::NamedContextSource> sources;
+  for (const NamedContext& context : named_contexts) {
+    graph::NamedContextSource& source = sources[context.name];
+    if (context.image) {
+      source.kind = graph::NamedContextSource::Kind::kImage;
+      source.image = *context.image;
+    }
+  }
+  return sources;
+}
+
+graph::NamedContextIndexes BuildDefinition::NamedContextIndexes() const {
+  graph::NamedContextIndexes indexes;
+  for (const NamedContext& context : named_contexts) {
+    if (!context.image) indexes[context.name] = &context.context;
+  }
+  return indexes;
 }
 
 absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition) {
@@ -52,6 +84,7 @@ absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition) {
   options.build_args = definition.build_args;
   options.target = definition.target;
   options.platform = definition.platform;
+  options.named_contexts = definition.NamedContextSources();
   options.image_config = [&definition](const oci::ImageRef& ref,
                                        const oci::Platform&) -> std::optional<graph::ImageConfig> {
     const NamedImage* image = definition.FindImage(ref);
@@ -68,7 +101,8 @@ absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition) {
         const NamedImage* image = definition.FindImage(ref);
         if (image == nullptr) return std::nullopt;
         return image->manifest;
-      });
+      },
+      definition.NamedContextIndexes());
   if (keys.ok()) {
     plan.keys = *std::move(keys);
   } else {
@@ -132,24 +166,13 @@ void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builde
   out.setHasSourceDateEpoch(definition.source_date_epoch.has_value());
   out.setSourceDateEpoch(definition.source_date_epoch.value_or(0));
   out.setNoCache(definition.no_cache);
-  const std::vector<fs::ContextEntry>& entries = definition.context.entries();
-  auto context = out.initContext(entries.size());
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const fs::ContextEntry& entry = entries[i];
-    auto item = context[i];
-    item.setPath(entry.path);
-    switch (entry.type) {
-      case fs::EntryType::kFile: item.setType(schema::ContextEntry::Type::FILE); break;
-      case fs::EntryType::kDirectory: item.setType(schema::ContextEntry::Type::DIRECTORY); break;
-      case fs::EntryType::kSymlink: item.setType(schema::ContextEntry::Type::SYMLINK); break;
-    }
-    item.setMode(entry.mode);
-    item.setUid(entry.uid);
-    item.setGid(entry.gid);
-    item.setSize(entry.size);
-    if (entry.content) item.setContent(entry.content->ToString());
-    item.setLinkTarget(entry.link_target);
-    item.setMtimeNs(entry.mtime_ns);
+  ToSchema(definition.context, out.initContext(definition.context.entries().size()));
+  auto named = out.initNamedContexts(definition.named_contexts.size());
+  for (size_t i = 0; i < definition.named_contexts.size(); ++i) {
+    const NamedContext& context = definition.named_contexts[i];
+    named[i].setName(context.name);
+    if (context.image) named[i].setImage(context.image->String());
+    ToSchema(context.context, named[i].initContext(context.context.entries().size()));
   }
   auto secrets = out.initSecrets(definition.secrets.size());
   size_t secret = 0;
@@ -167,33 +190,39 @@ void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builde
   }
 }
 
-absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
-  BuildDefinition definition;
-  const capnp::Data::Reader dockerfile = in.getDockerfile();
-  definition.dockerfile.assign(reinterpret_cast<const char*>(dockerfile.begin()), dockerfile.size());
-  definition.dockerfile_name = Text(in.getDockerfileName());
-  if (definition.dockerfile_name.empty()) definition.dockerfile_name = "Dockerfile";
-  for (capnp::Text::Reader arg : in.getBuildArgs()) {
-    std::string text = Text(arg);
-    if (text.find('=') == std::string::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("build arg \"", absl::CHexEscape(text), "\": expected NAME=value"));
+namespace {
+
+void ToSchema(const fs::ContextIndex& index, capnp::List<schema::ContextEntry>::Builder context) {
+  const std::vector<fs::ContextEntry>& entries = index.entries();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const fs::ContextEntry& entry = entries[i];
+    auto item = context[i];
+    item.setPath(entry.path);
+    switch (entry.type) {
+      case fs::EntryType::kFile:
+        item.setType(schema::ContextEntry::Type::FILE);
+        break;
+      case fs::EntryType::kDirectory:
+        item.setType(schema::ContextEntry::Type::DIRECTORY);
+        break;
+      case fs::EntryType::kSymlink:
+        item.setType(schema::ContextEntry::Type::SYMLINK);
+        break;
     }
-    definition.build_args.push_back(std::move(text));
+    item.setMode(entry.mode);
+    item.setUid(entry.uid);
+    item.setGid(entry.gid);
+    item.setSize(entry.size);
+    if (entry.content) item.setContent(entry.content->ToString());
+    item.setLinkTarget(entry.link_target);
+    item.setMtimeNs(entry.mtime_ns);
   }
-  definition.target = Text(in.getTarget());
-  definition.platform = Text(in.getPlatform());
-  if (in.getHasSourceDateEpoch()) {
-    if (in.getSourceDateEpoch() < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SOURCE_DATE_EPOCH ", in.getSourceDateEpoch(), " is negative"));
-    }
-    definition.source_date_epoch = in.getSourceDateEpoch();
-  }
-  definition.no_cache = in.getNoCache();
+}
+
+absl::StatusOr<fs::ContextIndex> FromSchema(capnp::List<schema::ContextEntry>::Reader context) {
   std::vector<fs::ContextEntry> entries;
-  entries.reserve(in.getContext().size());
-  for (schema::ContextEntry::Reader item : in.getContext()) {
+  entries.reserve(context.size());
+  for (schema::ContextEntry::Reader item : context) {
     fs::ContextEntry entry;
     entry.path = Text(item.getPath());
     switch (item.getType()) {
@@ -221,9 +250,70 @@ absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
     entry.mtime_ns = item.getMtimeNs();
     entries.push_back(std::move(entry));
   }
-  absl::StatusOr<fs::ContextIndex> context = fs::ContextIndex::FromEntries(std::move(entries));
+  return fs::ContextIndex::FromEntries(std::move(entries));
+}
+
+}  // namespace
+
+absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
+  BuildDefinition definition;
+  const capnp::Data::Reader dockerfile = in.getDockerfile();
+  definition.dockerfile.assign(reinterpret_cast<const char*>(dockerfile.begin()),
+                               dockerfile.size());
+  definition.dockerfile_name = Text(in.getDockerfileName());
+  if (definition.dockerfile_name.empty()) definition.dockerfile_name = "Dockerfile";
+  for (capnp::Text::Reader arg : in.getBuildArgs()) {
+    std::string text = Text(arg);
+    if (text.find('=') == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("build arg \"", absl::CHexEscape(text), "\": expected NAME=value"));
+    }
+    definition.build_args.push_back(std::move(text));
+  }
+  definition.target = Text(in.getTarget());
+  definition.platform = Text(in.getPlatform());
+  if (in.getHasSourceDateEpoch()) {
+    if (in.getSourceDateEpoch() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SOURCE_DATE_EPOCH ", in.getSourceDateEpoch(), " is negative"));
+    }
+    definition.source_date_epoch = in.getSourceDateEpoch();
+  }
+  definition.no_cache = in.getNoCache();
+  absl::StatusOr<fs::ContextIndex> context = FromSchema(in.getContext());
   if (!context.ok()) return context.status();
   definition.context = *std::move(context);
+  for (schema::NamedContext::Reader item : in.getNamedContexts()) {
+    NamedContext named;
+    named.name = Text(item.getName());
+    absl::StatusOr<std::string> normal = graph::NamedContextName(named.name);
+    if (!normal.ok() || *normal != named.name) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("named context \"", absl::CHexEscape(named.name), "\": not a context name"));
+    }
+    if (definition.FindNamedContext(named.name) != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("named context \"", named.name, "\" given twice"));
+    }
+    if (item.getImage().size() > 0) {
+      absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(Text(item.getImage()));
+      if (!ref.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("named context ", named.name, ": image \"",
+                                                       absl::CHexEscape(Text(item.getImage())),
+                                                       "\": ", ref.status().message()));
+      }
+      named.image = *std::move(ref);
+    }
+    absl::StatusOr<fs::ContextIndex> index = FromSchema(item.getContext());
+    if (!index.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("named context ", named.name, ": ", index.status().message()));
+    }
+    named.context = *std::move(index);
+    definition.named_contexts.push_back(std::move(named));
+  }
+  std::sort(definition.named_contexts.begin(), definition.named_contexts.end(),
+            [](const NamedContext& a, const NamedContext& b) { return a.name < b.name; });
   for (schema::NamedImage::Reader item : in.getImages()) {
     NamedImage image;
     absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(Text(item.getRef()));

@@ -8,6 +8,7 @@
 #define STAGEFARM_COMMON_BUILD_BUILD_DEFINITION_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -35,6 +36,16 @@ struct NamedImage {
   std::optional<digest::Digest> manifest;  // keys the image in cache keys
 };
 
+// A --build-context NAME=VALUE: an image or an indexed local directory.
+struct NamedContext {
+  std::string name;                    // graph::NamedContextName form
+  std::optional<oci::ImageRef> image;  // docker-image://REF; nullopt: a directory
+  fs::ContextIndex context;            // a directory's index
+  // The client's directory, where its files are read to upload them. Not
+  // sent: nodes read the files from their stores by content digest.
+  std::filesystem::path dir;
+};
+
 struct BuildDefinition {
   std::string dockerfile;
   std::string dockerfile_name = "Dockerfile";
@@ -48,9 +59,16 @@ struct BuildDefinition {
   // --secret values by id, for RUN --mount=type=secret. Kept in memory only:
   // never stored, logged or part of a cache key.
   std::map<std::string, std::string> secrets;
+  std::vector<NamedContext> named_contexts;  // sorted by name, names unique
 
   // The image `ref` names, or null.
   const NamedImage* FindImage(const oci::ImageRef& ref) const;
+  // The named context `name` (a NamedContextName), or null.
+  const NamedContext* FindNamedContext(absl::string_view name) const;
+  // What the planner needs to know of the named contexts.
+  std::map<std::string, graph::NamedContextSource> NamedContextSources() const;
+  // The indexes of the named local contexts, for graph::ComputePlanCacheKeys.
+  graph::NamedContextIndexes NamedContextIndexes() const;
 };
 
 struct PlannedBuild {
@@ -75,7 +93,8 @@ absl::Status CheckSecret(absl::string_view id, absl::string_view value);
 
 // To and from the wire. The readers check everything: InvalidArgument naming
 // the field and value for a digest, reference, config or context entry that
-// does not parse or check out (fs::ContextIndex::FromEntries).
+// does not parse or check out (fs::ContextIndex::FromEntries), and for a
+// named context whose name is not in NamedContextName form or given twice.
 void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builder out);
 absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in);
 

@@ -1153,10 +1153,9 @@ absl::StatusOr<std::vector<std::string>> ReadDockerignore(absl::string_view cont
 
 absl::StatusOr<BuildIgnoreFile> LoadBuildIgnoreFile(const std::filesystem::path& context_dir,
                                                     const std::filesystem::path& dockerfile) {
-  const std::filesystem::path candidates[] = {
-      std::filesystem::path(dockerfile.native() + ".dockerignore"),
-      context_dir / ".dockerignore",
-  };
+  std::vector<std::filesystem::path> candidates;
+  if (!dockerfile.empty()) candidates.emplace_back(dockerfile.native() + ".dockerignore");
+  candidates.push_back(context_dir / ".dockerignore");
   for (const std::filesystem::path& path : candidates) {
     absl::StatusOr<std::optional<std::string>> content = ReadFileIfExists(path);
     if (!content.ok()) return content.status();

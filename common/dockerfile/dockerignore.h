@@ -53,7 +53,9 @@ struct BuildIgnoreFile {
 // `<dockerfile>.dockerignore` (the Dockerfile's own file name plus the suffix,
 // beside it) when that file exists, else `<context_dir>/.dockerignore`, else
 // none. The first file that exists is the one used, even when empty. `dockerfile`
-// is a path this process can open (not necessarily inside the context).
+// is a path this process can open (not necessarily inside the context); an
+// empty one means only `<context_dir>/.dockerignore` is looked for, as
+// BuildKit reads the ignore file of a named context (--build-context).
 // Every pattern is checked as PatternMatcher::Create checks it, so a bad one
 // fails here rather than mid-walk. Errors name the file, and the line where the
 // fault is on one: `ctx/.dockerignore:8: illegal exclusion pattern: "!"`.

@@ -71,7 +71,8 @@ class ContextIndex {
  public:
   // Walks `context_dir` once and indexes what is not excluded by the build's
   // ignore file (found by dockerfile::LoadBuildIgnoreFile(context_dir,
-  // dockerfile): `<dockerfile>.dockerignore`, else `<context_dir>/.dockerignore`).
+  // dockerfile): `<dockerfile>.dockerignore`, else `<context_dir>/.dockerignore`;
+  // only the latter with an empty `dockerfile`, for a named context).
   // Files are hashed as they are read, through a fixed buffer, whatever their
   // size. Each name is opened relative to its parent directory's descriptor
   // with O_NOFOLLOW, so nothing outside the root is ever read, even if the tree

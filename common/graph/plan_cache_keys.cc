@@ -30,7 +30,7 @@ digest::Digest BaseKey(const StageBase& base, const std::vector<std::optional<St
 
 absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
     const StageGraph& graph, const fs::ContextIndex& context, absl::string_view filename,
-    const ImageManifestLookup& image_manifest) {
+    const ImageManifestLookup& image_manifest, const NamedContextIndexes& named_contexts) {
   std::vector<std::optional<StageKeys>> keys(graph.stages.size());
   // Waves put every stage after the stages it needs.
   for (const std::vector<int>& wave : graph.waves) {
@@ -50,11 +50,12 @@ absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
         if (planned.env != nullptr) {
           for (const auto& [name, value] : *planned.env) inputs.env[name] = value;
         }
-        std::vector<std::string> context_sources;
+        // Sources per context: "" is the build's own, else a named one.
+        std::map<std::string, std::vector<std::string>> context_sources;
         for (const Source& read : planned.reads) {
           switch (read.kind) {
             case SourceKind::kContext:
-              context_sources.push_back(read.path);
+              context_sources[read.context].push_back(read.path);
               break;
             case SourceKind::kStage:
               inputs.inputs.emplace(absl::StrCat("stage:", read.stage, ":", read.path),
@@ -69,14 +70,27 @@ absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
               break;
           }
         }
-        if (!context_sources.empty()) {
-          absl::StatusOr<std::vector<const fs::ContextEntry*>> selection =
-              context.Select(context_sources);
-          if (!selection.ok()) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                filename, ":", planned.location.start_line, ": ", selection.status().message()));
+        for (const auto& [name, sources] : context_sources) {
+          const fs::ContextIndex* index = &context;
+          if (!name.empty()) {
+            auto it = named_contexts.find(name);
+            if (it == named_contexts.end() || it->second == nullptr) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(filename, ":", planned.location.start_line, ": build context ", name,
+                               " is not defined"));
+            }
+            index = it->second;
           }
-          inputs.inputs.emplace("context", fs::SelectionDigest(*selection));
+          absl::StatusOr<std::vector<const fs::ContextEntry*>> selection = index->Select(sources);
+          if (!selection.ok()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(filename, ":", planned.location.start_line, ": ",
+                             name.empty() ? "" : absl::StrCat("context ", name, ": "),
+                             selection.status().message()));
+          }
+          inputs.inputs.emplace(
+              name.empty() ? std::string("context") : absl::StrCat("context:", name),
+              fs::SelectionDigest(*selection));
         }
         stage_keys.result = ComputeCacheKey(inputs);
         stage_keys.instructions.push_back(stage_keys.result);

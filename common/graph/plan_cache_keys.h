@@ -13,8 +13,9 @@
 #pragma once
 
 #include <functional>
-
+#include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,13 +36,23 @@ struct StageKeys {
 using ImageManifestLookup =
     std::function<std::optional<digest::Digest>(const oci::ImageRef& image)>;
 
+// The indexes of the named local contexts (--build-context NAME=DIR) by
+// name; the pointers outlive the call.
+using NamedContextIndexes = std::map<std::string, const fs::ContextIndex*>;
+
 // Keys for every needed stage of `graph` (nullopt for stages not needed),
-// reading context files from `context`. InvalidArgument "FILE:LINE: ..." when
+// reading context files from `context`, and files of a named context from
+// its index in `named_contexts` (keyed like the main context's, under the
+// input "context:NAME", so editing a file there changes the keys of the
+// instructions that read it and of nothing else). InvalidArgument "FILE:LINE: ..." when
 // an instruction's context source does not exist. With `image_manifest`, an
 // image it resolves is keyed by its manifest digest, so that the same tag
-// naming another image gives other keys.
+// naming another image gives other keys. A read of a named context missing
+// from `named_contexts` is InvalidArgument "FILE:LINE: build context NAME
+// is not defined".
 absl::StatusOr<std::vector<std::optional<StageKeys>>> ComputePlanCacheKeys(
     const StageGraph& graph, const fs::ContextIndex& context, absl::string_view filename,
-    const ImageManifestLookup& image_manifest = nullptr);
+    const ImageManifestLookup& image_manifest = nullptr,
+    const NamedContextIndexes& named_contexts = {});
 
 }  // namespace stagefarm::graph

@@ -24,7 +24,7 @@ namespace stagefarm::graph {
 
 // Where a read comes from.
 enum class SourceKind {
-  kContext,  // the build context (after .dockerignore)
+  kContext,  // the build context or a named one (after its .dockerignore)
   kStage,    // another stage's result
   kImage,    // an external image named by --from / from=
   kUrl,      // a remote ADD source (http, https, git)
@@ -36,6 +36,9 @@ struct Source {
   SourceKind kind = SourceKind::kContext;
   int stage = -1;       // kStage: the stage index
   oci::ImageRef image;  // kImage
+  // kContext: the named build context (--build-context NAME=DIR) read, by
+  // its normalised name; empty for the build's own context.
+  std::string context;
   // The path inside that source, made absolute and cleaned as BuildKit does
   // (path.Join("/", src)): "/app/out", "/" for the whole source; wildcards
   // are kept ("/src/*.go"). kUrl: the URL as written after expansion.
@@ -48,9 +51,12 @@ struct Source {
 // planner resolves it.
 struct SourceRoot {
   enum class Kind { kContext, kStage, kImage, kScratch };
-  Kind kind = Kind::kContext;  // kContext: no --from / from= given
+  Kind kind = Kind::kContext;  // kContext: no --from / from= given, or a named context
   int stage = -1;              // kStage: the stage index
   oci::ImageRef image;         // kImage
+  // kContext: the named local context (--build-context NAME=DIR) the value
+  // names, by its normalised name; empty for the build's own context.
+  std::string context;
 };
 
 // A build argument declared in the stage (or inherited from the stage it is

@@ -111,6 +111,9 @@ class Planner {
     if (absl::Status s = ResolveStages(); !s.ok()) return s;
     if (absl::Status s = ResolveTarget(); !s.ok()) return s;
     for (size_t i = 0; i < states_.size(); ++i) {
+      AddContextRoot(static_cast<int>(i));
+      // A stage a named context replaces runs none of its own instructions.
+      if (!graph_.stages[i].replaced_by.empty()) continue;
       states_[i].commands.reserve(states_[i].stage->commands.size());
       for (const Instruction& instruction : states_[i].stage->commands) {
         const SourceRange& location = dockerfile::BaseOf(instruction).location;
@@ -163,6 +166,42 @@ class Planner {
       if (!stage.name.empty()) names.push_back(stage.name);
     }
     return names;
+  }
+
+  // The named context `reference` names (PlanOptions::named_contexts), with
+  // its name; null when none does.
+  const NamedContextSource* NamedContext(absl::string_view reference, std::string* name) const {
+    if (options_.named_contexts.empty()) return nullptr;
+    absl::StatusOr<std::string> key = NamedContextName(reference);
+    if (!key.ok()) return nullptr;
+    auto it = options_.named_contexts.find(*key);
+    if (it == options_.named_contexts.end()) return nullptr;
+    *name = *std::move(key);
+    return &it->second;
+  }
+
+  // A stage on a named local directory starts as BuildKit's llb.Local state
+  // of it: scratch holding the directory's files. Here that is one COPY of
+  // the whole context onto scratch, made first in the stage, which the
+  // workers run as any COPY (and which keys the stage by the directory's
+  // content). Its location is the FROM's.
+  void AddContextRoot(int index) {
+    const std::string& context = context_roots_[index];
+    if (context.empty()) return;
+    dockerfile::Copy copy;
+    copy.keyword = "COPY";
+    copy.location = dockerfile_.stages[index].from.location;
+    copy.code = absl::StrCat("COPY --from=", context, " . /");
+    copy.from = context;
+    copy.files.source_paths = {"."};
+    copy.files.dest = "/";
+    const SourceRange location = copy.location;
+    triggers_.push_back(std::move(copy));
+    Command command{&triggers_.back(), location, false, {}, {}};
+    command.copy_from.kind = Origin::Kind::kContext;
+    command.copy_from.context = context;
+    states_[index].commands.push_back(std::move(command));
+    ++graph_.stages[index].instruction_count;
   }
 
   // The external image `ref` names, or BuildKit's error for it (with a hint
@@ -230,10 +269,34 @@ class Planner {
         planned.platform = graph_.target_platform;
       }
     }
-    // Bases, once every name is known: a stage (any case), scratch, or an image.
+    // Bases, once every name is known: a stage (any case), scratch, a named
+    // context, or an image. A stage a named context replaces has that as its
+    // base (BuildKit's toDispatchState looks its name up first, and then
+    // neither dispatches its instructions nor resolves its FROM).
+    context_roots_.assign(count, "");
     for (int i = 0; i < count; ++i) {
       PlannedStage& planned = graph_.stages[i];
       const SourceRange& location = dockerfile_.stages[i].from.location;
+      std::string context;
+      const NamedContextSource* named = nullptr;
+      if (!planned.name.empty() && (named = NamedContext(planned.name, &context)) != nullptr) {
+        planned.replaced_by = context;
+        states_[i].triggers_added = true;  // no instructions of its own, no triggers
+        planned.instruction_count = 0;
+      } else if (std::optional<int> stage = StageNamed(planned.base_name); !stage || *stage == i) {
+        if (planned.base_name != "scratch") named = NamedContext(planned.base_name, &context);
+      }
+      if (named != nullptr) {
+        if (named->kind == NamedContextSource::Kind::kImage) {
+          planned.base.kind = StageBase::Kind::kImage;
+          planned.base.image = named->image;
+        } else {
+          planned.base.kind = StageBase::Kind::kScratch;
+          planned.platform = graph_.target_platform;
+          context_roots_[i] = context;
+        }
+        continue;
+      }
       if (std::optional<int> stage = StageNamed(planned.base_name); stage && *stage != i) {
         planned.base.kind = StageBase::Kind::kStage;
         planned.base.stage = *stage;
@@ -270,7 +333,9 @@ class Planner {
   }
 
   // A --from / from= value: a stage by name (and, for COPY, by index),
-  // scratch, or an image.
+  // scratch, a named context, or an image (the order of BuildKit's
+  // toCommand, then its resolution of the implicit stage it makes for a
+  // value that names no stage).
   absl::StatusOr<Origin> ResolveFrom(absl::string_view from, bool allow_index,
                                      const SourceRange& location) const {
     Origin origin;
@@ -285,6 +350,15 @@ class Planner {
       origin.stage = *stage;
     } else if (from == "scratch") {
       origin.kind = Origin::Kind::kScratch;
+    } else if (std::string context;
+               const NamedContextSource* named = NamedContext(from, &context)) {
+      if (named->kind == NamedContextSource::Kind::kImage) {
+        origin.kind = Origin::Kind::kImage;
+        origin.image = named->image;
+      } else {
+        origin.kind = Origin::Kind::kContext;
+        origin.context = std::move(context);
+      }
     } else {
       absl::StatusOr<oci::ImageRef> image = Image(from, location);
       if (!image.ok()) return image.status();
@@ -371,7 +445,19 @@ class Planner {
   std::vector<std::string> TriggerExpressions(int index) const {
     const PlannedStage& planned = graph_.stages[index];
     std::vector<std::string> triggers;
-    if (planned.base.kind == StageBase::Kind::kStage) {
+    if (planned.base.kind == StageBase::Kind::kStage &&
+        !graph_.stages[planned.base.stage].replaced_by.empty()) {
+      // A stage a named context replaced is that context's image config
+      // (BuildKit sets the replaced dispatch state's image to it): its
+      // triggers, or none for a directory.
+      const PlannedStage& replaced = graph_.stages[planned.base.stage];
+      if (replaced.base.kind == StageBase::Kind::kImage && options_.image_config) {
+        if (std::optional<ImageConfig> config =
+                options_.image_config(replaced.base.image, replaced.platform)) {
+          triggers = std::move(config->onbuild);
+        }
+      }
+    } else if (planned.base.kind == StageBase::Kind::kStage) {
       for (const Instruction& instruction : dockerfile_.stages[planned.base.stage].commands) {
         if (const auto* onbuild = std::get_if<dockerfile::Onbuild>(&instruction)) {
           triggers.push_back(onbuild->expression);
@@ -521,6 +607,7 @@ class Planner {
           return;
         case Origin::Kind::kContext:
           source.kind = SourceKind::kContext;
+          source.context = origin.context;
           break;
         case Origin::Kind::kStage:
           source.kind = SourceKind::kStage;
@@ -539,7 +626,7 @@ class Planner {
     } else if (const auto* add = std::get_if<dockerfile::Add>(&expanded.instruction)) {
       for (const std::string& src : add->files.source_paths) {
         if (IsRemoteSource(src)) {
-          reads.push_back({SourceKind::kUrl, -1, {}, src});
+          reads.push_back({SourceKind::kUrl, -1, {}, "", src});
         } else {
           read(Origin{}, src);
         }
@@ -550,7 +637,7 @@ class Planner {
         const Origin& origin = command.mount_from[k];
         if (mount.type == dockerfile::MountType::kBind ||
             (mount.type == dockerfile::MountType::kCache &&
-             origin.kind != Origin::Kind::kContext)) {
+             (origin.kind != Origin::Kind::kContext || !origin.context.empty()))) {
           read(origin, mount.source);
         }
       }
@@ -603,7 +690,11 @@ class Planner {
       out.text = NormalizedText(expanded.instruction, expanded.mounts);
       out.reads = Reads(command, expanded);
       for (const Source& source : out.reads) {
-        if (source.kind == SourceKind::kContext) planned.context_paths.push_back(source.path);
+        if (source.kind == SourceKind::kContext && source.context.empty()) {
+          planned.context_paths.push_back(source.path);
+        } else if (source.kind == SourceKind::kContext) {
+          planned.named_context_paths[source.context].push_back(source.path);
+        }
         if (source.kind == SourceKind::kStage)
           planned.stage_reads.push_back({source.stage, source.path});
       }
@@ -617,6 +708,10 @@ class Planner {
     planned.context_paths.erase(
         std::unique(planned.context_paths.begin(), planned.context_paths.end()),
         planned.context_paths.end());
+    for (auto& [name, paths] : planned.named_context_paths) {
+      std::sort(paths.begin(), paths.end());
+      paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
+    }
     std::sort(planned.stage_reads.begin(), planned.stage_reads.end());
     planned.stage_reads.erase(std::unique(planned.stage_reads.begin(), planned.stage_reads.end()),
                               planned.stage_reads.end());
@@ -632,7 +727,12 @@ class Planner {
   StageGraph graph_;
   std::vector<StageState> states_;
   absl::flat_hash_map<std::string, int> by_name_;
-  std::deque<Instruction> triggers_;  // parsed ONBUILD triggers; stable addresses
+  // Parsed ONBUILD triggers and the COPY that starts a stage on a named
+  // local context (AddContextRoot); stable addresses.
+  std::deque<Instruction> triggers_;
+  // Per stage: the named local context it starts from (FROM NAME, or a
+  // stage NAME replaces), else empty.
+  std::vector<std::string> context_roots_;
   absl::flat_hash_set<std::string> meta_arg_names_;
   absl::flat_hash_set<std::string> declared_args_;
 };
@@ -649,6 +749,24 @@ absl::string_view EdgeKindName(EdgeKind kind) {
       return "mount-from";
   }
   return "unknown";
+}
+
+absl::StatusOr<std::string> NamedContextName(absl::string_view reference) {
+  absl::StatusOr<oci::ImageRef> ref = oci::ParseImageRef(reference);
+  if (!ref.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid context name ", reference, ": ", ref.status().message()));
+  }
+  std::string name = ref->Name();
+  if (absl::StartsWith(name, "docker.io/library/")) {
+    name.erase(0, std::string("docker.io/library/").size());
+  } else if (absl::StartsWith(name, "docker.io/")) {
+    name.erase(0, std::string("docker.io/").size());
+  }
+  if (!ref->tag.empty()) absl::StrAppend(&name, ":", ref->tag);
+  if (!ref->digest.empty()) absl::StrAppend(&name, "@", ref->digest);
+  if (absl::EndsWith(name, ":latest")) name.resize(name.size() - std::string(":latest").size());
+  return name;
 }
 
 absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& dockerfile,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,6 +71,14 @@ struct PlannedStage {
   // sources; not the base stage, which it starts from whole). Sorted, unique.
   std::vector<std::string> context_paths;
   std::vector<StageRead> stage_reads;
+  // Needed stages only: what the stage reads from each named local context
+  // (--build-context NAME=DIR), by name; paths as in `context_paths`.
+  std::map<std::string, std::vector<std::string>> named_context_paths;
+  // The named context that replaces this stage (a stage whose name is a
+  // --build-context name): its instructions are not run, and it is the
+  // image (base.kind kImage) or the directory (one COPY of it onto scratch).
+  // Empty when the stage is the Dockerfile's.
+  std::string replaced_by;
 };
 
 struct StageGraph {
@@ -97,6 +106,23 @@ struct ImageConfig {
 using ImageConfigLookup =
     std::function<std::optional<ImageConfig>(const oci::ImageRef&, const oci::Platform&)>;
 
+// What a --build-context NAME=VALUE gives the planner: an image
+// (docker-image://REF) or a local directory, whose content the client
+// indexes and sends (the planner only needs to know that it is one).
+struct NamedContextSource {
+  enum class Kind { kImage, kLocal };
+  Kind kind = Kind::kLocal;
+  oci::ImageRef image;  // kImage
+};
+
+// The name a --build-context NAME or a Dockerfile reference is matched by,
+// as BuildKit's dockerui matches named contexts: the reference normalised
+// and written in its familiar form without a ":latest" tag, so "alpine",
+// "alpine:latest" and "docker.io/library/alpine" are all "alpine", and
+// "ghcr.io/o/base:1" stays that. InvalidArgument "invalid context name
+// NAME: ..." when it is not a valid reference (empty, upper case, ...).
+absl::StatusOr<std::string> NamedContextName(absl::string_view reference);
+
 struct PlanOptions {
   std::string filename = "Dockerfile";  // prefixes error locations
   std::vector<std::string> build_args;  // "NAME=value"
@@ -106,6 +132,12 @@ struct PlanOptions {
   // image starts with PATH only and runs no triggers from the image, so
   // references to the image's variables expand to "".
   ImageConfigLookup image_config;
+  // --build-context values by NamedContextName. As in BuildKit: a stage
+  // whose name is one of them is replaced by it (its instructions are not
+  // run); a FROM, COPY --from or mount from= value that names no stage is
+  // looked up here before it is taken for an image. A local directory used
+  // by FROM is the stage's root filesystem (PlannedStage::replaced_by).
+  std::map<std::string, NamedContextSource> named_contexts;
 };
 
 // Plans `dockerfile` (parsed with `escape_token`). References resolve as in

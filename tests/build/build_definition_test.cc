@@ -49,6 +49,41 @@ TEST(BuildDefinitionFrame, ADefinitionReadsBackAsSent) {
   EXPECT_EQ(plan->graph.stages.size(), 2u);
 }
 
+// Named contexts travel with the definition, and every node plans them the
+// same way: the image swapped in, the directory read by COPY --from and
+// keyed by its content.
+TEST(BuildDefinitionFrame, NamedContextsReadBackAndPlanAsSent) {
+  BuildDefinition sent = Sample();
+  sent.dockerfile = "FROM base\nCOPY --from=src app.txt /app.txt\n";
+  sent.target = "";
+  fs::ContextEntry file;
+  file.path = "app.txt";
+  file.mode = 0644;
+  file.size = 5;
+  file.content = digest::Sha256Of("hello");
+  absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::FromEntries({file});
+  ASSERT_TRUE(index.ok()) << index.status();
+  sent.named_contexts.push_back({"base", *oci::ParseImageRef("busybox:1.36"), {}, "/not/sent"});
+  sent.named_contexts.push_back({"src", std::nullopt, *index, "/not/sent"});
+  absl::StatusOr<BuildDefinition> read = ParseDefinition(Frame(sent), "worker w1");
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->named_contexts.size(), 2u);
+  EXPECT_EQ(read->named_contexts[0].image->String(), "docker.io/library/busybox:1.36");
+  EXPECT_EQ(read->named_contexts[1].context.entries(), index->entries());
+  EXPECT_TRUE(read->named_contexts[1].dir.empty());
+  absl::StatusOr<PlannedBuild> plan = PlanBuild(*read);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->graph.stages[0].base.image.String(), "docker.io/library/busybox:1.36");
+  ASSERT_TRUE(plan->keys_error.ok()) << plan->keys_error;
+  ASSERT_EQ(plan->keys.size(), 1u);
+
+  BuildDefinition bad = Sample();
+  bad.named_contexts.push_back({"Upper", std::nullopt, {}, ""});
+  EXPECT_THAT(ParseDefinition(Frame(bad), "w").status().message(), HasSubstr("not a context name"));
+  bad.named_contexts = {{"src", std::nullopt, {}, ""}, {"src", std::nullopt, {}, ""}};
+  EXPECT_THAT(ParseDefinition(Frame(bad), "w").status().message(), HasSubstr("given twice"));
+}
+
 TEST(BuildDefinitionFrame, ATruncatedFrameIsRefusedNamingItsSender) {
   const std::string frame = Frame(Sample());
   absl::StatusOr<BuildDefinition> read =

@@ -176,6 +176,27 @@ std::string ReadFile(const std::filesystem::path& file) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// `plan` takes --build-context as `build` does: the directory is read as a
+// named context (in the JSON and the cache keys), and bad values are usage
+// errors naming the value.
+TEST(StagefarmCli, PlanReadsNamedContextsAndRejectsBadOnes) {
+  const auto dir = TestDir();
+  std::filesystem::create_directories(dir / "ctx");
+  std::filesystem::create_directories(dir / "lib");
+  std::ofstream(dir / "ctx/Dockerfile") << "FROM base\nCOPY --from=lib a.txt /a.txt\n";
+  std::ofstream(dir / "lib/a.txt") << "a\n";
+  const Invocation run = Stagefarm(
+      "plan --format json --build-context lib='" + (dir / "lib").string() +
+      "' --build-context base=docker-image://busybox:1.36 '" + (dir / "ctx").string() + "'");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("\"context\": \"lib\""));
+  EXPECT_THAT(run.output, HasSubstr("docker.io/library/busybox:1.36"));
+  EXPECT_THAT(run.output, Not(HasSubstr("no cache keys")));
+  const Invocation bad = Stagefarm("plan --build-context lib '" + (dir / "ctx").string() + "'");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.output, HasSubstr("--build-context lib: expected NAME=VALUE"));
+}
+
 TEST(StagefarmCli, KeysGenerateWritesKeypairWithModesAndPrintsThePublicKey) {
   const auto keys = TestDir() / "new/keys";  // neither directory exists yet
   const Invocation run = Stagefarm(absl::StrCat("keys generate '", keys.string(), "'"));

@@ -23,6 +23,12 @@ Scenarios (one ctest test each):
                     is fully cached
   shared            two concurrent builds sharing a stage run it once
   cached            a rebuild runs no stage (its wall time is printed)
+  build-context     --build-context on the embedded cluster (then --workers 0
+                    and a CURVE cluster of three workers):
+                    COPY --from and mounts from a local directory (its own
+                    .dockerignore applied), FROM a docker-image:// context and
+                    FROM a directory, a stage replaced by a context; editing a
+                    file of the directory re-runs only the stage that reads it
 Exit 0 when the scenario passed; what failed otherwise, with the logs' tails.
 """
 import argparse
@@ -452,6 +458,103 @@ def scenario_cached(work, args):
         cluster.stop()
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def scenario_build_context(work, args):
+    client = Client(work, args.bin)
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    for name, text in [("greeting.txt", "hello\n"), ("ignored.txt", "never sent\n"),
+                       (".dockerignore", "ignored.txt\n")]:
+        with open(os.path.join(src, name), "w") as f:
+            f.write(text)
+    rootfs = os.path.join(work, "rootfs")
+    os.makedirs(rootfs)
+    with open(os.path.join(rootfs, "hello.txt"), "w") as f:
+        f.write("from a directory\n")
+    # `base` is a docker-image:// context (FROM NAME swaps the image); `src`
+    # and `rootfs` are directories; `replaced` names a stage, which the
+    # context replaces (its RUN would fail).
+    context = write_context(work, "build-context", "\n".join([
+        "FROM base AS tools", "RUN echo tools > /tools.txt",
+        "FROM busybox AS lib", "COPY --from=src . /lib/",
+        "FROM busybox AS other", "RUN echo other > /other.txt",
+        "FROM rootfs AS fromdir",
+        "FROM busybox AS replaced", "RUN exit 1",
+        "FROM base",
+        "COPY --from=lib /lib /out/lib",
+        "COPY --from=tools /tools.txt /out/tools.txt",
+        "COPY --from=other /other.txt /out/other.txt",
+        "COPY --from=fromdir /hello.txt /out/hello.txt",
+        "COPY --from=replaced /bin/busybox /out/busybox",
+        "RUN --mount=type=bind,from=src,target=/m cat /m/greeting.txt > /out/mounted.txt",
+        ""]))
+    flags = ["--build-context", f"src={src}", "--build-context", "base=docker-image://busybox",
+             "--build-context", f"rootfs={rootfs}",
+             "--build-context", "replaced=docker-image://busybox:latest",
+             "--build-context", f"unused={rootfs}"]
+
+    def build(out, extra=(), cluster_flags=()):
+        b = Build(client.start_build(list(cluster_flags), context,
+                                     flags + ["--output", f"type=local,dest={out}"] + list(extra)))
+        code = b.finish(timeout=600)
+        check(code == 0, f"build failed ({code}):\n{b.describe()}")
+        return b
+
+    def check_output(out, greeting):
+        for name, want in [("lib/greeting.txt", greeting), ("tools.txt", "tools\n"),
+                           ("other.txt", "other\n"), ("hello.txt", "from a directory\n"),
+                           ("mounted.txt", greeting)]:
+            path = os.path.join(out, "out", name)
+            check(os.path.exists(path), f"{path} is missing")
+            check(read(path) == want, f"{path}: {read(path)!r}, not {want!r}")
+        check(not os.path.exists(os.path.join(out, "out/lib/ignored.txt")),
+              "src/.dockerignore was not applied")
+        check(os.path.getsize(os.path.join(out, "out/busybox")) > 100000,
+              "the replaced stage is not the busybox image")
+
+    metadata = os.path.join(work, "metadata.json")
+    first = build(os.path.join(work, "out1"), ["--metadata-file", metadata])
+    check_output(os.path.join(work, "out1"), "hello\n")
+    # Sent: src's greeting.txt and .dockerignore (not ignored.txt) and
+    # rootfs's hello.txt; nothing of the main context or of `unused`.
+    sent = json.loads(read(metadata))["stagefarm.client"]["context_files"]
+    check(sent == 3, f"{sent} context files sent, not 3")
+    # The build succeeding says as much (its RUN exits 1); no step of it was shown either.
+    check(not [e for e in first.events if e.get("stage_name") == "replaced"
+               and "exit 1" in str(e.get("text", ""))],
+          f"the replaced stage ran its own instructions:\n{first.describe()}")
+
+    with open(os.path.join(src, "greeting.txt"), "w") as f:
+        f.write("hello again\n")
+    second = build(os.path.join(work, "out2"))
+    check_output(os.path.join(work, "out2"), "hello again\n")
+    check(second.of("start", "lib"), f"the stage reading src did not run:\n{second.describe()}")
+    for stage in ["tools", "other", "fromdir"]:
+        check(not second.of("start", stage),
+              f"stage {stage} ran again though it reads nothing of src:\n{second.describe()}")
+
+    build(os.path.join(work, "out3"), ["--workers", "0"])
+    check_output(os.path.join(work, "out3"), "hello again\n")
+
+    # And on a distributed cluster: a CURVE coordinator and three workers.
+    cluster = Cluster(os.path.join(work, "cluster"), args.bin)
+    try:
+        build(os.path.join(work, "out4"), cluster_flags=cluster.client_flags())
+        check_output(os.path.join(work, "out4"), "hello again\n")
+    finally:
+        cluster.stop()
+
+    bad = client.run(["build", "--build-context", f"src={os.path.join(work, 'nope')}", context])
+    check(bad.returncode != 0 and f"--build-context src={os.path.join(work, 'nope')}" in bad.stderr,
+          f"a missing directory: exit {bad.returncode}, {bad.stderr!r}")
+    print("build-context: named directories and images on the embedded cluster, in process and "
+          "on a CURVE cluster; an edit re-ran only the stage reading it")
+
+
 SCENARIOS = {
     "fidelity": scenario_fidelity,
     "parallel": scenario_parallel,
@@ -461,6 +564,7 @@ SCENARIOS = {
     "restart": scenario_restart,
     "shared": scenario_shared,
     "cached": scenario_cached,
+    "build-context": scenario_build_context,
 }
 
 

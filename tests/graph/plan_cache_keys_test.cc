@@ -138,5 +138,55 @@ TEST_F(PlanCacheKeysTest, FlagsConfigInstructionsAndBaseImagesCount) {
   EXPECT_NE(base_keys[4], before[4]);  // reaches the final stage through COPY --from
 }
 
+// A named local context (--build-context lib=DIR) is keyed by content like
+// the main context: editing one of its files changes the keys of the
+// instructions that read it and of nothing else.
+TEST_F(PlanCacheKeysTest, NamedContextContentChangesOnlyTheStageThatReadsIt) {
+  stdfs::create_directories(dir_ / "lib");
+  Write("lib/util.h", "#define A 1\n");
+  const std::string dockerfile =
+      "FROM busybox:1.36 AS uses\n"
+      "COPY --from=lib util.h /inc/\n"
+      "FROM busybox:1.36 AS other\n"
+      "COPY src/ /src/\n"
+      "FROM scratch\n"
+      "COPY --from=uses /inc /inc\n"
+      "COPY --from=other /src /src\n";
+  auto keys = [&]() {
+    auto ast = dockerfile::Parse(dockerfile);
+    auto staged = dockerfile::ParseStages(*ast);
+    PlanOptions options;
+    options.platform = "linux/amd64";
+    options.named_contexts["lib"] = NamedContextSource{};
+    auto graph = BuildStageGraph(*staged, ast->directives.escape_token, options);
+    EXPECT_TRUE(graph.ok()) << graph.status();
+    auto context = stagefarm::fs::ContextIndex::Build(dir_, dir_ / "Dockerfile");
+    auto lib = stagefarm::fs::ContextIndex::Build(dir_ / "lib", "");
+    EXPECT_TRUE(lib.ok()) << lib.status();
+    auto computed = ComputePlanCacheKeys(*graph, *context, "Dockerfile", nullptr, {{"lib", &*lib}});
+    EXPECT_TRUE(computed.ok()) << computed.status();
+    return *computed;
+  };
+  const auto before = keys();
+  Write("lib/util.h", "#define A 2\n");
+  const auto after = keys();
+  EXPECT_NE(before[0]->result, after[0]->result);  // reads lib/util.h
+  EXPECT_EQ(before[1]->result, after[1]->result);  // reads only the main context
+  EXPECT_NE(before[2]->result, after[2]->result);  // copies from the stage that reads it
+
+  // Without its index, a read of the named context is an error, not a guess.
+  auto ast = dockerfile::Parse(dockerfile);
+  auto staged = dockerfile::ParseStages(*ast);
+  PlanOptions options;
+  options.named_contexts["lib"] = NamedContextSource{};
+  auto graph = BuildStageGraph(*staged, ast->directives.escape_token, options);
+  auto context = stagefarm::fs::ContextIndex::Build(dir_, dir_ / "Dockerfile");
+  auto missing = ComputePlanCacheKeys(*graph, *context, "Dockerfile");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("Dockerfile:2: build context lib is not defined"),
+            std::string::npos)
+      << missing.status();
+}
+
 }  // namespace
 }  // namespace stagefarm::graph

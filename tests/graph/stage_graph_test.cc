@@ -934,5 +934,128 @@ TEST(StageGraphRealDockerfiles, ImagesReadThroughFromAreNormalised) {
   EXPECT_EQ(g->stages[0].platform, oci::HostPlatform());  // --platform=${BUILDPLATFORM}
 }
 
+// ---------------------------------------------------------------------------
+// Named contexts (--build-context NAME=VALUE)
+
+PlanOptions Contexts(std::map<std::string, std::string> images,
+                     std::vector<std::string> dirs = {}) {
+  PlanOptions options;
+  for (const auto& [name, ref] : images) {
+    NamedContextSource& source = options.named_contexts[name];
+    source.kind = NamedContextSource::Kind::kImage;
+    source.image = *oci::ParseImageRef(ref);
+  }
+  for (const std::string& name : dirs) options.named_contexts[name] = NamedContextSource{};
+  return options;
+}
+
+// BuildKit's dockerui.NamedContext: ParseNormalizedNamed, FamiliarString,
+// then TrimSuffix ":latest".
+TEST(NamedContextName, IsTheFamiliarReferenceWithoutLatest) {
+  EXPECT_EQ(*NamedContextName("alpine"), "alpine");
+  EXPECT_EQ(*NamedContextName("alpine:latest"), "alpine");
+  EXPECT_EQ(*NamedContextName("docker.io/library/alpine"), "alpine");
+  EXPECT_EQ(*NamedContextName("alpine:3.19"), "alpine:3.19");
+  EXPECT_EQ(*NamedContextName("ghcr.io/o/base"), "ghcr.io/o/base");
+  EXPECT_EQ(*NamedContextName("src"), "src");
+  EXPECT_FALSE(NamedContextName("").ok());
+  EXPECT_THAT(std::string(NamedContextName("Src").status().message()),
+              HasSubstr("invalid context name Src"));
+}
+
+// A docker-image:// context replaces the image `FROM NAME` names: how users
+// pin or swap a base image (docs.docker.com, "Named contexts with GitHub
+// Actions": "Pin image to a tag"). The name matches after normalisation, so
+// FROM alpine:latest is the context "alpine".
+TEST(StageGraphNamedContexts, ImageContextReplacesTheBaseImage) {
+  auto g = Plan("FROM alpine:latest\nRUN true\n", Contexts({{"alpine", "busybox:1.36"}}));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->stages[0].base.kind, StageBase::Kind::kImage);
+  EXPECT_EQ(g->stages[0].base.image.String(), "docker.io/library/busybox:1.36");
+  EXPECT_TRUE(g->stages[0].replaced_by.empty());
+  ASSERT_EQ(g->stages[0].instructions.size(), 1u);
+}
+
+TEST(StageGraphNamedContexts, ImageContextReplacesCopyFromAndMountFromImages) {
+  auto g = Plan(
+      "FROM scratch\nCOPY --from=tools /bin/sh /sh\n"
+      "RUN --mount=type=bind,from=tools,target=/t true\n",
+      Contexts({{"tools", "busybox:1.36"}}));
+  ASSERT_TRUE(g.ok()) << g.status();
+  const PlannedStage& stage = g->stages[0];
+  ASSERT_EQ(stage.images.size(), 1u);
+  EXPECT_EQ(stage.images[0].String(), "docker.io/library/busybox:1.36");
+  EXPECT_EQ(stage.instructions[0].copy_from.kind, SourceRoot::Kind::kImage);
+  EXPECT_EQ(stage.instructions[1].mount_from[0].kind, SourceRoot::Kind::kImage);
+}
+
+// A local directory is read by COPY --from=NAME and mounts from=NAME like a
+// stage's root (BuildKit: the llb.Local state of the directory), and never
+// counts as the main context.
+TEST(StageGraphNamedContexts, LocalContextIsReadByCopyFromAndBindMounts) {
+  auto g = Plan(
+      "FROM busybox\nCOPY --from=src app/ /app/\nCOPY main.c /\n"
+      "RUN --mount=type=bind,from=src,source=lib,target=/lib2 true\n",
+      Contexts({}, {"src"}));
+  ASSERT_TRUE(g.ok()) << g.status();
+  const PlannedStage& stage = g->stages[0];
+  EXPECT_EQ(stage.instructions[0].copy_from.kind, SourceRoot::Kind::kContext);
+  EXPECT_EQ(stage.instructions[0].copy_from.context, "src");
+  ASSERT_EQ(stage.instructions[0].reads.size(), 1u);
+  EXPECT_EQ(stage.instructions[0].reads[0].context, "src");
+  EXPECT_EQ(stage.instructions[2].mount_from[0].context, "src");
+  EXPECT_THAT(stage.context_paths, ElementsAre("/main.c"));
+  EXPECT_THAT(stage.named_context_paths, ElementsAre(Pair("src", ElementsAre("/app", "/lib"))));
+  EXPECT_TRUE(stage.images.empty());
+  EXPECT_TRUE(stage.deps.empty());
+}
+
+// BuildKit's dockerui namedcontext returns a "local" context as the
+// directory's state with no image config, and toDispatchState uses it as
+// the stage's root filesystem: FROM NAME starts from the directory's files
+// on an empty config (PATH only, like scratch). Here: one COPY of it first.
+TEST(StageGraphNamedContexts, FromLocalContextStartsFromItsFiles) {
+  auto g = Plan("FROM rootfs\nENV A=1\n", Contexts({}, {"rootfs"}));
+  ASSERT_TRUE(g.ok()) << g.status();
+  const PlannedStage& stage = g->stages[0];
+  EXPECT_EQ(stage.base.kind, StageBase::Kind::kScratch);
+  EXPECT_THAT(Texts(stage), ElementsAre("copy --from=rootfs [\".\",\"/\"]", "env A=1"));
+  EXPECT_EQ(stage.instruction_count, 2u);
+  EXPECT_THAT(stage.named_context_paths, ElementsAre(Pair("rootfs", ElementsAre("/"))));
+}
+
+// "When Dockerfile defines a stage with the same name it is overwritten"
+// (docker buildx build --build-context; toDispatchState looks the stage's
+// name up first and then runs none of its instructions).
+TEST(StageGraphNamedContexts, ContextNamedLikeAStageReplacesTheStage) {
+  const char* text =
+      "FROM golang AS base\nRUN make\n"
+      "FROM base\nRUN ./app\n"
+      "FROM scratch\nCOPY --from=base /app /app\n";
+  auto g = Plan(text, Contexts({{"base", "busybox:1.36"}}));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->stages[0].replaced_by, "base");
+  EXPECT_EQ(g->stages[0].base.image.String(), "docker.io/library/busybox:1.36");
+  EXPECT_TRUE(g->stages[0].instructions.empty());
+  EXPECT_EQ(g->stages[0].instruction_count, 0u);
+  // The stages that read it still read the stage, now the image.
+  EXPECT_EQ(g->stages[1].base.kind, StageBase::Kind::kStage);
+  EXPECT_EQ(g->stages[2].instructions[0].copy_from.kind, SourceRoot::Kind::kStage);
+
+  auto local = Plan(text, Contexts({}, {"base"}));
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_THAT(Texts(local->stages[0]), ElementsAre("copy --from=base [\".\",\"/\"]"));
+}
+
+// A number is always a stage index, and a context nobody names is ignored
+// (BuildKit never asks for it).
+TEST(StageGraphNamedContexts, IndexesAndUnusedContextsAreUnaffected) {
+  auto g = Plan("FROM busybox\nRUN true\nFROM scratch\nCOPY --from=0 /bin /bin\n",
+                Contexts({{"unused", "alpine"}}, {"0x"}));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->stages[0].base.image.String(), "docker.io/library/busybox:latest");
+  EXPECT_EQ(g->stages[1].instructions[0].copy_from.kind, SourceRoot::Kind::kStage);
+}
+
 }  // namespace
 }  // namespace stagefarm::graph

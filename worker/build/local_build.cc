@@ -250,6 +250,30 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     if (!made.ok()) return made;
   }
 
+  // Each named local context, once, with what the needed stages read from it.
+  std::map<std::string, std::vector<std::string>> named_sources;
+  for (const graph::PlannedStage& stage : plan.stages) {
+    if (!stage.needed) continue;
+    for (const auto& [name, paths] : stage.named_context_paths) {
+      for (const std::string& path : paths) {
+        named_sources[name].push_back(path == "/" ? "." : path.substr(1));
+      }
+    }
+  }
+  std::map<std::string, stdfs::path> named_dirs;
+  for (const auto& [name, sources] : named_sources) {
+    auto it = input.named_contexts.find(name);
+    if (it == input.named_contexts.end() || it->second.index == nullptr) {
+      return absl::NotFoundError(absl::StrCat("build context ", name, " is not defined"));
+    }
+    const stdfs::path dir = *scratch / absl::StrCat("named-context-", named_dirs.size());
+    absl::Status made = MaterializeContext(it->second.dir, *it->second.index, sources, dir);
+    if (!made.ok()) {
+      return absl::Status(made.code(), absl::StrCat("build context ", name, ": ", made.message()));
+    }
+    named_dirs.emplace(name, dir);
+  }
+
   absl::Mutex mu;
   std::vector<std::optional<BuiltImage>> results(plan.stages.size());
   std::map<std::string, BuiltImage> images;  // external images by reference, resolved once
@@ -312,6 +336,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
       }
     }
     inputs.context_dir = context;
+    inputs.named_context_dirs = named_dirs;
     inputs.resolve = resolve;
     inputs.proxy_env.assign(plan.proxy_env.begin(), plan.proxy_env.end());
     inputs.dockerfile_name = input.dockerfile_name;

@@ -42,6 +42,14 @@ struct LocalBuildInput {
   const graph::StageGraph* graph = nullptr;
   std::filesystem::path context_dir;  // as the user gave it
   const fs::ContextIndex* context = nullptr;  // its index (ignore file applied)
+  // The named local contexts (--build-context NAME=DIR) by name: each
+  // directory as the user gave it, and its index (its .dockerignore
+  // applied). Both outlive the build.
+  struct NamedContextDir {
+    std::filesystem::path dir;
+    const fs::ContextIndex* index = nullptr;
+  };
+  std::map<std::string, NamedContextDir> named_contexts;
   std::string dockerfile_name = "Dockerfile";
   // An external image (FROM, COPY --from, mount from=) by reference; NotFound
   // naming it when the node does not have it.

@@ -376,8 +376,15 @@ class StageRun {
   // root filesystem, mounted once per stage run; the context otherwise.
   absl::StatusOr<stdfs::path> SourceDir(const SourceRoot& source) {
     switch (source.kind) {
-      case SourceRoot::Kind::kContext:
-        return inputs_.context_dir;
+      case SourceRoot::Kind::kContext: {
+        if (source.context.empty()) return inputs_.context_dir;
+        auto it = inputs_.named_context_dirs.find(source.context);
+        if (it == inputs_.named_context_dirs.end()) {
+          return absl::InternalError(
+              absl::StrCat("build context ", source.context, " was not materialised"));
+        }
+        return it->second;
+      }
       case SourceRoot::Kind::kScratch: {
         const stdfs::path empty = scratch_ / "scratch-source";
         std::error_code error;

@@ -56,6 +56,10 @@ struct StageInputs {
   BuiltImage base;  // the image or stage it is built FROM; ScratchConfig for scratch
   // The build context as a directory, already filtered by .dockerignore.
   std::filesystem::path context_dir;
+  // Each named local context (--build-context NAME=DIR) the stage reads, by
+  // name, as a directory (its .dockerignore applied): where COPY --from=NAME
+  // and mounts from=NAME read.
+  std::map<std::string, std::filesystem::path> named_context_dirs;
   // The image a COPY --from or RUN --mount from= names (a stage or an
   // external image); scratch never reaches it.
   std::function<absl::StatusOr<BuiltImage>(const graph::SourceRoot&)> resolve;
