@@ -47,7 +47,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SOURCE_ROOT, "tests", "cluster"))
 
-from cluster_e2e import BASE_PATH, Build, Client, Cluster, Failure, check  # noqa: E402
+from cluster_e2e import (BASE_PATH, Build, Client, Cluster, Failure, check,  # noqa: E402
+                         write_context)
 
 CACHED_DOCKERFILE = "\n".join([
     "FROM busybox AS build",
@@ -268,14 +269,6 @@ def bench_cached_buildah(bench, buildah, context):
 
 # --- the run -----------------------------------------------------------------
 
-def write_context(work, name, dockerfile_text):
-    context = os.path.join(work, "contexts", name)
-    os.makedirs(context, exist_ok=True)
-    with open(os.path.join(context, "Dockerfile"), "w") as f:
-        f.write(dockerfile_text)
-    return context
-
-
 def summary(records):
     by = {r["name"]: r for r in records}
     lines = ["", "parallel (12-parallel, --no-cache): min / median wall, overhead vs the sleeps"]
@@ -330,11 +323,11 @@ def main():
         buildah = Buildah(work, os.path.join(work, "busybox-rootfs.tar"))
         if args.only in (None, "parallel"):
             with open(os.path.join(cases, "12-parallel", "Dockerfile")) as f:
-                parallel = write_context(work, "12-parallel", f.read())
+                parallel = write_context(os.path.join(work, "contexts"), "12-parallel", f.read())
             bench_parallel_stagefarm(bench, client, parallel)
             bench_parallel_buildah(bench, buildah, parallel)
         if args.only in (None, "cached"):
-            context = write_context(work, "cached", CACHED_DOCKERFILE)
+            context = write_context(os.path.join(work, "contexts"), "cached", CACHED_DOCKERFILE)
             cluster = Cluster(os.path.join(work, "cached-cluster"), args.bin, workers=2)
             try:
                 bench_cached_stagefarm(bench, "running-cluster", client, cluster.client_flags(),

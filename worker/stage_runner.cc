@@ -264,16 +264,9 @@ class AssignmentRun {
     }
     if (std::optional<Failure> cancelled = Cancelled()) return cancelled;
 
-    absl::StatusOr<stdfs::path> scratch = executor_.NewScratchDir("assignment");
+    absl::StatusOr<ScratchDir> scratch = executor_.NewScratchDir("assignment");
     if (!scratch.ok()) return Failure{scratch.status()};
-    struct Cleanup {
-      stdfs::path dir;
-      ~Cleanup() {
-        std::error_code ignored;
-        stdfs::remove_all(dir, ignored);
-      }
-    } cleanup{*scratch};
-    const stdfs::path context = *scratch / "context";
+    const stdfs::path context = scratch->path() / "context";
     if (sources.empty()) {
       std::error_code error;
       stdfs::create_directories(context, error);
@@ -289,7 +282,7 @@ class AssignmentRun {
     StageInputs inputs;
     for (const auto& [name, paths] : stage.named_context_paths) {
       const stdfs::path dir =
-          *scratch / absl::StrCat("named-context-", inputs.named_context_dirs.size());
+          scratch->path() / absl::StrCat("named-context-", inputs.named_context_dirs.size());
       if (absl::Status made = MaterializeContextFromStore(
               executor_.store(), known_->definition.FindNamedContext(name)->context,
               ContextSources(paths), dir);
@@ -306,9 +299,9 @@ class AssignmentRun {
       case graph::StageBase::Kind::kImage: {
         const build::NamedImage* image = known_->definition.FindImage(stage.base.image);
         if (image == nullptr) {
-          return Failure{absl::NotFoundError(
-              absl::StrCat(known_->definition.dockerfile_name, ":", stage.line, ": FROM ", stage.base_name,
-                           ": the build names no image \"", stage.base.image.String(), "\""))};
+          return Failure{absl::NotFoundError(absl::StrCat(
+              known_->definition.dockerfile_name, ":", stage.line, ": FROM ", stage.base_name,
+              ": the build names no image \"", stage.base.image.String(), "\""))};
         }
         inputs.base = image->image;
         break;
@@ -466,9 +459,9 @@ absl::Status StageRunner::Handle(const net::ReceivedMessage& message) {
       auto assignment = std::make_unique<Assignment>();
       if (envelope.getAssignStage().getDefinitionFrame()) {
         if (message.data_frames().empty()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              message.from().peer, ": assignment ", id, " says it carries the build's definition"
-              " and has no data frame"));
+          return absl::InvalidArgumentError(absl::StrCat(message.from().peer, ": assignment ", id,
+                                                         " says it carries the build's definition"
+                                                         " and has no data frame"));
         }
         const zmq::message_t& frame = message.data_frames().front();
         assignment->definition.assign(frame.data<char>(), frame.size());
@@ -504,8 +497,8 @@ uint32_t StageRunner::running() const {
   return running;
 }
 
-void StageRunner::Run(uint64_t id, schema::StageAssign::Reader assign,
-                      absl::string_view definition, const std::atomic<bool>& cancelled) const {
+void StageRunner::Run(uint64_t id, schema::StageAssign::Reader assign, absl::string_view definition,
+                      const std::atomic<bool>& cancelled) const {
   if (options_.log) {
     options_.log(absl::StrCat("assignment ", id, ": build ", Text(assign.getBuildId()), " stage ",
                               assign.getStage()));

@@ -233,15 +233,6 @@ absl::Status MirrorDirectoryMetadata(const fs::RootDir& source, int dir, const s
   return absl::OkStatus();
 }
 
-absl::Status RemoveTree(const stdfs::path& dir) {
-  std::error_code error;
-  stdfs::remove_all(dir, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("removing ", dir.native(), ": ", error.message()));
-  }
-  return absl::OkStatus();
-}
-
 // Builds the mini root of `paths` from the mounted stage `source_dir` into
 // the empty directory `mini_root`.
 absl::Status MakeMiniRoot(const stdfs::path& source_dir, absl::Span<const std::string> paths,
@@ -301,19 +292,16 @@ absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor& executor,
   }
   absl::StatusOr<std::vector<snapshots::Snapshot>> chain = executor.EnsureSnapshots(stage);
   if (!chain.ok()) return chain.status();
-  absl::StatusOr<stdfs::path> scratch = executor.NewScratchDir("artifact");
+  absl::StatusOr<ScratchDir> scratch = executor.NewScratchDir("artifact");
   if (!scratch.ok()) return scratch.status();
-  const stdfs::path mini_root = *scratch / "root";
+  const stdfs::path mini_root = scratch->path() / "root";
   absl::Status made;
   {
     snapshots::RootfsOptions options;
     options.force_copy = executor.options().force_copy_rootfs;
     absl::StatusOr<std::unique_ptr<snapshots::Rootfs>> rootfs =
-        executor.snapshots().PrepareRootfs(*chain, *scratch / "stage", options);
-    if (!rootfs.ok()) {
-      RemoveTree(*scratch).IgnoreError();
-      return rootfs.status();
-    }
+        executor.snapshots().PrepareRootfs(*chain, scratch->path() / "stage", options);
+    if (!rootfs.ok()) return rootfs.status();
     std::error_code error;
     stdfs::create_directory(mini_root, error);
     made = error ? absl::InternalError(absl::StrCat(mini_root.native(), ": ", error.message()))
@@ -321,10 +309,7 @@ absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor& executor,
     // Only read: unmount, nothing to keep.
     if (absl::Status finished = (*rootfs)->Finish(); made.ok()) made = finished;
   }
-  if (!made.ok()) {
-    RemoveTree(*scratch).IgnoreError();
-    return made;
-  }
+  if (!made.ok()) return made;
   std::unique_ptr<cas::BlobWriter> writer = executor.store().NewWriter();
   oci::DiffOptions diff;
   diff.compression = oci::LayerCompression::kNone;
@@ -335,7 +320,7 @@ absl::StatusOr<oci::Descriptor> ExportArtifact(const StageExecutor& executor,
       mini_root, [](absl::string_view) -> absl::StatusOr<bool> { return false; },
       [](absl::string_view) { return absl::OkStatus(); },
       [&writer](absl::string_view bytes) { return writer->Write(bytes); }, diff);
-  absl::Status removed = RemoveTree(*scratch);
+  absl::Status removed = scratch->Remove();
   if (!layer.ok()) return layer.status();
   const std::string media_type = oci::LayerMediaType(oci::LayerCompression::kNone);
   if (absl::Status committed = writer->Commit(layer->blob_digest, media_type); !committed.ok()) {

@@ -56,8 +56,8 @@ struct ContentSource {
 absl::Status CopyFileContent(const std::function<absl::StatusOr<absl::string_view>()>& next,
                              int dir, const std::string& name, const digest::Digest& expected,
                              absl::string_view shown, absl::string_view mismatch) {
-  fs::UniqueFd to(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                         0600));
+  fs::UniqueFd to(
+      openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!to.valid()) return Errno(shown, "create");
   digest::Sha256 hash;
   for (;;) {
@@ -221,15 +221,8 @@ absl::Status MaterializeContextFromStore(cas::BlobStore& store, const fs::Contex
 absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
                                          const LocalBuildInput& input, const BuildEvents& events) {
   const graph::StageGraph& plan = *input.graph;
-  absl::StatusOr<stdfs::path> scratch = executor.NewScratchDir("build");
+  absl::StatusOr<ScratchDir> scratch = executor.NewScratchDir("build");
   if (!scratch.ok()) return scratch.status();
-  struct Cleanup {
-    stdfs::path dir;
-    ~Cleanup() {
-      std::error_code ignored;
-      stdfs::remove_all(dir, ignored);
-    }
-  } cleanup{*scratch};
 
   // The context, once, with what the needed stages read from it.
   std::vector<std::string> context_sources;
@@ -239,7 +232,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
       context_sources.push_back(path == "/" ? "." : path.substr(1));
     }
   }
-  const stdfs::path context = *scratch / "context";
+  const stdfs::path context = scratch->path() / "context";
   if (context_sources.empty()) {
     std::error_code error;
     stdfs::create_directories(context, error);
@@ -266,7 +259,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     if (it == input.named_contexts.end() || it->second.index == nullptr) {
       return absl::NotFoundError(absl::StrCat("build context ", name, " is not defined"));
     }
-    const stdfs::path dir = *scratch / absl::StrCat("named-context-", named_dirs.size());
+    const stdfs::path dir = scratch->path() / absl::StrCat("named-context-", named_dirs.size());
     absl::Status made = MaterializeContext(it->second.dir, *it->second.index, sources, dir);
     if (!made.ok()) {
       return absl::Status(made.code(), absl::StrCat("build context ", name, ": ", made.message()));

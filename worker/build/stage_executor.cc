@@ -11,10 +11,10 @@
 #include <utility>
 #include <variant>
 
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -53,8 +53,8 @@ absl::Status AtInstruction(absl::string_view file, const PlannedInstruction& pla
 // joined to WORKDIR when relative, cleaned, and ending in "/" when the
 // destination was written as a directory ("dir/", ".", "dir/.").
 std::string DestinationPath(absl::string_view dest, absl::string_view workdir) {
-  const bool as_directory = dest.empty() || absl::EndsWith(dest, "/") || dest == "." ||
-                            absl::EndsWith(dest, "/.");
+  const bool as_directory =
+      dest.empty() || absl::EndsWith(dest, "/") || dest == "." || absl::EndsWith(dest, "/.");
   std::string joined = absl::StartsWith(dest, "/")
                            ? dockerfile::CleanPath(dest)
                            : dockerfile::CleanPath(absl::StrCat("/", workdir, "/", dest));
@@ -82,46 +82,39 @@ bool IsGitSource(absl::string_view source) {
 }
 
 // The snapshot sources of `image`'s layers, each opened from the store.
-std::vector<snapshots::LayerSource> LayerSources(cas::BlobStore& store,
-                                                 const BuiltImage& image) {
+std::vector<snapshots::LayerSource> LayerSources(cas::BlobStore& store, const BuiltImage& image) {
   std::vector<snapshots::LayerSource> sources;
   for (size_t i = 0; i < image.layers.size(); ++i) {
     const digest::Digest blob = image.layers[i].digest;
-    sources.push_back({image.config.diff_ids[i], [&store, blob]() -> absl::StatusOr<oci::LayerReader> {
-                         absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(blob);
-                         if (!reader.ok()) return reader.status();
-                         std::shared_ptr<cas::BlobReader> shared = *std::move(reader);
-                         return oci::LayerReader([shared] { return shared->Next(); });
-                       }});
+    sources.push_back(
+        {image.config.diff_ids[i], [&store, blob]() -> absl::StatusOr<oci::LayerReader> {
+           absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(blob);
+           if (!reader.ok()) return reader.status();
+           std::shared_ptr<cas::BlobReader> shared = *std::move(reader);
+           return oci::LayerReader([shared] { return shared->Next(); });
+         }});
   }
   return sources;
-}
-
-absl::Status RemoveTree(const stdfs::path& dir) {
-  std::error_code error;
-  stdfs::remove_all(dir, error);
-  if (error) return absl::InternalError(absl::StrCat("removing ", dir.native(), ": ", error.message()));
-  return absl::OkStatus();
 }
 
 // The work of one stage: the image so far and the sources it has mounted.
 class StageRun {
  public:
   StageRun(const StageExecutor& executor, const graph::PlannedStage& stage,
-           const StageInputs& inputs, const StageEvents& events, stdfs::path scratch)
+           const StageInputs& inputs, const StageEvents& events, ScratchDir scratch)
       : executor_(executor),
         stage_(stage),
         inputs_(inputs),
         events_(events),
-        scratch_(std::move(scratch)),
+        scratch_dir_(std::move(scratch)),
+        scratch_(scratch_dir_.path()),
         created_(inputs.source_date_epoch ? absl::FromUnixSeconds(*inputs.source_date_epoch)
                                           : absl::Now()),
         image_(StartConfig(inputs.base.config), created_),
         layers_(inputs.base.layers) {}
 
   ~StageRun() {
-    sources_.clear();  // unmount before removing their scratch
-    RemoveTree(scratch_).IgnoreError();
+    sources_.clear();  // unmounted before scratch_dir_ removes their mount points
   }
 
   absl::StatusOr<BuiltImage> Run() {
@@ -199,8 +192,8 @@ class StageRun {
   std::optional<std::string> CacheEntryName(size_t index) const {
     if (index >= inputs_.cache_keys.size()) return std::nullopt;
     const std::optional<int64_t>& epoch = inputs_.source_date_epoch;
-    return absl::StrCat("build/v1/", inputs_.cache_keys[index].ToString(), "/epoch=",
-                        epoch ? absl::StrCat(*epoch) : "none", "/",
+    return absl::StrCat("build/v1/", inputs_.cache_keys[index].ToString(),
+                        "/epoch=", epoch ? absl::StrCat(*epoch) : "none", "/",
                         oci::LayerMediaType(executor_.options().compression));
   }
 
@@ -305,8 +298,8 @@ class StageRun {
       // The upper dir is this layer's snapshot: keep it rather than unpack
       // the layer again for the next step.
       std::vector<digest::Digest> ids = Config().diff_ids;
-      absl::StatusOr<snapshots::Snapshot> kept = executor_.snapshots().CommitUpper(
-          *std::move(rootfs), snapshots::ChainIds(ids).back());
+      absl::StatusOr<snapshots::Snapshot> kept =
+          executor_.snapshots().CommitUpper(*std::move(rootfs), snapshots::ChainIds(ids).back());
       if (!kept.ok()) return kept.status();
     }
     return RemoveTree(scratch);
@@ -538,8 +531,8 @@ class StageRun {
                    target->dest, url_options, download);
         if (!fetched.ok()) return fetched.status();
       } else if (IsGitSource(source)) {
-        return absl::UnimplementedError(absl::StrCat("ADD of a git repository is not supported: ",
-                                                     source));
+        return absl::UnimplementedError(
+            absl::StrCat("ADD of a git repository is not supported: ", source));
       } else {
         local.push_back(source);
       }
@@ -592,6 +585,7 @@ class StageRun {
   const graph::PlannedStage& stage_;
   const StageInputs& inputs_;
   const StageEvents& events_;
+  ScratchDir scratch_dir_;
   const stdfs::path scratch_;
   const absl::Time created_;
   oci::StageImage image_;
@@ -621,14 +615,14 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Open(cas::BlobStor
       new StageExecutor(store, std::move(options), *std::move(snapshots)));
 }
 
-absl::StatusOr<stdfs::path> StageExecutor::NewScratchDir(absl::string_view label) const {
+absl::StatusOr<ScratchDir> StageExecutor::NewScratchDir(absl::string_view label) const {
   std::string dir = (options_.data_dir / "run" /
                      absl::StrCat(label, "-", getpid(), "-", scratch_counter_++, "-XXXXXX"))
                         .native();
   if (mkdtemp(dir.data()) == nullptr) {
     return absl::InternalError(absl::StrCat(dir, ": mkdtemp: ", strerror(errno)));
   }
-  return stdfs::path(dir);
+  return ScratchDir(stdfs::path(dir));
 }
 
 absl::StatusOr<std::vector<snapshots::Snapshot>> StageExecutor::EnsureSnapshots(
@@ -645,10 +639,10 @@ absl::StatusOr<std::vector<snapshots::Snapshot>> StageExecutor::EnsureSnapshots(
 absl::StatusOr<BuiltImage> StageExecutor::Run(const graph::PlannedStage& stage,
                                               const StageInputs& inputs,
                                               const StageEvents& events) const {
-  absl::StatusOr<stdfs::path> scratch =
+  absl::StatusOr<ScratchDir> scratch =
       NewScratchDir(stage.name.empty() ? absl::StrCat("stage", stage.index) : stage.name);
   if (!scratch.ok()) return scratch.status();
-  StageRun run(*this, stage, inputs, events, *scratch);
+  StageRun run(*this, stage, inputs, events, *std::move(scratch));
   return run.Run();
 }
 

@@ -21,9 +21,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,6 +35,7 @@
 #include "common/oci/image.h"
 #include "common/oci/image_layout.h"
 #include "common/oci/media_types.h"
+#include "worker/build/scratch_dir.h"
 #include "worker/snapshots/snapshots.h"
 
 namespace stagefarm::worker {
@@ -115,7 +116,7 @@ class StageExecutor {
   const ExecutorOptions& options() const { return options_; }
 
   // A fresh, unique scratch directory under <data-dir>/run/.
-  absl::StatusOr<std::filesystem::path> NewScratchDir(absl::string_view label) const;
+  absl::StatusOr<ScratchDir> NewScratchDir(absl::string_view label) const;
 
  private:
   StageExecutor(cas::BlobStore* store, ExecutorOptions options,
