@@ -3,6 +3,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <filesystem>
 #include <fstream>
@@ -17,12 +18,15 @@ using ::testing::HasSubstr;
 
 class BuildContextsTest : public ::testing::Test {
  protected:
+  // A directory of its own: ctest runs this fixture's tests at once.
   void SetUp() override {
-    dir_ = stdfs::path(::testing::TempDir()) / "build_contexts_test";
-    stdfs::remove_all(dir_);
+    std::string pattern = (stdfs::temp_directory_path() / "build_contexts_test.XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
     stdfs::create_directories(dir_ / "lib");
     std::ofstream(dir_ / "file") << "x";
   }
+  void TearDown() override { stdfs::remove_all(dir_); }
 
   std::string Error(const std::vector<std::string>& values) {
     absl::StatusOr<std::vector<BuildContextFlag>> parsed = ParseBuildContexts(values);
