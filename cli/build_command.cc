@@ -312,18 +312,26 @@ std::string NewBuildId() {
   return absl::StrCat(absl::Hex(absl::ToUnixNanos(absl::Now()) ^ getpid()));
 }
 
-// A --build-context as the build uses it: the flag, and for a directory its
-// index (its own .dockerignore applied).
-struct NamedContextInput {
-  BuildContextFlag flag;
-  fs::ContextIndex index;
-};
+// The index of the context directory `dir` (ignore file as `dockerfile`
+// selects it), through its hash cache in `data_dir`; adds the files it read
+// and hashed to `*hashed`. A cache that cannot be saved is only a warning.
+absl::StatusOr<fs::ContextIndex> ScanContext(const stdfs::path& data_dir, const stdfs::path& dir,
+                                             const stdfs::path& dockerfile, uint64_t* hashed) {
+  fs::HashCache hashes = fs::HashCache::Load(ContextHashFile(data_dir, dir));
+  absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(dir, dockerfile, &hashes);
+  if (!index.ok()) return index.status();
+  if (absl::Status saved = hashes.Save(); !saved.ok()) {
+    std::fprintf(stderr, "warning: %s\n", std::string(saved.message()).c_str());
+  }
+  *hashed += hashes.misses();
+  return index;
+}
 
 // `--workers 0`: every stage in this process, on this node's own store.
 absl::StatusOr<worker::BuiltImage> BuildInProcess(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
     const LoadedPlan& plan, const fs::ContextIndex& index,
-    const std::vector<NamedContextInput>& named, std::optional<int64_t> epoch,
+    const std::vector<build::NamedContext>& named, std::optional<int64_t> epoch,
     const std::map<std::string, std::string>& secrets,
     std::optional<oci::CompressOptions> precompress, const stdfs::path& data_dir,
     cas::BlobStore& store, const EventSink& sink) {
@@ -336,11 +344,8 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
   input.graph = &plan.graph;
   input.context_dir = context;
   input.context = &index;
-  graph::NamedContextIndexes named_indexes;
-  for (const NamedContextInput& context : named) {
-    if (context.flag.image) continue;
-    input.named_contexts[context.flag.name] = {context.flag.dir, &context.index};
-    named_indexes[context.flag.name] = &context.index;
+  for (const build::NamedContext& context : named) {
+    if (!context.image) input.named_contexts[context.name] = {context.dir, &context.context};
   }
   input.dockerfile_name = file;
   input.source_date_epoch = epoch;
@@ -360,7 +365,7 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
         if (!image.ok()) return std::nullopt;
         return image->manifest.digest;
       },
-      named_indexes);
+      build::NamedContextIndexes(named));
   if (keys.ok()) input.cache_keys = *std::move(keys);
   input.use_cache = !parsed.Has("no-cache");
   input.resolve_image = [&store](const oci::ImageRef& ref) -> absl::StatusOr<worker::BuiltImage> {
@@ -375,7 +380,7 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
 absl::StatusOr<worker::BuiltImage> BuildOnCluster(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
     const LoadedPlan& plan, const fs::ContextIndex& index,
-    const std::vector<NamedContextInput>& named, std::optional<int64_t> epoch,
+    const std::vector<build::NamedContext>& named, std::optional<int64_t> epoch,
     std::map<std::string, std::string> secrets, int workers, int slots, const stdfs::path& data_dir,
     cas::BlobStore& store, const EventSink& sink, ClientRecord& client_record) {
   build::BuildDefinition definition;
@@ -393,37 +398,24 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
   definition.no_cache = parsed.Has("no-cache");
   definition.secrets = std::move(secrets);
   // Only what the needed stages read goes to the cluster: a build that
-  // copies one directory of a monorepo sends that directory.
-  std::vector<std::string> read_paths;
-  for (const graph::PlannedStage& stage : plan.graph.stages) {
-    if (stage.needed) {
-      read_paths.insert(read_paths.end(), stage.context_paths.begin(), stage.context_paths.end());
+  // copies one directory of a monorepo sends that directory. So do the named
+  // contexts: each restricted to what the needed stages read from it (an
+  // unused one is sent as an empty index).
+  const graph::NeededContextPaths read = graph::ContextPathsOfNeededStages(plan.graph);
+  auto count_files = [&client_record](const fs::ContextIndex& sent) {
+    for (const fs::ContextEntry& entry : sent.entries()) {
+      if (entry.type == fs::EntryType::kFile) ++client_record.context_files;
     }
-  }
-  definition.context = index.Restrict(read_paths);
-  for (const fs::ContextEntry& entry : definition.context.entries()) {
-    if (entry.type == fs::EntryType::kFile) ++client_record.context_files;
-  }
-  // So do the named contexts: each restricted to what the needed stages
-  // read from it (an unused one is sent as an empty index).
-  for (const NamedContextInput& context : named) {
-    build::NamedContext out;
-    out.name = context.flag.name;
-    out.image = context.flag.image;
-    out.dir = context.flag.dir;
-    if (!context.flag.image) {
-      std::vector<std::string> paths;
-      for (const graph::PlannedStage& stage : plan.graph.stages) {
-        if (!stage.needed) continue;
-        auto it = stage.named_context_paths.find(context.flag.name);
-        if (it != stage.named_context_paths.end()) {
-          paths.insert(paths.end(), it->second.begin(), it->second.end());
-        }
-      }
-      out.context = context.index.Restrict(paths);
-      for (const fs::ContextEntry& entry : out.context.entries()) {
-        if (entry.type == fs::EntryType::kFile) ++client_record.context_files;
-      }
+  };
+  definition.context = index.Restrict(read.own);
+  count_files(definition.context);
+  for (const build::NamedContext& context : named) {
+    build::NamedContext out{context.name, context.image, {}, context.dir};
+    if (!context.image) {
+      auto paths = read.named.find(context.name);
+      out.context = context.context.Restrict(paths == read.named.end() ? std::vector<std::string>()
+                                                                       : paths->second);
+      count_files(out.context);
     }
     definition.named_contexts.push_back(std::move(out));
   }
@@ -564,7 +556,8 @@ int Build(const std::vector<std::string>& args) {
   options.build_args = build_args;
   options.target = parsed.Get("target");
   options.platform = parsed.Get("platform");
-  options.named_contexts = PlannerSources(*context_flags);
+  std::vector<build::NamedContext> named = NamedContextsOf(*context_flags);
+  options.named_contexts = build::NamedContextSources(named);
   const registry::RegistryOptions registry_options = RegistryOptionsFromFlags(parsed);
   options.image_config = [&store, &registry_options](
                              const oci::ImageRef& ref,
@@ -583,34 +576,21 @@ int Build(const std::vector<std::string>& args) {
   BuildRecord record;
   ClientRecord client_record;
   const absl::Time read_start = absl::Now();
-  fs::HashCache hashes = fs::HashCache::Load(ContextHashFile(*data_dir, context));
-  absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(context, file, &hashes);
+  absl::StatusOr<fs::ContextIndex> index =
+      ScanContext(*data_dir, context, file, &client_record.context_files_hashed);
   if (!index.ok()) return Fail(index.status().message());
-  if (absl::Status saved = hashes.Save(); !saved.ok()) {
-    std::fprintf(stderr, "warning: %s\n", std::string(saved.message()).c_str());
-  }
-  client_record.context_files_hashed = hashes.misses();
   // Each named local context is indexed as the main one is, with its own
   // hash cache and only its own .dockerignore (BuildKit's namedcontext reads
-  // that one file at the context's root).
-  std::vector<NamedContextInput> named;
-  for (const BuildContextFlag& flag : *context_flags) {
-    NamedContextInput input{flag, {}};
-    if (!flag.image) {
-      fs::HashCache named_hashes = fs::HashCache::Load(ContextHashFile(*data_dir, flag.dir));
-      absl::StatusOr<fs::ContextIndex> named_index =
-          fs::ContextIndex::Build(flag.dir, "", &named_hashes);
-      if (!named_index.ok()) {
-        return Fail(
-            absl::StrCat("--build-context ", flag.value, ": ", named_index.status().message()));
-      }
-      if (absl::Status saved = named_hashes.Save(); !saved.ok()) {
-        std::fprintf(stderr, "warning: %s\n", std::string(saved.message()).c_str());
-      }
-      client_record.context_files_hashed += named_hashes.misses();
-      input.index = *std::move(named_index);
+  // that one file at the context's root). `named` is in the flags' order.
+  for (size_t i = 0; i < named.size(); ++i) {
+    if (named[i].image) continue;
+    absl::StatusOr<fs::ContextIndex> named_index =
+        ScanContext(*data_dir, named[i].dir, "", &client_record.context_files_hashed);
+    if (!named_index.ok()) {
+      return Fail(absl::StrCat("--build-context ", (*context_flags)[i].value, ": ",
+                               named_index.status().message()));
     }
-    named.push_back(std::move(input));
+    named[i].context = *std::move(named_index);
   }
   client_record.context_scan_seconds = absl::ToDoubleSeconds(absl::Now() - read_start);
   record.AddClientSpan({"read context", read_start, absl::Now()});

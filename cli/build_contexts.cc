@@ -92,17 +92,16 @@ FlagSpec BuildContextFlagSpec() {
           "COPY --from=NAME and RUN --mount=from=NAME"};
 }
 
-std::map<std::string, graph::NamedContextSource> PlannerSources(
-    const std::vector<BuildContextFlag>& contexts) {
-  std::map<std::string, graph::NamedContextSource> sources;
+std::vector<build::NamedContext> NamedContextsOf(const std::vector<BuildContextFlag>& contexts) {
+  std::vector<build::NamedContext> named;
   for (const BuildContextFlag& context : contexts) {
-    graph::NamedContextSource& source = sources[context.name];
-    if (context.image) {
-      source.kind = graph::NamedContextSource::Kind::kImage;
-      source.image = *context.image;
-    }
+    build::NamedContext out;
+    out.name = context.name;
+    out.image = context.image;
+    out.dir = context.dir;
+    named.push_back(std::move(out));
   }
-  return sources;
+  return named;
 }
 
 }  // namespace stagefarm::cli

@@ -5,14 +5,13 @@
 #pragma once
 
 #include <filesystem>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "cli/command_line.h"
-#include "common/graph/stage_graph.h"
+#include "common/build/build_definition.h"
 #include "common/oci/image_ref.h"
 
 namespace stagefarm::cli {
@@ -38,8 +37,8 @@ absl::StatusOr<std::vector<BuildContextFlag>> ParseBuildContexts(
 // The flag, as `build` and `plan` take it.
 FlagSpec BuildContextFlagSpec();
 
-// What the planner needs to know of `contexts` (graph::PlanOptions::named_contexts).
-std::map<std::string, graph::NamedContextSource> PlannerSources(
-    const std::vector<BuildContextFlag>& contexts);
+// The contexts as a build names them, in the flags' order; a directory's
+// index (`context`) is left for the caller to fill in.
+std::vector<build::NamedContext> NamedContextsOf(const std::vector<BuildContextFlag>& contexts);
 
 }  // namespace stagefarm::cli

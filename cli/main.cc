@@ -105,7 +105,8 @@ int Plan(const std::vector<std::string>& args) {
   options.build_args = ResolveBuildArgs(parsed.All("build-arg"));
   options.target = parsed.Get("target");
   options.platform = parsed.Get("platform");
-  options.named_contexts = PlannerSources(*contexts);
+  std::vector<build::NamedContext> named = NamedContextsOf(*contexts);
+  options.named_contexts = build::NamedContextSources(named);
   absl::StatusOr<LoadedPlan> plan = LoadPlan(file, std::move(options));
   if (!plan.ok()) return Fail(plan.status().message());
   const graph::StageGraph* stage_graph = &plan->graph;
@@ -118,15 +119,14 @@ int Plan(const std::vector<std::string>& args) {
         [&]() -> absl::StatusOr<std::vector<std::optional<graph::StageKeys>>> {
       absl::StatusOr<fs::ContextIndex> index = fs::ContextIndex::Build(context, file);
       if (!index.ok()) return index.status();
-      std::map<std::string, fs::ContextIndex> named;  // the named directories, indexed alike
-      graph::NamedContextIndexes named_indexes;
-      for (const BuildContextFlag& flag : *contexts) {
-        if (flag.image) continue;
-        absl::StatusOr<fs::ContextIndex> dir = fs::ContextIndex::Build(flag.dir, "");
+      for (build::NamedContext& context : named) {  // the named directories, indexed alike
+        if (context.image) continue;
+        absl::StatusOr<fs::ContextIndex> dir = fs::ContextIndex::Build(context.dir, "");
         if (!dir.ok()) return dir.status();
-        named_indexes[flag.name] = &named.emplace(flag.name, *std::move(dir)).first->second;
+        context.context = *std::move(dir);
       }
-      return graph::ComputePlanCacheKeys(*stage_graph, *index, file, nullptr, named_indexes);
+      return graph::ComputePlanCacheKeys(*stage_graph, *index, file, nullptr,
+                                         build::NamedContextIndexes(named));
     }();
     if (!keys.ok()) {
       std::fprintf(stderr, "stagefarm: warning: no cache keys in this plan: %s\n",

@@ -29,16 +29,6 @@ struct Failure {
   bool inputs_lost = false;  // a fetch failed: the holders are gone
 };
 
-// Context paths as the plan lists them (PlannedStage::context_paths), as
-// ContextIndex::Select sources.
-std::vector<std::string> ContextSources(const std::vector<std::string>& paths) {
-  std::vector<std::string> sources;
-  for (const std::string& path : paths) {
-    sources.push_back(path == "/" ? "." : path.substr(1));
-  }
-  return sources;
-}
-
 // The content digests of the context files `sources` select (every file when
 // a source selects nothing resolvable: MaterializeContext then copies them
 // all).
@@ -241,7 +231,7 @@ class AssignmentRun {
     held.insert(held.end(), image_blobs.begin(), image_blobs.end());
 
     // The context files it copies.
-    const std::vector<std::string> sources = ContextSources(stage.context_paths);
+    const std::vector<std::string> sources = graph::SelectSources(stage.context_paths);
     if (!sources.empty()) {
       if (std::optional<Failure> failed = Fetch(ContextBlobs(known_->definition.context, sources),
                                                 assign_.getContextHolders(), "the build context")) {
@@ -257,7 +247,7 @@ class AssignmentRun {
             absl::NotFoundError(absl::StrCat("build context ", name, " is not defined"))};
       }
       if (std::optional<Failure> failed =
-              Fetch(ContextBlobs(named->context, ContextSources(paths)),
+              Fetch(ContextBlobs(named->context, graph::SelectSources(paths)),
                     assign_.getContextHolders(), absl::StrCat("build context ", name))) {
         return failed;
       }
@@ -285,7 +275,7 @@ class AssignmentRun {
           scratch->path() / absl::StrCat("named-context-", inputs.named_context_dirs.size());
       if (absl::Status made = MaterializeContextFromStore(
               executor_.store(), known_->definition.FindNamedContext(name)->context,
-              ContextSources(paths), dir);
+              graph::SelectSources(paths), dir);
           !made.ok()) {
         return Failure{
             absl::Status(made.code(), absl::StrCat("build context ", name, ": ", made.message()))};

@@ -20,8 +20,8 @@ namespace {
 absl::StatusOr<digest::Digest> ParseDigestField(absl::string_view field, absl::string_view text) {
   absl::StatusOr<digest::Digest> parsed = digest::Digest::Parse(text);
   if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " \"", absl::CHexEscape(text.substr(0, 100)),
-                                                   "\": ", parsed.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " \"", absl::CHexEscape(text.substr(0, 100)), "\": ", parsed.status().message()));
   }
   return parsed;
 }
@@ -50,9 +50,10 @@ const NamedContext* BuildDefinition::FindNamedContext(absl::string_view name) co
   return nullptr;
 }
 
-std::map<std::string, graph::NamedContextSource> BuildDefinition::NamedContextSources() const {
+std::map<std::string, graph::NamedContextSource> NamedContextSources(
+    const std::vector<NamedContext>& contexts) {
   std::map<std::string, graph::NamedContextSource> sources;
-  for (const NamedContext& context : named_contexts) {
+  for (const NamedContext& context : contexts) {
     graph::NamedContextSource& source = sources[context.name];
     if (context.image) {
       source.kind = graph::NamedContextSource::Kind::kImage;
@@ -62,9 +63,9 @@ std::map<std::string, graph::NamedContextSource> BuildDefinition::NamedContextSo
   return sources;
 }
 
-graph::NamedContextIndexes BuildDefinition::NamedContextIndexes() const {
+graph::NamedContextIndexes NamedContextIndexes(const std::vector<NamedContext>& contexts) {
   graph::NamedContextIndexes indexes;
-  for (const NamedContext& context : named_contexts) {
+  for (const NamedContext& context : contexts) {
     if (!context.image) indexes[context.name] = &context.context;
   }
   return indexes;
@@ -84,7 +85,7 @@ absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition) {
   options.build_args = definition.build_args;
   options.target = definition.target;
   options.platform = definition.platform;
-  options.named_contexts = definition.NamedContextSources();
+  options.named_contexts = NamedContextSources(definition.named_contexts);
   options.image_config = [&definition](const oci::ImageRef& ref,
                                        const oci::Platform&) -> std::optional<graph::ImageConfig> {
     const NamedImage* image = definition.FindImage(ref);
@@ -102,7 +103,7 @@ absl::StatusOr<PlannedBuild> PlanBuild(const BuildDefinition& definition) {
         if (image == nullptr) return std::nullopt;
         return image->manifest;
       },
-      definition.NamedContextIndexes());
+      NamedContextIndexes(definition.named_contexts));
   if (keys.ok()) {
     plan.keys = *std::move(keys);
   } else {
@@ -130,7 +131,8 @@ absl::StatusOr<oci::Descriptor> FromSchema(schema::Layer::Reader in) {
 
 void ToSchema(const oci::BuiltImage& image, schema::ImageData::Builder out) {
   const std::string config = oci::SerializeImageConfig(image.config);
-  out.setConfig(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(config.data()), config.size()));
+  out.setConfig(
+      capnp::Data::Reader(reinterpret_cast<const kj::byte*>(config.data()), config.size()));
   auto layers = out.initLayers(image.layers.size());
   for (size_t i = 0; i < image.layers.size(); ++i) ToSchema(image.layers[i], layers[i]);
 }
@@ -148,16 +150,16 @@ absl::StatusOr<oci::BuiltImage> FromSchema(schema::ImageData::Reader in) {
     image.layers.push_back(*std::move(descriptor));
   }
   if (image.layers.size() != image.config.diff_ids.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("image: ", image.layers.size(),
-                                                   " layers for ", image.config.diff_ids.size(),
-                                                   " diff ids"));
+    return absl::InvalidArgumentError(absl::StrCat("image: ", image.layers.size(), " layers for ",
+                                                   image.config.diff_ids.size(), " diff ids"));
   }
   return image;
 }
 
 void ToSchema(const BuildDefinition& definition, schema::BuildDefinition::Builder out) {
-  out.setDockerfile(capnp::Data::Reader(
-      reinterpret_cast<const kj::byte*>(definition.dockerfile.data()), definition.dockerfile.size()));
+  out.setDockerfile(
+      capnp::Data::Reader(reinterpret_cast<const kj::byte*>(definition.dockerfile.data()),
+                          definition.dockerfile.size()));
   out.setDockerfileName(definition.dockerfile_name);
   auto args = out.initBuildArgs(definition.build_args.size());
   for (size_t i = 0; i < definition.build_args.size(); ++i) args.set(i, definition.build_args[i]);
@@ -226,14 +228,19 @@ absl::StatusOr<fs::ContextIndex> FromSchema(capnp::List<schema::ContextEntry>::R
     fs::ContextEntry entry;
     entry.path = Text(item.getPath());
     switch (item.getType()) {
-      case schema::ContextEntry::Type::FILE: entry.type = fs::EntryType::kFile; break;
-      case schema::ContextEntry::Type::DIRECTORY: entry.type = fs::EntryType::kDirectory; break;
-      case schema::ContextEntry::Type::SYMLINK: entry.type = fs::EntryType::kSymlink; break;
+      case schema::ContextEntry::Type::FILE:
+        entry.type = fs::EntryType::kFile;
+        break;
+      case schema::ContextEntry::Type::DIRECTORY:
+        entry.type = fs::EntryType::kDirectory;
+        break;
+      case schema::ContextEntry::Type::SYMLINK:
+        entry.type = fs::EntryType::kSymlink;
+        break;
       default:
-        return absl::InvalidArgumentError(absl::StrCat("context entry \"",
-                                                       absl::CHexEscape(entry.path),
-                                                       "\": unknown type ",
-                                                       static_cast<int>(item.getType())));
+        return absl::InvalidArgumentError(
+            absl::StrCat("context entry \"", absl::CHexEscape(entry.path), "\": unknown type ",
+                         static_cast<int>(item.getType())));
     }
     entry.mode = item.getMode();
     entry.uid = item.getUid();
@@ -329,9 +336,8 @@ absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
     }
     image.image = *std::move(built);
     if (item.getManifestDigest().size() > 0) {
-      absl::StatusOr<digest::Digest> manifest =
-          ParseDigestField(absl::StrCat("image ", image.ref.String(), " manifest"),
-                           Text(item.getManifestDigest()));
+      absl::StatusOr<digest::Digest> manifest = ParseDigestField(
+          absl::StrCat("image ", image.ref.String(), " manifest"), Text(item.getManifestDigest()));
       if (!manifest.ok()) return manifest.status();
       image.manifest = *manifest;
     }
@@ -351,11 +357,11 @@ absl::StatusOr<BuildDefinition> FromSchema(schema::BuildDefinition::Reader in) {
 }
 
 absl::Status CheckSecret(absl::string_view id, absl::string_view value) {
-  const bool id_ok = !id.empty() && id.size() <= 256 &&
-                     std::all_of(id.begin(), id.end(), [](char c) {
-                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
-                              c == '_' || c == '-';
-                     });
+  const bool id_ok =
+      !id.empty() && id.size() <= 256 && std::all_of(id.begin(), id.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+               c == '-';
+      });
   if (!id_ok) {
     return absl::InvalidArgumentError(
         absl::StrCat("secret id \"", absl::CHexEscape(id.substr(0, 300)),
@@ -385,13 +391,13 @@ std::string SerializeDefinition(schema::BuildDefinition::Reader definition) {
 absl::StatusOr<BuildDefinition> ParseDefinition(absl::string_view frame, absl::string_view from) {
   const unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        from, ": a build definition frame of ", frame.size(), " bytes that is not zstd"));
+    return absl::InvalidArgumentError(absl::StrCat(from, ": a build definition frame of ",
+                                                   frame.size(), " bytes that is not zstd"));
   }
   if (size == 0 || size > kMaxDefinitionBytes || size % sizeof(capnp::word) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(from, ": a build definition of ", size, " bytes (whole words up to ",
-                     kMaxDefinitionBytes, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(from, ": a build definition of ", size,
+                                                   " bytes (whole words up to ",
+                                                   kMaxDefinitionBytes, ")"));
   }
   // Cap'n Proto needs word alignment: decompressed straight into words.
   kj::Array<capnp::word> words = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
@@ -409,9 +415,9 @@ absl::StatusOr<BuildDefinition> ParseDefinition(absl::string_view frame, absl::s
   try {
     capnp::FlatArrayMessageReader reader(words, options);
     if (reader.getEnd() != words.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          from, ": a build definition frame with ",
-          (words.end() - reader.getEnd()) * sizeof(capnp::word), " trailing bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(from, ": a build definition frame with ",
+                       (words.end() - reader.getEnd()) * sizeof(capnp::word), " trailing bytes"));
     }
     const schema::BuildDefinition::Reader root = reader.getRoot<schema::BuildDefinition>();
     root.totalSize();  // bounds-checks every pointer before any field is read
@@ -422,8 +428,8 @@ absl::StatusOr<BuildDefinition> ParseDefinition(absl::string_view frame, absl::s
     }
     return definition;
   } catch (const kj::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(from, ": malformed build definition frame: ",
-                                                   e.getDescription().cStr()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(from, ": malformed build definition frame: ", e.getDescription().cStr()));
   }
 }
 

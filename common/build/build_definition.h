@@ -65,11 +65,14 @@ struct BuildDefinition {
   const NamedImage* FindImage(const oci::ImageRef& ref) const;
   // The named context `name` (a NamedContextName), or null.
   const NamedContext* FindNamedContext(absl::string_view name) const;
-  // What the planner needs to know of the named contexts.
-  std::map<std::string, graph::NamedContextSource> NamedContextSources() const;
-  // The indexes of the named local contexts, for graph::ComputePlanCacheKeys.
-  graph::NamedContextIndexes NamedContextIndexes() const;
 };
+
+// What the planner needs to know of named contexts (PlanOptions::named_contexts).
+std::map<std::string, graph::NamedContextSource> NamedContextSources(
+    const std::vector<NamedContext>& contexts);
+// The indexes of the named local contexts, for graph::ComputePlanCacheKeys;
+// they point into `contexts`.
+graph::NamedContextIndexes NamedContextIndexes(const std::vector<NamedContext>& contexts);
 
 struct PlannedBuild {
   dockerfile::ParseResult ast;

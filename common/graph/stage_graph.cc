@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/dockerfile/dockerignore.h"
 #include "common/dockerfile/parser.h"
 #include "common/dockerfile/suggestion.h"
@@ -72,6 +73,13 @@ struct StageState {
   bool triggers_added = false;
   std::optional<StageScope> scope;  // after planning, for the stages built FROM it
 };
+
+// Sorts `items` and drops repeats.
+template <typename T>
+void SortUnique(std::vector<T>& items) {
+  std::sort(items.begin(), items.end());
+  items.erase(std::unique(items.begin(), items.end()), items.end());
+}
 
 class Planner {
  public:
@@ -704,17 +712,9 @@ class Planner {
       out.mount_from = command.mount_from;
       planned.instructions.push_back(std::move(out));
     }
-    std::sort(planned.context_paths.begin(), planned.context_paths.end());
-    planned.context_paths.erase(
-        std::unique(planned.context_paths.begin(), planned.context_paths.end()),
-        planned.context_paths.end());
-    for (auto& [name, paths] : planned.named_context_paths) {
-      std::sort(paths.begin(), paths.end());
-      paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
-    }
-    std::sort(planned.stage_reads.begin(), planned.stage_reads.end());
-    planned.stage_reads.erase(std::unique(planned.stage_reads.begin(), planned.stage_reads.end()),
-                              planned.stage_reads.end());
+    SortUnique(planned.context_paths);
+    for (auto& [name, paths] : planned.named_context_paths) SortUnique(paths);
+    SortUnique(planned.stage_reads);
     state.scope = std::move(scope);
     return absl::OkStatus();
   }
@@ -757,16 +757,39 @@ absl::StatusOr<std::string> NamedContextName(absl::string_view reference) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid context name ", reference, ": ", ref.status().message()));
   }
-  std::string name = ref->Name();
-  if (absl::StartsWith(name, "docker.io/library/")) {
-    name.erase(0, std::string("docker.io/library/").size());
-  } else if (absl::StartsWith(name, "docker.io/")) {
-    name.erase(0, std::string("docker.io/").size());
+  const std::string full = ref->Name();
+  absl::string_view familiar = full;
+  if (!absl::ConsumePrefix(&familiar, "docker.io/library/")) {
+    absl::ConsumePrefix(&familiar, "docker.io/");
   }
+  std::string name(familiar);
   if (!ref->tag.empty()) absl::StrAppend(&name, ":", ref->tag);
   if (!ref->digest.empty()) absl::StrAppend(&name, "@", ref->digest);
-  if (absl::EndsWith(name, ":latest")) name.resize(name.size() - std::string(":latest").size());
+  if (absl::EndsWith(name, ":latest"))
+    name.resize(name.size() - absl::string_view(":latest").size());
   return name;
+}
+
+NeededContextPaths ContextPathsOfNeededStages(const StageGraph& graph) {
+  NeededContextPaths paths;
+  for (const PlannedStage& stage : graph.stages) {
+    if (!stage.needed) continue;
+    paths.own.insert(paths.own.end(), stage.context_paths.begin(), stage.context_paths.end());
+    for (const auto& [name, read] : stage.named_context_paths) {
+      std::vector<std::string>& all = paths.named[name];
+      all.insert(all.end(), read.begin(), read.end());
+    }
+  }
+  return paths;
+}
+
+std::vector<std::string> SelectSources(const std::vector<std::string>& plan_paths) {
+  std::vector<std::string> sources;
+  sources.reserve(plan_paths.size());
+  for (const std::string& path : plan_paths) {
+    sources.push_back(path == "/" ? "." : path.substr(1));
+  }
+  return sources;
 }
 
 absl::StatusOr<StageGraph> BuildStageGraph(const dockerfile::StagedDockerfile& dockerfile,

@@ -123,6 +123,20 @@ struct NamedContextSource {
 // NAME: ..." when it is not a valid reference (empty, upper case, ...).
 absl::StatusOr<std::string> NamedContextName(absl::string_view reference);
 
+// What the needed stages of a graph read from the contexts, as plan paths
+// (PlannedStage::context_paths): from the build's own context, and from each
+// named local context by name. What a client sends, and what a node lays
+// out before the stages run.
+struct NeededContextPaths {
+  std::vector<std::string> own;
+  std::map<std::string, std::vector<std::string>> named;
+};
+NeededContextPaths ContextPathsOfNeededStages(const StageGraph& graph);
+
+// Plan paths ("/", "/dir/file") as fs::ContextIndex::Select takes them
+// (".", "dir/file").
+std::vector<std::string> SelectSources(const std::vector<std::string>& plan_paths);
+
 struct PlanOptions {
   std::string filename = "Dockerfile";  // prefixes error locations
   std::vector<std::string> build_args;  // "NAME=value"

@@ -224,14 +224,10 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
   absl::StatusOr<ScratchDir> scratch = executor.NewScratchDir("build");
   if (!scratch.ok()) return scratch.status();
 
-  // The context, once, with what the needed stages read from it.
-  std::vector<std::string> context_sources;
-  for (const graph::PlannedStage& stage : plan.stages) {
-    if (!stage.needed) continue;
-    for (const std::string& path : stage.context_paths) {
-      context_sources.push_back(path == "/" ? "." : path.substr(1));
-    }
-  }
+  // The context, once, with what the needed stages read from it; so each
+  // named local context.
+  const graph::NeededContextPaths read = graph::ContextPathsOfNeededStages(plan);
+  const std::vector<std::string> context_sources = graph::SelectSources(read.own);
   const stdfs::path context = scratch->path() / "context";
   if (context_sources.empty()) {
     std::error_code error;
@@ -243,24 +239,15 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     if (!made.ok()) return made;
   }
 
-  // Each named local context, once, with what the needed stages read from it.
-  std::map<std::string, std::vector<std::string>> named_sources;
-  for (const graph::PlannedStage& stage : plan.stages) {
-    if (!stage.needed) continue;
-    for (const auto& [name, paths] : stage.named_context_paths) {
-      for (const std::string& path : paths) {
-        named_sources[name].push_back(path == "/" ? "." : path.substr(1));
-      }
-    }
-  }
   std::map<std::string, stdfs::path> named_dirs;
-  for (const auto& [name, sources] : named_sources) {
+  for (const auto& [name, paths] : read.named) {
     auto it = input.named_contexts.find(name);
     if (it == input.named_contexts.end() || it->second.index == nullptr) {
       return absl::NotFoundError(absl::StrCat("build context ", name, " is not defined"));
     }
     const stdfs::path dir = scratch->path() / absl::StrCat("named-context-", named_dirs.size());
-    absl::Status made = MaterializeContext(it->second.dir, *it->second.index, sources, dir);
+    absl::Status made =
+        MaterializeContext(it->second.dir, *it->second.index, graph::SelectSources(paths), dir);
     if (!made.ok()) {
       return absl::Status(made.code(), absl::StrCat("build context ", name, ": ", made.message()));
     }
