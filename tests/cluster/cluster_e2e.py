@@ -44,7 +44,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "testing"))
-from e2e import BASE_PATH, SOURCE_ROOT, Failure, check, free_port, tail  # noqa: E402,F401
+from e2e import (BASE_PATH, SOURCE_ROOT, Failure, check, free_port, tail,  # noqa: E402,F401
+                 write_context)
 
 
 class Cluster:
@@ -230,14 +231,6 @@ class Build:
 
     def describe(self):
         return "\n".join([json.dumps(e) for e in self.events[-30:]] + self.other[-20:])
-
-
-def write_context(work, name, dockerfile):
-    context = os.path.join(work, name)
-    os.makedirs(context, exist_ok=True)
-    with open(os.path.join(context, "Dockerfile"), "w") as f:
-        f.write(dockerfile)
-    return context
 
 
 def build_ok(client, cluster, context, extra=(), env=None):

@@ -47,7 +47,8 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "testing"))
-from e2e import BASE_PATH, SOURCE_ROOT, Failure, check, free_port, run, tail  # noqa: E402
+from e2e import (BASE_PATH, SOURCE_ROOT, Failure, check, free_port, run, tail,  # noqa: E402
+                 write_context)
 
 
 class Registry:
@@ -354,14 +355,6 @@ def skopeo_digest(ref, creds=None):
     if creds:
         args += ["--creds", creds]
     return json.loads(run(args + [f"docker://{ref}"]).stdout)["Digest"]
-
-
-def write_context(work, name, dockerfile):
-    context = os.path.join(work, name)
-    os.makedirs(context)
-    with open(os.path.join(context, "Dockerfile"), "w") as f:
-        f.write(dockerfile)
-    return context
 
 
 def scenario_plain(work, bin_dir):

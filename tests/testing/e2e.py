@@ -1,6 +1,7 @@
 """What the end-to-end scripts share (tests/cluster, tests/registry,
 tests/ansible, bench/*.py): failures, free loopback ports, running commands,
-the tails of logs. Import it after putting tests/testing on sys.path."""
+the tails of logs, build contexts. Import it after putting tests/testing on
+sys.path."""
 import os
 import socket
 import subprocess
@@ -41,3 +42,12 @@ def tail(path, lines=20):
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def write_context(work, name, dockerfile):
+    """A build context WORK/NAME holding only a Dockerfile with this text."""
+    context = os.path.join(work, name)
+    os.makedirs(context, exist_ok=True)
+    with open(os.path.join(context, "Dockerfile"), "w") as f:
+        f.write(dockerfile)
+    return context
