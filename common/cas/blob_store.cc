@@ -796,12 +796,21 @@ void BlobStore::FlushIfReplayWouldBeLong() {
   for (const std::unique_ptr<rocksdb::LogFile>& log : logs) bytes += log->SizeFileBytes();
   if (logs.size() <= kMaxLogsToReplay && bytes <= kMaxLogBytesToReplay) return;
   absl::MutexLock lock(&mu_);
-  WaitForBackgroundFlushes();  // see CommitIndex
+  // A failed flush loses nothing: the logs stay and are replayed next time.
+  FlushNow(handles_).PermitUncheckedError();
+}
+
+rocksdb::Status BlobStore::FlushNow(const std::vector<rocksdb::ColumnFamilyHandle*>& families) {
+  // None of RocksDB's own flushes may be pending or running when a manual
+  // one starts: RocksDB 7.8 (Debian 12's) keeps a flush's reason per column
+  // family, and a manual atomic flush racing an automatic one of the same
+  // families fails an assertion in its flush thread and aborts the process
+  // (facebook/rocksdb#11111, fixed in 8.0). Seen exporting a 430 MB image.
+  WaitForBackgroundFlushes();
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;
   flush_options.allow_write_stall = true;
-  // A failed flush loses nothing: the logs stay and are replayed next time.
-  db_->Flush(flush_options, handles_).PermitUncheckedError();
+  return db_->Flush(flush_options, families);
 }
 
 void BlobStore::WaitForBackgroundFlushes() const {
@@ -826,19 +835,10 @@ absl::Status BlobStore::CommitIndex(const Digest& blob, const std::string& recor
                                     bool needs_flush) {
   std::string key = blob.ToString();
   if (needs_flush) {
-    // No chunk write may start (they hold mu_) while the flush is prepared,
-    // and none of RocksDB's own flushes may be pending or running when it
-    // starts: RocksDB 7.8 (Debian 12's) keeps a flush's reason per column
-    // family, and a manual atomic flush racing an automatic one of the same
-    // families fails an assertion in its flush thread and aborts the process
-    // (facebook/rocksdb#11111, fixed in 8.0). Seen exporting a 430 MB image.
+    // No chunk write may start (they hold mu_) while the flush is prepared.
     absl::MutexLock lock(&mu_);
     const uint64_t covered = unlogged_writes_;
-    WaitForBackgroundFlushes();
-    rocksdb::FlushOptions flush_options;
-    flush_options.wait = true;
-    flush_options.allow_write_stall = true;
-    rocksdb::Status status = db_->Flush(flush_options, {chunks_, chunk_meta_});
+    rocksdb::Status status = FlushNow({chunks_, chunk_meta_});
     if (!status.ok()) {
       return FromRocks(status, absl::StrCat("flushing chunks of blob ", key));
     }

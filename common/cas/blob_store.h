@@ -77,6 +77,7 @@
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class Status;
 }  // namespace rocksdb
 
 namespace stagefarm::cas {
@@ -383,6 +384,10 @@ class BlobStore {
   // Returns once RocksDB runs and has queued no flush (or after two
   // minutes): see CommitIndex.
   void WaitForBackgroundFlushes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Flushes `families` (atomically) and waits for it, once RocksDB's own
+  // flushes are done.
+  rocksdb::Status FlushNow(const std::vector<rocksdb::ColumnFamilyHandle*>& families)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // At close: flushes the memtables when the logs the next open would replay
   // have grown past a few (see the destructor).
   void FlushIfReplayWouldBeLong();
