@@ -22,17 +22,28 @@ constexpr absl::Duration kPingTimeout = absl::Seconds(10);
 
 ProgressEvent::Kind KindFrom(schema::BuildEvent::Kind kind) {
   switch (kind) {
-    case schema::BuildEvent::Kind::QUEUED: return ProgressEvent::Kind::kQueued;
-    case schema::BuildEvent::Kind::STARTED: return ProgressEvent::Kind::kStarted;
-    case schema::BuildEvent::Kind::STEP: return ProgressEvent::Kind::kStep;
-    case schema::BuildEvent::Kind::LOG: return ProgressEvent::Kind::kLog;
-    case schema::BuildEvent::Kind::NOTE: return ProgressEvent::Kind::kNote;
-    case schema::BuildEvent::Kind::CACHED: return ProgressEvent::Kind::kCached;
-    case schema::BuildEvent::Kind::STAGE_DONE: return ProgressEvent::Kind::kStageDone;
-    case schema::BuildEvent::Kind::STAGE_FAILED: return ProgressEvent::Kind::kStageFailed;
-    case schema::BuildEvent::Kind::RETRIED: return ProgressEvent::Kind::kRetried;
-    case schema::BuildEvent::Kind::DONE: return ProgressEvent::Kind::kBuildDone;
-    case schema::BuildEvent::Kind::FAILED: return ProgressEvent::Kind::kBuildFailed;
+    case schema::BuildEvent::Kind::QUEUED:
+      return ProgressEvent::Kind::kQueued;
+    case schema::BuildEvent::Kind::STARTED:
+      return ProgressEvent::Kind::kStarted;
+    case schema::BuildEvent::Kind::STEP:
+      return ProgressEvent::Kind::kStep;
+    case schema::BuildEvent::Kind::LOG:
+      return ProgressEvent::Kind::kLog;
+    case schema::BuildEvent::Kind::NOTE:
+      return ProgressEvent::Kind::kNote;
+    case schema::BuildEvent::Kind::CACHED:
+      return ProgressEvent::Kind::kCached;
+    case schema::BuildEvent::Kind::STAGE_DONE:
+      return ProgressEvent::Kind::kStageDone;
+    case schema::BuildEvent::Kind::STAGE_FAILED:
+      return ProgressEvent::Kind::kStageFailed;
+    case schema::BuildEvent::Kind::RETRIED:
+      return ProgressEvent::Kind::kRetried;
+    case schema::BuildEvent::Kind::DONE:
+      return ProgressEvent::Kind::kBuildDone;
+    case schema::BuildEvent::Kind::FAILED:
+      return ProgressEvent::Kind::kBuildFailed;
   }
   return ProgressEvent::Kind::kNote;
 }
@@ -41,8 +52,7 @@ ProgressEvent::Kind KindFrom(schema::BuildEvent::Kind kind) {
 
 std::vector<FlagSpec> ConnectionFlags() {
   return {
-      {"coordinator", "", true, false,
-       "the coordinator's control endpoint, e.g. tcp://HOST:7700"},
+      {"coordinator", "", true, false, "the coordinator's control endpoint, e.g. tcp://HOST:7700"},
       {"key", "", true, false, "this client's CURVE secret key file NAME.key (NAME.pub beside it)"},
       {"coordinator-public-key", "", true, false, "the coordinator's CURVE public key file"},
       {"insecure", "", false, false, "plain TCP without CURVE (a coordinator started --insecure)"},
@@ -85,7 +95,8 @@ absl::StatusOr<ClientKeys> ClientKeysFromFlags(const ParsedArgs& args) {
 
 absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(std::string endpoint,
                                                                               ClientKeys keys) {
-  std::unique_ptr<CoordinatorClient> client(new CoordinatorClient(std::move(endpoint), std::move(keys)));
+  std::unique_ptr<CoordinatorClient> client(
+      new CoordinatorClient(std::move(endpoint), std::move(keys)));
   absl::StatusOr<net::SocketSecurity> security = client->keys_.ForCoordinator();
   if (!security.ok()) return security.status();
   try {
@@ -134,8 +145,8 @@ absl::StatusOr<net::ReceivedMessage> CoordinatorClient::Ask(
 }
 
 absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
-    const build::BuildDefinition& definition, const stdfs::path& context_dir,
-    cas::BlobStore& local, const std::function<void(const ProgressEvent&)>& on_event,
+    const build::BuildDefinition& definition, const stdfs::path& context_dir, cas::BlobStore& local,
+    const std::function<void(const ProgressEvent&)>& on_event,
     const std::atomic<bool>* interrupted) {
   BuildResult result;
   // Where the coordinator keeps contexts and images.
@@ -155,18 +166,18 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
   if (!blob_security.ok()) return blob_security.status();
   const transfer::Peer coordinator_blobs{cluster.getBlobEndpoint().cStr(), *blob_security};
 
-  std::vector<transfer::UploadItem> files;
-  for (const fs::ContextEntry& entry : definition.context.entries()) {
-    if (entry.type != fs::EntryType::kFile || !entry.content) continue;
-    files.push_back({context_dir / entry.path, *entry.content, ""});
-  }
-  // The named local contexts' files go the same way, read from their own
+  // The context's files, and the named local contexts' from their own
   // directories.
-  for (const build::NamedContext& named : definition.named_contexts) {
-    for (const fs::ContextEntry& entry : named.context.entries()) {
+  std::vector<transfer::UploadItem> files;
+  auto add_files = [&files](const fs::ContextIndex& index, const stdfs::path& dir) {
+    for (const fs::ContextEntry& entry : index.entries()) {
       if (entry.type != fs::EntryType::kFile || !entry.content) continue;
-      files.push_back({named.dir / entry.path, *entry.content, ""});
+      files.push_back({dir / entry.path, *entry.content, ""});
     }
+  };
+  add_files(definition.context, context_dir);
+  for (const build::NamedContext& named : definition.named_contexts) {
+    add_files(named.context, named.dir);
   }
   if (!files.empty()) {
     absl::StatusOr<transfer::UploadReport> uploaded =
@@ -216,9 +227,9 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
     }
     if (absl::IsDeadlineExceeded(message.status())) {
       if (ping != 0 && now - ping_sent > kPingTimeout) {
-        return absl::UnavailableError(absl::StrCat(
-            "the coordinator at ", endpoint_, " stopped answering during build ",
-            result.build_id.empty() ? "(not yet accepted)" : result.build_id));
+        return absl::UnavailableError(
+            absl::StrCat("the coordinator at ", endpoint_, " stopped answering during build ",
+                         result.build_id.empty() ? "(not yet accepted)" : result.build_id));
       }
       if (ping == 0 && now - last_heard > kQuietBeforePing) {
         ping = next_request_++;
@@ -272,7 +283,8 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
       on_event(progress);
     }
     if (event.getKind() == schema::BuildEvent::Kind::FAILED) {
-      if (cancel_sent) return absl::CancelledError(absl::StrCat("build ", result.build_id, " cancelled"));
+      if (cancel_sent)
+        return absl::CancelledError(absl::StrCat("build ", result.build_id, " cancelled"));
       return absl::AbortedError(progress.text);
     }
     if (event.getKind() == schema::BuildEvent::Kind::DONE) {
@@ -294,8 +306,8 @@ absl::StatusOr<CoordinatorClient::BuildResult> CoordinatorClient::RunBuild(
     if (!missing.ok()) return missing.status();
     if (!missing->empty()) {
       if (holders.empty()) {
-        return absl::UnavailableError(absl::StrCat("build ", result.build_id,
-                                                   ": no live worker holds the image's layers"));
+        return absl::UnavailableError(
+            absl::StrCat("build ", result.build_id, ": no live worker holds the image's layers"));
       }
       absl::StatusOr<transfer::FetchReport> fetched =
           transfer::FetchBlobs(context_, local, *missing, holders);

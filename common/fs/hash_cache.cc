@@ -59,11 +59,9 @@ HashCache::Mapping::Mapping(Mapping&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
 
 HashCache::Mapping& HashCache::Mapping::operator=(Mapping&& other) noexcept {
-  if (this != &other) {
-    this->~Mapping();
-    data_ = std::exchange(other.data_, nullptr);
-    size_ = std::exchange(other.size_, 0);
-  }
+  // `other` unmaps what this held when it goes.
+  std::swap(data_, other.data_);
+  std::swap(size_, other.size_);
   return *this;
 }
 
