@@ -2,12 +2,11 @@
 //
 // On the machines stagefarm is built for (virtual machines whose guest page
 // tables are shadowed by the hypervisor), the first touch of a fresh page
-// costs about 16 us (64 MiB of fresh pages, touched one by one: 0.26 s; the
-// same pages written again: a few ms). glibc's defaults hand such
-// pages back to the kernel and fault them in again all the time: every
-// allocation of 128 KiB or more (messages, chunk buffers, RocksDB's arena
-// blocks) is its own mmap, and freed memory above 128 KiB at the heap's top
-// is trimmed. A coordinator that plans a 1,000-stage build spent 43 ms in
+// costs about 16 us (64 MiB of fresh pages, touched one by one: 0.26 s).
+// glibc's defaults (mallopt(3)) hand such pages back to the kernel and fault
+// them in again: allocations of 128 KiB or more (messages, chunk buffers,
+// RocksDB's arena blocks) are their own mmap until glibc raises that
+// threshold, and free memory at the heap's top is trimmed. A coordinator that plans a 1,000-stage build spent 43 ms in
 // accepting it with the defaults and 10-16 ms once the memory of the build
 // before was kept (docs/BENCHMARKS.md).
 #pragma once
