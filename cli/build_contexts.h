@@ -26,8 +26,8 @@ struct BuildContextFlag {
 // Reads every --build-context value, in order. Errors are InvalidArgument
 // (NotFound for a directory that does not exist) naming the flag and the
 // value as given, for: no "=" ; an empty or invalid NAME (not a valid image
-// reference, e.g. upper case); a NAME given twice (buildx silently keeps the
-// last one; here that is a mistake worth saying); an empty VALUE; a
+// reference, e.g. upper case); a NAME given twice (taken for a mistake
+// rather than guessing which value was meant); an empty VALUE; a
 // docker-image:// reference that does not parse; a scheme stagefarm does
 // not build from (oci-layout://, target:, git and http(s) URLs, any other
 // "SCHEME://"); a path that is missing or not a directory.
