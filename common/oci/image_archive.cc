@@ -10,15 +10,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/dockerfile/dockerignore.h"
+#include "common/status/prefixed.h"
 
 namespace stagefarm::oci {
 namespace {
 
 namespace stdfs = std::filesystem;
-
-absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 }  // namespace
 

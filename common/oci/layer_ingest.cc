@@ -4,13 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/oci/media_types.h"
+#include "common/status/prefixed.h"
 
 namespace stagefarm::oci {
 namespace {
-
-absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 std::string DiffIdMismatch(const digest::Digest& actual, const digest::Digest& diff_id) {
   return absl::StrCat("uncompressed content has digest ", actual.ToString(),

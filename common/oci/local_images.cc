@@ -26,6 +26,7 @@
 #include "common/oci/media_types.h"
 #include "common/oci/platform.h"
 #include "common/oci/stage_image.h"
+#include "common/status/prefixed.h"
 #include "nlohmann/json.hpp"
 
 namespace stagefarm::oci {
@@ -36,10 +37,6 @@ using Json = nlohmann::json;
 
 // Indexes, manifests and configs are read whole; nothing real comes near this.
 constexpr uint64_t kMaxJsonBytes = uint64_t{8} << 20;
-
-absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 absl::StatusOr<std::string> StringField(const Json& object, const std::string& key,
                                         absl::string_view where) {

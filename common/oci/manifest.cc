@@ -3,16 +3,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status/prefixed.h"
 #include "nlohmann/json.hpp"
 
 namespace stagefarm::oci {
 namespace {
 
 using Json = nlohmann::json;
-
-absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 // ---------------------------------------------------------------------------
 // JSON documents: descriptors, manifests, indexes.

@@ -13,6 +13,7 @@
 #include "common/oci/layer_ingest.h"
 #include "common/oci/manifest.h"
 #include "common/registry/blob_sources.h"
+#include "common/status/prefixed.h"
 #include "nlohmann/json.hpp"
 
 namespace stagefarm::registry {
@@ -23,10 +24,6 @@ constexpr uint64_t kMaxConfigBytes = uint64_t{8} << 20;
 
 constexpr absl::string_view kSchema1MediaType =
     "application/vnd.docker.distribution.manifest.v1+prettyjws";
-
-absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 // The media type of a fetched manifest: the Content-Type when it names a
 // manifest or an index, else the document's own mediaType (a registry that

@@ -9,13 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/oci/exported_image.h"
 #include "common/registry/blob_sources.h"
+#include "common/status/prefixed.h"
 
 namespace stagefarm::registry {
 namespace {
-
-absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
-}
 
 // The repository on `client`'s registry to mount `blob` from, if any.
 std::optional<std::string> MountSource(const cas::BlobStore& store, const RegistryClient& client,
