@@ -155,7 +155,8 @@ void LoadHashes(benchmark::State& state, const Context& context) {
 
 // The floor under a re-scan: readdir and fstatat of every entry, nothing kept.
 size_t StatTree(int dir_fd) {
-  DIR* stream = fdopendir(dir_fd);
+  DIR* stream = dir_fd < 0 ? nullptr : fdopendir(dir_fd);
+  if (stream == nullptr) return 0;
   size_t entries = 0;
   while (const dirent* child = readdir(stream)) {
     if (std::strcmp(child->d_name, ".") == 0 || std::strcmp(child->d_name, "..") == 0) continue;

@@ -13,6 +13,7 @@
 #include "common/build/hand_off.h"
 #include "common/net/envelope_frame.h"
 #include "common/oci/image.h"
+#include "common/status/prefixed.h"
 #include "worker/build/artifacts.h"
 #include "worker/build/local_build.h"
 
@@ -277,8 +278,7 @@ class AssignmentRun {
               executor_.store(), known_->definition.FindNamedContext(name)->context,
               graph::SelectSources(paths), dir);
           !made.ok()) {
-        return Failure{
-            absl::Status(made.code(), absl::StrCat("build context ", name, ": ", made.message()))};
+        return Failure{Prefixed(absl::StrCat("build context ", name), made)};
       }
       inputs.named_context_dirs.emplace(name, dir);
     }

@@ -25,6 +25,7 @@
 #include "common/digest/digest.h"
 #include "common/fs/root.h"
 #include "common/oci/image.h"
+#include "common/status/prefixed.h"
 
 namespace stagefarm::worker {
 namespace {
@@ -249,7 +250,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     absl::Status made =
         MaterializeContext(it->second.dir, *it->second.index, graph::SelectSources(paths), dir);
     if (!made.ok()) {
-      return absl::Status(made.code(), absl::StrCat("build context ", name, ": ", made.message()));
+      return Prefixed(absl::StrCat("build context ", name), made);
     }
     named_dirs.emplace(name, dir);
   }
