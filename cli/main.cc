@@ -32,6 +32,7 @@
 #include "common/graph/plan_cache_keys.h"
 #include "common/graph/stage_graph.h"
 #include "common/process/allocator.h"
+#include "common/process/version.h"
 
 namespace stagefarm::cli {
 namespace {
@@ -46,6 +47,8 @@ constexpr char kUsage[] =
     "  build [flags] CONTEXT            build an image from a Dockerfile on this machine\n"
     "  cluster status|drain             the coordinator's workers; take one out of scheduling\n"
     "  image import|ls|rm|inspect       the images of this node: import archives, list, untag\n"
+    "\n"
+    "  version                          print stagefarm's version (also --version)\n"
     "\n"
     "Run 'stagefarm COMMAND --help' for a command's flags.\n";
 
@@ -148,6 +151,10 @@ int Main(int argc, char** argv) {
     return args.empty() ? kExitUsage : 0;
   }
   const std::string command = args[0];
+  if (command == "version" || command == "--version") {
+    std::printf("stagefarm %s\n", process::kVersion);
+    return 0;
+  }
   if (command == "dockerfile") {
     if (args.size() < 2 || args[1] != "parse") {
       return Fail("usage: stagefarm dockerfile parse [--dump] FILE", kExitUsage);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "common/process/version.h"
 
 namespace stagefarm::daemon {
 namespace {
@@ -226,6 +227,10 @@ absl::Status ParseDaemonCommandLine(int argc, char** argv) {
     return !absl::StrContains(file, "absl/");
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
+  const std::string program = std::filesystem::path(argc > 0 ? argv[0] : "").filename();
+  usage.version_string = [program] {
+    return absl::StrCat(program, " ", process::kVersion, "\n");
+  };
   absl::SetFlagsUsageConfig(usage);
   std::vector<char*> pointers;
   for (std::string& arg : *args) pointers.push_back(arg.data());
