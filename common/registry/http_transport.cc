@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
 
 #include "absl/status/status.h"
@@ -15,17 +14,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/http/curl_on_demand.h"
 
 namespace stagefarm::registry {
 namespace {
 
 // Error bodies are kept this far, for messages.
 constexpr uint64_t kMaxErrorBody = 64 * 1024;
-
-void GlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
 
 struct CurlDeleter {
   void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
@@ -161,7 +156,7 @@ absl::StatusOr<HttpResponse> SendHttp(const HttpRequest& request) {
   if (!absl::StartsWith(request.url, "http://") && !absl::StartsWith(request.url, "https://")) {
     return absl::InvalidArgumentError(absl::StrCat("\"", request.url, "\": not an http(s) URL"));
   }
-  GlobalInit();
+  if (absl::Status loaded = http::LoadCurl(); !loaded.ok()) return loaded;
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (!curl) return absl::ResourceExhaustedError("cannot create a libcurl handle");
   Transfer transfer;

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/http/curl_on_demand.h"
 
 namespace stagefarm::worker {
 namespace {
@@ -128,8 +129,7 @@ absl::StatusOr<Download> DownloadUrl(absl::string_view url, const std::filesyste
     return absl::InvalidArgumentError(
         absl::StrCat("ADD source ", url, ": only http and https URLs can be downloaded"));
   }
-  static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
-  if (global != CURLE_OK) return absl::InternalError("libcurl could not be initialised");
+  if (absl::Status loaded = http::LoadCurl(); !loaded.ok()) return loaded;
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (curl == nullptr) return absl::InternalError("libcurl could not make a handle");
 
