@@ -11,6 +11,11 @@ STAGEFARM_PACKAGES=(
   libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libabsl-dev
   libarchive-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libzstd-dev libisal-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+  # The archives cmake/StaticDependencies.cmake links ZeroMQ, libarchive and
+  # RocksDB's compressors with (most come with the packages above; listed so
+  # that none is missing).
+  libsodium-dev libpgm-dev libnorm-dev libkrb5-dev libbsd-dev libmd-dev libxml2-dev
+  libicu-dev liblzma-dev nettle-dev libacl1-dev libbz2-dev liblz4-dev libsnappy-dev
   runc busybox-static python3 oci-image-tool
   # tests/fidelity: the reference builder, its exporter, OCI layouts, zstd layers.
   buildah skopeo umoci zstd
