@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -36,7 +37,7 @@ const EVP_MD* Sha256Method() {
   return method;
 }
 
-bool IsLowerHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+bool IsLowerHexDigit(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 }  // namespace
 
@@ -46,6 +47,15 @@ absl::string_view AlgorithmName(Algorithm algorithm) {
       return "sha256";
   }
   return "unknown";
+}
+
+bool IsLowerHex(absl::string_view text) {
+  bool hex = true;
+  for (const char c : text) {
+    const unsigned digit = static_cast<unsigned char>(c);
+    hex &= (digit - '0' < 10u) | (digit - 'a' < 6u);
+  }
+  return hex;
 }
 
 absl::StatusOr<Digest> Digest::Parse(absl::string_view text) {
@@ -67,11 +77,10 @@ absl::StatusOr<Digest> Digest::Parse(absl::string_view text) {
     return invalid(
         absl::StrCat("sha256 needs ", kSha256HexLength, " hex characters, got ", hex.size()));
   }
-  for (size_t i = 0; i < hex.size(); ++i) {
-    if (!IsLowerHex(hex[i])) {
-      return invalid(absl::StrCat("character '", absl::CEscape(hex.substr(i, 1)), "' at position ",
-                                  colon + 1 + i, " is not lowercase hex"));
-    }
+  if (!IsLowerHex(hex)) {
+    const size_t i = std::find_if_not(hex.begin(), hex.end(), IsLowerHexDigit) - hex.begin();
+    return invalid(absl::StrCat("character '", absl::CEscape(hex.substr(i, 1)), "' at position ",
+                                colon + 1 + i, " is not lowercase hex"));
   }
   return Digest(Algorithm::kSha256, std::string(hex));
 }

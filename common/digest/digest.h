@@ -29,6 +29,12 @@ enum class Algorithm : uint8_t {
 // The algorithm's name as it appears in digest strings ("sha256").
 absl::string_view AlgorithmName(Algorithm algorithm);
 
+// Whether every character of `text` is a lowercase hex digit, as a sha256
+// digest's must be. Without a branch on each character: digest digits are
+// random, so such a branch is mispredicted about half the time, and that was
+// most of the time a re-scan spent loading its hash cache.
+bool IsLowerHex(absl::string_view text);
+
 // A digest value. There is no empty or invalid Digest: every one comes from
 // Parse or from a hasher.
 class Digest {

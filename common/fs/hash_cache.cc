@@ -1,12 +1,13 @@
 #include "common/fs/hash_cache.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -33,10 +34,7 @@ constexpr absl::Duration kRacyWindow = absl::Milliseconds(100);
 bool IsSha256Text(absl::string_view text) {
   constexpr absl::string_view kPrefix = "sha256:";
   if (text.size() != kPrefix.size() + 64 || !absl::StartsWith(text, kPrefix)) return false;
-  for (const char c : text.substr(kPrefix.size())) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
+  return digest::IsLowerHex(text.substr(kPrefix.size()));
 }
 
 int64_t Nanos(const struct timespec& time) {
@@ -55,20 +53,6 @@ FileStamp FileStamp::Of(const struct stat& st) {
   return stamp;
 }
 
-HashCache::Mapping::Mapping(Mapping&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-
-HashCache::Mapping& HashCache::Mapping::operator=(Mapping&& other) noexcept {
-  // `other` unmaps what this held when it goes.
-  std::swap(data_, other.data_);
-  std::swap(size_, other.size_);
-  return *this;
-}
-
-HashCache::Mapping::~Mapping() {
-  if (data_ != nullptr) munmap(const_cast<char*>(data_), size_);
-}
-
 absl::string_view HashCache::Own(std::string text) { return owned_.emplace_back(std::move(text)); }
 
 HashCache HashCache::Load(std::filesystem::path file) {
@@ -82,15 +66,17 @@ HashCache HashCache::Load(std::filesystem::path file) {
     close(fd);
     return cache;
   }
-  // MAP_POPULATE: the whole file is read, so map it in one go rather than
-  // fault by fault.
-  void* data =
-      mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  const auto size = static_cast<size_t>(st.st_size);
+  cache.text_ = std::make_unique_for_overwrite<char[]>(size);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = read(fd, cache.text_.get() + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // an error, or a file cut short: what was read is parsed
+    done += static_cast<size_t>(n);
+  }
   close(fd);
-  if (data == MAP_FAILED) return cache;
-  cache.mapping_ = Mapping(static_cast<const char*>(data), static_cast<size_t>(st.st_size));
-
-  absl::string_view rest = cache.mapping_.text();
+  absl::string_view rest(cache.text_.get(), done);
   const size_t header_end = rest.find('\n');
   if (header_end == absl::string_view::npos || rest.substr(0, header_end) != kHeader) return cache;
   rest.remove_prefix(header_end + 1);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -67,36 +68,24 @@ class HashCache {
   uint64_t misses() const { return misses_; }
 
  private:
-  // The loaded file, mapped read-only: entries point into it rather than
-  // each owning copies (a re-scan of a large tree loads every line, and on
-  // this class of machine every freshly touched page of heap costs a fault).
-  class Mapping {
-   public:
-    Mapping() = default;
-    Mapping(const char* data, size_t size) : data_(data), size_(size) {}
-    Mapping(Mapping&& other) noexcept;
-    Mapping& operator=(Mapping&& other) noexcept;
-    ~Mapping();
-    absl::string_view text() const { return {data_, size_}; }
-
-   private:
-    const char* data_ = nullptr;
-    size_t size_ = 0;
-  };
-
+  // The loaded file, read whole into one buffer: entries point into it rather
+  // than each owning copies (a re-scan of a large tree loads every line, and
+  // on this class of machine every freshly touched page costs a fault; the
+  // buffer is heap, which allocator.h backs by huge pages, where a mapping of
+  // the file would fault page by page).
   struct Entry {
     FileStamp stamp;
     absl::string_view content;  // "sha256:<64 hex>", checked when loaded
     bool used = false;          // found or recorded since Load: kept by Save
   };
 
-  // Text owned by the cache rather than the mapping (unescaped paths, what
+  // Text owned by the cache apart from the loaded file (unescaped paths, what
   // Record adds); a deque, so what entries point at never moves.
   absl::string_view Own(std::string text);
 
   std::filesystem::path file_;
   absl::Time loaded_at_;
-  Mapping mapping_;
+  std::unique_ptr<char[]> text_;
   std::deque<std::string> owned_;
   absl::flat_hash_map<absl::string_view, Entry> entries_;
   bool recorded_ = false;  // Record added or replaced an entry

@@ -1,4 +1,5 @@
-// How the programs' heap treats memory it has freed.
+// How the programs' heap treats memory: freed memory is kept, and the heap is
+// backed by huge pages where the kernel allows it.
 //
 // On the machines stagefarm is built for (virtual machines whose guest page
 // tables are shadowed by the hypervisor), the first touch of a fresh page
@@ -6,9 +7,13 @@
 // glibc's defaults (mallopt(3)) hand such pages back to the kernel and fault
 // them in again: allocations of 128 KiB or more (messages, chunk buffers,
 // RocksDB's arena blocks) are their own mmap until glibc raises that
-// threshold, and free memory at the heap's top is trimmed. A coordinator that plans a 1,000-stage build spent 43 ms in
-// accepting it with the defaults and 10-16 ms once the memory of the build
-// before was kept (docs/BENCHMARKS.md).
+// threshold, and free memory at the heap's top is trimmed. A coordinator that
+// plans a 1,000-stage build spent 43 ms in accepting it with the defaults and
+// 10-16 ms once the memory of the build before was kept. A fresh process
+// still pays for every page it touches the first time: a client re-scanning a
+// 10,000-file context took about 1,200 of its page faults in the heap. With
+// transparent huge pages (the kernel's default "madvise" mode, which this
+// asks for) one fault maps 2 MiB (docs/BENCHMARKS.md).
 #pragma once
 
 namespace stagefarm::process {
@@ -16,8 +21,10 @@ namespace stagefarm::process {
 // Makes this process keep freed memory for reuse: allocations below 32 MiB
 // come from the heap rather than mmap, the heap grows 16 MiB at a time, and
 // up to 512 MiB of free memory at its top stays mapped. A program's memory
-// therefore stays near its peak, bounded by that top slack. Call first thing
-// in main, before other threads start.
+// therefore stays near its peak, bounded by that top slack. Then grows the
+// heap to about 48 MiB at once (address space only) and asks for it to be
+// backed by transparent huge pages, so that a process's resident memory
+// grows 2 MiB at a time. Call first thing in main, before other threads start.
 void KeepFreedMemoryForReuse();
 
 }  // namespace stagefarm::process
