@@ -139,7 +139,11 @@ class ParallelStat {
     if (state_.compare_exchange_strong(expected, kIdle, std::memory_order_acq_rel)) return;
     // The helper took the job: wait until it has finished its chunks.
     for (int spins = 0; state_.load(std::memory_order_acquire) != kDone; ++spins) {
-      if (spins > kSpins) state_.wait(kTaken, std::memory_order_acquire);
+      if (spins > kSpins) {
+        state_.wait(kTaken, std::memory_order_acquire);
+      } else {
+        Pause();
+      }
     }
     state_.store(kIdle, std::memory_order_relaxed);
   }
@@ -147,7 +151,17 @@ class ParallelStat {
  private:
   enum : int { kIdle, kPosted, kTaken, kDone, kStop };
   static constexpr size_t kChunk = 8;
-  static constexpr int kSpins = 20000;  // about a millisecond of polling
+  static constexpr int kSpins = 20000;  // about half a millisecond of polling
+
+  // Tells the CPU this is a polling loop (fewer cycles spent, and the other
+  // hyperthread, if any, runs faster).
+  static void Pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
 
   // Claims chunks of the current job until none is left.
   void Work() {
@@ -167,7 +181,11 @@ class ParallelStat {
     for (;;) {
       int state = state_.load(std::memory_order_acquire);
       for (int spins = 0; state != kPosted && state != kStop; ++spins) {
-        if (spins > kSpins) state_.wait(state, std::memory_order_acquire);
+        if (spins > kSpins) {
+          state_.wait(state, std::memory_order_acquire);
+        } else {
+          Pause();
+        }
         state = state_.load(std::memory_order_acquire);
       }
       if (state == kStop) return;
