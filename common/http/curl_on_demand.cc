@@ -19,36 +19,36 @@ namespace {
 
 constexpr char kLibrary[] = "libcurl.so.4";
 
-// The entry points of the opened library, looked up by LoadCurl().
+// The libcurl functions this library looks up: curl_global_init, which
+// LoadCurl() calls, and every one it forwards to (below).
+// clang-format off
+#define STAGEFARM_CURL_FUNCTIONS(X) \
+  X(curl_global_init) \
+  X(curl_easy_init) \
+  X(curl_easy_cleanup) \
+  X(curl_easy_setopt) \
+  X(curl_easy_getinfo) \
+  X(curl_easy_perform) \
+  X(curl_easy_strerror) \
+  X(curl_free) \
+  X(curl_getdate) \
+  X(curl_slist_append) \
+  X(curl_slist_free_all) \
+  X(curl_url) \
+  X(curl_url_cleanup) \
+  X(curl_url_get) \
+  X(curl_url_set)
+// clang-format on
+
+// The entry points of the opened library, each named after its function.
 struct CurlFunctions {
-  decltype(&::curl_global_init) global_init = nullptr;
-  decltype(&::curl_easy_init) easy_init = nullptr;
-  decltype(&::curl_easy_cleanup) easy_cleanup = nullptr;
-  decltype(&::curl_easy_setopt) easy_setopt = nullptr;
-  decltype(&::curl_easy_getinfo) easy_getinfo = nullptr;
-  decltype(&::curl_easy_perform) easy_perform = nullptr;
-  decltype(&::curl_easy_strerror) easy_strerror = nullptr;
-  decltype(&::curl_free) free = nullptr;
-  decltype(&::curl_getdate) getdate = nullptr;
-  decltype(&::curl_slist_append) slist_append = nullptr;
-  decltype(&::curl_slist_free_all) slist_free_all = nullptr;
-  decltype(&::curl_url) url = nullptr;
-  decltype(&::curl_url_cleanup) url_cleanup = nullptr;
-  decltype(&::curl_url_get) url_get = nullptr;
-  decltype(&::curl_url_set) url_set = nullptr;
+#define STAGEFARM_CURL_POINTER(name) decltype(&::name) name = nullptr;
+  STAGEFARM_CURL_FUNCTIONS(STAGEFARM_CURL_POINTER)
+#undef STAGEFARM_CURL_POINTER
 };
 
 CurlFunctions functions;
 bool loaded = false;
-
-// Looks `name` up in the library into `slot`; false (with the reason in
-// `error`) when it is missing.
-template <typename Function>
-bool Resolve(void* library, const char* name, Function& slot, std::string& error) {
-  slot = reinterpret_cast<Function>(dlsym(library, name));
-  if (slot == nullptr) error = absl::StrCat(kLibrary, " has no ", name);
-  return slot != nullptr;
-}
 
 absl::Status Open() {
   void* library = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
@@ -56,29 +56,18 @@ absl::Status Open() {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load ", kLibrary, " (Debian package libcurl4): ", dlerror()));
   }
-  std::string error;
   CurlFunctions& f = functions;
-  if (!Resolve(library, "curl_global_init", f.global_init, error) ||
-      !Resolve(library, "curl_easy_init", f.easy_init, error) ||
-      !Resolve(library, "curl_easy_cleanup", f.easy_cleanup, error) ||
-      !Resolve(library, "curl_easy_setopt", f.easy_setopt, error) ||
-      !Resolve(library, "curl_easy_getinfo", f.easy_getinfo, error) ||
-      !Resolve(library, "curl_easy_perform", f.easy_perform, error) ||
-      !Resolve(library, "curl_easy_strerror", f.easy_strerror, error) ||
-      !Resolve(library, "curl_free", f.free, error) ||
-      !Resolve(library, "curl_getdate", f.getdate, error) ||
-      !Resolve(library, "curl_slist_append", f.slist_append, error) ||
-      !Resolve(library, "curl_slist_free_all", f.slist_free_all, error) ||
-      !Resolve(library, "curl_url", f.url, error) ||
-      !Resolve(library, "curl_url_cleanup", f.url_cleanup, error) ||
-      !Resolve(library, "curl_url_get", f.url_get, error) ||
-      !Resolve(library, "curl_url_set", f.url_set, error)) {
-    return absl::FailedPreconditionError(error);
+#define STAGEFARM_CURL_RESOLVE(name)                                                \
+  f.name = reinterpret_cast<decltype(f.name)>(dlsym(library, #name));               \
+  if (f.name == nullptr) {                                                          \
+    return absl::FailedPreconditionError(absl::StrCat(kLibrary, " has no " #name)); \
   }
-  const CURLcode init = f.global_init(CURL_GLOBAL_DEFAULT);
+  STAGEFARM_CURL_FUNCTIONS(STAGEFARM_CURL_RESOLVE)
+#undef STAGEFARM_CURL_RESOLVE
+  const CURLcode init = f.curl_global_init(CURL_GLOBAL_DEFAULT);
   if (init != CURLE_OK) {
     return absl::InternalError(
-        absl::StrCat("curl_global_init failed: ", f.easy_strerror(init)));
+        absl::StrCat("curl_global_init failed: ", f.curl_easy_strerror(init)));
   }
   loaded = true;
   return absl::OkStatus();
@@ -104,20 +93,15 @@ absl::Status LoadCurl() {
 
 }  // namespace stagefarm::http
 
-// The libcurl functions stagefarm calls, forwarding to the opened library.
+// The libcurl functions stagefarm calls (curl_global_init aside: LoadCurl()
+// runs it), forwarding to the opened library.
 using stagefarm::http::Curl;
 
 extern "C" {
 
-CURLcode curl_global_init(long flags) {
-  // LoadCurl() initialised the library; a second call is a no-op for libcurl.
-  (void)flags;
-  return stagefarm::http::LoadCurl().ok() ? CURLE_OK : CURLE_FAILED_INIT;
-}
+CURL* curl_easy_init(void) { return Curl().curl_easy_init(); }
 
-CURL* curl_easy_init(void) { return Curl().easy_init(); }
-
-void curl_easy_cleanup(CURL* handle) { Curl().easy_cleanup(handle); }
+void curl_easy_cleanup(CURL* handle) { Curl().curl_easy_cleanup(handle); }
 
 // The option's number says the type of its one argument (curl.h's
 // CURLOPTTYPE_*), which is how libcurl itself reads it.
@@ -126,11 +110,11 @@ CURLcode curl_easy_setopt(CURL* handle, CURLoption option, ...) {
   va_start(arguments, option);
   CURLcode result;
   if (option < CURLOPTTYPE_OBJECTPOINT) {
-    result = Curl().easy_setopt(handle, option, va_arg(arguments, long));
+    result = Curl().curl_easy_setopt(handle, option, va_arg(arguments, long));
   } else if (option >= CURLOPTTYPE_OFF_T && option < CURLOPTTYPE_BLOB) {
-    result = Curl().easy_setopt(handle, option, va_arg(arguments, curl_off_t));
+    result = Curl().curl_easy_setopt(handle, option, va_arg(arguments, curl_off_t));
   } else {  // object, function and blob pointers
-    result = Curl().easy_setopt(handle, option, va_arg(arguments, void*));
+    result = Curl().curl_easy_setopt(handle, option, va_arg(arguments, void*));
   }
   va_end(arguments);
   return result;
@@ -140,35 +124,37 @@ CURLcode curl_easy_setopt(CURL* handle, CURLoption option, ...) {
 CURLcode curl_easy_getinfo(CURL* handle, CURLINFO info, ...) {
   va_list arguments;
   va_start(arguments, info);
-  const CURLcode result = Curl().easy_getinfo(handle, info, va_arg(arguments, void*));
+  const CURLcode result = Curl().curl_easy_getinfo(handle, info, va_arg(arguments, void*));
   va_end(arguments);
   return result;
 }
 
-CURLcode curl_easy_perform(CURL* handle) { return Curl().easy_perform(handle); }
+CURLcode curl_easy_perform(CURL* handle) { return Curl().curl_easy_perform(handle); }
 
-const char* curl_easy_strerror(CURLcode code) { return Curl().easy_strerror(code); }
+const char* curl_easy_strerror(CURLcode code) { return Curl().curl_easy_strerror(code); }
 
-void curl_free(void* pointer) { Curl().free(pointer); }
+void curl_free(void* pointer) { Curl().curl_free(pointer); }
 
-time_t curl_getdate(const char* text, const time_t* unused) { return Curl().getdate(text, unused); }
-
-curl_slist* curl_slist_append(curl_slist* list, const char* text) {
-  return Curl().slist_append(list, text);
+time_t curl_getdate(const char* text, const time_t* unused) {
+  return Curl().curl_getdate(text, unused);
 }
 
-void curl_slist_free_all(curl_slist* list) { Curl().slist_free_all(list); }
+curl_slist* curl_slist_append(curl_slist* list, const char* text) {
+  return Curl().curl_slist_append(list, text);
+}
 
-CURLU* curl_url(void) { return Curl().url(); }
+void curl_slist_free_all(curl_slist* list) { Curl().curl_slist_free_all(list); }
 
-void curl_url_cleanup(CURLU* url) { Curl().url_cleanup(url); }
+CURLU* curl_url(void) { return Curl().curl_url(); }
+
+void curl_url_cleanup(CURLU* url) { Curl().curl_url_cleanup(url); }
 
 CURLUcode curl_url_get(CURLU* url, CURLUPart part, char** text, unsigned int flags) {
-  return Curl().url_get(url, part, text, flags);
+  return Curl().curl_url_get(url, part, text, flags);
 }
 
 CURLUcode curl_url_set(CURLU* url, CURLUPart part, const char* text, unsigned int flags) {
-  return Curl().url_set(url, part, text, flags);
+  return Curl().curl_url_set(url, part, text, flags);
 }
 
 }  // extern "C"
