@@ -109,13 +109,18 @@ absl::string_view UnsupportedTypeName(mode_t mode) {
 // so neither waits for a fixed half. The helper spins briefly between jobs
 // (directories come every few hundred microseconds) and then sleeps; a job it
 // has not picked up when this thread is done is withdrawn, not waited for.
+// An entry's lstat, or why it failed.
+struct EntryStat {
+  int error = 0;  // errno of a failed fstatat
+  struct stat st;
+};
+
+void StatEntry(int dir_fd, const std::string& name, EntryStat& out) {
+  out.error = fstatat(dir_fd, name.c_str(), &out.st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+}
+
 class ParallelStat {
  public:
-  struct Result {
-    int error = 0;  // errno of a failed fstatat
-    struct stat st;
-  };
-
   ParallelStat() : helper_([this] { Serve(); }) {}
   ~ParallelStat() {
     state_.store(kStop, std::memory_order_release);
@@ -126,7 +131,7 @@ class ParallelStat {
   ParallelStat& operator=(const ParallelStat&) = delete;
 
   // Stats each of `names` in `dir_fd` (not following symlinks) into `results`.
-  void Run(int dir_fd, const std::vector<std::string>& names, std::vector<Result>& results) {
+  void Run(int dir_fd, const std::vector<std::string>& names, std::vector<EntryStat>& results) {
     results.resize(names.size());
     dir_fd_ = dir_fd;
     names_ = &names;
@@ -168,12 +173,7 @@ class ParallelStat {
     const size_t count = names_->size();
     for (size_t begin; (begin = next_.fetch_add(kChunk, std::memory_order_relaxed)) < count;) {
       const size_t end = std::min(begin + kChunk, count);
-      for (size_t i = begin; i < end; ++i) {
-        Result& result = (*results_)[i];
-        result.error = fstatat(dir_fd_, (*names_)[i].c_str(), &result.st, AT_SYMLINK_NOFOLLOW) == 0
-                           ? 0
-                           : errno;
-      }
+      for (size_t i = begin; i < end; ++i) StatEntry(dir_fd_, (*names_)[i], (*results_)[i]);
     }
   }
 
@@ -199,7 +199,7 @@ class ParallelStat {
   // The current job, written by Run before it posts it.
   int dir_fd_ = -1;
   const std::vector<std::string>* names_ = nullptr;
-  std::vector<Result>* results_ = nullptr;
+  std::vector<EntryStat>* results_ = nullptr;
   std::atomic<size_t> next_{0};
   std::atomic<int> state_{kIdle};
   std::thread helper_;  // last: starts once the state above exists
@@ -208,11 +208,6 @@ class ParallelStat {
 // One walk of a context directory (see ContextIndex::Build).
 class Walker {
  public:
-  // Trees (by the files their cache remembers) and directories (by entries)
-  // from which the entries are stat'ed on two threads.
-  static constexpr size_t kParallelStatTree = 2000;
-  static constexpr size_t kParallelStatDirectory = 32;
-
   Walker(std::filesystem::path root, const dockerfile::PatternMatcher& matcher, HashCache* hashes)
       : root_(std::move(root)),
         matcher_(matcher),
@@ -245,9 +240,8 @@ class Walker {
     }
     if (errno != 0) return Error(errno, dir, "readdir");
 
-    std::vector<ParallelStat::Result> stats;
-    const bool stated = parallel_stat_ && names.size() >= kParallelStatDirectory;
-    if (stated) parallel_stat_->Run(dirfd(stream.get()), names, stats);
+    std::vector<EntryStat> stats;
+    StatEntries(dirfd(stream.get()), names, stats);
 
     for (size_t i = 0; i < names.size(); ++i) {
       const std::string& name = names[i];
@@ -258,18 +252,11 @@ class Walker {
         return absl::InvalidArgumentError(absl::StrCat(
             Display(path), ": matching the ignore file: ", excluded.status().message()));
       }
-      struct stat st;
-      int stat_error = 0;
-      if (stated) {
-        stat_error = stats[i].error;
-        st = stats[i].st;
-      } else if (fstatat(dirfd(stream.get()), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        stat_error = errno;
-      }
-      if (stat_error != 0) {
+      if (stats[i].error != 0) {
         if (*excluded) continue;  // BuildKit ignores errors on excluded paths
-        return Error(stat_error, path, "lstat");
+        return Error(stats[i].error, path, "lstat");
       }
+      const struct stat& st = stats[i].st;
       if (*excluded) {
         // Below an excluded directory only a `!` pattern can bring anything
         // back; without one, nothing there can be included.
@@ -298,6 +285,22 @@ class Walker {
   std::vector<SkippedEntry> TakeSkipped() { return std::move(skipped_); }
 
  private:
+  // Trees (by the files their cache remembers) and directories (by entries)
+  // whose entries are stat'ed on two threads.
+  static constexpr size_t kParallelStatTree = 2000;
+  static constexpr size_t kParallelStatDirectory = 32;
+
+  // The lstat of each of `names` in `dir_fd`, into `stats`.
+  void StatEntries(int dir_fd, const std::vector<std::string>& names,
+                   std::vector<EntryStat>& stats) {
+    if (parallel_stat_ && names.size() >= kParallelStatDirectory) {
+      parallel_stat_->Run(dir_fd, names, stats);
+      return;
+    }
+    stats.resize(names.size());
+    for (size_t i = 0; i < names.size(); ++i) StatEntry(dir_fd, names[i], stats[i]);
+  }
+
   // Indexes the included entry `name` in `parent_fd`, stat'ed as `st`.
   absl::Status AddEntry(int parent_fd, const std::string& name, const std::string& path,
                         const struct stat& st, const dockerfile::MatchInfo& info) {
