@@ -18,7 +18,9 @@ constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
 // to mmap) or the kernel has no huge pages to give.
 void BackHeapByHugePages(size_t bytes) {
   const auto before = reinterpret_cast<uintptr_t>(sbrk(0));
-  void* block = std::malloc(bytes);
+  // volatile: a compiler may drop a malloc whose block is only freed, and the
+  // point here is the heap growth it causes.
+  void* volatile block = std::malloc(bytes);
   std::free(block);  // back to the heap's top, which is not trimmed
   const auto after = reinterpret_cast<uintptr_t>(sbrk(0));
   const uintptr_t start = (before + kHugePage - 1) & ~(kHugePage - 1);
