@@ -77,7 +77,8 @@ foreach(component IN ITEMS capnp kj)
 endforeach()
 
 # The compressors, zlib and RocksDB's own dependencies (RocksDB is static
-# already; its gflags is never called by the library).
+# already; the objects the programs take from it need no gflags, as the link
+# without it shows).
 stagefarm_link_archive(ZLIB::ZLIB "${archive_z}")
 set_target_properties(PkgConfig::ZSTD PROPERTIES INTERFACE_LINK_LIBRARIES "${archive_zstd}")
 set_target_properties(RocksDB::rocksdb PROPERTIES INTERFACE_LINK_LIBRARIES

@@ -68,11 +68,6 @@ class HashCache {
   uint64_t misses() const { return misses_; }
 
  private:
-  // The loaded file, read whole into one buffer: entries point into it rather
-  // than each owning copies (a re-scan of a large tree loads every line, and
-  // on this class of machine every freshly touched page costs a fault; the
-  // buffer is heap, which allocator.h backs by huge pages, where a mapping of
-  // the file would fault page by page).
   struct Entry {
     FileStamp stamp;
     absl::string_view content;  // "sha256:<64 hex>", checked when loaded
@@ -85,6 +80,10 @@ class HashCache {
 
   std::filesystem::path file_;
   absl::Time loaded_at_;
+  // The loaded file, read whole into one buffer: entries point into it rather
+  // than each owning copies (a re-scan of a large tree loads every line, and
+  // on this class of machine every freshly touched page costs a fault; the
+  // buffer is heap, which allocator.h asks to be backed by huge pages).
   std::unique_ptr<char[]> text_;
   std::deque<std::string> owned_;
   absl::flat_hash_map<absl::string_view, Entry> entries_;
