@@ -245,7 +245,7 @@ class Walker {
 
     for (size_t i = 0; i < names.size(); ++i) {
       const std::string& name = names[i];
-      const std::string path = JoinPath(dir, name);
+      std::string path = JoinPath(dir, name);
       dockerfile::MatchInfo info;
       absl::StatusOr<bool> excluded = matcher_.MatchesUsingParentResults(path, dir_info, &info);
       if (!excluded.ok()) {
@@ -275,7 +275,7 @@ class Walker {
         continue;
       }
       *included_any = true;
-      absl::Status status = AddEntry(dirfd(stream.get()), name, path, st, info);
+      absl::Status status = AddEntry(dirfd(stream.get()), name, std::move(path), st, info);
       if (!status.ok()) return status;
     }
     return absl::OkStatus();
@@ -302,23 +302,23 @@ class Walker {
   }
 
   // Indexes the included entry `name` in `parent_fd`, stat'ed as `st`.
-  absl::Status AddEntry(int parent_fd, const std::string& name, const std::string& path,
+  absl::Status AddEntry(int parent_fd, const std::string& name, std::string path,
                         const struct stat& st, const dockerfile::MatchInfo& info) {
     ContextEntry entry;
-    entry.path = path;
+    entry.path = std::move(path);
     entry.mode = st.st_mode & 07777;
     entry.uid = st.st_uid;
     entry.gid = st.st_gid;
     entry.mtime_ns = MtimeNs(st);
     if (S_ISDIR(st.st_mode)) {
       entry.type = EntryType::kDirectory;
-      entries_.push_back(std::move(entry));
+      entries_.push_back(entry);
       bool below = false;
-      return Descend(parent_fd, name, path, st, info, /*excluded=*/false, &below);
+      return Descend(parent_fd, name, entry.path, st, info, /*excluded=*/false, &below);
     }
     if (S_ISLNK(st.st_mode)) {
       entry.type = EntryType::kSymlink;
-      absl::StatusOr<std::string> target = ReadLink(parent_fd, name, path, st);
+      absl::StatusOr<std::string> target = ReadLink(parent_fd, name, entry.path, st);
       if (!target.ok()) return target.status();
       entry.link_target = *std::move(target);
       entry.size = entry.link_target.size();
@@ -326,7 +326,7 @@ class Walker {
       return absl::OkStatus();
     }
     if (hashes_ != nullptr) {
-      if (std::optional<digest::Digest> known = hashes_->Find(path, FileStamp::Of(st))) {
+      if (std::optional<digest::Digest> known = hashes_->Find(entry.path, FileStamp::Of(st))) {
         entry.size = static_cast<uint64_t>(st.st_size);
         entry.content = *known;
         entries_.push_back(std::move(entry));

@@ -13,9 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -23,7 +21,18 @@ namespace stagefarm::fs {
 namespace {
 
 // The file's first line; a cache in another format is read as empty.
-constexpr absl::string_view kHeader = "stagefarm context hashes v1";
+constexpr absl::string_view kHeader = "stagefarm context hashes v2\n";
+
+// After the header, one record per file, numbers little-endian:
+//   device, inode, size, mtime ns, ctime ns   5 x 8 bytes
+//   path length                               4 bytes
+//   content digest, "sha256:<64 hex>"         71 bytes
+//   path                                      (path length) bytes
+// Binary rather than text: a re-scan loads every record, and parsing five
+// decimal numbers a line was most of that load.
+constexpr size_t kStampBytes = 5 * 8;
+constexpr size_t kContentBytes = 7 + 64;
+constexpr size_t kRecordFixedBytes = kStampBytes + 4 + kContentBytes;
 
 // A file changed less than this before the walk began is not remembered:
 // more than a kernel tick, so two writes that share an mtime both fall inside.
@@ -35,6 +44,16 @@ bool IsSha256Text(absl::string_view text) {
   constexpr absl::string_view kPrefix = "sha256:";
   if (text.size() != kPrefix.size() + 64 || !absl::StartsWith(text, kPrefix)) return false;
   return digest::IsLowerHex(text.substr(kPrefix.size()));
+}
+
+uint64_t LoadLittleEndian(const char* bytes, int count) {
+  uint64_t value = 0;
+  for (int i = count - 1; i >= 0; --i) value = value << 8 | static_cast<unsigned char>(bytes[i]);
+  return value;
+}
+
+void AppendLittleEndian(std::string* out, uint64_t value, int count) {
+  for (int i = 0; i < count; ++i) out->push_back(static_cast<char>(value >> (8 * i)));
 }
 
 int64_t Nanos(const struct timespec& time) {
@@ -77,66 +96,71 @@ HashCache HashCache::Load(std::filesystem::path file) {
   }
   close(fd);
   absl::string_view rest(cache.text_.get(), done);
-  const size_t header_end = rest.find('\n');
-  if (header_end == absl::string_view::npos || rest.substr(0, header_end) != kHeader) return cache;
-  rest.remove_prefix(header_end + 1);
-  // One reservation, not a rehash at every doubling.
-  cache.entries_.reserve(static_cast<size_t>(std::count(rest.begin(), rest.end(), '\n')));
-  // One line per file: DIGEST DEVICE INODE SIZE MTIME_NS CTIME_NS PATH (C-escaped).
+  if (!absl::StartsWith(rest, kHeader)) return cache;
+  rest.remove_prefix(kHeader.size());
+  cache.entries_.reserve(rest.size() / (kRecordFixedBytes + 1));  // at most this many
+  // Any record cut short or not as written makes the whole file unusable.
   while (!rest.empty()) {
-    const size_t line_end = rest.find('\n');
-    if (line_end == absl::string_view::npos) {  // a torn last line: the cache is unusable
+    if (rest.size() < kRecordFixedBytes) {
       cache.entries_.clear();
       return cache;
     }
-    absl::string_view line = rest.substr(0, line_end);
-    rest.remove_prefix(line_end + 1);
-    absl::string_view fields[7];
-    for (int i = 0; i < 6; ++i) {
-      const size_t space = line.find(' ');
-      if (space == absl::string_view::npos) {
-        cache.entries_.clear();
-        return cache;
-      }
-      fields[i] = line.substr(0, space);
-      line.remove_prefix(space + 1);
-    }
-    fields[6] = line;
-    FileStamp stamp;
-    if (!IsSha256Text(fields[0]) || !absl::SimpleAtoi(fields[1], &stamp.device) ||
-        !absl::SimpleAtoi(fields[2], &stamp.inode) || !absl::SimpleAtoi(fields[3], &stamp.size) ||
-        !absl::SimpleAtoi(fields[4], &stamp.mtime_ns) ||
-        !absl::SimpleAtoi(fields[5], &stamp.ctime_ns)) {
+    const char* record = rest.data();
+    Entry entry;
+    entry.stamp.device = LoadLittleEndian(record, 8);
+    entry.stamp.inode = LoadLittleEndian(record + 8, 8);
+    entry.stamp.size = LoadLittleEndian(record + 16, 8);
+    entry.stamp.mtime_ns = static_cast<int64_t>(LoadLittleEndian(record + 24, 8));
+    entry.stamp.ctime_ns = static_cast<int64_t>(LoadLittleEndian(record + 32, 8));
+    const uint64_t path_size = LoadLittleEndian(record + kStampBytes, 4);
+    entry.content = rest.substr(kStampBytes + 4, kContentBytes);
+    rest.remove_prefix(kRecordFixedBytes);
+    if (path_size == 0 || path_size > rest.size() || !IsSha256Text(entry.content)) {
       cache.entries_.clear();
       return cache;
     }
-    absl::string_view path = fields[6];
-    if (absl::StrContains(path, '\\')) {
-      std::string unescaped;
-      if (!absl::CUnescape(path, &unescaped)) {
-        cache.entries_.clear();
-        return cache;
-      }
-      path = cache.Own(std::move(unescaped));
-    }
-    cache.entries_.insert_or_assign(path, Entry{stamp, fields[0]});
+    entry.path = rest.substr(0, path_size);
+    rest.remove_prefix(path_size);
+    cache.entries_.push_back(entry);
   }
   return cache;
 }
 
+std::optional<uint32_t> HashCache::Lookup(absl::string_view path) {
+  // The next entry in the file's order, or the last one found again (Record
+  // after a Find that missed on a changed file).
+  if (next_ < entries_.size() && entries_[next_].path == path) return next_++;
+  if (next_ > 0 && entries_[next_ - 1].path == path) return next_ - 1;
+  if (by_path_.empty()) {
+    by_path_.reserve(entries_.size());
+    for (uint32_t i = 0; i < entries_.size(); ++i) by_path_.insert_or_assign(entries_[i].path, i);
+  }
+  auto it = by_path_.find(path);
+  if (it == by_path_.end()) return std::nullopt;
+  next_ = it->second + 1;
+  return it->second;
+}
+
+void HashCache::MarkUsed(uint32_t index) {
+  if (entries_[index].used) return;
+  entries_[index].used = true;
+  in_file_order_ = in_file_order_ && index == used_.size();
+  used_.push_back(index);
+}
+
 std::optional<digest::Digest> HashCache::Find(absl::string_view path, const FileStamp& stamp) {
-  auto it = entries_.find(path);
-  if (it == entries_.end() || !(it->second.stamp == stamp)) {
+  const std::optional<uint32_t> index = Lookup(path);
+  if (!index || !(entries_[*index].stamp == stamp)) {
     ++misses_;
     return std::nullopt;
   }
-  absl::StatusOr<digest::Digest> content = digest::Digest::Parse(it->second.content);
+  absl::StatusOr<digest::Digest> content = digest::Digest::Parse(entries_[*index].content);
   if (!content.ok()) {  // checked when loaded; never expected
     ++misses_;
     return std::nullopt;
   }
   ++hits_;
-  it->second.used = true;
+  MarkUsed(*index);
   return *std::move(content);
 }
 
@@ -145,19 +169,22 @@ void HashCache::Record(absl::string_view path, const FileStamp& stamp,
   const int64_t trusted_before = absl::ToUnixNanos(loaded_at_ - kRacyWindow);
   if (stamp.mtime_ns >= trusted_before || stamp.ctime_ns >= trusted_before) return;
   const absl::string_view text = Own(content.ToString());
-  auto it = entries_.find(path);
-  if (it != entries_.end()) {
-    it->second = Entry{stamp, text, true};
+  std::optional<uint32_t> index = Lookup(path);
+  if (index) {
+    entries_[*index].stamp = stamp;
+    entries_[*index].content = text;
   } else {
-    entries_.emplace(Own(std::string(path)), Entry{stamp, text, true});
+    index = static_cast<uint32_t>(entries_.size());
+    entries_.push_back(Entry{Own(std::string(path)), stamp, text});
+    if (!by_path_.empty()) by_path_.emplace(entries_.back().path, *index);
   }
+  MarkUsed(*index);
   recorded_ = true;
 }
 
 absl::Status HashCache::Save() const {
-  size_t used = 0;
-  for (const auto& [path, entry] : entries_) used += entry.used ? 1 : 0;
-  if (!recorded_ && used == entries_.size() && std::filesystem::exists(file_)) {
+  if (!recorded_ && in_file_order_ && used_.size() == entries_.size() &&
+      std::filesystem::exists(file_)) {
     return absl::OkStatus();
   }
   std::error_code error;
@@ -166,12 +193,17 @@ absl::Status HashCache::Save() const {
     return absl::UnavailableError(
         absl::StrCat("context hash cache ", file_.parent_path().string(), ": ", error.message()));
   }
-  std::string text = absl::StrCat(kHeader, "\n");
-  for (const auto& [path, entry] : entries_) {
-    if (!entry.used) continue;
-    absl::StrAppend(&text, entry.content, " ", entry.stamp.device, " ", entry.stamp.inode, " ",
-                    entry.stamp.size, " ", entry.stamp.mtime_ns, " ", entry.stamp.ctime_ns, " ",
-                    absl::CEscape(path), "\n");
+  std::string text(kHeader);
+  for (const uint32_t index : used_) {
+    const Entry& entry = entries_[index];
+    AppendLittleEndian(&text, entry.stamp.device, 8);
+    AppendLittleEndian(&text, entry.stamp.inode, 8);
+    AppendLittleEndian(&text, entry.stamp.size, 8);
+    AppendLittleEndian(&text, static_cast<uint64_t>(entry.stamp.mtime_ns), 8);
+    AppendLittleEndian(&text, static_cast<uint64_t>(entry.stamp.ctime_ns), 8);
+    AppendLittleEndian(&text, entry.path.size(), 4);
+    text.append(entry.content.data(), entry.content.size());
+    text.append(entry.path.data(), entry.path.size());
   }
   const std::filesystem::path temporary = absl::StrCat(file_.string(), ".", getpid(), ".tmp");
   {

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -55,9 +56,10 @@ class HashCache {
   void Record(absl::string_view path, const FileStamp& stamp, const digest::Digest& content);
 
   // Writes the entries found or recorded since Load (files no longer seen
-  // are forgotten) to the file, atomically (a temporary file renamed over
-  // it), creating its directory; does nothing when that is what the file
-  // holds already (a walk of an unchanged tree). Errors name the file.
+  // are forgotten), in the order they were asked for, to the file,
+  // atomically (a temporary file renamed over it), creating its directory;
+  // does nothing when that is what the file holds already (a walk of an
+  // unchanged tree). Errors name the file.
   absl::Status Save() const;
 
   // Files remembered (loaded or recorded).
@@ -69,25 +71,37 @@ class HashCache {
 
  private:
   struct Entry {
+    absl::string_view path;
     FileStamp stamp;
     absl::string_view content;  // "sha256:<64 hex>", checked when loaded
     bool used = false;          // found or recorded since Load: kept by Save
   };
 
-  // Text owned by the cache apart from the loaded file (unescaped paths, what
-  // Record adds); a deque, so what entries point at never moves.
+  // The entry for `path`, if any. The file lists entries in the order the
+  // last walk asked for them, and a walk of the same tree asks in the same
+  // order, so the entry after the last one found is tried first; a lookup by
+  // path (the map, built on first need) is for a tree that changed.
+  std::optional<uint32_t> Lookup(absl::string_view path);
+  void MarkUsed(uint32_t index);
+
+  // Text owned by the cache apart from the loaded file (what Record adds); a
+  // deque, so what entries point at never moves.
   absl::string_view Own(std::string text);
 
   std::filesystem::path file_;
   absl::Time loaded_at_;
   // The loaded file, read whole into one buffer: entries point into it rather
-  // than each owning copies (a re-scan of a large tree loads every line, and
+  // than each owning copies (a re-scan of a large tree loads every entry, and
   // on this class of machine every freshly touched page costs a fault; the
   // buffer is heap, which allocator.h asks to be backed by huge pages).
   std::unique_ptr<char[]> text_;
   std::deque<std::string> owned_;
-  absl::flat_hash_map<absl::string_view, Entry> entries_;
-  bool recorded_ = false;  // Record added or replaced an entry
+  std::vector<Entry> entries_;                                // the file's, then those Record added
+  absl::flat_hash_map<absl::string_view, uint32_t> by_path_;  // empty until first needed
+  size_t next_ = 0;             // the entry the next lookup tries first
+  std::vector<uint32_t> used_;  // indices into entries_, in the order first used
+  bool in_file_order_ = true;   // used_ is 0, 1, 2, ... so far
+  bool recorded_ = false;       // Record added or replaced an entry
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
 };

@@ -690,6 +690,45 @@ TEST_F(ContextIndexTest, HashCache_ReScanOfALargeTreeMatchesAFreshWalk) {
   EXPECT_EQ(cached->Find("d07/secret-1"), nullptr);
 }
 
+// The cache lists files in the order the walk asked for them. A file added
+// and one removed are found out of that order; the next save puts the cache
+// in the new walk's order, and a walk after that, of an unchanged tree, leaves
+// the file as it is (not rewritten: the same inode).
+TEST_F(ContextIndexTest, HashCache_AddedAndRemovedFilesThenAnUnchangedTreeLeavesTheFileAlone) {
+  for (int f = 0; f < 20; ++f) Write(absl::StrCat("dir/f", f), absl::StrCat("content ", f));
+  absl::SleepFor(kOlderThanRacy);
+  const std::filesystem::path file = temp_.path() / "hashes";
+  {
+    HashCache cache = HashCache::Load(file);
+    ASSERT_TRUE(ContextIndex::Build(Context(), Dockerfile(), &cache).ok());
+    ASSERT_TRUE(cache.Save().ok());
+  }
+  Write("dir/added", "new");
+  std::filesystem::remove(Context() / "dir/f7");
+  absl::SleepFor(kOlderThanRacy);
+  {
+    HashCache cache = HashCache::Load(file);
+    absl::StatusOr<ContextIndex> index = ContextIndex::Build(Context(), Dockerfile(), &cache);
+    ASSERT_TRUE(index.ok()) << index.status();
+    EXPECT_EQ(cache.hits(), 19u + 1u);  // + the Dockerfile
+    EXPECT_EQ(cache.misses(), 1u);
+    EXPECT_EQ(index->Find("dir/added")->content, digest::Sha256Of("new"));
+    ASSERT_TRUE(cache.Save().ok());
+    EXPECT_EQ(cache.size(), 22u);  // the removed file is still in memory, not in the file
+  }
+  struct stat saved;
+  ASSERT_EQ(stat(file.c_str(), &saved), 0);
+  HashCache cache = HashCache::Load(file);
+  EXPECT_EQ(cache.size(), 21u);
+  ASSERT_TRUE(ContextIndex::Build(Context(), Dockerfile(), &cache).ok());
+  EXPECT_EQ(cache.hits(), 21u);
+  EXPECT_EQ(cache.misses(), 0u);
+  ASSERT_TRUE(cache.Save().ok());
+  struct stat after;
+  ASSERT_EQ(stat(file.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, saved.st_ino);
+}
+
 TEST_F(ContextIndexTest, HashCache_AFileChangedJustNowIsNotRemembered) {
   Write("new.txt", "written a moment ago");
   const std::filesystem::path file = temp_.path() / "hashes";
@@ -705,7 +744,10 @@ TEST_F(ContextIndexTest, HashCache_AMalformedCacheFileIsAnEmptyCache) {
   Write("a.txt", "alpha");
   absl::SleepFor(kOlderThanRacy);
   const std::filesystem::path file = temp_.path() / "hashes";
-  std::ofstream(file) << "stagefarm context hashes v1\nsha256:nothex 1 2 3 4 5 a.txt\n";
+  // A record whose digest is not hex: stamps (40 bytes), path length, digest, path.
+  std::ofstream(file) << "stagefarm context hashes v2\n"
+                      << std::string(40, '\0') << std::string("\x05\0\0\0", 4)
+                      << "sha256:" << std::string(64, 'x') << "a.txt";
   HashCache cache = HashCache::Load(file);
   absl::StatusOr<ContextIndex> index = ContextIndex::Build(Context(), Dockerfile(), &cache);
   ASSERT_TRUE(index.ok()) << index.status();
@@ -717,9 +759,9 @@ TEST_F(ContextIndexTest, HashCache_AMalformedCacheFileIsAnEmptyCache) {
   EXPECT_EQ(again.hits(), 2u);
 }
 
-// Paths with spaces, backslashes and newlines are escaped in the file and
-// found again; a file cut short in its last line is no cache at all.
-TEST_F(ContextIndexTest, HashCache_EscapedPathsRoundTripATornFileIsEmpty) {
+// Paths with spaces, backslashes and newlines are kept in the file and
+// found again; a file cut short in its last record is no cache at all.
+TEST_F(ContextIndexTest, HashCache_UnusualPathsRoundTripATornFileIsEmpty) {
   Write("with space\\and\nnewline.txt", "odd");
   Write("plain.txt", "plain");
   absl::SleepFor(kOlderThanRacy);
