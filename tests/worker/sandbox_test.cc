@@ -4,11 +4,14 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/busybox_rootfs.h"
@@ -104,9 +107,8 @@ TEST_F(SandboxTest, StandardMountsAndDefaultCapabilities) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->exit_code, 0) << result->output_tail;
   EXPECT_THAT(result->output_tail, HasSubstr("CapEff:\t00000000a80425fb\n"));
-  for (const char* want :
-       {"devnull\n", "shm\n", "pts\n", "sys-readonly\n", "proc-sys-readonly\n", "resolv\n",
-        "stagefarm\n"}) {
+  for (const char* want : {"devnull\n", "shm\n", "pts\n", "sys-readonly\n", "proc-sys-readonly\n",
+                           "resolv\n", "stagefarm\n"}) {
     EXPECT_THAT(result->output_tail, HasSubstr(want));
   }
 }
@@ -154,6 +156,29 @@ TEST_F(SandboxTest, OutputTailKeepsTheEnd) {
   EXPECT_THAT(result->output_tail, HasSubstr("line 1999\n"));
   EXPECT_THAT(result->output_tail, Not(HasSubstr("line 1000\n")));
   EXPECT_GT(streamed, 10000u);
+}
+
+// A cancelled run kills the container (here a shell and the sleep it
+// started), returns Cancelled soon after, and leaves no state behind.
+TEST_F(SandboxTest, CancellingKillsTheContainerAndLeavesNoState) {
+  SandboxSpec spec;
+  spec.args = {"/bin/sh", "-c", "echo started; sleep 60 & sleep 60"};
+  spec.rootfs = rootfs_;
+  spec.env = {"PATH=/bin"};
+  SandboxOptions options;
+  options.state_dir = dir_.path() / "state";
+  options.bundle_dir = dir_.path() / "bundle-cancel";
+  std::atomic<bool> cancelled{false};
+  options.cancelled = &cancelled;
+  // Cancelled once the process has started, as a build's cancel finds it.
+  options.on_output = [&](absl::string_view piece) {
+    if (absl::StrContains(piece, "started")) cancelled.store(true);
+  };
+  const absl::Time start = absl::Now();
+  absl::StatusOr<RunResult> result = RunSandboxed(spec, options);
+  EXPECT_TRUE(absl::IsCancelled(result.status())) << result.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.path() / "state"));
 }
 
 }  // namespace

@@ -361,6 +361,7 @@ class StageRun {
     options.sandbox.runc = executor_.options().runc;
     options.sandbox.bundle_dir = scratch / "bundle";
     options.sandbox.on_output = events_.on_output;
+    options.sandbox.cancelled = inputs_.cancelled;
     absl::StatusOr<RunResult> result = RunStep(input, options);
     return result.status();
   }

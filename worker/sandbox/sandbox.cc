@@ -1,6 +1,7 @@
 #include "worker/sandbox/sandbox.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,15 +27,22 @@ using nlohmann::json;
 // Docker's default masked and read-only /proc and /sys paths (moby
 // oci/defaults.go), so a build step sees what a `docker run` would.
 const std::vector<std::string>& MaskedPaths() {
-  static const auto* paths = new std::vector<std::string>{
-      "/proc/asound",        "/proc/acpi",          "/proc/kcore",    "/proc/keys",
-      "/proc/latency_stats", "/proc/timer_list",    "/proc/timer_stats", "/proc/sched_debug",
-      "/proc/scsi",          "/sys/firmware",       "/sys/devices/virtual/powercap"};
+  static const auto* paths = new std::vector<std::string>{"/proc/asound",
+                                                          "/proc/acpi",
+                                                          "/proc/kcore",
+                                                          "/proc/keys",
+                                                          "/proc/latency_stats",
+                                                          "/proc/timer_list",
+                                                          "/proc/timer_stats",
+                                                          "/proc/sched_debug",
+                                                          "/proc/scsi",
+                                                          "/sys/firmware",
+                                                          "/sys/devices/virtual/powercap"};
   return *paths;
 }
 const std::vector<std::string>& ReadonlyPaths() {
-  static const auto* paths = new std::vector<std::string>{
-      "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
+  static const auto* paths = new std::vector<std::string>{"/proc/bus", "/proc/fs", "/proc/irq",
+                                                          "/proc/sys", "/proc/sysrq-trigger"};
   return *paths;
 }
 
@@ -88,10 +96,10 @@ std::string RuncError(const std::filesystem::path& log) {
 
 const std::vector<std::string>& DefaultCapabilities() {
   static const auto* capabilities = new std::vector<std::string>{
-      "CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-      "CAP_MKNOD",  "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-      "CAP_SETFCAP", "CAP_SETPCAP",     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-      "CAP_KILL",   "CAP_AUDIT_WRITE"};
+      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+      "CAP_KILL",    "CAP_AUDIT_WRITE"};
   return *capabilities;
 }
 
@@ -106,8 +114,7 @@ std::string RuntimeSpecJson(const SandboxSpec& spec, absl::string_view cgroups_p
       Mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
   });
   if (!spec.resolv_conf.empty()) {
-    mounts.push_back(
-        Mount("/etc/resolv.conf", "bind", spec.resolv_conf.string(), {"rbind", "ro"}));
+    mounts.push_back(Mount("/etc/resolv.conf", "bind", spec.resolv_conf.string(), {"rbind", "ro"}));
   }
   if (!spec.hosts.empty()) {
     mounts.push_back(Mount("/etc/hosts", "bind", spec.hosts.string(), {"rbind", "ro"}));
@@ -115,21 +122,19 @@ std::string RuntimeSpecJson(const SandboxSpec& spec, absl::string_view cgroups_p
   for (const SandboxMount& mount : spec.mounts) {
     mounts.push_back(Mount(mount.destination, mount.type, mount.source, mount.options));
   }
-  json namespaces = json::array(
-      {{{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}});
+  json namespaces =
+      json::array({{{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}});
   if (spec.network == NetworkMode::kNone) namespaces.push_back({{"type", "network"}});
   const std::vector<std::string>& caps = DefaultCapabilities();
   json config = {
       {"ociVersion", "1.0.2"},
       {"process",
        {{"terminal", false},
-        {"user",
-         {{"uid", spec.uid}, {"gid", spec.gid}, {"additionalGids", spec.additional_gids}}},
+        {"user", {{"uid", spec.uid}, {"gid", spec.gid}, {"additionalGids", spec.additional_gids}}},
         {"args", spec.args},
         {"env", spec.env},
         {"cwd", spec.cwd},
-        {"capabilities",
-         {{"bounding", caps}, {"effective", caps}, {"permitted", caps}}},
+        {"capabilities", {{"bounding", caps}, {"effective", caps}, {"permitted", caps}}},
         // containerd's default spec, which BuildKit's executor starts from.
         {"rlimits", json::array({{{"type", "RLIMIT_NOFILE"}, {"hard", 1024}, {"soft", 1024}}})},
         {"noNewPrivileges", false}}},
@@ -156,8 +161,8 @@ absl::StatusOr<RunResult> RunSandboxed(const SandboxSpec& spec, const SandboxOpt
   std::filesystem::create_directories(options.bundle_dir, error);
   std::filesystem::create_directories(options.state_dir, error);
   if (error) {
-    return absl::UnavailableError(absl::StrCat("cannot create ", options.state_dir.string(), ": ",
-                                               error.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot create ", options.state_dir.string(), ": ", error.message()));
   }
   const std::string id = RandomId();
   {
@@ -169,10 +174,17 @@ absl::StatusOr<RunResult> RunSandboxed(const SandboxSpec& spec, const SandboxOpt
     }
   }
   const std::filesystem::path log = options.bundle_dir / "runc.log";
-  std::vector<std::string> args = {options.runc,       "--root",      options.state_dir.string(),
-                                   "--log",            log.string(),  "--log-format",
-                                   "json",             "run",         "--bundle",
-                                   options.bundle_dir.string(), id};
+  std::vector<std::string> args = {options.runc,
+                                   "--root",
+                                   options.state_dir.string(),
+                                   "--log",
+                                   log.string(),
+                                   "--log-format",
+                                   "json",
+                                   "run",
+                                   "--bundle",
+                                   options.bundle_dir.string(),
+                                   id};
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -197,7 +209,23 @@ absl::StatusOr<RunResult> RunSandboxed(const SandboxSpec& spec, const SandboxOpt
   }
   RunResult result;
   char buffer[65536];
+  bool cancelled = false;
   while (true) {
+    if (options.cancelled != nullptr) {
+      // The output is read as it comes; between pieces, at least every
+      // kCancelPoll, the flag is looked at. A kill before runc has created
+      // the container fails, and is tried again at the next look.
+      if (options.cancelled->load()) {
+        cancelled = true;
+        // SIGKILL to the container's init: its PID namespace ends with it.
+        RunQuietly({options.runc, "--root", options.state_dir.string(), "kill", id, "KILL"});
+      }
+      struct pollfd readable = {output[0], POLLIN, 0};
+      const int ready =
+          ::poll(&readable, 1, static_cast<int>(absl::ToInt64Milliseconds(kCancelPoll)));
+      if (ready < 0 && errno != EINTR) break;
+      if (ready <= 0) continue;
+    }
     ssize_t n = ::read(output[0], buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -223,6 +251,7 @@ absl::StatusOr<RunResult> RunSandboxed(const SandboxSpec& spec, const SandboxOpt
     RunQuietly({options.runc, "--root", options.state_dir.string(), "delete", "--force", id});
   }
   std::filesystem::remove_all(options.bundle_dir, error);
+  if (cancelled) return absl::CancelledError("cancelled");
   if (!runc_error.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("runc could not run the step: ", runc_error));
   }

@@ -12,6 +12,7 @@
 #ifndef STAGEFARM_WORKER_SANDBOX_SANDBOX_H_
 #define STAGEFARM_WORKER_SANDBOX_SANDBOX_H_
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -20,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace stagefarm::worker {
 
@@ -55,6 +57,9 @@ std::string RuntimeSpecJson(const SandboxSpec& spec, absl::string_view cgroups_p
 // Docker's default capability set (CapEff 0x00000000a80425fb).
 const std::vector<std::string>& DefaultCapabilities();
 
+// How often a run looks at SandboxOptions::cancelled.
+inline constexpr absl::Duration kCancelPoll = absl::Milliseconds(100);
+
 struct SandboxOptions {
   std::string runc = "runc";
   // runc's state directory (--root).
@@ -65,6 +70,9 @@ struct SandboxOptions {
   std::function<void(absl::string_view)> on_output;
   // How much of the end of the output RunResult keeps.
   size_t tail_bytes = 4096;
+  // When set and it becomes true, the container is killed (SIGKILL to all
+  // its processes, within about kCancelPoll) and the run is Cancelled.
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 struct RunResult {
@@ -74,7 +82,8 @@ struct RunResult {
 
 // Runs `spec` to completion with `runc run` (stdin is /dev/null). A non-zero
 // exit of the process is a RunResult, not an error; errors are for a sandbox
-// that could not be made or started, with runc's own message.
+// that could not be made or started, with runc's own message, and Cancelled
+// for one that options.cancelled stopped.
 absl::StatusOr<RunResult> RunSandboxed(const SandboxSpec& spec, const SandboxOptions& options);
 
 }  // namespace stagefarm::worker
