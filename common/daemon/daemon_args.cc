@@ -1,5 +1,7 @@
 #include "common/daemon/daemon_args.h"
 
+#include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,6 +12,7 @@
 #include <utility>
 
 #include "absl/flags/commandlineflag.h"
+#include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage_config.h"
@@ -20,6 +23,10 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/process/version.h"
+
+ABSL_FLAG(int, exit_with_parent, 0,
+          "Stop (as on SIGTERM) when the process with this pid, the one that started this "
+          "daemon, exits; `stagefarm build`'s embedded cluster passes its own pid.");
 
 namespace stagefarm::daemon {
 namespace {
@@ -228,15 +235,19 @@ absl::Status ParseDaemonCommandLine(int argc, char** argv) {
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   const std::string program = std::filesystem::path(argc > 0 ? argv[0] : "").filename();
-  usage.version_string = [program] {
-    return absl::StrCat(program, " ", process::kVersion, "\n");
-  };
+  usage.version_string = [program] { return absl::StrCat(program, " ", process::kVersion, "\n"); };
   absl::SetFlagsUsageConfig(usage);
   std::vector<char*> pointers;
   for (std::string& arg : *args) pointers.push_back(arg.data());
   pointers.push_back(nullptr);
   // The positional arguments it returns are ignored: the daemons take none.
   absl::ParseCommandLine(static_cast<int>(args->size()), pointers.data());
+  if (const int parent = absl::GetFlag(FLAGS_exit_with_parent); parent > 0) {
+    // The signal comes when the parent exits from now on; a parent gone
+    // already (this process adopted) is seen here.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) raise(SIGTERM);
+  }
   return absl::OkStatus();
 }
 

@@ -64,6 +64,9 @@ absl::StatusOr<std::vector<std::string>> NormalizeDaemonArgs(std::vector<std::st
 // bad value) and --help are handled by Abseil itself, which exits; --help
 // lists the flags the program defines (not Abseil's own), after its usage
 // message.
+// --exit-with-parent=PID, which every daemon takes, is applied here: the
+// daemon gets SIGTERM when its parent exits (and at once if the parent is no
+// longer PID, gone already).
 absl::Status ParseDaemonCommandLine(int argc, char** argv);
 
 // The endpoint peers are told to use for a socket bound on `bound`:

@@ -29,6 +29,8 @@ Scenarios (one ctest test each):
                     .dockerignore applied), FROM a docker-image:// context and
                     FROM a directory, a stage replaced by a context; editing a
                     file of the directory re-runs only the stage that reads it
+  embedded-orphan   `stagefarm build --workers 1` killed (SIGKILL) during a
+                    RUN: its coordinator, worker and the step's container end
 Exit 0 when the scenario passed; what failed otherwise, with the logs' tails.
 """
 import argparse
@@ -451,6 +453,104 @@ def scenario_cached(work, args):
         cluster.stop()
 
 
+def processes_with(text):
+    """The pids of processes whose command line contains `text`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def live_descendants(pids):
+    """The processes below `pids` (children, grandchildren, ...), zombies
+    left out: {pid: command name}."""
+    children = {}
+    names = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        names[int(entry)] = stat[stat.index("(") + 1:stat.rindex(")")]
+    found = {}
+    pending = list(pids)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found[child] = names[child]
+                pending.append(child)
+    return found
+
+
+def alive(pids):
+    """Those of `pids` that still run (not gone, not zombies)."""
+    living = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2:].split()[0] != "Z":
+            living.append(pid)
+    return living
+
+
+def scenario_embedded_orphan(work, args):
+    """`stagefarm build --workers 1` killed with SIGKILL in the middle of a
+    RUN: the embedded cluster's daemons, and the step's sandbox, go too."""
+    client = Client(work, args.bin)
+    context = write_context(work, "orphan", "FROM busybox\nRUN sleep 120\n")
+    build = Build(client.start_build(["--workers", "1"], context))
+    daemons_of = f"--data-dir={client.home}/cluster"
+    started = build.wait_event(lambda e: e.get("event") == "step" or e.get("event") == "start",
+                               timeout=60)
+    daemons = processes_with(daemons_of)
+    try:
+        check(started is not None, f"the build did not start its stage:\n{build.describe()}")
+        check(len(daemons) == 2, f"expected a coordinator and a worker, found pids {daemons}")
+        # Until the step's process runs: runc's children, below the worker.
+        deadline = time.time() + 60
+        step = {}
+        while time.time() < deadline and "sleep" not in step.values():
+            time.sleep(0.05)
+            step = live_descendants(daemons)
+        check("sleep" in step.values(), f"the step never ran:\n{build.describe()}")
+        build.process.send_signal(signal.SIGKILL)
+        killed = time.time()
+        build.process.wait(timeout=10)
+        deadline = time.time() + 20
+        while time.time() < deadline and alive(daemons + list(step)):
+            time.sleep(0.1)
+        logs = "\n".join(f"--- {name}:\n{tail(os.path.join(client.home, 'cluster', name))}"
+                         for name in sorted(os.listdir(os.path.join(client.home, "cluster")))
+                         if name.endswith(".log"))
+        check(not alive(daemons), f"daemons outlived the client: {alive(daemons)}\n{logs}")
+        check(not alive(list(step)),
+              f"the step outlived the client: {[step[p] for p in alive(list(step))]}\n{logs}")
+        print(f"embedded-orphan: the daemons and the step ({', '.join(sorted(step.values()))}) "
+              f"ended {time.time() - killed:.1f} s after the client")
+    finally:
+        for pid in alive(daemons):
+            os.kill(pid, signal.SIGKILL)
+
+
 def read(path):
     with open(path) as f:
         return f.read()
@@ -558,6 +658,7 @@ SCENARIOS = {
     "shared": scenario_shared,
     "cached": scenario_cached,
     "build-context": scenario_build_context,
+    "embedded-orphan": scenario_embedded_orphan,
 }
 
 
