@@ -376,6 +376,40 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
   return worker::RunLocalBuild(**executor, input, ProgressEvents(sink, NewBuildId()));
 }
 
+// The parts of the contexts that the needed stages read.
+struct ContextsRead {
+  fs::ContextIndex own;
+  std::vector<build::NamedContext> named;  // by name; an unused local one is empty
+  uint64_t files = 0;                      // regular files in all of them
+};
+
+ContextsRead ReadByNeededStages(const LoadedPlan& plan, const fs::ContextIndex& index,
+                                const std::vector<build::NamedContext>& named) {
+  const graph::NeededContextPaths paths = graph::ContextPathsOfNeededStages(plan.graph);
+  ContextsRead read;
+  auto count_files = [&read](const fs::ContextIndex& part) {
+    for (const fs::ContextEntry& entry : part.entries()) {
+      if (entry.type == fs::EntryType::kFile) ++read.files;
+    }
+  };
+  read.own = index.Restrict(paths.own);
+  count_files(read.own);
+  for (const build::NamedContext& context : named) {
+    build::NamedContext out{context.name, context.image, {}, context.dir};
+    if (!context.image) {
+      auto read_there = paths.named.find(context.name);
+      out.context = context.context.Restrict(
+          read_there == paths.named.end() ? std::vector<std::string>() : read_there->second);
+      count_files(out.context);
+    }
+    read.named.push_back(std::move(out));
+  }
+  std::sort(
+      read.named.begin(), read.named.end(),
+      [](const build::NamedContext& a, const build::NamedContext& b) { return a.name < b.name; });
+  return read;
+}
+
 // On a cluster: the one at --coordinator, or an embedded one started here.
 absl::StatusOr<worker::BuiltImage> BuildOnCluster(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
@@ -398,30 +432,11 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
   definition.no_cache = parsed.Has("no-cache");
   definition.secrets = std::move(secrets);
   // Only what the needed stages read goes to the cluster: a build that
-  // copies one directory of a monorepo sends that directory. So do the named
-  // contexts: each restricted to what the needed stages read from it (an
-  // unused one is sent as an empty index).
-  const graph::NeededContextPaths read = graph::ContextPathsOfNeededStages(plan.graph);
-  auto count_files = [&client_record](const fs::ContextIndex& sent) {
-    for (const fs::ContextEntry& entry : sent.entries()) {
-      if (entry.type == fs::EntryType::kFile) ++client_record.context_files;
-    }
-  };
-  definition.context = index.Restrict(read.own);
-  count_files(definition.context);
-  for (const build::NamedContext& context : named) {
-    build::NamedContext out{context.name, context.image, {}, context.dir};
-    if (!context.image) {
-      auto paths = read.named.find(context.name);
-      out.context = context.context.Restrict(paths == read.named.end() ? std::vector<std::string>()
-                                                                       : paths->second);
-      count_files(out.context);
-    }
-    definition.named_contexts.push_back(std::move(out));
-  }
-  std::sort(
-      definition.named_contexts.begin(), definition.named_contexts.end(),
-      [](const build::NamedContext& a, const build::NamedContext& b) { return a.name < b.name; });
+  // copies one directory of a monorepo sends that directory.
+  ContextsRead read = ReadByNeededStages(plan, index, named);
+  client_record.context_files = read.files;
+  definition.context = std::move(read.own);
+  definition.named_contexts = std::move(read.named);
   absl::StatusOr<std::vector<build::NamedImage>> images = PlanImages(store, plan.graph, file);
   if (!images.ok()) return images.status();
   definition.images = *std::move(images);
@@ -610,14 +625,18 @@ int Build(const std::vector<std::string>& args) {
     printer.Handle(event);
     if (recording) record.Add(event);
   };
+  const bool on_cluster = parsed.Has("coordinator") || workers > 0;
+  // In process nothing is sent; the record still counts what the build reads.
+  if (!on_cluster && recording) {
+    client_record.context_files = ReadByNeededStages(*plan, *index, named).files;
+  }
   const absl::Time build_start = absl::Now();
   absl::StatusOr<worker::BuiltImage> built =
-      parsed.Has("coordinator") || workers > 0
-          ? BuildOnCluster(parsed, file, context, *plan, *index, named, *epoch, *secrets, workers,
-                           slots, *data_dir, **store, sink, client_record)
-          : BuildInProcess(parsed, file, context, *plan, *index, named, *epoch, *secrets,
-                           !exports_image ? std::nullopt : std::optional(compress), *data_dir,
-                           **store, sink);
+      on_cluster ? BuildOnCluster(parsed, file, context, *plan, *index, named, *epoch, *secrets,
+                                  workers, slots, *data_dir, **store, sink, client_record)
+                 : BuildInProcess(parsed, file, context, *plan, *index, named, *epoch, *secrets,
+                                  !exports_image ? std::nullopt : std::optional(compress),
+                                  *data_dir, **store, sink);
   printer.Finish();
   record.AddClientSpan({"build", build_start, absl::Now()});
   // The timeline is written whether or not the build succeeded: a failed

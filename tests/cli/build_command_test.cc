@@ -359,6 +359,16 @@ TEST_F(BuildCommandTest, OnlyFilesTheBuildReadsAreSentAndThenOnlyTheChangedOne) 
   EXPECT_EQ(metadata["stagefarm.client"]["bytes_uploaded"], 25);
   EXPECT_EQ(metadata["stagefarm.client"]["context_files_hashed"], 2);
   EXPECT_NE(Digest(second.output), Digest(first.output));
+
+  // In process nothing is uploaded, and the files the build reads are
+  // counted all the same.
+  const Invocation in_process =
+      Stagefarm(Build(absl::StrCat("--workers 0 -t svc:1 --metadata-file '", meta.string(), "'")));
+  ASSERT_EQ(in_process.exit_code, 0) << in_process.output;
+  metadata = ReadJson(meta);
+  EXPECT_EQ(metadata["stagefarm.client"]["context_files"], 3);
+  EXPECT_EQ(metadata["stagefarm.client"]["bytes_uploaded"], 0);
+  EXPECT_EQ(Digest(in_process.output), Digest(second.output));
 }
 
 TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
