@@ -327,6 +327,31 @@ absl::StatusOr<fs::ContextIndex> ScanContext(const stdfs::path& data_dir, const 
   return index;
 }
 
+// While it lives, Ctrl-C sets flag(): the build is cancelled. A second Ctrl-C
+// ends the client at once (exit 130). One at a time.
+class CancelOnInterrupt {
+ public:
+  // `restart_calls`: whether a system call that SIGINT interrupts is
+  // restarted (SA_RESTART) rather than failing with EINTR.
+  explicit CancelOnInterrupt(bool restart_calls) {
+    interrupted_.store(false);
+    struct sigaction action = {};
+    action.sa_handler = [](int) {
+      if (interrupted_.exchange(true)) _exit(130);
+    };
+    action.sa_flags = restart_calls ? SA_RESTART : 0;
+    sigaction(SIGINT, &action, nullptr);
+  }
+  ~CancelOnInterrupt() { signal(SIGINT, SIG_DFL); }
+  CancelOnInterrupt(const CancelOnInterrupt&) = delete;
+  CancelOnInterrupt& operator=(const CancelOnInterrupt&) = delete;
+
+  const std::atomic<bool>* flag() const { return &interrupted_; }
+
+ private:
+  static inline std::atomic<bool> interrupted_{false};
+};
+
 // `--workers 0`: every stage in this process, on this node's own store.
 absl::StatusOr<worker::BuiltImage> BuildInProcess(
     const ParsedArgs& parsed, const std::string& file, const std::string& context,
@@ -355,6 +380,10 @@ absl::StatusOr<worker::BuiltImage> BuildInProcess(
   // of the stages the image is built FROM start compressing as each stage
   // ends.
   input.precompress = precompress;
+  // Ctrl-C stops the running stages (a RUN's container is killed); the
+  // sandbox looks at the flag every 100 ms, so calls are restarted.
+  CancelOnInterrupt interrupt(/*restart_calls=*/true);
+  input.cancelled = interrupt.flag();
   // Cache keys: images by the manifest their tag names here. A plan whose
   // keys cannot be computed (a COPY source missing) builds without the cache
   // and fails at that COPY, with its location.
@@ -460,16 +489,10 @@ absl::StatusOr<worker::BuiltImage> BuildOnCluster(
       CoordinatorClient::Connect(endpoint, keys);
   if (!client.ok()) return client.status();
   // Ctrl-C cancels the build on the cluster (a second one ends the client).
-  static std::atomic<bool> interrupted{false};
-  interrupted.store(false);
-  struct sigaction action = {};
-  action.sa_handler = [](int) {
-    if (interrupted.exchange(true)) _exit(130);
-  };
-  sigaction(SIGINT, &action, nullptr);
+  // Not restarted: the client's poll returns, and it sends the cancel.
+  CancelOnInterrupt interrupt(/*restart_calls=*/false);
   absl::StatusOr<CoordinatorClient::BuildResult> result =
-      (*client)->RunBuild(definition, context, store, sink, &interrupted);
-  signal(SIGINT, SIG_DFL);
+      (*client)->RunBuild(definition, context, store, sink, interrupt.flag());
   if (!result.ok()) return result.status();
   client_record.bytes_uploaded = result->bytes_uploaded;
   return result->image;

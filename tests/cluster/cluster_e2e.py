@@ -31,6 +31,9 @@ Scenarios (one ctest test each):
                     file of the directory re-runs only the stage that reads it
   embedded-orphan   `stagefarm build --workers 1` killed (SIGKILL) during a
                     RUN: its coordinator, worker and the step's container end
+  interrupt         Ctrl-C (SIGINT) to `stagefarm build` during a RUN, with
+                    --workers 0 and 1: it exits non-zero saying "cancelled",
+                    and the step's container is gone
 Exit 0 when the scenario passed; what failed otherwise, with the logs' tails.
 """
 import argparse
@@ -551,6 +554,45 @@ def scenario_embedded_orphan(work, args):
             os.kill(pid, signal.SIGKILL)
 
 
+def scenario_interrupt(work, args):
+    """Ctrl-C (SIGINT) to `stagefarm build` during a RUN, in process
+    (--workers 0) and on the embedded cluster (--workers 1): the build ends
+    non-zero, saying it was cancelled, and the step's container is gone."""
+    client = Client(work, args.bin)
+    context = write_context(work, "interrupt", "FROM busybox\nRUN sleep 120\n")
+    for flags in (["--workers", "0"], ["--workers", "1"]):
+        process = subprocess.Popen([client.stagefarm, "build", "--progress=plain"] + flags
+                                   + [context], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=client.env())
+        try:
+            deadline = time.time() + 60
+            below = {}
+            while time.time() < deadline and "sleep" not in below.values():
+                time.sleep(0.05)
+                below = live_descendants([process.pid])
+            check("sleep" in below.values(), f"{flags}: the step never ran")
+            process.send_signal(signal.SIGINT)
+            interrupted = time.time()
+            _, stderr = process.communicate(timeout=30)
+            check(process.returncode != 0, f"{flags}: exit 0 after Ctrl-C")
+            check("cancelled" in stderr, f"{flags}: no word of the cancel:\n{tail_of(stderr)}")
+            deadline = time.time() + 10
+            while time.time() < deadline and alive(list(below)):
+                time.sleep(0.1)
+            check(not alive(list(below)),
+                  f"{flags}: left running: {[below[p] for p in alive(list(below))]}")
+            print(f"interrupt {' '.join(flags)}: exit {process.returncode} "
+                  f"{time.time() - interrupted:.1f} s after Ctrl-C, the step gone")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def tail_of(text, lines=20):
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def read(path):
     with open(path) as f:
         return f.read()
@@ -659,6 +701,7 @@ SCENARIOS = {
     "cached": scenario_cached,
     "build-context": scenario_build_context,
     "embedded-orphan": scenario_embedded_orphan,
+    "interrupt": scenario_interrupt,
 }
 
 

@@ -327,6 +327,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     inputs.use_cache = input.use_cache;
     inputs.source_date_epoch = input.source_date_epoch;
     inputs.secrets = input.secrets;
+    inputs.cancelled = input.cancelled;
     StageEvents stage_events;
     if (events.on_step) {
       stage_events.on_step = [&](size_t step, size_t steps, absl::string_view text) {

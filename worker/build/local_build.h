@@ -8,10 +8,11 @@
 #ifndef STAGEFARM_WORKER_BUILD_LOCAL_BUILD_H_
 #define STAGEFARM_WORKER_BUILD_LOCAL_BUILD_H_
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
-#include <optional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,7 +41,7 @@ struct BuildEvents {
 
 struct LocalBuildInput {
   const graph::StageGraph* graph = nullptr;
-  std::filesystem::path context_dir;  // as the user gave it
+  std::filesystem::path context_dir;          // as the user gave it
   const fs::ContextIndex* context = nullptr;  // its index (ignore file applied)
   // The named local contexts (--build-context NAME=DIR) by name: each
   // directory as the user gave it, and its index (its .dockerignore
@@ -67,6 +68,9 @@ struct LocalBuildInput {
   std::optional<int64_t> source_date_epoch;
   // --secret values by id (StageInputs::secrets); null: none.
   const std::map<std::string, std::string>* secrets = nullptr;
+  // When set and it becomes true, the running stages stop (a RUN in progress
+  // has its container killed) and the build fails as Cancelled.
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 // Builds the target stage and what it needs; returns the target's image.
