@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -38,7 +39,8 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     ASSERT_EQ(geteuid(), 0u) << "runc needs root";
-    absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = cas::BlobStore::Open(dir_.path() / "cas");
+    absl::StatusOr<std::unique_ptr<cas::BlobStore>> store =
+        cas::BlobStore::Open(dir_.path() / "cas");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
     ExecutorOptions options;
@@ -66,18 +68,22 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
     base_.config = oci::ScratchConfig(oci::Platform{"linux", "amd64", "", ""});
     base_.config.config.working_dir.clear();
     base_.config.diff_ids = {layer->diff_id};
-    base_.layers = {{oci::LayerMediaType(layer->compression), layer->blob_digest,
-                     layer->blob_size, {}}};
+    base_.layers = {
+        {oci::LayerMediaType(layer->compression), layer->blob_digest, layer->blob_size, {}}};
     context_ = dir_.path() / "context";
     stdfs::create_directories(context_);
   }
 
+  // `after_index`, when set, runs once the context is indexed, before the
+  // build: what it changes in the context is what the build finds there.
   absl::StatusOr<BuiltImage> Build(const std::string& dockerfile,
-                                   std::vector<std::string> build_args = {},
-                                   bool cache = false, bool use_cache = true) {
+                                   std::vector<std::string> build_args = {}, bool cache = false,
+                                   bool use_cache = true,
+                                   const std::function<void()>& after_index = nullptr) {
     absl::StatusOr<dockerfile::ParseResult> ast = dockerfile::Parse(dockerfile, "Dockerfile");
     if (!ast.ok()) return ast.status();
-    absl::StatusOr<dockerfile::StagedDockerfile> staged = dockerfile::ParseStages(*ast, "Dockerfile");
+    absl::StatusOr<dockerfile::StagedDockerfile> staged =
+        dockerfile::ParseStages(*ast, "Dockerfile");
     if (!staged.ok()) return staged.status();
     graph::PlanOptions options;
     options.build_args = std::move(build_args);
@@ -100,6 +106,7 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
       input.cache_keys = *std::move(keys);
       input.use_cache = use_cache;
     }
+    if (after_index) after_index();
     log_.clear();
     input.source_date_epoch = 1700000000;
     input.resolve_image = [this](const oci::ImageRef& ref) -> absl::StatusOr<BuiltImage> {
@@ -125,8 +132,9 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
     EXPECT_TRUE(chain.ok()) << chain.status();
     snapshots::RootfsOptions options;
     options.force_copy = GetParam();
-    absl::StatusOr<std::unique_ptr<snapshots::Rootfs>> rootfs = executor_->snapshots().PrepareRootfs(
-        *chain, dir_.path() / absl::StrCat("inspect", mounts_.size()), options);
+    absl::StatusOr<std::unique_ptr<snapshots::Rootfs>> rootfs =
+        executor_->snapshots().PrepareRootfs(
+            *chain, dir_.path() / absl::StrCat("inspect", mounts_.size()), options);
     EXPECT_TRUE(rootfs.ok()) << rootfs.status();
     mounts_.push_back(*std::move(rootfs));
     return mounts_.back()->root();
@@ -268,8 +276,8 @@ TEST_P(StageExecutorTest, ParallelStagesEachKeepTheirOwnLayers) {
   // still unmount and give exactly its own layer.
   std::string dockerfile;
   for (int i = 1; i <= 4; ++i) {
-    dockerfile += absl::StrCat("FROM busybox AS s", i, "\nRUN sleep 0.3 && echo ", i, " > /out", i,
-                               "\n");
+    dockerfile +=
+        absl::StrCat("FROM busybox AS s", i, "\nRUN sleep 0.3 && echo ", i, " > /out", i, "\n");
   }
   dockerfile += "FROM busybox\n";
   for (int i = 1; i <= 4; ++i) {
@@ -280,7 +288,8 @@ TEST_P(StageExecutorTest, ParallelStagesEachKeepTheirOwnLayers) {
     ASSERT_TRUE(image.ok()) << image.status();
     ASSERT_EQ(image->layers.size(), 5u) << log_;
     const stdfs::path root = Mount(*image);
-    for (int i = 1; i <= 4; ++i) EXPECT_EQ(ReadFile(root / absl::StrCat("out", i)), absl::StrCat(i, "\n"));
+    for (int i = 1; i <= 4; ++i)
+      EXPECT_EQ(ReadFile(root / absl::StrCat("out", i)), absl::StrCat(i, "\n"));
   }
 }
 
@@ -332,6 +341,29 @@ TEST_P(StageExecutorTest, CachedStepsAreNotRunAgainUntilTheirInputsChange) {
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   EXPECT_TRUE(*store_->Has(rebuilt->layers[2].digest));
   EXPECT_EQ(ReadFile(Mount(*rebuilt) / "a.txt"), "second\n");
+}
+
+// A build whose steps are all cached does not copy the context at all: here a
+// file changed after indexing, which a copy would refuse (its digest no longer
+// matches), goes unread; once a step needs the context, the copy is made and
+// the change is caught.
+TEST_P(StageExecutorTest, AFullyCachedBuildDoesNotCopyTheContext) {
+  std::ofstream(context_ / "a.txt") << "first\n";
+  const std::string dockerfile =
+      "FROM busybox\n"
+      "COPY a.txt /a.txt\n";
+  absl::StatusOr<BuiltImage> first = Build(dockerfile, {}, /*cache=*/true);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto change_a = [this] { std::ofstream(context_ / "a.txt") << "FIRST\n"; };
+  absl::StatusOr<BuiltImage> cached =
+      Build(dockerfile, {}, /*cache=*/true, /*use_cache=*/true, change_a);
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  EXPECT_EQ(cached->layers, first->layers);
+  std::ofstream(context_ / "a.txt") << "first\n";
+  absl::StatusOr<BuiltImage> uncached =
+      Build(dockerfile, {}, /*cache=*/true, /*use_cache=*/false, change_a);
+  ASSERT_FALSE(uncached.ok());
+  EXPECT_THAT(uncached.status().message(), HasSubstr("a.txt")) << uncached.status();
 }
 
 INSTANTIATE_TEST_SUITE_P(Rootfs, StageExecutorTest, ::testing::Values(false, true),

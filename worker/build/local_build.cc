@@ -225,35 +225,45 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
   absl::StatusOr<ScratchDir> scratch = executor.NewScratchDir("build");
   if (!scratch.ok()) return scratch.status();
 
-  // The context, once, with what the needed stages read from it; so each
-  // named local context.
+  // The context, with what the needed stages read from it, and so each named
+  // local context: made once, when the first step that reads one runs (a
+  // build whose steps are all cached copies nothing). The named contexts are
+  // checked now.
   const graph::NeededContextPaths read = graph::ContextPathsOfNeededStages(plan);
-  const std::vector<std::string> context_sources = graph::SelectSources(read.own);
   const stdfs::path context = scratch->path() / "context";
-  if (context_sources.empty()) {
-    std::error_code error;
-    stdfs::create_directories(context, error);
-    if (error) return absl::InternalError(absl::StrCat(context.native(), ": ", error.message()));
-  } else {
-    absl::Status made =
-        MaterializeContext(input.context_dir, *input.context, context_sources, context);
-    if (!made.ok()) return made;
-  }
-
   std::map<std::string, stdfs::path> named_dirs;
   for (const auto& [name, paths] : read.named) {
     auto it = input.named_contexts.find(name);
     if (it == input.named_contexts.end() || it->second.index == nullptr) {
       return absl::NotFoundError(absl::StrCat("build context ", name, " is not defined"));
     }
-    const stdfs::path dir = scratch->path() / absl::StrCat("named-context-", named_dirs.size());
-    absl::Status made =
-        MaterializeContext(it->second.dir, *it->second.index, graph::SelectSources(paths), dir);
-    if (!made.ok()) {
-      return Prefixed(absl::StrCat("build context ", name), made);
-    }
-    named_dirs.emplace(name, dir);
+    named_dirs.emplace(name, scratch->path() / absl::StrCat("named-context-", named_dirs.size()));
   }
+  absl::Mutex contexts_mu;
+  std::optional<absl::Status> contexts_made;  // under contexts_mu
+  auto make_contexts = [&]() -> absl::Status {
+    const std::vector<std::string> sources = graph::SelectSources(read.own);
+    if (sources.empty()) {
+      std::error_code error;
+      stdfs::create_directories(context, error);
+      if (error) return absl::InternalError(absl::StrCat(context.native(), ": ", error.message()));
+    } else {
+      absl::Status made = MaterializeContext(input.context_dir, *input.context, sources, context);
+      if (!made.ok()) return made;
+    }
+    for (const auto& [name, paths] : read.named) {
+      const LocalBuildInput::NamedContextDir& named = input.named_contexts.at(name);
+      absl::Status made = MaterializeContext(named.dir, *named.index, graph::SelectSources(paths),
+                                             named_dirs.at(name));
+      if (!made.ok()) return Prefixed(absl::StrCat("build context ", name), made);
+    }
+    return absl::OkStatus();
+  };
+  auto prepare_contexts = [&]() -> absl::Status {
+    absl::MutexLock lock(&contexts_mu);
+    if (!contexts_made) contexts_made = make_contexts();
+    return *contexts_made;
+  };
 
   absl::Mutex mu;
   std::vector<std::optional<BuiltImage>> results(plan.stages.size());
@@ -328,6 +338,7 @@ absl::StatusOr<BuiltImage> RunLocalBuild(const StageExecutor& executor,
     inputs.source_date_epoch = input.source_date_epoch;
     inputs.secrets = input.secrets;
     inputs.cancelled = input.cancelled;
+    inputs.prepare_contexts = prepare_contexts;
     StageEvents stage_events;
     if (events.on_step) {
       stage_events.on_step = [&](size_t step, size_t steps, absl::string_view text) {

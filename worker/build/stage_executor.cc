@@ -352,7 +352,7 @@ class StageRun {
     options.mounts.cache_root = executor_.options().data_dir / "cache-mounts";
     options.mounts.scratch = scratch / "mounts";
     options.mounts.root_of = [&](absl::string_view from) -> absl::StatusOr<stdfs::path> {
-      if (from.empty()) return inputs_.context_dir;
+      if (from.empty()) return ContextDir();
       for (size_t k = 0; k < planned.mounts.size() && k < planned.mount_from.size(); ++k) {
         if (planned.mounts[k].from == from) return SourceDir(planned.mount_from[k]);
       }
@@ -366,12 +366,26 @@ class StageRun {
     return result.status();
   }
 
+  // The context directories, made on first need (StageInputs::prepare_contexts).
+  absl::Status PrepareContexts() {
+    if (contexts_prepared_ || !inputs_.prepare_contexts) return absl::OkStatus();
+    absl::Status prepared = inputs_.prepare_contexts();
+    contexts_prepared_ = prepared.ok();
+    return prepared;
+  }
+
+  absl::StatusOr<stdfs::path> ContextDir() {
+    if (absl::Status prepared = PrepareContexts(); !prepared.ok()) return prepared;
+    return inputs_.context_dir;
+  }
+
   // The directory a COPY --from or mount from= reads: a stage's or image's
   // root filesystem, mounted once per stage run; the context otherwise.
   absl::StatusOr<stdfs::path> SourceDir(const SourceRoot& source) {
     switch (source.kind) {
       case SourceRoot::Kind::kContext: {
-        if (source.context.empty()) return inputs_.context_dir;
+        if (source.context.empty()) return ContextDir();
+        if (absl::Status prepared = PrepareContexts(); !prepared.ok()) return prepared;
         auto it = inputs_.named_context_dirs.find(source.context);
         if (it == inputs_.named_context_dirs.end()) {
           return absl::InternalError(
@@ -539,7 +553,9 @@ class StageRun {
       }
     }
     if (local.empty()) return absl::OkStatus();
-    absl::StatusOr<fs::RootDir> context = fs::RootDir::Open(inputs_.context_dir);
+    absl::StatusOr<stdfs::path> context_dir = ContextDir();
+    if (!context_dir.ok()) return context_dir.status();
+    absl::StatusOr<fs::RootDir> context = fs::RootDir::Open(*context_dir);
     if (!context.ok()) return context.status();
     target->options.reset_owner = true;
     target->options.unpack_archives = add.unpack.value_or(true);
@@ -594,6 +610,7 @@ class StageRun {
   std::vector<digest::Digest> diff_ids_;  // of the layers this stage added
   std::map<std::string, std::unique_ptr<snapshots::Rootfs>> sources_;
   bool rootfs_mode_noted_ = false;
+  bool contexts_prepared_ = false;
   std::optional<oci::Descriptor> last_step_layer_;  // what the last step run added
 };
 

@@ -82,8 +82,13 @@ struct StageInputs {
   // build, so one executor serves builds with different epochs.
   std::optional<int64_t> source_date_epoch;
   // When set, checked before each instruction: once true, Run stops with
-  // Cancelled (an instruction already running finishes first).
+  // Cancelled (a RUN already running has its container killed).
   const std::atomic<bool>* cancelled = nullptr;
+  // When set, called before the first read of context_dir or
+  // named_context_dirs to make those directories (it may be called by each
+  // stage; making them once is its business). A stage whose steps are all
+  // cached never calls it. An error fails the step that needed them.
+  std::function<absl::Status()> prepare_contexts;
 };
 
 // What the executor reports while it works, for the progress view.
