@@ -32,14 +32,19 @@ class SandboxTest : public ::testing::Test {
     ASSERT_TRUE(made.ok()) << made;
   }
 
-  absl::StatusOr<RunResult> Run(SandboxSpec spec) {
-    spec.rootfs = rootfs_;
-    if (spec.env.empty()) spec.env = {"PATH=/bin"};
+  // Options with this test's state directory and a fresh bundle directory.
+  SandboxOptions Options() {
     SandboxOptions options;
     options.state_dir = dir_.path() / "state";
     options.bundle_dir = dir_.path() / absl::StrCat("bundle", ++runs_);
+    return options;
+  }
+  absl::StatusOr<RunResult> Run(SandboxSpec spec, SandboxOptions options) {
+    spec.rootfs = rootfs_;
+    if (spec.env.empty()) spec.env = {"PATH=/bin"};
     return RunSandboxed(spec, options);
   }
+  absl::StatusOr<RunResult> Run(SandboxSpec spec) { return Run(std::move(spec), Options()); }
   absl::StatusOr<RunResult> Shell(const std::string& script) {
     SandboxSpec spec;
     spec.args = {"/bin/sh", "-c", script};
@@ -142,15 +147,11 @@ TEST_F(SandboxTest, MissingProgramIsAFailedStepWithRuncsMessage) {
 TEST_F(SandboxTest, OutputTailKeepsTheEnd) {
   SandboxSpec spec;
   spec.args = {"/bin/sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done"};
-  spec.rootfs = rootfs_;
-  spec.env = {"PATH=/bin"};
-  SandboxOptions options;
-  options.state_dir = dir_.path() / "state";
-  options.bundle_dir = dir_.path() / "bundle-tail";
+  SandboxOptions options = Options();
   options.tail_bytes = 100;
   size_t streamed = 0;
   options.on_output = [&](absl::string_view piece) { streamed += piece.size(); };
-  absl::StatusOr<RunResult> result = RunSandboxed(spec, options);
+  absl::StatusOr<RunResult> result = Run(spec, options);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->output_tail.size(), 100u);
   EXPECT_THAT(result->output_tail, HasSubstr("line 1999\n"));
@@ -163,11 +164,7 @@ TEST_F(SandboxTest, OutputTailKeepsTheEnd) {
 TEST_F(SandboxTest, CancellingKillsTheContainerAndLeavesNoState) {
   SandboxSpec spec;
   spec.args = {"/bin/sh", "-c", "echo started; sleep 60 & sleep 60"};
-  spec.rootfs = rootfs_;
-  spec.env = {"PATH=/bin"};
-  SandboxOptions options;
-  options.state_dir = dir_.path() / "state";
-  options.bundle_dir = dir_.path() / "bundle-cancel";
+  SandboxOptions options = Options();
   std::atomic<bool> cancelled{false};
   options.cancelled = &cancelled;
   // Cancelled once the process has started, as a build's cancel finds it.
@@ -175,7 +172,7 @@ TEST_F(SandboxTest, CancellingKillsTheContainerAndLeavesNoState) {
     if (absl::StrContains(piece, "started")) cancelled.store(true);
   };
   const absl::Time start = absl::Now();
-  absl::StatusOr<RunResult> result = RunSandboxed(spec, options);
+  absl::StatusOr<RunResult> result = Run(spec, options);
   EXPECT_TRUE(absl::IsCancelled(result.status())) << result.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
   EXPECT_TRUE(std::filesystem::is_empty(dir_.path() / "state"));
