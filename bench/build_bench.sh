@@ -340,9 +340,10 @@ EOF
     >"$work/files/layer-tmpfs.Dockerfile"
 fi
 
-# sf_done LOG: seconds from the start of the last run_timed to the "done in" line of
-# LOG (the last stage finished, its layers written; compression and export follow).
-sf_done() { calc "$(line_time "$1" '\] done in ') - $T_START"; }
+# sf_done LOG: seconds from the start of the last run_timed to the "done in" (or, for a
+# stage the cache answered, "CACHED") line of LOG: the last stage finished, its layers
+# written; compression and export follow.
+sf_done() { calc "$(line_time "$1" '\] (done in |CACHED)') - $T_START"; }
 
 if wants layer || wants export; then
   layer_load=$(load)
