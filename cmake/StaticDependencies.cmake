@@ -11,7 +11,10 @@
 #
 # Kept shared: libc and libstdc++ (the toolchain's), OpenSSL's libcrypto (the
 # libcurl loaded on demand uses the shared one too, and one copy is enough),
-# Kerberos' GSSAPI (no static archive in Debian) and ISA-L (likewise).
+# Kerberos' GSSAPI (no static archive in Debian), ISA-L (likewise) and libzstd:
+# Debian's libzstd.a is built without multithreading (ZSTD_c_nbWorkers has an
+# upper bound of 0 in it, 256 in libzstd.so), and a zstd export needs both
+# cores.
 #
 # Include after the find_package and pkg_check_modules calls; it rewrites
 # their imported targets, so every target that links them, tests included,
@@ -46,10 +49,12 @@ endfunction()
 
 # Archives the others depend on, listed after their users: with static
 # archives the linker resolves left to right.
-foreach(name IN ITEMS zstd lz4 bz2 z lzma snappy sodium pgm norm protokit bsd md
+foreach(name IN ITEMS lz4 bz2 z lzma snappy sodium pgm norm protokit bsd md
                       xml2 icuuc icudata nettle acl)
   stagefarm_find_archive(archive_${name} ${name})
 endforeach()
+# The shared libzstd (see the top), for everything that compresses with zstd.
+find_library(archive_zstd NAMES libzstd.so NO_CACHE REQUIRED)
 find_library(gssapi_krb5_library NAMES gssapi_krb5 REQUIRED)
 
 # Abseil: one archive per component, named like the shared object.
