@@ -42,6 +42,7 @@
 #include "common/fs/hash_cache.h"
 #include "common/fs/root.h"
 #include "common/graph/plan_cache_keys.h"
+#include "common/oci/exported_image.h"
 #include "common/oci/image_layout.h"
 #include "common/oci/image_ref.h"
 #include "common/oci/layer_compress.h"
@@ -676,39 +677,56 @@ int Build(const std::vector<std::string>& args) {
     last_shown = done;
     std::fprintf(stderr, "compressing layers: %.1f / %.1f MB\n", done / 1e6, total / 1e6);
   };
-  if (!exports_image) compress.compression = oci::LayerCompression::kNone;
-  absl::StatusOr<std::vector<oci::Descriptor>> layers =
-      oci::CompressLayers(**store, built->layers, compress);
-  if (!layers.ok()) return Fail(layers.status().message());
+  // The image is stored as built, its layers uncompressed, and the tags name
+  // it; exports compress its layers on the way out (WriteExport), pushes in
+  // the store (PrepareExport). Both give the same manifest.
   std::vector<std::string> repo_tags;
   for (const oci::ImageRef& tag : tags) repo_tags.push_back(FamiliarName(tag));
   absl::StatusOr<oci::LayoutImage> image = oci::StoreImage(
-      **store, built->config, *std::move(layers), tags.empty() ? "" : tags[0].tag, repo_tags);
+      **store, built->config, built->layers, tags.empty() ? "" : tags[0].tag, repo_tags);
   if (!image.ok()) return Fail(image.status().message());
   for (const oci::ImageRef& tag : tags) {
     absl::Status tagged = oci::TagImage(**store, tag, image->manifest.digest);
     if (!tagged.ok()) return Fail(tagged.message());
     std::fprintf(stderr, "naming to %s\n", tag.String().c_str());
   }
+  std::vector<oci::ExportDestination> destinations;
+  bool pushes = false;
   for (const OutputSpec& output : outputs) {
-    if (output.type == "registry") continue;
+    if (output.type == "registry") {
+      pushes = true;
+      continue;
+    }
     std::error_code error;
     if (output.dest.has_parent_path()) stdfs::create_directories(output.dest.parent_path(), error);
     if (error) {
       return Fail(absl::StrCat("--output ", output.dest.native(), ": ", error.message()));
     }
-    absl::Status written;
-    if (output.type == "local") {
-      written = WriteRootfs(**store, built->layers, output.dest);
-    } else if (output.directory) {
-      written = oci::WriteOciLayoutDir(**store, {*image}, output.dest);
-    } else {
-      written = oci::WriteImageTar(**store, {*image}, output.dest, output.type == "docker");
+    if (output.type != "local") {
+      destinations.push_back({output.dest, output.directory, output.type == "docker"});
+      continue;
     }
+    absl::Status written = WriteRootfs(**store, built->layers, output.dest);
     if (!written.ok()) return Fail(written.message());
-    std::fprintf(stderr, "exported %s to %s\n",
-                 output.type == "local" ? "the root filesystem" : (output.type + " image").c_str(),
-                 output.dest.c_str());
+    std::fprintf(stderr, "exported the root filesystem to %s\n", output.dest.c_str());
+  }
+  // What the build made, as it leaves: the exported image, else the pushed one.
+  oci::LayoutImage result = *image;
+  if (!destinations.empty()) {
+    absl::StatusOr<oci::LayoutImage> exported =
+        oci::WriteExport(**store, *image, compress, destinations);
+    if (!exported.ok()) return Fail(exported.status().message());
+    result = *std::move(exported);
+    for (const OutputSpec& output : outputs) {
+      if (output.type == "registry" || output.type == "local") continue;
+      std::fprintf(stderr, "exported %s image to %s\n", output.type.c_str(), output.dest.c_str());
+    }
+  } else if (pushes) {
+    absl::StatusOr<oci::LocalImage> local = oci::ReadImage(**store, image->manifest.digest);
+    if (!local.ok()) return Fail(local.status().message());
+    absl::StatusOr<oci::ExportedImage> prepared = oci::PrepareExport(**store, *local, compress);
+    if (!prepared.ok()) return Fail(prepared.status().message());
+    result.manifest = prepared->layout.manifest;
   }
   for (const OutputSpec& output : outputs) {
     if (output.type != "registry") continue;
@@ -719,21 +737,21 @@ int Build(const std::vector<std::string>& args) {
   }
   if (parsed.Has("iidfile")) {
     absl::Status written =
-        WriteTextFile("iidfile", parsed.Get("iidfile"), image->config.digest.ToString());
+        WriteTextFile("iidfile", parsed.Get("iidfile"), result.config.digest.ToString());
     if (!written.ok()) return Fail(written.message());
   }
   if (parsed.Has("metadata-file")) {
     BuiltImageRecord image_record;
-    image_record.manifest_digest = image->manifest.digest.ToString();
-    image_record.media_type = image->manifest.media_type;
-    image_record.manifest_size = image->manifest.size;
-    image_record.config_digest = image->config.digest.ToString();
+    image_record.manifest_digest = result.manifest.digest.ToString();
+    image_record.media_type = result.manifest.media_type;
+    image_record.manifest_size = result.manifest.size;
+    image_record.config_digest = result.config.digest.ToString();
     for (const oci::ImageRef& tag : tags) image_record.names.push_back(tag.String());
     absl::Status written = WriteTextFile("metadata-file", parsed.Get("metadata-file"),
                                          record.MetadataJson(image_record, client_record));
     if (!written.ok()) return Fail(written.message());
   }
-  std::printf("%s\n", image->manifest.digest.ToString().c_str());
+  std::printf("%s\n", result.manifest.digest.ToString().c_str());
   return 0;
 }
 

@@ -249,9 +249,7 @@ int Export(const std::vector<std::string>& args) {
   if (!image.ok()) return Fail(image.status().message());
   oci::CompressOptions compress;
   compress.compression = spec->compression.value_or(oci::LayerCompression::kGzip);
-  absl::StatusOr<oci::ExportedImage> exported = oci::PrepareExport(**store, *image, compress);
-  if (!exported.ok()) return Fail(exported.status().message());
-  oci::LayoutImage layout = exported->layout;
+  oci::LayoutImage layout{image->manifest, image->config_descriptor, image->layers, {}};
   if (!ref->tag.empty()) {
     layout.manifest.annotations[std::string(oci::kRefNameAnnotation)] = ref->tag;
     layout.repo_tags = {absl::StrCat(ref->Name(), ":", ref->tag)};
@@ -261,11 +259,10 @@ int Export(const std::vector<std::string>& args) {
     std::filesystem::create_directories(spec->dest.parent_path(), error);
   }
   if (error) return Fail(absl::StrCat("--output ", spec->dest.native(), ": ", error.message()));
-  absl::Status written =
-      spec->directory ? oci::WriteOciLayoutDir(**store, {layout}, spec->dest)
-                      : oci::WriteImageTar(**store, {layout}, spec->dest, spec->type == "docker");
-  if (!written.ok()) return Fail(written.message());
-  std::printf("%s\n", layout.manifest.digest.ToString().c_str());
+  absl::StatusOr<oci::LayoutImage> exported = oci::WriteExport(
+      **store, layout, compress, {{spec->dest, spec->directory, spec->type == "docker"}});
+  if (!exported.ok()) return Fail(exported.status().message());
+  std::printf("%s\n", exported->manifest.digest.ToString().c_str());
   return 0;
 }
 

@@ -3,9 +3,11 @@
 // every way out gives the same manifest digest for the same compression.
 #pragma once
 
+#include <filesystem>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/cas/blob_store.h"
 #include "common/oci/image_layout.h"
 #include "common/oci/layer_compress.h"
@@ -25,5 +27,25 @@ struct ExportedImage {
 // `store`. Errors are CompressLayers' and the store's.
 absl::StatusOr<ExportedImage> PrepareExport(cas::BlobStore& store, const LocalImage& image,
                                             const CompressOptions& options);
+
+// Where WriteExport writes an image.
+struct ExportDestination {
+  std::filesystem::path path;
+  bool directory = false;       // an OCI layout directory (WriteOciLayoutDir); else a tar
+  bool docker_archive = false;  // a tar with docker's manifest.json too (WriteImageTar)
+};
+
+// Writes `image` to every destination with its uncompressed layers
+// compressed as `options` asks: the same image PrepareExport makes (the same
+// manifest, byte for byte), but the layers the cache index does not know are
+// compressed once, into files (StageCompressedLayers), not into the store:
+// into the first directory destination's blobs/sha256, else into a staging
+// directory beside the first tar (".<name>.staging", removed afterwards). Only
+// the new manifest is stored. The returned image keeps `image`'s manifest
+// annotations and repo tags. Errors are StageCompressedLayers', the store's
+// and the layout writers'.
+absl::StatusOr<LayoutImage> WriteExport(cas::BlobStore& store, const LayoutImage& image,
+                                        const CompressOptions& options,
+                                        absl::Span<const ExportDestination> destinations);
 
 }  // namespace stagefarm::oci

@@ -2,7 +2,12 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -104,6 +109,42 @@ absl::Status CopyBlob(cas::BlobStore& store, const Descriptor& blob, Sink&& sink
   }
 }
 
+// Streams the blob from `files` when it is one of them, else from the store.
+template <typename Sink>
+absl::Status CopyBlobFrom(cas::BlobStore& store, const BlobFiles& files, const Descriptor& blob,
+                          Sink&& sink) {
+  std::optional<stdfs::path> path = files.Find(blob.digest);
+  if (!path) return CopyBlob(store, blob, sink);
+  const int fd = ::open(path->c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("opening ", path->string()));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("stat of ", path->string()));
+  }
+  if (static_cast<uint64_t>(info.st_size) != blob.size) {
+    return absl::FailedPreconditionError(absl::StrCat(path->string(), " has ", info.st_size,
+                                                      " bytes, its descriptor says ", blob.size));
+  }
+  std::string buffer(size_t{1} << 20, '\0');
+  uint64_t left = blob.size;
+  while (left > 0) {
+    const ssize_t got = ::read(fd, buffer.data(), std::min<uint64_t>(buffer.size(), left));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return absl::ErrnoToStatus(errno, absl::StrCat("reading ", path->string()));
+    if (got == 0) return absl::DataLossError(absl::StrCat(path->string(), " ended early"));
+    if (absl::Status status = sink(absl::string_view(buffer.data(), static_cast<size_t>(got)));
+        !status.ok()) {
+      return status;
+    }
+    left -= static_cast<uint64_t>(got);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteFile(const stdfs::path& path, absl::string_view bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -121,9 +162,16 @@ struct EntryDeleter {
 
 class TarWriter {
  public:
+  static constexpr int kWriteBlock = 1 << 20;
+
   static absl::StatusOr<TarWriter> Open(const stdfs::path& path) {
     std::unique_ptr<archive, ArchiveDeleter> a(archive_write_new());
+    // Blobs go out in writes of 1 MiB, not of the default 10 KiB record; the
+    // archive ends unpadded after its end marker, as libarchive ends a
+    // regular file by default (the same bytes as before).
     if (archive_write_set_format_pax_restricted(a.get()) != ARCHIVE_OK ||
+        archive_write_set_bytes_per_block(a.get(), kWriteBlock) != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(a.get(), 1) != ARCHIVE_OK ||
         archive_write_open_filename(a.get(), path.c_str()) != ARCHIVE_OK) {
       return absl::InternalError(
           absl::StrCat("cannot write ", path.string(), ": ", archive_error_string(a.get())));
@@ -221,8 +269,13 @@ absl::StatusOr<LayoutImage> StoreImage(cas::BlobStore& store, const ImageConfig&
                      std::move(repo_tags)};
 }
 
+std::optional<stdfs::path> BlobFiles::Find(const digest::Digest& blob) const {
+  if (std::find(digests.begin(), digests.end(), blob) == digests.end()) return std::nullopt;
+  return dir / blob.hex();
+}
+
 absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutImage> images,
-                               const stdfs::path& dir) {
+                               const stdfs::path& dir, const BlobFiles& blob_files) {
   LayoutFiles files = CollectLayout(images);
   std::error_code ec;
   stdfs::create_directories(dir / "blobs" / "sha256", ec);
@@ -231,8 +284,13 @@ absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutIma
   if (absl::Status status = WriteFile(dir / "oci-layout", kOciLayout); !status.ok()) return status;
   for (const auto& [name, blob] : files.blobs) {
     stdfs::path path = dir / name;
+    // A blob staged in this very directory is in place already.
+    if (std::optional<stdfs::path> staged = blob_files.Find(blob.digest);
+        staged && stdfs::equivalent(*staged, path, ec)) {
+      continue;
+    }
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    absl::Status status = CopyBlob(store, blob, [&](absl::string_view bytes) {
+    absl::Status status = CopyBlobFrom(store, blob_files, blob, [&](absl::string_view bytes) {
       out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
       return out ? absl::OkStatus()
                  : absl::InternalError(absl::StrCat("cannot write ", path.string()));
@@ -245,7 +303,8 @@ absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutIma
 }
 
 absl::Status WriteImageTar(cas::BlobStore& store, absl::Span<const LayoutImage> images,
-                           const stdfs::path& path, bool docker_archive) {
+                           const stdfs::path& path, bool docker_archive,
+                           const BlobFiles& blob_files) {
   LayoutFiles files = CollectLayout(images);
   absl::StatusOr<TarWriter> tar = TarWriter::Open(path);
   if (!tar.ok()) return tar.status();
@@ -257,8 +316,8 @@ absl::Status WriteImageTar(cas::BlobStore& store, absl::Span<const LayoutImage> 
     if (absl::Status status = tar->Header(name, AE_IFREG, 0644, blob.size); !status.ok()) {
       return status;
     }
-    absl::Status status =
-        CopyBlob(store, blob, [&](absl::string_view bytes) { return tar->Data(bytes); });
+    absl::Status status = CopyBlobFrom(store, blob_files, blob,
+                                       [&](absl::string_view bytes) { return tar->Data(bytes); });
     if (!status.ok()) return status;
   }
   if (absl::Status status = tar->File("index.json", files.index); !status.ok()) return status;

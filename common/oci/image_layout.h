@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,6 @@ inline constexpr absl::string_view kManifestMediaType =
     "application/vnd.oci.image.manifest.v1+json";
 inline constexpr absl::string_view kIndexMediaType = "application/vnd.oci.image.index.v1+json";
 inline constexpr absl::string_view kRefNameAnnotation = "org.opencontainers.image.ref.name";
-
 
 // An OCI content descriptor.
 struct Descriptor {
@@ -72,12 +72,23 @@ absl::StatusOr<LayoutImage> StoreImage(cas::BlobStore& store, const ImageConfig&
                                        absl::string_view ref_name = "",
                                        std::vector<std::string> repo_tags = {});
 
+// Blobs kept as files instead of in the store (StageCompressedLayers' output):
+// `dir`/<hex> for each of `digests`. The layout writers read these from there,
+// checking the descriptor's size.
+struct BlobFiles {
+  std::filesystem::path dir;
+  std::vector<digest::Digest> digests;
+
+  // The file holding `blob`, if it is one of these.
+  std::optional<std::filesystem::path> Find(const digest::Digest& blob) const;
+};
+
 // Writes an OCI image layout into `dir` (created if missing): oci-layout,
 // blobs/sha256/<hex> for every manifest, config and layer, then index.json
 // (last, so an interrupted export has no index). NotFound naming the digest
 // when a blob is not in the store; the filesystem's error with the path.
 absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutImage> images,
-                               const std::filesystem::path& dir);
+                               const std::filesystem::path& dir, const BlobFiles& files = {});
 
 // Writes the same layout as one tar file at `path`, deterministically:
 // entries sorted by name (directories included), mtime 0, uid/gid 0 without
@@ -85,6 +96,7 @@ absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutIma
 // the docker-archive manifest.json ([{"Config", "RepoTags", "Layers"}] with
 // blob paths), which `docker load` reads. Errors as WriteOciLayoutDir's.
 absl::Status WriteImageTar(cas::BlobStore& store, absl::Span<const LayoutImage> images,
-                           const std::filesystem::path& path, bool docker_archive);
+                           const std::filesystem::path& path, bool docker_archive,
+                           const BlobFiles& files = {});
 
 }  // namespace stagefarm::oci

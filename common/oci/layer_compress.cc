@@ -1,11 +1,16 @@
 #include "common/oci/layer_compress.h"
 
+#include <fcntl.h>
 #include <isa-l/igzip_lib.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <deque>
+#include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 #include <utility>
@@ -400,22 +405,24 @@ absl::Status InLayer(const digest::Digest& layer, const absl::Status& status) {
                       absl::StrCat("compressing layer ", layer.ToString(), ": ", status.message()));
 }
 
-// Compresses one stored layer into a new blob; returns its digest and size.
+// Compresses one stored layer, handing the compressed bytes to `write` in
+// order; returns their digest and size.
 absl::StatusOr<std::pair<digest::Digest, uint64_t>> CompressOne(
-    cas::BlobStore& store, const Descriptor& layer, const std::string& media_type, int level,
-    const CompressOptions& options, const std::function<void(uint64_t)>& consumed) {
+    cas::BlobStore& store, const Descriptor& layer, int level, const CompressOptions& options,
+    const std::function<void(uint64_t)>& consumed, const LayerCompressor::Sink& write) {
   absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(layer.digest);
   if (!reader.ok()) return reader.status();
   if ((*reader)->length() != layer.size) {
     return absl::InvalidArgumentError(absl::StrCat("the descriptor says ", layer.size,
                                                    " bytes, the store has ", (*reader)->length()));
   }
-  std::unique_ptr<cas::BlobWriter> writer = store.NewWriter();
   digest::Sha256 hasher;
+  uint64_t size = 0;
   absl::StatusOr<std::unique_ptr<LayerCompressor>> compressor = LayerCompressor::Create(
       options.compression, level, options.threads, [&](absl::string_view bytes) {
         hasher.Update(bytes);
-        return writer->Write(bytes);
+        size += bytes.size();
+        return write(bytes);
       });
   if (!compressor.ok()) return compressor.status();
   while (true) {
@@ -426,10 +433,111 @@ absl::StatusOr<std::pair<digest::Digest, uint64_t>> CompressOne(
     consumed(piece->size());
   }
   if (absl::Status status = (*compressor)->Finish(); !status.ok()) return status;
-  const digest::Digest blob = hasher.Finish();
-  const uint64_t size = writer->size();
-  if (absl::Status status = writer->Commit(blob, media_type); !status.ok()) return status;
-  return std::make_pair(blob, size);
+  return std::make_pair(hasher.Finish(), size);
+}
+
+// A layer that needs compressing: its index among the layers, the compressed
+// blob's media type and its cache key.
+struct Pending {
+  size_t index;
+  std::string media_type;
+  std::string key;
+};
+
+// The layers as CompressLayers returns them, except that those still to be
+// compressed are left as they are and listed in `pending` (in order), their
+// uncompressed bytes added to `total`.
+absl::StatusOr<std::vector<Descriptor>> ResolveRemembered(cas::BlobStore& store,
+                                                          absl::Span<const Descriptor> layers,
+                                                          LayerCompression compression, int level,
+                                                          std::vector<Pending>& pending,
+                                                          uint64_t& total) {
+  std::vector<Descriptor> result(layers.begin(), layers.end());
+  if (compression == LayerCompression::kNone) return result;
+  for (size_t i = 0; i < result.size(); ++i) {
+    Descriptor& layer = result[i];
+    std::optional<std::string> media_type = CompressedMediaType(layer.media_type, compression);
+    if (!media_type) continue;
+    std::string key = CacheKey(compression, level, layer.digest);
+    absl::StatusOr<std::optional<std::pair<digest::Digest, uint64_t>>> known =
+        Remembered(store, key);
+    if (!known.ok()) return InLayer(layer.digest, known.status());
+    if (*known) {
+      layer.media_type = *std::move(media_type);
+      layer.digest = (*known)->first;
+      layer.size = (*known)->second;
+      continue;
+    }
+    total += layer.size;
+    pending.push_back({i, *std::move(media_type), std::move(key)});
+  }
+  return result;
+}
+
+// Writes all of `bytes` to `fd`.
+absl::Status WriteAll(int fd, absl::string_view bytes, const std::filesystem::path& path) {
+  while (!bytes.empty()) {
+    const ssize_t written = ::write(fd, bytes.data(), bytes.size());
+    if (written < 0 && errno == EINTR) continue;
+    if (written < 0) return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path.string()));
+    bytes.remove_prefix(static_cast<size_t>(written));
+  }
+  return absl::OkStatus();
+}
+
+// Compresses `layer` into the file `dir`/<digest hex> by way of a partial
+// file in `dir`, removed on error.
+absl::StatusOr<std::pair<digest::Digest, uint64_t>> CompressToFile(
+    cas::BlobStore& store, const Descriptor& layer, int level, const CompressOptions& options,
+    const std::function<void(uint64_t)>& consumed, const std::filesystem::path& dir) {
+  const std::filesystem::path partial = dir / absl::StrCat(".partial-", layer.digest.hex());
+  const int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("creating ", partial.string()));
+  absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
+      CompressOne(store, layer, level, options, consumed,
+                  [&](absl::string_view bytes) { return WriteAll(fd, bytes, partial); });
+  if (::close(fd) != 0 && blob.ok()) {
+    blob = absl::ErrnoToStatus(errno, absl::StrCat("closing ", partial.string()));
+  }
+  if (blob.ok() && ::rename(partial.c_str(), (dir / blob->first.hex()).c_str()) != 0) {
+    blob = absl::ErrnoToStatus(errno, absl::StrCat("renaming ", partial.string()));
+  }
+  if (!blob.ok()) ::unlink(partial.c_str());
+  return blob;
+}
+
+// What CompressLayers and StageCompressedLayers share: every pending layer
+// compressed by `compress` (which returns the blob's digest and size), the
+// progress reported, the descriptors updated. `compressed(pending, blob)`
+// runs after each.
+absl::StatusOr<std::vector<Descriptor>> CompressPending(
+    cas::BlobStore& store, absl::Span<const Descriptor> layers, const CompressOptions& options,
+    const std::function<absl::StatusOr<std::pair<digest::Digest, uint64_t>>(
+        const Descriptor& layer, const Pending& pending, int level,
+        const std::function<void(uint64_t)>& consumed)>& compress) {
+  const int level = options.level.value_or(DefaultLevel(options.compression));
+  // First what the cache index already knows, so that progress counts only
+  // the layers to compress.
+  std::vector<Pending> pending;
+  uint64_t total = 0;
+  absl::StatusOr<std::vector<Descriptor>> result =
+      ResolveRemembered(store, layers, options.compression, level, pending, total);
+  if (!result.ok()) return result.status();
+  uint64_t done = 0;
+  const std::function<void(uint64_t)> consumed = [&](uint64_t bytes) {
+    done += bytes;
+    if (options.on_progress) options.on_progress(done, total);
+  };
+  for (Pending& next : pending) {
+    Descriptor& layer = (*result)[next.index];
+    absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
+        compress(layer, next, level, consumed);
+    if (!blob.ok()) return InLayer(layer.digest, blob.status());
+    layer.media_type = std::move(next.media_type);
+    layer.digest = blob->first;
+    layer.size = blob->second;
+  }
+  return result;
 }
 
 }  // namespace
@@ -487,58 +595,52 @@ absl::Status LayerCompressor::Finish() {
 absl::StatusOr<std::vector<Descriptor>> CompressLayers(cas::BlobStore& store,
                                                        absl::Span<const Descriptor> layers,
                                                        const CompressOptions& options) {
-  std::vector<Descriptor> result(layers.begin(), layers.end());
-  if (options.compression == LayerCompression::kNone) return result;
-  const int level = options.level.value_or(DefaultLevel(options.compression));
+  return CompressPending(
+      store, layers, options,
+      [&](const Descriptor& layer, const Pending& pending, int level,
+          const std::function<void(uint64_t)>& consumed)
+          -> absl::StatusOr<std::pair<digest::Digest, uint64_t>> {
+        std::unique_ptr<cas::BlobWriter> writer = store.NewWriter();
+        absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
+            CompressOne(store, layer, level, options, consumed,
+                        [&](absl::string_view bytes) { return writer->Write(bytes); });
+        if (!blob.ok()) return blob.status();
+        if (absl::Status status = writer->Commit(blob->first, pending.media_type); !status.ok()) {
+          return status;
+        }
+        if (absl::Status status = store.PutCacheEntry(
+                pending.key, absl::StrCat(blob->first.ToString(), " ", blob->second));
+            !status.ok()) {
+          return status;
+        }
+        return blob;
+      });
+}
 
-  // First what the cache index already knows, so that progress counts only
-  // the layers to compress.
-  struct Pending {
-    size_t index;
-    std::string media_type;
-    std::string key;
-  };
-  std::vector<Pending> pending;
-  uint64_t total = 0;
-  for (size_t i = 0; i < result.size(); ++i) {
-    Descriptor& layer = result[i];
-    std::optional<std::string> media_type =
-        CompressedMediaType(layer.media_type, options.compression);
-    if (!media_type) continue;
-    std::string key = CacheKey(options.compression, level, layer.digest);
-    absl::StatusOr<std::optional<std::pair<digest::Digest, uint64_t>>> known =
-        Remembered(store, key);
-    if (!known.ok()) return InLayer(layer.digest, known.status());
-    if (*known) {
-      layer.media_type = *std::move(media_type);
-      layer.digest = (*known)->first;
-      layer.size = (*known)->second;
-      continue;
-    }
-    total += layer.size;
-    pending.push_back({i, *std::move(media_type), std::move(key)});
-  }
-
-  uint64_t done = 0;
-  const std::function<void(uint64_t)> consumed = [&](uint64_t bytes) {
-    done += bytes;
-    if (options.on_progress) options.on_progress(done, total);
-  };
-  for (Pending& next : pending) {
-    Descriptor& layer = result[next.index];
-    absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
-        CompressOne(store, layer, next.media_type, level, options, consumed);
-    if (!blob.ok()) return InLayer(layer.digest, blob.status());
-    if (absl::Status status =
-            store.PutCacheEntry(next.key, absl::StrCat(blob->first.ToString(), " ", blob->second));
-        !status.ok()) {
-      return InLayer(layer.digest, status);
-    }
-    layer.media_type = std::move(next.media_type);
-    layer.digest = blob->first;
-    layer.size = blob->second;
-  }
-  return result;
+absl::StatusOr<StagedLayers> StageCompressedLayers(cas::BlobStore& store,
+                                                   absl::Span<const Descriptor> layers,
+                                                   const CompressOptions& options,
+                                                   const std::filesystem::path& dir) {
+  StagedLayers staged;
+  // A layer that comes twice is compressed once.
+  std::map<digest::Digest, std::pair<digest::Digest, uint64_t>> done;
+  absl::StatusOr<std::vector<Descriptor>> result =
+      CompressPending(store, layers, options,
+                      [&](const Descriptor& layer, const Pending&, int level,
+                          const std::function<void(uint64_t)>& consumed)
+                          -> absl::StatusOr<std::pair<digest::Digest, uint64_t>> {
+                        if (auto found = done.find(layer.digest); found != done.end())
+                          return found->second;
+                        absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
+                            CompressToFile(store, layer, level, options, consumed, dir);
+                        if (!blob.ok()) return blob.status();
+                        staged.files.push_back(blob->first);
+                        done.emplace(layer.digest, *blob);
+                        return blob;
+                      });
+  if (!result.ok()) return result.status();
+  staged.layers = *std::move(result);
+  return staged;
 }
 
 }  // namespace stagefarm::oci

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -119,5 +120,23 @@ struct CompressOptions {
 absl::StatusOr<std::vector<Descriptor>> CompressLayers(cas::BlobStore& store,
                                                        absl::Span<const Descriptor> layers,
                                                        const CompressOptions& options);
+
+struct StagedLayers {
+  std::vector<Descriptor> layers;     // as CompressLayers returns them
+  std::vector<digest::Digest> files;  // the blobs written to the staging dir
+};
+
+// CompressLayers for a one-time export: the layers the cache index does not
+// already know are compressed into files in `dir` (which must exist), each
+// named by its blob's hex digest, and are neither stored nor remembered. This
+// spares the store's put and the read back (docs/BENCHMARKS.md, "Export"):
+// compression is deterministic, so compressing again later gives the same
+// blob. Layers the cache index knows stay in the store (`files` does not list
+// them). A partial file (".partial-<diff id hex>") is removed on error. The
+// errors of CompressLayers, and the file system's naming the path.
+absl::StatusOr<StagedLayers> StageCompressedLayers(cas::BlobStore& store,
+                                                   absl::Span<const Descriptor> layers,
+                                                   const CompressOptions& options,
+                                                   const std::filesystem::path& dir);
 
 }  // namespace stagefarm::oci

@@ -5,6 +5,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -13,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/digest/digest.h"
+#include "common/oci/exported_image.h"
+#include "common/oci/local_images.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/random_blobs.h"
@@ -170,6 +173,14 @@ TEST(LayerCompressorTest, Gzip_HeaderIsGos) {
   const std::string level9 = Compress(LayerCompression::kGzip, "hello", 1, 64, 9);
   EXPECT_EQ(level9.substr(0, 10), absl::string_view("\x1f\x8b\x08\0\0\0\0\0\x02\xff", 10));
   EXPECT_EQ(Gunzip(level9), "hello");
+}
+
+// zstd uses both cores only if the libzstd linked in was built with
+// multithreading; Debian's static archive is not (cmake/StaticDependencies.cmake).
+TEST(LayerCompressorTest, Zstd_TheLinkedLibraryCanUseWorkerThreads) {
+  const ZSTD_bounds workers = ZSTD_cParam_getBounds(ZSTD_c_nbWorkers);
+  ASSERT_FALSE(ZSTD_isError(workers.error)) << ZSTD_getErrorName(workers.error);
+  EXPECT_GE(workers.upperBound, 2);
 }
 
 TEST(LayerCompressorTest, LevelsOutOfRangeAreRefused) {
@@ -397,6 +408,112 @@ TEST_F(CompressLayersTest, CorruptLayerIsDataLossNamingItsDigest) {
   absl::StatusOr<std::vector<Descriptor>> out = Run({layer}, LayerCompression::kGzip);
   EXPECT_TRUE(absl::IsDataLoss(out.status())) << out.status();
   EXPECT_THAT(out.status().message(), HasSubstr("compressing layer " + layer.digest.ToString()));
+}
+
+// ------------------------------------------------------------------ WriteExport
+
+// The files under `dir`, relative, sorted.
+std::vector<std::string> FilesUnder(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) {
+      names.push_back(std::filesystem::relative(entry.path(), dir).string());
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class WriteExportTest : public CompressLayersTest {
+ protected:
+  // An image of one uncompressed layer, stored.
+  LayoutImage StoredImage() {
+    const Descriptor layer = PutLayer(LayerLikeBytes(16, 3 * kMiB + 5));
+    ImageConfig config;
+    config.architecture = "amd64";
+    config.os = "linux";
+    config.diff_ids = {layer.digest};
+    absl::StatusOr<LayoutImage> image = StoreImage(*store_, config, {layer}, "v1", {"a/b:v1"});
+    EXPECT_TRUE(image.ok()) << image.status();
+    return *image;
+  }
+
+  testing::TempDir out_{"write-export"};
+};
+
+TEST_F(WriteExportTest, GivesPrepareExportsImageByteForByteWithoutStoringTheLayer) {
+  const LayoutImage image = StoredImage();
+  for (LayerCompression compression : {LayerCompression::kGzip, LayerCompression::kZstd}) {
+    SCOPED_TRACE(LayerMediaType(compression));
+    CompressOptions options;
+    options.compression = compression;
+    options.threads = 2;
+    const std::filesystem::path staged_tar = out_.path() / "staged.tar";
+    const std::filesystem::path staged_dir = out_.path() / "staged-dir";
+    absl::StatusOr<LayoutImage> exported = WriteExport(
+        *store_, image, options, {{staged_tar, false, true}, {staged_dir, true, false}});
+    ASSERT_TRUE(exported.ok()) << exported.status();
+    ASSERT_EQ(exported->layers.size(), 1u);
+    EXPECT_EQ(exported->layers[0].media_type, LayerMediaType(compression));
+    EXPECT_EQ(exported->manifest.annotations, image.manifest.annotations);
+    EXPECT_EQ(exported->repo_tags, image.repo_tags);
+    // Staged, not stored, not remembered; nothing partial or staging is left.
+    absl::StatusOr<bool> has = store_->Has(exported->layers[0].digest);
+    ASSERT_TRUE(has.ok());
+    EXPECT_FALSE(*has);
+    std::vector<std::string> expected = {
+        "staged-dir/blobs/sha256/" + exported->config.digest.hex(),
+        "staged-dir/blobs/sha256/" + exported->layers[0].digest.hex(),
+        "staged-dir/blobs/sha256/" + exported->manifest.digest.hex(),
+        "staged-dir/index.json",
+        "staged-dir/oci-layout",
+        "staged.tar"};
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(FilesUnder(out_.path()), expected);
+
+    // The stored way: compressed into the store, then written from it.
+    absl::StatusOr<LocalImage> local = ReadImage(*store_, image.manifest.digest);
+    ASSERT_TRUE(local.ok()) << local.status();
+    absl::StatusOr<ExportedImage> prepared = PrepareExport(*store_, *local, options);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    EXPECT_EQ(prepared->layout.manifest.digest, exported->manifest.digest);
+    LayoutImage stored_layout = prepared->layout;
+    stored_layout.manifest.annotations = image.manifest.annotations;
+    stored_layout.repo_tags = image.repo_tags;
+    const std::filesystem::path stored_tar = out_.path() / "stored.tar";
+    ASSERT_TRUE(WriteImageTar(*store_, {stored_layout}, stored_tar, true).ok());
+    EXPECT_EQ(ReadFile(staged_tar), ReadFile(stored_tar));
+    EXPECT_EQ(ReadFile(staged_dir / "blobs/sha256" / exported->layers[0].digest.hex()),
+              *store_->ReadAll(exported->layers[0].digest));
+
+    // Now remembered: written from the store, the same bytes again.
+    const std::filesystem::path again_tar = out_.path() / "again.tar";
+    absl::StatusOr<LayoutImage> again =
+        WriteExport(*store_, image, options, {{again_tar, false, true}});
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(ReadFile(again_tar), ReadFile(staged_tar));
+    std::filesystem::remove_all(out_.path());
+    std::filesystem::create_directories(out_.path());
+  }
+}
+
+TEST_F(WriteExportTest, AMissingLayerFailsAndLeavesNothingBehind) {
+  LayoutImage image = StoredImage();
+  image.layers[0].digest = digest::Sha256Of("absent");
+  CompressOptions options;
+  for (bool directory : {false, true}) {
+    const std::filesystem::path dest = out_.path() / (directory ? "dir" : "image.tar");
+    absl::StatusOr<LayoutImage> exported =
+        WriteExport(*store_, image, options, {{dest, directory, false}});
+    EXPECT_TRUE(absl::IsNotFound(exported.status())) << exported.status();
+    EXPECT_THAT(exported.status().message(), HasSubstr(image.layers[0].digest.ToString()));
+    EXPECT_THAT(FilesUnder(out_.path()), ::testing::IsEmpty());
+  }
 }
 
 }  // namespace
