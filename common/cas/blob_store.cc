@@ -414,6 +414,20 @@ absl::Status BlobWriter::StoreSubmitted() {
 }
 
 absl::Status BlobWriter::Commit(const Digest& expected, absl::string_view media_type) {
+  std::optional<Digest> committed;
+  return Finish(expected, media_type, &committed);
+}
+
+absl::StatusOr<Digest> BlobWriter::CommitAsWritten(absl::string_view media_type) {
+  std::optional<Digest> committed;
+  if (absl::Status status = Finish(std::nullopt, media_type, &committed); !status.ok()) {
+    return status;
+  }
+  return *std::move(committed);
+}
+
+absl::Status BlobWriter::Finish(const std::optional<Digest>& expected, absl::string_view media_type,
+                                std::optional<Digest>* committed) {
   if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
   spent_ = true;
   return NoThrow("BlobWriter::Commit", [&]() -> absl::Status {
@@ -439,12 +453,13 @@ absl::Status BlobWriter::Commit(const Digest& expected, absl::string_view media_
       if (absl::Status status = StoreSubmitted(); !status.ok()) return status;
       actual = hasher_->Finish();
     }
-    if (*actual != expected) {
+    if (expected && *actual != *expected) {
       return absl::InvalidArgumentError(absl::StrCat(
           "blob content hashes to ", actual->ToString(), " but the expected digest is ",
-          expected.ToString(), " (", size_, " bytes); nothing was stored"));
+          expected->ToString(), " (", size_, " bytes); nothing was stored"));
     }
-    return store_->CommitIndex(expected, EncodeIndexRecord(size_, chunks_, media_type),
+    *committed = *actual;
+    return store_->CommitIndex(*actual, EncodeIndexRecord(size_, chunks_, media_type),
                                needs_flush_);
   });
 }

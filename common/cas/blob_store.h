@@ -151,6 +151,12 @@ class BlobWriter {
   // writer is spent afterwards, whatever the outcome.
   absl::Status Commit(const digest::Digest& expected, absl::string_view media_type = "");
 
+  // Commit under the digest of the bytes written, which the writer computes
+  // anyway: for a writer whose caller would otherwise hash the same bytes a
+  // second time only to name them (a layer's tar, whose digest is its diff
+  // id). Returns that digest.
+  absl::StatusOr<digest::Digest> CommitAsWritten(absl::string_view media_type = "");
+
   // Bytes written so far.
   uint64_t size() const { return size_; }
 
@@ -164,6 +170,11 @@ class BlobWriter {
   absl::Status CutPending();
   // Stores *submitted_ once the hasher has its digest, and releases it.
   absl::Status StoreSubmitted();
+  // Commit and CommitAsWritten: stores what is left, checks the digest
+  // against `expected` when given, writes the index record; the digest in
+  // *committed.
+  absl::Status Finish(const std::optional<digest::Digest>& expected, absl::string_view media_type,
+                      std::optional<digest::Digest>* committed);
 
   BlobStore* store_;
   Chunker chunker_;

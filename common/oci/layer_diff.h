@@ -67,6 +67,12 @@ struct DiffOptions {
   // Seconds since the Unix epoch; mtimes later than it are clamped to it.
   std::optional<int64_t> source_date_epoch;
   LayerCompression compression = LayerCompression::kGzip;
+  // For an uncompressed layer: the tar's digest from the sink that received
+  // it, called once when the tar is complete, instead of hashing the same
+  // bytes here a second time (a cas::BlobWriter computes it and commits under
+  // it: CommitAsWritten). Its error is returned as it is. Unused when
+  // compressing.
+  std::function<absl::StatusOr<digest::Digest>()> tar_digest;
 };
 
 // What was written: the uncompressed tar's digest is the layer's diff id (the
@@ -80,7 +86,6 @@ struct LayerDigests {
   uint64_t blob_size = 0;
   LayerCompression compression = LayerCompression::kGzip;
 };
-
 
 // Whether the overlayfs upper directory holds nothing: the step changed
 // nothing and adds no layer. NotFound when `upper_dir` does not exist.

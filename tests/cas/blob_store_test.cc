@@ -154,6 +154,22 @@ TEST_F(BlobStoreTest, BlobsDifferingInOneByteShareAllButAboutOneChunk) {
   EXPECT_EQ(store_->ReadAll(second).value(), bytes);
 }
 
+TEST_F(BlobStoreTest, CommitAsWrittenNamesTheBlobByItsContent) {
+  for (const std::string& bytes : {std::string(), std::string("x"), RandomBytes(2, 5'000'000)}) {
+    std::unique_ptr<BlobWriter> writer = store_->NewWriter();
+    for (size_t at = 0; at < bytes.size(); at += 100'000) {
+      ASSERT_TRUE(writer->Write(absl::string_view(bytes).substr(at, 100'000)).ok());
+    }
+    absl::StatusOr<Digest> committed = writer->CommitAsWritten("application/octet-stream");
+    ASSERT_TRUE(committed.ok()) << committed.status();
+    EXPECT_EQ(*committed, Sha256Of(bytes));
+    absl::StatusOr<std::string> read = store_->ReadAll(*committed);
+    ASSERT_TRUE(read.ok()) << read.status();
+    EXPECT_EQ(*read, bytes);
+    EXPECT_TRUE(absl::IsFailedPrecondition(writer->CommitAsWritten().status()));
+  }
+}
+
 TEST_F(BlobStoreTest, WrongExpectedDigestStoresNothingVisible) {
   const std::string bytes = RandomBytes(4, 3 * kMiB);
   const Digest actual = Sha256Of(bytes);

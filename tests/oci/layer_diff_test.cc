@@ -474,6 +474,51 @@ TEST(LayerDiffTest, IntoBlobWriters_CommitUnderTheReportedDigests) {
   EXPECT_TRUE((*store)->Has(layer->blob_digest).value_or(false));
 }
 
+// An uncompressed layer into a BlobWriter committed as written: named by the
+// store's digest, which is the tar's (the same as hashing it here), and the
+// store's error comes back as it is.
+TEST(LayerDiffTest, TarDigestFromTheSink_NamesTheLayerAsHashingItWould) {
+  testing::TempDir temp("layer_diff");
+  stdfs::create_directories(temp.path() / "upper/d");
+  WriteFile(temp.path() / "upper/d/f", testing::RandomBytes(4, 3 * testing::kMiB));
+  absl::StatusOr<std::unique_ptr<cas::BlobStore>> store =
+      cas::BlobStore::Open(temp.path() / "store");
+  ASSERT_TRUE(store.ok()) << store.status();
+  DiffOptions options;
+  options.compression = LayerCompression::kNone;
+  Written hashed;
+  absl::StatusOr<LayerDigests> expected =
+      WriteLayerFromUpper(temp.path() / "upper", ExistsIn(temp.path()), AppendTo(&hashed.tar),
+                          AppendTo(&hashed.blob), options);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  std::unique_ptr<cas::BlobWriter> writer = (*store)->NewWriter();
+  int calls = 0;
+  options.tar_digest = [&] {
+    ++calls;
+    return writer->CommitAsWritten("application/vnd.oci.image.layer.v1.tar");
+  };
+  absl::StatusOr<LayerDigests> layer = WriteLayerFromUpper(
+      temp.path() / "upper", ExistsIn(temp.path()),
+      [](absl::string_view) { return absl::OkStatus(); },
+      [&](absl::string_view bytes) { return writer->Write(bytes); }, options);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(layer->diff_id, expected->diff_id);
+  EXPECT_EQ(layer->blob_digest, expected->diff_id);
+  EXPECT_EQ(layer->tar_size, hashed.tar.size());
+  absl::StatusOr<std::string> stored = (*store)->ReadAll(layer->diff_id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, hashed.tar);
+
+  options.tar_digest = [] { return absl::DataLossError("the store broke"); };
+  layer = WriteLayerFromUpper(
+      temp.path() / "upper", ExistsIn(temp.path()),
+      [](absl::string_view) { return absl::OkStatus(); },
+      [](absl::string_view) { return absl::OkStatus(); }, options);
+  EXPECT_TRUE(absl::IsDataLoss(layer.status())) << layer.status();
+}
+
 TEST(LayerDiffTest, SinkError_IsReturned) {
   testing::TempDir temp("layer_diff");
   stdfs::create_directories(temp.path() / "upper");

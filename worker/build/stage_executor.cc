@@ -280,13 +280,18 @@ class StageRun {
     oci::DiffOptions diff;
     diff.source_date_epoch = inputs_.source_date_epoch;
     diff.compression = executor_.options().compression;
+    const std::string media_type = oci::LayerMediaType(diff.compression);
+    // An uncompressed layer is named by the digest the store computes as it
+    // takes the tar (one SHA-256 pass instead of two).
+    diff.tar_digest = [&writer, &media_type] { return writer->CommitAsWritten(media_type); };
     absl::StatusOr<oci::LayerDigests> layer = (*rootfs)->WriteLayer(
         [](absl::string_view) { return absl::OkStatus(); },
         [&writer](absl::string_view bytes) { return writer->Write(bytes); }, diff);
     if (!layer.ok()) return layer.status();
-    const std::string media_type = oci::LayerMediaType(layer->compression);
-    absl::Status committed = writer->Commit(layer->blob_digest, media_type);
-    if (!committed.ok()) return committed;
+    if (diff.compression != oci::LayerCompression::kNone) {
+      absl::Status committed = writer->Commit(layer->blob_digest, media_type);
+      if (!committed.ok()) return committed;
+    }
     layers_.push_back({media_type, layer->blob_digest, layer->blob_size, {}});
     diff_ids_.push_back(layer->diff_id);
     last_step_layer_ = layers_.back();
