@@ -3,15 +3,25 @@
 //     directory, against `tar -xf` of the same tar;
 //   write: oci::WriteLayerFromUpper of the tree (everything new, as an upper
 //     dir after a step that made it) into a file, uncompressed, gzip and
-//     zstd, against `tar -cf` and `tar -czf` of the same tree.
+//     zstd, against `tar -cf` and `tar -czf` of the same tree;
+//   compressed unpack: oci::ApplyLayer of a gzip (`gzip -1`) and a zstd
+//     (`zstd -3`) layer of the mixed tree, against `tar -xzf` and
+//     `tar --zstd -xf` of the same blobs;
+//   diff id: oci::DiffIdHasher over the gzip blob, against
+//     `zcat | sha256sum`.
 // The tree is 2,000 files of 32 KiB and 8 of 16 MiB (190 MiB), seeded
-// random bytes (incompressible), in a temporary directory; the page cache is
-// warm. Byte rates count the tree's file bytes.
+// random bytes (incompressible); the mixed tree is 10,000 files of 50,000
+// bytes (500 MB, a 507 MB tar), every other one seeded random bytes, the
+// rest hex text. Both in a temporary directory; the page cache is warm. Byte
+// rates count the tree's file bytes. The counter cpu_s is the user + system
+// CPU seconds of an iteration, this process's threads and the tools it ran
+// together, as the machine is shared.
 //
 //   build/bench/layer_bench --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +33,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fs/root.h"
+#include "common/oci/diff_id_hasher.h"
 #include "common/oci/layer_diff.h"
 #include "common/oci/layer_unpack.h"
 #include "tests/testing/random_blobs.h"
@@ -51,11 +62,18 @@ void Run(std::vector<std::string> args) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) std::abort();
 }
 
+// The temporary directories the trees were made in, removed at the end.
+std::vector<std::filesystem::path>& TempDirs() {
+  static auto* dirs = new std::vector<std::filesystem::path>;
+  return *dirs;
+}
+
 const Tree& TheTree() {
   static Tree* tree = [] {
     auto* t = new Tree;
     char pattern[] = "/tmp/layer_bench.XXXXXX";
     t->dir = mkdtemp(pattern);
+    TempDirs().push_back(t->dir);
     t->source = t->dir / "tree";
     stagefarm::testing::RandomStream random(7);
     std::string buffer;
@@ -78,20 +96,97 @@ const Tree& TheTree() {
   return *tree;
 }
 
+// The mixed tree and its layer blobs: a tar, `gzip -1` and `zstd -3` of it.
+struct MixedTree {
+  std::filesystem::path dir;
+  std::filesystem::path gzip;
+  std::filesystem::path zstd;
+  uint64_t bytes = 0;
+};
+
+const MixedTree& TheMixedTree() {
+  static MixedTree* tree = [] {
+    auto* t = new MixedTree;
+    char pattern[] = "/tmp/layer_bench_mixed.XXXXXX";
+    t->dir = mkdtemp(pattern);
+    TempDirs().push_back(t->dir);
+    const std::filesystem::path source = t->dir / "tree";
+    stagefarm::testing::RandomStream random(11);
+    constexpr size_t kFileSize = 50000;
+    std::string buffer;
+    std::string text(kFileSize, '\0');
+    for (int i = 0; i < 10000; ++i) {
+      std::filesystem::path file = source / absl::StrCat("d", i / 100) / absl::StrCat("f", i);
+      std::filesystem::create_directories(file.parent_path());
+      if (i % 2 == 0) {
+        random.Fill(&buffer, kFileSize);
+        std::ofstream(file, std::ios::binary) << buffer;
+      } else {
+        random.Fill(&buffer, kFileSize / 2);
+        for (size_t j = 0; j < buffer.size(); ++j) {
+          const auto byte = static_cast<unsigned char>(buffer[j]);
+          text[2 * j] = "0123456789abcdef"[byte >> 4];
+          text[2 * j + 1] = "0123456789abcdef"[byte & 15];
+        }
+        std::ofstream(file, std::ios::binary) << text;
+      }
+      t->bytes += kFileSize;
+    }
+    const std::filesystem::path tar = t->dir / "tree.tar";
+    Run({"tar", "-cf", tar.string(), "-C", source.string(), "."});
+    std::filesystem::remove_all(source);
+    t->gzip = t->dir / "tree.tar.gz";
+    t->zstd = t->dir / "tree.tar.zst";
+    Run({"sh", "-c", absl::StrCat("gzip -1 -c ", tar.string(), " > ", t->gzip.string())});
+    Run({"zstd", "-q", "-3", tar.string(), "-o", t->zstd.string()});
+    std::filesystem::remove(tar);
+    return t;
+  }();
+  return *tree;
+}
+
 void Fresh(const std::filesystem::path& path) {
   std::filesystem::remove_all(path);
   std::filesystem::create_directories(path);
 }
 
-void BM_ApplyLayer(benchmark::State& state) {
-  const Tree& tree = TheTree();
-  const std::filesystem::path out = tree.dir / "unpacked";
+// User + system CPU seconds of this process's threads and of its waited-for
+// children (and theirs).
+double CpuSeconds() {
+  double seconds = 0;
+  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    rusage usage{};
+    getrusage(who, &usage);
+    seconds += static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+               static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  }
+  return seconds;
+}
+
+// CPU seconds of the timed part of each iteration, for the cpu_s counter.
+class CpuClock {
+ public:
+  void Start() { start_ = CpuSeconds(); }
+  void Stop() { total_ += CpuSeconds() - start_; }
+  void Report(benchmark::State& state) const {
+    state.counters["cpu_s"] = benchmark::Counter(total_, benchmark::Counter::kAvgIterations);
+  }
+
+ private:
+  double start_ = 0;
+  double total_ = 0;
+};
+
+void ApplyLayerFile(benchmark::State& state, const std::filesystem::path& blob,
+                    const std::filesystem::path& out, uint64_t bytes) {
+  CpuClock cpu;
   for (auto _ : state) {
     state.PauseTiming();
     Fresh(out);
+    cpu.Start();
     state.ResumeTiming();
     stagefarm::fs::RootDir root = *stagefarm::fs::RootDir::Open(out);
-    int fd = ::open(tree.tar.c_str(), O_RDONLY);
+    int fd = ::open(blob.c_str(), O_RDONLY);
     std::string buffer(1 << 20, '\0');
     stagefarm::oci::LayerReader read = [&]() -> absl::StatusOr<absl::string_view> {
       ssize_t n = ::read(fd, buffer.data(), buffer.size());
@@ -99,24 +194,104 @@ void BM_ApplyLayer(benchmark::State& state) {
     };
     auto applied = stagefarm::oci::ApplyLayer(root, read, {});
     ::close(fd);
+    cpu.Stop();
     if (!applied.ok()) state.SkipWithError(std::string(applied.status().message()).c_str());
   }
-  state.SetBytesProcessed(state.iterations() * tree.bytes);
+  cpu.Report(state);
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+
+void GnuTarExtract(benchmark::State& state, const std::vector<std::string>& flags,
+                   const std::filesystem::path& blob, const std::filesystem::path& out,
+                   uint64_t bytes) {
+  CpuClock cpu;
+  for (auto _ : state) {
+    state.PauseTiming();
+    Fresh(out);
+    cpu.Start();
+    state.ResumeTiming();
+    std::vector<std::string> args = {"tar"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.insert(args.end(), {blob.string(), "-C", out.string()});
+    Run(args);
+    cpu.Stop();
+  }
+  cpu.Report(state);
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+
+void BM_ApplyLayer(benchmark::State& state) {
+  const Tree& tree = TheTree();
+  ApplyLayerFile(state, tree.tar, tree.dir / "unpacked", tree.bytes);
 }
 BENCHMARK(BM_ApplyLayer)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 void BM_GnuTarExtract(benchmark::State& state) {
   const Tree& tree = TheTree();
-  const std::filesystem::path out = tree.dir / "extracted";
-  for (auto _ : state) {
-    state.PauseTiming();
-    Fresh(out);
-    state.ResumeTiming();
-    Run({"tar", "-xf", tree.tar.string(), "-C", out.string()});
-  }
-  state.SetBytesProcessed(state.iterations() * tree.bytes);
+  GnuTarExtract(state, {"-xf"}, tree.tar, tree.dir / "extracted", tree.bytes);
 }
 BENCHMARK(BM_GnuTarExtract)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_ApplyLayerGzip(benchmark::State& state) {
+  const MixedTree& tree = TheMixedTree();
+  ApplyLayerFile(state, tree.gzip, tree.dir / "unpacked", tree.bytes);
+}
+BENCHMARK(BM_ApplyLayerGzip)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_GnuTarExtractGzip(benchmark::State& state) {
+  const MixedTree& tree = TheMixedTree();
+  GnuTarExtract(state, {"-xzf"}, tree.gzip, tree.dir / "extracted", tree.bytes);
+}
+BENCHMARK(BM_GnuTarExtractGzip)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_ApplyLayerZstd(benchmark::State& state) {
+  const MixedTree& tree = TheMixedTree();
+  ApplyLayerFile(state, tree.zstd, tree.dir / "unpacked", tree.bytes);
+}
+BENCHMARK(BM_ApplyLayerZstd)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_GnuTarExtractZstd(benchmark::State& state) {
+  const MixedTree& tree = TheMixedTree();
+  GnuTarExtract(state, {"--zstd", "-xf"}, tree.zstd, tree.dir / "extracted", tree.bytes);
+}
+BENCHMARK(BM_GnuTarExtractZstd)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_DiffIdGzip(benchmark::State& state) {
+  const MixedTree& tree = TheMixedTree();
+  CpuClock cpu;
+  for (auto _ : state) {
+    cpu.Start();
+    int fd = ::open(tree.gzip.c_str(), O_RDONLY);
+    std::string buffer(1 << 20, '\0');
+    stagefarm::oci::DiffIdHasher hasher;
+    absl::Status status = absl::OkStatus();
+    while (status.ok()) {
+      ssize_t n = ::read(fd, buffer.data(), buffer.size());
+      if (n <= 0) break;
+      status = hasher.Update(absl::string_view(buffer.data(), n));
+    }
+    ::close(fd);
+    absl::StatusOr<stagefarm::digest::Digest> diff_id = hasher.Finish();
+    cpu.Stop();
+    if (!status.ok() || !diff_id.ok()) state.SkipWithError("DiffIdHasher failed");
+  }
+  cpu.Report(state);
+  state.SetBytesProcessed(state.iterations() * tree.bytes);
+}
+BENCHMARK(BM_DiffIdGzip)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_ZcatSha256sum(benchmark::State& state) {
+  const MixedTree& tree = TheMixedTree();
+  CpuClock cpu;
+  for (auto _ : state) {
+    cpu.Start();
+    Run({"sh", "-c", absl::StrCat("zcat ", tree.gzip.string(), " | sha256sum > /dev/null")});
+    cpu.Stop();
+  }
+  cpu.Report(state);
+  state.SetBytesProcessed(state.iterations() * tree.bytes);
+}
+BENCHMARK(BM_ZcatSha256sum)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 void WriteLayer(benchmark::State& state, stagefarm::oci::LayerCompression compression) {
   const Tree& tree = TheTree();
@@ -176,6 +351,6 @@ BENCHMARK(BM_GnuTarCreateGzip)->Unit(benchmark::kMillisecond)->UseRealTime()->It
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
-  std::filesystem::remove_all(TheTree().dir);
+  for (const std::filesystem::path& dir : TempDirs()) std::filesystem::remove_all(dir);
   return 0;
 }
