@@ -14,8 +14,9 @@
 namespace stagefarm::oci {
 
 // The compression is recognised by the blob's magic number (gzip, zstd;
-// anything else is taken as a plain tar). Concatenated gzip members and zstd
-// frames are read as one stream. Not safe for concurrent use.
+// anything else is taken as a plain tar) and undone by LayerDecompressor:
+// concatenated gzip members and zstd frames are read as one stream, each
+// gzip member's CRC32 and ISIZE checked. Not safe for concurrent use.
 class DiffIdHasher {
  public:
   DiffIdHasher();
@@ -24,7 +25,8 @@ class DiffIdHasher {
   DiffIdHasher& operator=(const DiffIdHasher&) = delete;
 
   // Feeds the blob's next bytes. DataLoss naming the decompressor's complaint
-  // when the compressed stream is corrupt; the hasher is of no use after that.
+  // when the compressed stream is corrupt or followed by garbage; the hasher
+  // is of no use after that.
   absl::Status Update(absl::string_view bytes);
 
   // The diff id, once every byte is fed. DataLoss when the compressed stream

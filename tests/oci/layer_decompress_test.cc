@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/digest/digest.h"
+#include "common/oci/diff_id_hasher.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/random_blobs.h"
@@ -377,6 +379,55 @@ TEST(IsalInflateTest, NoHdrVer_ChecksTheTrailerAndStopsAtItsEnd) {
     bad_size[bad_size.size() - 1] = static_cast<char>(bad_size[bad_size.size() - 1] ^ 1);
     EXPECT_EQ(inflate(bad_size, piece, &left), ISAL_INCORRECT_CHECKSUM) << piece;
   }
+}
+
+TEST(DiffIdHasherTest, IsTheDigestOfTheUncompressedBytesWhateverTheCompression) {
+  const std::string tar = MixedData(200000);
+  const digest::Digest expected = [&] {
+    digest::Sha256 hash;
+    hash.Update(tar);
+    return hash.Finish();
+  }();
+  const std::string half = tar.substr(0, 100000);
+  const std::string rest = tar.substr(100000);
+  struct Blob {
+    std::string bytes;
+    LayerCompression compression;
+  };
+  for (const Blob& blob : {Blob{tar, LayerCompression::kNone},
+                           Blob{GzipMember(half) + GzipMember(rest), LayerCompression::kGzip},
+                           Blob{ZstdFrame(half) + ZstdFrame(rest), LayerCompression::kZstd}}) {
+    for (size_t piece : {size_t{1}, size_t{3}, size_t{65536}}) {
+      DiffIdHasher hasher;
+      for (size_t offset = 0; offset < blob.bytes.size(); offset += piece) {
+        ASSERT_TRUE(hasher.Update(absl::string_view(blob.bytes).substr(offset, piece)).ok());
+      }
+      absl::StatusOr<digest::Digest> diff_id = hasher.Finish();
+      ASSERT_TRUE(diff_id.ok()) << diff_id.status();
+      EXPECT_EQ(*diff_id, expected);
+      EXPECT_EQ(hasher.compression(), blob.compression);
+    }
+  }
+}
+
+TEST(DiffIdHasherTest, CorruptOrTruncatedStreamsAreDataLoss) {
+  const std::string blob = GzipMember(MixedData(10000));
+  std::string bad_crc = blob;
+  bad_crc[bad_crc.size() - 6] = static_cast<char>(bad_crc[bad_crc.size() - 6] ^ 1);
+  DiffIdHasher hasher;
+  absl::Status status = hasher.Update(bad_crc);
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_THAT(status.message(), HasSubstr("CRC32"));
+
+  DiffIdHasher truncated;
+  ASSERT_TRUE(truncated.Update(blob.substr(0, blob.size() / 2)).ok());
+  absl::StatusOr<digest::Digest> diff_id = truncated.Finish();
+  EXPECT_TRUE(absl::IsDataLoss(diff_id.status())) << diff_id.status();
+  EXPECT_THAT(diff_id.status().message(), HasSubstr("truncated"));
+
+  DiffIdHasher trailing;
+  ASSERT_TRUE(trailing.Update(blob).ok());
+  EXPECT_TRUE(absl::IsDataLoss(trailing.Update("junk"))) << "trailing garbage";
 }
 
 }  // namespace
