@@ -9,17 +9,24 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "common/dockerfile/go_text.h"
+#include "common/oci/layer_decompress.h"
 
 namespace stagefarm::oci {
 namespace {
@@ -85,6 +92,181 @@ la_ssize_t ReadCallback(archive* a, void* data, const void** buffer) {
   return static_cast<la_ssize_t>(piece->size());
 }
 
+// The layer's first bytes, enough to recognise its compression: the reader's
+// first piece (valid until the reader is called again) or, when that is
+// shorter than four bytes, the first pieces copied together. Not movable:
+// `bytes` may point into `copy`.
+struct LayerHead {
+  LayerHead() = default;
+  LayerHead(const LayerHead&) = delete;
+  LayerHead& operator=(const LayerHead&) = delete;
+
+  absl::string_view bytes;
+  std::string copy;
+  bool ended = false;  // the reader has given its last piece
+};
+
+absl::Status ReadHead(const LayerReader& read, LayerHead* head) {
+  absl::StatusOr<absl::string_view> piece = read();
+  if (!piece.ok()) return piece.status();
+  if (piece->size() >= 4) {
+    head->bytes = *piece;
+    return absl::OkStatus();
+  }
+  while (true) {
+    if (piece->empty()) {
+      head->ended = true;
+      break;
+    }
+    head->copy.append(piece->data(), piece->size());
+    if (head->copy.size() >= 4) break;
+    piece = read();
+    if (!piece.ok()) return piece.status();
+  }
+  head->bytes = head->copy;
+  return absl::OkStatus();
+}
+
+// The tar inside a gzip or zstd layer, decompressed on a thread of its own
+// (which also calls the LayerReader, and so verifies the store's chunks)
+// while the caller's thread writes the entries. The thread runs at most
+// kBuffers - 1 buffers ahead of the reader of the tar: memory stays at
+// kBuffers * kBufferSize whatever the layer's size.
+class InflatingReader {
+ public:
+  // `head` holds the layer's first bytes, already taken from `read`.
+  InflatingReader(const LayerReader& read, const LayerHead& head, LayerCompression compression)
+      : read_(read), head_(head.bytes), head_ended_(head.ended), decompressor_(compression) {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  // Stops the thread, wherever it is, and waits for it.
+  ~InflatingReader() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    thread_.join();
+  }
+
+  InflatingReader(const InflatingReader&) = delete;
+  InflatingReader& operator=(const InflatingReader&) = delete;
+
+  // The next piece of the tar, valid until the next call; empty at its end.
+  // The LayerReader's error as it is, or the decompressor's DataLoss.
+  absl::StatusOr<absl::string_view> Next() {
+    absl::MutexLock lock(&mu_);
+    if (current_ != nullptr) {
+      free_.push_back(current_);
+      current_ = nullptr;
+    }
+    mu_.Await(absl::Condition(
+        +[](InflatingReader* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+          return self->done_ || !self->filled_.empty();
+        },
+        this));
+    if (filled_.empty()) {
+      if (!result_.ok()) return result_;
+      return absl::string_view();
+    }
+    const absl::string_view piece = filled_.front();
+    filled_.pop_front();
+    current_ = const_cast<char*>(piece.data());
+    return piece;
+  }
+
+ private:
+  static constexpr size_t kBufferSize = 1 << 20;
+  static constexpr int kBuffers = 4;
+
+  void Run() {
+    absl::Status status = Inflate();
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+    result_ = std::move(status);
+  }
+
+  absl::Status Inflate() {
+    absl::string_view in = head_;
+    bool ended = head_ended_;
+    char* buffer = nullptr;
+    size_t size = 0;
+    while (true) {
+      if (in.empty() && !ended) {
+        if (Stopping()) return absl::CancelledError("layer unpack stopped");
+        absl::StatusOr<absl::string_view> piece = read_();
+        if (!piece.ok()) return piece.status();
+        in = *piece;
+        ended = in.empty();
+      }
+      if (buffer == nullptr) {
+        buffer = TakeFreeBuffer();
+        if (buffer == nullptr) return absl::CancelledError("layer unpack stopped");
+        size = 0;
+      }
+      absl::StatusOr<size_t> n =
+          decompressor_.Decompress(&in, absl::MakeSpan(buffer + size, kBufferSize - size));
+      if (!n.ok()) return n.status();
+      size += *n;
+      if (size == kBufferSize) {
+        // Full: more may be pending even when `in` is used up.
+        Publish(buffer, size);
+        buffer = nullptr;
+        continue;
+      }
+      if (in.empty() && ended) {
+        if (size > 0) Publish(buffer, size);
+        return decompressor_.Finish();
+      }
+    }
+  }
+
+  bool Stopping() {
+    absl::MutexLock lock(&mu_);
+    return stopping_;
+  }
+
+  // A buffer to fill, allocated on first use; nullptr once stopping.
+  char* TakeFreeBuffer() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](InflatingReader* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+          return self->stopping_ || !self->free_.empty() || self->allocated_ < kBuffers;
+        },
+        this));
+    if (stopping_) return nullptr;
+    if (!free_.empty()) {
+      char* buffer = free_.back();
+      free_.pop_back();
+      return buffer;
+    }
+    // Not zeroed: only the pages written are ever touched.
+    storage_[allocated_] = std::make_unique_for_overwrite<char[]>(kBufferSize);
+    return storage_[allocated_++].get();
+  }
+
+  void Publish(char* buffer, size_t size) {
+    absl::MutexLock lock(&mu_);
+    filled_.emplace_back(buffer, size);
+  }
+
+  const LayerReader& read_;
+  const absl::string_view head_;
+  const bool head_ended_;
+  LayerDecompressor decompressor_;  // the thread's
+
+  absl::Mutex mu_;
+  std::unique_ptr<char[]> storage_[kBuffers] ABSL_GUARDED_BY(mu_);
+  int allocated_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<char*> free_ ABSL_GUARDED_BY(mu_);
+  std::deque<absl::string_view> filled_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status result_ ABSL_GUARDED_BY(mu_);  // the thread's, once done_
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  char* current_ ABSL_GUARDED_BY(mu_) = nullptr;  // the piece Next last returned
+  std::thread thread_;
+};
+
 // One entry of a directory as this layer wrote it: the directory's device
 // and inode, and the name in it. Identifying the directory by inode rather
 // than by path keeps the record right whichever symlinks the tar reached it
@@ -142,17 +324,36 @@ absl::Status Annotate(absl::string_view raw, const absl::Status& status) {
 }
 
 absl::StatusOr<ApplyStats> LayerApplier::Run(const LayerReader& read) {
+  // Compressed as the OCI media types allow (+gzip, +zstd): decompressed on a
+  // thread of its own. Anything else goes to libarchive as it is.
+  LayerHead head;
+  if (absl::Status status = ReadHead(read, &head); !status.ok()) return status;
+  const LayerCompression compression = DetectLayerCompression(head.bytes);
+  std::optional<InflatingReader> inflating;
+  LayerReader tar;
+  if (compression != LayerCompression::kNone) {
+    inflating.emplace(read, head, compression);
+    tar = [&inflating] { return inflating->Next(); };
+  } else {
+    tar = [&read, &head, first = true]() mutable -> absl::StatusOr<absl::string_view> {
+      if (first) {
+        first = false;
+        return head.bytes;
+      }
+      if (head.ended) return absl::string_view();
+      return read();
+    };
+  }
+  // Freed before `tar` and `inflating`, which its callbacks reach.
   std::unique_ptr<archive, ArchiveFree> a(archive_read_new());
   if (a == nullptr) return absl::ResourceExhaustedError("archive_read_new failed");
-  // Tar in every dialect libarchive knows (ustar, pax, GNU), uncompressed or
-  // compressed as the OCI media types allow (+gzip, +zstd) or as ADD accepts
-  // local archives (also bzip2 and xz). No external filter programs.
+  // Tar in every dialect libarchive knows (ustar, pax, GNU); compressed as ADD
+  // accepts local archives, bzip2 and xz are libarchive's to read. No external
+  // filter programs.
   archive_read_support_format_tar(a.get());
-  archive_read_support_filter_gzip(a.get());
-  archive_read_support_filter_zstd(a.get());
   archive_read_support_filter_bzip2(a.get());
   archive_read_support_filter_xz(a.get());
-  ReadContext context{&read, absl::OkStatus()};
+  ReadContext context{&tar, absl::OkStatus()};
   std::string last = "(none)";
   auto stream_error = [&](absl::string_view when) {
     if (!context.status.ok()) return context.status;
@@ -176,6 +377,16 @@ absl::StatusOr<ApplyStats> LayerApplier::Run(const LayerReader& read) {
     absl::Status applied = ApplyEntry(a.get(), entry, name);
     if (!applied.ok()) {
       return context.status.ok() ? applied : context.status;
+    }
+  }
+  if (inflating) {
+    // What follows the tar's end (padding, the last trailer) is read too, as
+    // containerd does: a bad CRC or trailing garbage is an error there as
+    // anywhere else in the blob.
+    while (true) {
+      absl::StatusOr<absl::string_view> rest = inflating->Next();
+      if (!rest.ok()) return rest.status();
+      if (rest->empty()) break;
     }
   }
   absl::Status times = SetDirectoryTimes();

@@ -24,7 +24,9 @@ namespace stagefarm::oci {
 
 // The layer's bytes: each call gives the next piece, valid until the next
 // call; an empty piece is the end. An error ends the apply with that error.
-// cas::BlobReader::Next has this contract.
+// cas::BlobReader::Next has this contract. ApplyLayer may make the calls
+// after the first from a thread of its own, one at a time, never after it
+// returns.
 using LayerReader = std::function<absl::StatusOr<absl::string_view>()>;
 
 struct ApplyOptions {
@@ -55,7 +57,11 @@ struct ApplyStats {
   uint64_t whiteouts = 0;  // ".wh.<name>" and ".wh..wh..opq" markers applied
 };
 
-// Reads the layer from `read` and applies it to `root`:
+// Reads the layer from `read` and applies it to `root`. A gzip or zstd layer
+// (recognised by its magic number, see layer_decompress.h) is decompressed on
+// a thread of its own, a few MiB ahead of the writing; any other stream (an
+// uncompressed tar, or bzip2 and xz for ADD's local archives) is libarchive's
+// to read, on the caller's thread. The entries:
 //  - Regular files (streamed in blocks; sparse files keep their holes),
 //    directories, symlinks (target stored verbatim, never followed), char and
 //    block devices and FIFOs are created with the tar's owner
@@ -83,7 +89,9 @@ struct ApplyStats {
 //  - FailedPrecondition when a parent is not a directory, a dangling symlink
 //    included (containerd would make the directory it points at);
 //  - DataLoss for a stream libarchive cannot read (truncated, corrupt,
-//    not a tar), or the reader's own error;
+//    not a tar) or a gzip or zstd layer that is corrupt, truncated or
+//    followed by garbage (such a layer is read to its end, past the tar's);
+//  - the reader's own error, as it is;
 //  - the errno's code for a failing system call.
 // On error the root holds what was applied so far: unpack into a fresh
 // directory and discard it on failure.

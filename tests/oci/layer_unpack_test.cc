@@ -6,6 +6,8 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -43,7 +45,7 @@ struct Entry {
   unsigned minor = 0;
 };
 
-enum class Compression { kNone, kGzip, kZstd };
+enum class Compression { kNone, kGzip, kZstd, kBzip2, kXz };
 
 la_ssize_t AppendCallback(archive*, void* out, const void* data, size_t size) {
   static_cast<std::string*>(out)->append(static_cast<const char*>(data), size);
@@ -59,6 +61,8 @@ std::string MakeTar(const std::vector<Entry>& entries,
   archive_write_set_format_pax_restricted(a);
   if (compression == Compression::kGzip) archive_write_add_filter_gzip(a);
   if (compression == Compression::kZstd) archive_write_add_filter_zstd(a);
+  if (compression == Compression::kBzip2) archive_write_add_filter_bzip2(a);
+  if (compression == Compression::kXz) archive_write_add_filter_xz(a);
   archive_write_set_bytes_in_last_block(a, 1);
   EXPECT_EQ(archive_write_open(a, &out, nullptr, AppendCallback, nullptr), ARCHIVE_OK)
       << archive_error_string(a);
@@ -102,6 +106,55 @@ LayerReader ReaderOf(const std::string& bytes, size_t piece = 1000) {
     *offset += n;
     return out;
   };
+}
+
+// One gzip member of `bytes`, written by zlib; with `name`, FNAME, FEXTRA,
+// FCOMMENT and FHCRC in its header, as few tools write them.
+std::string GzipMember(absl::string_view bytes, int level = 1, bool all_fields = false) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  gz_header header{};
+  std::string extra = "stagefarm extra field";
+  if (all_fields) {
+    header.extra = reinterpret_cast<Bytef*>(extra.data());
+    header.extra_len = static_cast<uInt>(extra.size());
+    header.name = reinterpret_cast<Bytef*>(const_cast<char*>("layer.tar"));
+    header.comment = reinterpret_cast<Bytef*>(const_cast<char*>("made by a test"));
+    header.hcrc = 1;
+    EXPECT_EQ(deflateSetHeader(&z, &header), Z_OK);
+  }
+  std::string out(deflateBound(&z, bytes.size()) + 1024, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+std::string ZstdFrame(absl::string_view bytes) {
+  std::string out(ZSTD_compressBound(bytes.size()), '\0');
+  const size_t n = ZSTD_compress(out.data(), out.size(), bytes.data(), bytes.size(), 3);
+  EXPECT_FALSE(ZSTD_isError(n)) << ZSTD_getErrorName(n);
+  out.resize(n);
+  return out;
+}
+
+// Threads of this process, as the kernel counts them.
+size_t ThreadCount() {
+  size_t threads = 0;
+  for ([[maybe_unused]] const auto& task : stdfs::directory_iterator("/proc/self/task")) ++threads;
+  return threads;
+}
+
+// ThreadCount once it is down to `expected`, or after a second: a thread
+// that has ended leaves the kernel's list a moment after pthread_join
+// returns; one left running never does.
+size_t SettledThreadCount(size_t expected) {
+  for (int i = 0; i < 1000 && ThreadCount() > expected; ++i) usleep(1000);
+  return ThreadCount();
 }
 
 std::string ReadFile(const stdfs::path& path) {
@@ -354,6 +407,131 @@ TEST_F(LayerUnpackTest, CompressedLayers_GzipAndZstdAreRead) {
     EXPECT_EQ(ReadFile(root_path() / "etc" / "os-release"), "ID=debian\n");
     stdfs::remove_all(root_path() / "etc");
   }
+}
+
+TEST_F(LayerUnpackTest, CompressedLayers_GzipMembersAndZstdFramesAreOneTar) {
+  const std::string big = testing::RandomBytes(3, 3 << 20);
+  const std::string tar = MakeTar({{.path = "etc/os-release", .content = "ID=debian\n"},
+                                   {.path = "big", .content = big},
+                                   {.path = "last", .content = "x"}});
+  const size_t half = tar.size() / 2 + 77;  // inside "big"
+  const std::string head = tar.substr(0, half);
+  const std::string rest = tar.substr(half);
+  const size_t threads = ThreadCount();
+  for (const std::string& layer :
+       {GzipMember(tar, 6, /*all_fields=*/true), GzipMember(head) + GzipMember(rest, 6, true),
+        ZstdFrame(tar), ZstdFrame(head) + ZstdFrame(rest)}) {
+    absl::StatusOr<ApplyStats> stats = Apply(layer);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->entries, 3u);
+    EXPECT_EQ(ReadFile(root_path() / "etc" / "os-release"), "ID=debian\n");
+    EXPECT_TRUE(ReadFile(root_path() / "big") == big);
+    EXPECT_EQ(ReadFile(root_path() / "last"), "x");
+    EXPECT_EQ(SettledThreadCount(threads), threads);
+    stdfs::remove_all(root_path());
+    stdfs::create_directory(root_path());
+  }
+}
+
+// What the decompressor does not know (ADD's local archives) is libarchive's.
+TEST_F(LayerUnpackTest, CompressedLayers_Bzip2AndXzAreRead) {
+  for (Compression compression : {Compression::kBzip2, Compression::kXz}) {
+    const std::string tar = MakeTar({{.path = "f", .content = "bz or xz"}}, compression);
+    absl::StatusOr<ApplyStats> stats = Apply(tar);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(ReadFile(root_path() / "f"), "bz or xz");
+    stdfs::remove(root_path() / "f");
+  }
+}
+
+// Every way a compressed layer can be broken stops the unpack with the
+// decompressor's DataLoss, wherever in the blob it is (after the tar's end
+// included), and leaves no thread behind.
+TEST_F(LayerUnpackTest, CompressedLayers_BrokenStreamsAreDataLossAndLeaveNoThread) {
+  const std::string tar = MakeTar({{.path = "a", .content = testing::RandomBytes(4, 600000)},
+                                   {.path = "b", .content = std::string(300000, 'b')}});
+  const std::string gzip = GzipMember(tar);
+  const std::string zstd = ZstdFrame(tar);
+  auto flipped = [](std::string bytes, size_t at) {
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
+    return bytes;
+  };
+  // The first block's header says final, type 3 (reserved).
+  std::string garbled = gzip;
+  garbled[10] = '\x07';
+  struct Case {
+    std::string layer;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {garbled, "gzip: member 1 (at byte 0): corrupt deflate data"},
+      {flipped(gzip, gzip.size() - 8), "CRC32 of the data is"},
+      {flipped(gzip, gzip.size() - 4), "the trailer's ISIZE says"},
+      {gzip.substr(0, gzip.size() / 2), "gzip: truncated: the stream ends at byte"},
+      {gzip.substr(0, gzip.size() - 2), "inside the trailer of member 1"},
+      {gzip + "trailing", absl::StrCat("gzip: trailing garbage at byte ", gzip.size())},
+      {zstd.substr(0, zstd.size() / 2), "zstd: truncated"},
+      {zstd + "trailing", absl::StrCat("zstd: trailing garbage at byte ", zstd.size())},
+  };
+  const size_t threads = ThreadCount();
+  for (const Case& c : cases) {
+    absl::StatusOr<ApplyStats> stats = Apply(c.layer);
+    EXPECT_TRUE(absl::IsDataLoss(stats.status())) << c.message << ": " << stats.status();
+    EXPECT_THAT(stats.status().message(), HasSubstr(c.message));
+    EXPECT_EQ(SettledThreadCount(threads), threads) << c.message;
+    stdfs::remove_all(root_path());
+    stdfs::create_directory(root_path());
+  }
+}
+
+TEST_F(LayerUnpackTest, CompressedLayers_ReaderErrorMidStreamIsReturnedAsItIs) {
+  const std::string layer =
+      GzipMember(MakeTar({{.path = "a", .content = testing::RandomBytes(5, 4 << 20)}}));
+  absl::StatusOr<fs::RootDir> root = fs::RootDir::Open(root_path());
+  ASSERT_TRUE(root.ok());
+  const size_t threads = ThreadCount();
+  size_t offset = 0;
+  absl::StatusOr<ApplyStats> stats =
+      ApplyLayer(*root,
+                 [&]() -> absl::StatusOr<absl::string_view> {
+                   if (offset >= layer.size() / 2) return absl::DataLossError("chunk 7");
+                   absl::string_view piece = absl::string_view(layer).substr(offset, 65536);
+                   offset += piece.size();
+                   return piece;
+                 },
+                 {});
+  EXPECT_TRUE(absl::IsDataLoss(stats.status())) << stats.status();
+  EXPECT_EQ(stats.status().message(), "chunk 7");
+  EXPECT_EQ(SettledThreadCount(threads), threads);
+}
+
+// An entry refused partway through a large layer stops the inflating thread
+// where it is: the rest of the blob is never read.
+TEST_F(LayerUnpackTest, CompressedLayers_WriterErrorStopsTheInflatingThreadEarly) {
+  constexpr size_t kMiB = 1 << 20;
+  const std::string layer =
+      GzipMember(MakeTar({{.path = "before", .content = testing::RandomBytes(6, 8 * kMiB)},
+                          {.path = "../../escape", .content = "x"},
+                          {.path = "after", .content = testing::RandomBytes(7, 32 * kMiB)}}));
+  absl::StatusOr<fs::RootDir> root = fs::RootDir::Open(root_path());
+  ASSERT_TRUE(root.ok());
+  const size_t threads = ThreadCount();
+  size_t offset = 0;
+  absl::StatusOr<ApplyStats> stats =
+      ApplyLayer(*root,
+                 [&]() -> absl::StatusOr<absl::string_view> {
+                   absl::string_view piece = absl::string_view(layer).substr(offset, 65536);
+                   offset += piece.size();
+                   return piece;
+                 },
+                 {});
+  EXPECT_TRUE(absl::IsInvalidArgument(stats.status())) << stats.status();
+  EXPECT_THAT(stats.status().message(), HasSubstr("\"../../escape\""));
+  EXPECT_EQ(SettledThreadCount(threads), threads);
+  // The escape is at 8 MiB; the thread may have run a few 1 MiB buffers ahead.
+  EXPECT_LT(offset, 16 * kMiB) << "of " << layer.size();
+  EXPECT_TRUE(stdfs::exists(root_path() / "before"));
+  EXPECT_FALSE(stdfs::exists(root_path() / "after"));
 }
 
 // Hostile input. Each case decides between "refused with an error naming the
