@@ -127,18 +127,17 @@ absl::Status ReadHead(const LayerReader& read, LayerHead* head) {
   return absl::OkStatus();
 }
 
-// The tar inside a gzip or zstd layer, decompressed on a thread of its own
+// The tar inside a gzip or zstd layer. The first kBufferSize bytes are
+// decompressed on the caller's thread: a layer whose tar fits (most of a
+// build's) starts no thread. The rest is decompressed on a thread of its own
 // (which also calls the LayerReader, and so verifies the store's chunks)
-// while the caller's thread writes the entries. The thread runs at most
-// kBuffers - 1 buffers ahead of the reader of the tar: memory stays at
-// kBuffers * kBufferSize whatever the layer's size.
+// while the caller's thread writes the entries, at most kBuffers - 1 buffers
+// ahead: memory stays at kBuffers * kBufferSize whatever the layer's size.
 class InflatingReader {
  public:
   // `head` holds the layer's first bytes, already taken from `read`.
   InflatingReader(const LayerReader& read, const LayerHead& head, LayerCompression compression)
-      : read_(read), head_(head.bytes), head_ended_(head.ended), decompressor_(compression) {
-    thread_ = std::thread([this] { Run(); });
-  }
+      : read_(read), in_(head.bytes), ended_(head.ended), decompressor_(compression) {}
 
   // Stops the thread, wherever it is, and waits for it.
   ~InflatingReader() {
@@ -146,7 +145,7 @@ class InflatingReader {
       absl::MutexLock lock(&mu_);
       stopping_ = true;
     }
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
   InflatingReader(const InflatingReader&) = delete;
@@ -155,6 +154,7 @@ class InflatingReader {
   // The next piece of the tar, valid until the next call; empty at its end.
   // The LayerReader's error as it is, or the decompressor's DataLoss.
   absl::StatusOr<absl::string_view> Next() {
+    if (!started_) return First();
     absl::MutexLock lock(&mu_);
     if (current_ != nullptr) {
       free_.push_back(current_);
@@ -179,44 +179,67 @@ class InflatingReader {
   static constexpr size_t kBufferSize = 1 << 20;
   static constexpr int kBuffers = 4;
 
+  // The first buffer, filled here; the thread starts only if there is more.
+  absl::StatusOr<absl::string_view> First() {
+    started_ = true;
+    char* buffer = TakeFreeBuffer();
+    absl::StatusOr<size_t> size = Fill(buffer);
+    {
+      absl::MutexLock lock(&mu_);
+      current_ = buffer;
+      done_ = !size.ok() || finished_;
+      result_ = size.status();
+    }
+    if (!size.ok()) return size.status();
+    if (!finished_) thread_ = std::thread([this] { Run(); });
+    return absl::string_view(buffer, *size);
+  }
+
   void Run() {
-    absl::Status status = Inflate();
+    absl::Status status = absl::OkStatus();
+    while (status.ok() && !finished_) {
+      char* buffer = TakeFreeBuffer();
+      if (buffer == nullptr) {
+        status = absl::CancelledError("layer unpack stopped");
+        break;
+      }
+      absl::StatusOr<size_t> size = Fill(buffer);
+      absl::MutexLock lock(&mu_);
+      if (!size.ok()) {
+        status = size.status();
+      } else if (*size > 0) {
+        filled_.emplace_back(buffer, *size);
+      } else {
+        free_.push_back(buffer);
+      }
+    }
     absl::MutexLock lock(&mu_);
     done_ = true;
     result_ = std::move(status);
   }
 
-  absl::Status Inflate() {
-    absl::string_view in = head_;
-    bool ended = head_ended_;
-    char* buffer = nullptr;
+  // Decompresses into `buffer` until it is full or the stream has ended
+  // (finished_, the decompressor's Finish checked); returns the bytes filled.
+  absl::StatusOr<size_t> Fill(char* buffer) {
     size_t size = 0;
     while (true) {
-      if (in.empty() && !ended) {
+      if (in_.empty() && !ended_) {
         if (Stopping()) return absl::CancelledError("layer unpack stopped");
         absl::StatusOr<absl::string_view> piece = read_();
         if (!piece.ok()) return piece.status();
-        in = *piece;
-        ended = in.empty();
-      }
-      if (buffer == nullptr) {
-        buffer = TakeFreeBuffer();
-        if (buffer == nullptr) return absl::CancelledError("layer unpack stopped");
-        size = 0;
+        in_ = *piece;
+        ended_ = in_.empty();
       }
       absl::StatusOr<size_t> n =
-          decompressor_.Decompress(&in, absl::MakeSpan(buffer + size, kBufferSize - size));
+          decompressor_.Decompress(&in_, absl::MakeSpan(buffer + size, kBufferSize - size));
       if (!n.ok()) return n.status();
       size += *n;
-      if (size == kBufferSize) {
-        // Full: more may be pending even when `in` is used up.
-        Publish(buffer, size);
-        buffer = nullptr;
-        continue;
-      }
-      if (in.empty() && ended) {
-        if (size > 0) Publish(buffer, size);
-        return decompressor_.Finish();
+      // Full: more may be pending even when `in_` is used up.
+      if (size == kBufferSize) return size;
+      if (in_.empty() && ended_) {
+        if (absl::Status status = decompressor_.Finish(); !status.ok()) return status;
+        finished_ = true;
+        return size;
       }
     }
   }
@@ -245,15 +268,15 @@ class InflatingReader {
     return storage_[allocated_++].get();
   }
 
-  void Publish(char* buffer, size_t size) {
-    absl::MutexLock lock(&mu_);
-    filled_.emplace_back(buffer, size);
-  }
-
+  // The decompressing side's: the caller's thread's until the thread starts
+  // (First), the thread's after.
   const LayerReader& read_;
-  const absl::string_view head_;
-  const bool head_ended_;
-  LayerDecompressor decompressor_;  // the thread's
+  absl::string_view in_;  // compressed bytes taken from read_, not yet decompressed
+  bool ended_;            // read_ has given its last piece
+  bool finished_ = false;
+  LayerDecompressor decompressor_;
+
+  bool started_ = false;  // the caller's thread's
 
   absl::Mutex mu_;
   std::unique_ptr<char[]> storage_[kBuffers] ABSL_GUARDED_BY(mu_);
@@ -261,7 +284,7 @@ class InflatingReader {
   std::vector<char*> free_ ABSL_GUARDED_BY(mu_);
   std::deque<absl::string_view> filled_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status result_ ABSL_GUARDED_BY(mu_);  // the thread's, once done_
+  absl::Status result_ ABSL_GUARDED_BY(mu_);  // the decompressing side's, once done_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   char* current_ ABSL_GUARDED_BY(mu_) = nullptr;  // the piece Next last returned
   std::thread thread_;
@@ -324,8 +347,9 @@ absl::Status Annotate(absl::string_view raw, const absl::Status& status) {
 }
 
 absl::StatusOr<ApplyStats> LayerApplier::Run(const LayerReader& read) {
-  // Compressed as the OCI media types allow (+gzip, +zstd): decompressed on a
-  // thread of its own. Anything else goes to libarchive as it is.
+  // Compressed as the OCI media types allow (+gzip, +zstd): decompressed
+  // here, a large layer on a thread of its own. Anything else goes to
+  // libarchive as it is.
   LayerHead head;
   if (absl::Status status = ReadHead(read, &head); !status.ok()) return status;
   const LayerCompression compression = DetectLayerCompression(head.bytes);

@@ -24,9 +24,8 @@ namespace stagefarm::oci {
 
 // The layer's bytes: each call gives the next piece, valid until the next
 // call; an empty piece is the end. An error ends the apply with that error.
-// cas::BlobReader::Next has this contract. ApplyLayer may make the calls
-// after the first from a thread of its own, one at a time, never after it
-// returns.
+// cas::BlobReader::Next has this contract. ApplyLayer may make some of the
+// calls from a thread of its own, one at a time, never after it returns.
 using LayerReader = std::function<absl::StatusOr<absl::string_view>()>;
 
 struct ApplyOptions {
@@ -58,10 +57,11 @@ struct ApplyStats {
 };
 
 // Reads the layer from `read` and applies it to `root`. A gzip or zstd layer
-// (recognised by its magic number, see layer_decompress.h) is decompressed on
-// a thread of its own, a few MiB ahead of the writing; any other stream (an
-// uncompressed tar, or bzip2 and xz for ADD's local archives) is libarchive's
-// to read, on the caller's thread. The entries:
+// (recognised by its magic number, see layer_decompress.h) is decompressed
+// beyond its first MiB on a thread of its own, a few MiB ahead of the
+// writing; any other stream (an uncompressed tar, or bzip2 and xz for ADD's
+// local archives) is libarchive's to read, on the caller's thread. The
+// entries:
 //  - Regular files (streamed in blocks; sparse files keep their holes),
 //    directories, symlinks (target stored verbatim, never followed), char and
 //    block devices and FIFOs are created with the tar's owner

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -433,6 +434,30 @@ TEST_F(LayerUnpackTest, CompressedLayers_GzipMembersAndZstdFramesAreOneTar) {
   }
 }
 
+// A layer whose tar fits in the first buffer (1 MiB) is decompressed on the
+// caller's thread; a larger one on a thread of its own after that.
+TEST_F(LayerUnpackTest, CompressedLayers_OnlyALargeLayerIsReadFromAnotherThread) {
+  absl::StatusOr<fs::RootDir> root = fs::RootDir::Open(root_path());
+  ASSERT_TRUE(root.ok());
+  for (const size_t size : {size_t{100000}, size_t{3} << 20}) {
+    const std::string layer =
+        GzipMember(MakeTar({{.path = "f", .content = testing::RandomBytes(8, size)}}));
+    size_t offset = 0;
+    bool other_thread = false;
+    absl::StatusOr<ApplyStats> stats =
+        ApplyLayer(*root,
+                   [&, caller = std::this_thread::get_id()]() -> absl::StatusOr<absl::string_view> {
+                     other_thread |= std::this_thread::get_id() != caller;
+                     absl::string_view piece = absl::string_view(layer).substr(offset, 65536);
+                     offset += piece.size();
+                     return piece;
+                   },
+                   {});
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(other_thread, size > (1 << 20)) << size;
+  }
+}
+
 // What the decompressor does not know (ADD's local archives) is libarchive's.
 TEST_F(LayerUnpackTest, CompressedLayers_Bzip2AndXzAreRead) {
   for (Compression compression : {Compression::kBzip2, Compression::kXz}) {
@@ -446,41 +471,45 @@ TEST_F(LayerUnpackTest, CompressedLayers_Bzip2AndXzAreRead) {
 
 // Every way a compressed layer can be broken stops the unpack with the
 // decompressor's DataLoss, wherever in the blob it is (after the tar's end
-// included), and leaves no thread behind.
+// included), and leaves no thread behind: a layer decompressed on the
+// caller's thread alone (under 1 MiB of tar) and one with a thread.
 TEST_F(LayerUnpackTest, CompressedLayers_BrokenStreamsAreDataLossAndLeaveNoThread) {
-  const std::string tar = MakeTar({{.path = "a", .content = testing::RandomBytes(4, 600000)},
-                                   {.path = "b", .content = std::string(300000, 'b')}});
-  const std::string gzip = GzipMember(tar);
-  const std::string zstd = ZstdFrame(tar);
-  auto flipped = [](std::string bytes, size_t at) {
-    bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
-    return bytes;
-  };
-  // The first block's header says final, type 3 (reserved).
-  std::string garbled = gzip;
-  garbled[10] = '\x07';
-  struct Case {
-    std::string layer;
-    std::string message;
-  };
-  const std::vector<Case> cases = {
-      {garbled, "gzip: member 1 (at byte 0): corrupt deflate data"},
-      {flipped(gzip, gzip.size() - 8), "CRC32 of the data is"},
-      {flipped(gzip, gzip.size() - 4), "the trailer's ISIZE says"},
-      {gzip.substr(0, gzip.size() / 2), "gzip: truncated: the stream ends at byte"},
-      {gzip.substr(0, gzip.size() - 2), "inside the trailer of member 1"},
-      {gzip + "trailing", absl::StrCat("gzip: trailing garbage at byte ", gzip.size())},
-      {zstd.substr(0, zstd.size() / 2), "zstd: truncated"},
-      {zstd + "trailing", absl::StrCat("zstd: trailing garbage at byte ", zstd.size())},
-  };
-  const size_t threads = ThreadCount();
-  for (const Case& c : cases) {
-    absl::StatusOr<ApplyStats> stats = Apply(c.layer);
-    EXPECT_TRUE(absl::IsDataLoss(stats.status())) << c.message << ": " << stats.status();
-    EXPECT_THAT(stats.status().message(), HasSubstr(c.message));
-    EXPECT_EQ(SettledThreadCount(threads), threads) << c.message;
-    stdfs::remove_all(root_path());
-    stdfs::create_directory(root_path());
+  for (const size_t size : {size_t{600000}, size_t{3} << 20}) {
+    const std::string tar = MakeTar({{.path = "a", .content = testing::RandomBytes(4, size)},
+                                     {.path = "b", .content = std::string(300000, 'b')}});
+    const std::string gzip = GzipMember(tar);
+    const std::string zstd = ZstdFrame(tar);
+    auto flipped = [](std::string bytes, size_t at) {
+      bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
+      return bytes;
+    };
+    // The first block's header says final, type 3 (reserved).
+    std::string garbled = gzip;
+    garbled[10] = '\x07';
+    struct Case {
+      std::string layer;
+      std::string message;
+    };
+    const std::vector<Case> cases = {
+        {garbled, "gzip: member 1 (at byte 0): corrupt deflate data"},
+        {flipped(gzip, gzip.size() - 8), "CRC32 of the data is"},
+        {flipped(gzip, gzip.size() - 4), "the trailer's ISIZE says"},
+        {gzip.substr(0, gzip.size() / 2), "gzip: truncated: the stream ends at byte"},
+        {gzip.substr(0, gzip.size() - 2), "inside the trailer of member 1"},
+        {gzip + "trailing", absl::StrCat("gzip: trailing garbage at byte ", gzip.size())},
+        {zstd.substr(0, zstd.size() / 2), "zstd: truncated"},
+        {zstd + "trailing", absl::StrCat("zstd: trailing garbage at byte ", zstd.size())},
+    };
+    const size_t threads = ThreadCount();
+    for (const Case& c : cases) {
+      absl::StatusOr<ApplyStats> stats = Apply(c.layer);
+      EXPECT_TRUE(absl::IsDataLoss(stats.status()))
+          << size << ": " << c.message << ": " << stats.status();
+      EXPECT_THAT(stats.status().message(), HasSubstr(c.message)) << size;
+      EXPECT_EQ(SettledThreadCount(threads), threads) << size << ": " << c.message;
+      stdfs::remove_all(root_path());
+      stdfs::create_directory(root_path());
+    }
   }
 }
 
