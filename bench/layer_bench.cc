@@ -149,10 +149,11 @@ const MixedTree& TheMixedTree() {
 }
 
 // A directory to unpack into that no earlier iteration used, with nothing
-// left to write back. Never one just emptied: ext4 passes over inodes freed
-// in the last minute when it allocates (recently_deleted), and removing a
-// 10,000-file tree before each iteration doubled the kernel's share of an
-// unpack. The directories go at the end, with the trees.
+// left to write back. Never one just emptied: ext4 without a journal (as
+// here) passes over inodes freed in the last minute when it allocates
+// (recently_deleted), and removing a 10,000-file tree before each iteration
+// doubled the kernel's share of an unpack. The directories go at the end,
+// with the trees.
 std::filesystem::path Fresh(const std::filesystem::path& parent) {
   static int runs = 0;
   const std::filesystem::path path = parent / absl::StrCat("run", runs++);
