@@ -41,6 +41,13 @@ class EmbeddedCluster {
  private:
   EmbeddedCluster() = default;
 
+  // Start's tries: one, and another for each time the coordinator's port was
+  // taken between choosing and binding it.
+  static constexpr int kStartAttempts = 3;
+  // One try; Aborted when the coordinator's port was taken.
+  static absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartOnce(
+      const EmbeddedClusterOptions& options, absl::Time deadline);
+
   struct Process {
     std::string name;
     pid_t pid = -1;
