@@ -414,23 +414,18 @@ absl::Status BlobWriter::StoreSubmitted() {
 }
 
 absl::Status BlobWriter::Commit(const Digest& expected, absl::string_view media_type) {
-  std::optional<Digest> committed;
-  return Finish(expected, media_type, &committed);
+  return Finish(expected, media_type).status();
 }
 
 absl::StatusOr<Digest> BlobWriter::CommitAsWritten(absl::string_view media_type) {
-  std::optional<Digest> committed;
-  if (absl::Status status = Finish(std::nullopt, media_type, &committed); !status.ok()) {
-    return status;
-  }
-  return *std::move(committed);
+  return Finish(std::nullopt, media_type);
 }
 
-absl::Status BlobWriter::Finish(const std::optional<Digest>& expected, absl::string_view media_type,
-                                std::optional<Digest>* committed) {
+absl::StatusOr<Digest> BlobWriter::Finish(const std::optional<Digest>& expected,
+                                          absl::string_view media_type) {
   if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
   spent_ = true;
-  return NoThrow("BlobWriter::Commit", [&]() -> absl::Status {
+  return NoThrow("BlobWriter::Commit", [&]() -> absl::StatusOr<Digest> {
     std::optional<Digest> actual;
     if (submitted_ == nullptr) {
       // No chunk was cut: the blob is empty or one chunk, hashed here, once
@@ -458,9 +453,12 @@ absl::Status BlobWriter::Finish(const std::optional<Digest>& expected, absl::str
           "blob content hashes to ", actual->ToString(), " but the expected digest is ",
           expected->ToString(), " (", size_, " bytes); nothing was stored"));
     }
-    *committed = *actual;
-    return store_->CommitIndex(*actual, EncodeIndexRecord(size_, chunks_, media_type),
-                               needs_flush_);
+    if (absl::Status status = store_->CommitIndex(
+            *actual, EncodeIndexRecord(size_, chunks_, media_type), needs_flush_);
+        !status.ok()) {
+      return status;
+    }
+    return *std::move(actual);
   });
 }
 

@@ -171,10 +171,10 @@ class BlobWriter {
   // Stores *submitted_ once the hasher has its digest, and releases it.
   absl::Status StoreSubmitted();
   // Commit and CommitAsWritten: stores what is left, checks the digest
-  // against `expected` when given, writes the index record; the digest in
-  // *committed.
-  absl::Status Finish(const std::optional<digest::Digest>& expected, absl::string_view media_type,
-                      std::optional<digest::Digest>* committed);
+  // against `expected` when given, writes the index record; returns the
+  // blob's digest.
+  absl::StatusOr<digest::Digest> Finish(const std::optional<digest::Digest>& expected,
+                                        absl::string_view media_type);
 
   BlobStore* store_;
   Chunker chunker_;
