@@ -381,9 +381,12 @@ std::string CacheKey(LayerCompression compression, int level, const digest::Dige
                       "-", level, "/", diff_id.ToString());
 }
 
+// A compressed layer blob: its digest and size.
+using CompressedBlob = std::pair<digest::Digest, uint64_t>;
+
 // The remembered compressed blob of a layer, if any and still stored.
-absl::StatusOr<std::optional<std::pair<digest::Digest, uint64_t>>> Remembered(
-    cas::BlobStore& store, const std::string& key) {
+absl::StatusOr<std::optional<CompressedBlob>> Remembered(cas::BlobStore& store,
+                                                         const std::string& key) {
   absl::StatusOr<std::string> value = store.GetCacheEntry(key);
   if (absl::IsNotFound(value.status())) return std::nullopt;
   if (!value.ok()) return value.status();
@@ -407,9 +410,10 @@ absl::Status InLayer(const digest::Digest& layer, const absl::Status& status) {
 
 // Compresses one stored layer, handing the compressed bytes to `write` in
 // order; returns their digest and size.
-absl::StatusOr<std::pair<digest::Digest, uint64_t>> CompressOne(
-    cas::BlobStore& store, const Descriptor& layer, int level, const CompressOptions& options,
-    const std::function<void(uint64_t)>& consumed, const LayerCompressor::Sink& write) {
+absl::StatusOr<CompressedBlob> CompressOne(cas::BlobStore& store, const Descriptor& layer,
+                                           int level, const CompressOptions& options,
+                                           const std::function<void(uint64_t)>& consumed,
+                                           const LayerCompressor::Sink& write) {
   absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(layer.digest);
   if (!reader.ok()) return reader.status();
   if ((*reader)->length() != layer.size) {
@@ -436,44 +440,6 @@ absl::StatusOr<std::pair<digest::Digest, uint64_t>> CompressOne(
   return std::make_pair(hasher.Finish(), size);
 }
 
-// A layer that needs compressing: its index among the layers, the compressed
-// blob's media type and its cache key.
-struct Pending {
-  size_t index;
-  std::string media_type;
-  std::string key;
-};
-
-// The layers as CompressLayers returns them, except that those still to be
-// compressed are left as they are and listed in `pending` (in order), their
-// uncompressed bytes added to `total`.
-absl::StatusOr<std::vector<Descriptor>> ResolveRemembered(cas::BlobStore& store,
-                                                          absl::Span<const Descriptor> layers,
-                                                          LayerCompression compression, int level,
-                                                          std::vector<Pending>& pending,
-                                                          uint64_t& total) {
-  std::vector<Descriptor> result(layers.begin(), layers.end());
-  if (compression == LayerCompression::kNone) return result;
-  for (size_t i = 0; i < result.size(); ++i) {
-    Descriptor& layer = result[i];
-    std::optional<std::string> media_type = CompressedMediaType(layer.media_type, compression);
-    if (!media_type) continue;
-    std::string key = CacheKey(compression, level, layer.digest);
-    absl::StatusOr<std::optional<std::pair<digest::Digest, uint64_t>>> known =
-        Remembered(store, key);
-    if (!known.ok()) return InLayer(layer.digest, known.status());
-    if (*known) {
-      layer.media_type = *std::move(media_type);
-      layer.digest = (*known)->first;
-      layer.size = (*known)->second;
-      continue;
-    }
-    total += layer.size;
-    pending.push_back({i, *std::move(media_type), std::move(key)});
-  }
-  return result;
-}
-
 // Writes all of `bytes` to `fd`.
 absl::Status WriteAll(int fd, absl::string_view bytes, const std::filesystem::path& path) {
   while (!bytes.empty()) {
@@ -487,13 +453,14 @@ absl::Status WriteAll(int fd, absl::string_view bytes, const std::filesystem::pa
 
 // Compresses `layer` into the file `dir`/<digest hex> by way of a partial
 // file in `dir`, removed on error.
-absl::StatusOr<std::pair<digest::Digest, uint64_t>> CompressToFile(
-    cas::BlobStore& store, const Descriptor& layer, int level, const CompressOptions& options,
-    const std::function<void(uint64_t)>& consumed, const std::filesystem::path& dir) {
+absl::StatusOr<CompressedBlob> CompressToFile(cas::BlobStore& store, const Descriptor& layer,
+                                              int level, const CompressOptions& options,
+                                              const std::function<void(uint64_t)>& consumed,
+                                              const std::filesystem::path& dir) {
   const std::filesystem::path partial = dir / absl::StrCat(".partial-", layer.digest.hex());
   const int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("creating ", partial.string()));
-  absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
+  absl::StatusOr<CompressedBlob> blob =
       CompressOne(store, layer, level, options, consumed,
                   [&](absl::string_view bytes) { return WriteAll(fd, bytes, partial); });
   if (::close(fd) != 0 && blob.ok()) {
@@ -506,36 +473,78 @@ absl::StatusOr<std::pair<digest::Digest, uint64_t>> CompressToFile(
   return blob;
 }
 
-// What CompressLayers and StageCompressedLayers share: every pending layer
-// compressed by `compress` (which returns the blob's digest and size), the
-// progress reported, the descriptors updated. `compressed(pending, blob)`
-// runs after each.
+// A layer that needs compressing: its index among the layers, the compressed
+// blob's media type and its cache key.
+struct Pending {
+  size_t index;
+  std::string media_type;
+  std::string key;
+};
+
+// What CompressLayers and StageCompressedLayers share: the layers as
+// CompressLayers returns them, those the cache index knows taken from it and
+// every other uncompressed one compressed by `compress`, once per diff id (a
+// layer that comes twice is the same blob twice), with progress reported
+// over the bytes actually compressed.
 absl::StatusOr<std::vector<Descriptor>> CompressPending(
     cas::BlobStore& store, absl::Span<const Descriptor> layers, const CompressOptions& options,
-    const std::function<absl::StatusOr<std::pair<digest::Digest, uint64_t>>(
-        const Descriptor& layer, const Pending& pending, int level,
-        const std::function<void(uint64_t)>& consumed)>& compress) {
+    const std::function<
+        absl::StatusOr<CompressedBlob>(const Descriptor& layer, const Pending& pending, int level,
+                                       const std::function<void(uint64_t)>& consumed)>& compress) {
+  std::vector<Descriptor> result(layers.begin(), layers.end());
+  if (options.compression == LayerCompression::kNone) return result;
   const int level = options.level.value_or(DefaultLevel(options.compression));
   // First what the cache index already knows, so that progress counts only
   // the layers to compress.
   std::vector<Pending> pending;
+  std::map<digest::Digest, size_t> first_pending;  // diff id -> index in `result`
+  struct Repeat {
+    size_t index;
+    size_t same;  // the index of the same layer before it
+    std::string media_type;
+  };
+  std::vector<Repeat> repeats;
   uint64_t total = 0;
-  absl::StatusOr<std::vector<Descriptor>> result =
-      ResolveRemembered(store, layers, options.compression, level, pending, total);
-  if (!result.ok()) return result.status();
+  for (size_t i = 0; i < result.size(); ++i) {
+    Descriptor& layer = result[i];
+    std::optional<std::string> media_type =
+        CompressedMediaType(layer.media_type, options.compression);
+    if (!media_type) continue;
+    if (auto seen = first_pending.find(layer.digest); seen != first_pending.end()) {
+      repeats.push_back({i, seen->second, *std::move(media_type)});
+      continue;
+    }
+    std::string key = CacheKey(options.compression, level, layer.digest);
+    absl::StatusOr<std::optional<CompressedBlob>> known = Remembered(store, key);
+    if (!known.ok()) return InLayer(layer.digest, known.status());
+    if (*known) {
+      layer.media_type = *std::move(media_type);
+      layer.digest = (*known)->first;
+      layer.size = (*known)->second;
+      continue;
+    }
+    total += layer.size;
+    first_pending.emplace(layer.digest, i);
+    pending.push_back({i, *std::move(media_type), std::move(key)});
+  }
+
   uint64_t done = 0;
   const std::function<void(uint64_t)> consumed = [&](uint64_t bytes) {
     done += bytes;
     if (options.on_progress) options.on_progress(done, total);
   };
   for (Pending& next : pending) {
-    Descriptor& layer = (*result)[next.index];
-    absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
-        compress(layer, next, level, consumed);
+    Descriptor& layer = result[next.index];
+    absl::StatusOr<CompressedBlob> blob = compress(layer, next, level, consumed);
     if (!blob.ok()) return InLayer(layer.digest, blob.status());
     layer.media_type = std::move(next.media_type);
     layer.digest = blob->first;
     layer.size = blob->second;
+  }
+  for (Repeat& repeat : repeats) {
+    result[repeat.index].media_type = std::move(repeat.media_type);
+    result[repeat.index].digest = result[repeat.same].digest;
+    result[repeat.index].size = result[repeat.same].size;
   }
   return result;
 }
@@ -598,10 +607,9 @@ absl::StatusOr<std::vector<Descriptor>> CompressLayers(cas::BlobStore& store,
   return CompressPending(
       store, layers, options,
       [&](const Descriptor& layer, const Pending& pending, int level,
-          const std::function<void(uint64_t)>& consumed)
-          -> absl::StatusOr<std::pair<digest::Digest, uint64_t>> {
+          const std::function<void(uint64_t)>& consumed) -> absl::StatusOr<CompressedBlob> {
         std::unique_ptr<cas::BlobWriter> writer = store.NewWriter();
-        absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
+        absl::StatusOr<CompressedBlob> blob =
             CompressOne(store, layer, level, options, consumed,
                         [&](absl::string_view bytes) { return writer->Write(bytes); });
         if (!blob.ok()) return blob.status();
@@ -622,22 +630,15 @@ absl::StatusOr<StagedLayers> StageCompressedLayers(cas::BlobStore& store,
                                                    const CompressOptions& options,
                                                    const std::filesystem::path& dir) {
   StagedLayers staged;
-  // A layer that comes twice is compressed once.
-  std::map<digest::Digest, std::pair<digest::Digest, uint64_t>> done;
-  absl::StatusOr<std::vector<Descriptor>> result =
-      CompressPending(store, layers, options,
-                      [&](const Descriptor& layer, const Pending&, int level,
-                          const std::function<void(uint64_t)>& consumed)
-                          -> absl::StatusOr<std::pair<digest::Digest, uint64_t>> {
-                        if (auto found = done.find(layer.digest); found != done.end())
-                          return found->second;
-                        absl::StatusOr<std::pair<digest::Digest, uint64_t>> blob =
-                            CompressToFile(store, layer, level, options, consumed, dir);
-                        if (!blob.ok()) return blob.status();
-                        staged.files.push_back(blob->first);
-                        done.emplace(layer.digest, *blob);
-                        return blob;
-                      });
+  absl::StatusOr<std::vector<Descriptor>> result = CompressPending(
+      store, layers, options,
+      [&](const Descriptor& layer, const Pending&, int level,
+          const std::function<void(uint64_t)>& consumed) -> absl::StatusOr<CompressedBlob> {
+        absl::StatusOr<CompressedBlob> blob =
+            CompressToFile(store, layer, level, options, consumed, dir);
+        if (blob.ok()) staged.files.push_back(blob->first);
+        return blob;
+      });
   if (!result.ok()) return result.status();
   staged.layers = *std::move(result);
   return staged;
