@@ -279,7 +279,7 @@ stdfs::path ContextHashFile(const stdfs::path& data_dir, const stdfs::path& cont
 // every -t name, its layers compressed as the other outputs' are.
 int PushBuilt(cas::BlobStore& store, const digest::Digest& manifest, const OutputSpec& output,
               const std::vector<oci::ImageRef>& tags, const oci::CompressOptions& compress,
-              const registry::RegistryOptions& options) {
+              const registry::RegistryOptions& options, oci::Descriptor* pushed_manifest) {
   std::vector<oci::ImageRef> targets = tags;
   if (!output.name.empty()) {
     absl::StatusOr<oci::ImageRef> name = oci::ParseImageRef(output.name);
@@ -300,6 +300,9 @@ int PushBuilt(cas::BlobStore& store, const digest::Digest& manifest, const Outpu
     absl::StatusOr<registry::PushResult> pushed =
         PushToRegistry(store, *image, target, options, push, stderr);
     if (!pushed.ok()) return Fail(pushed.status().message());
+    pushed_manifest->media_type = pushed->media_type;
+    pushed_manifest->digest = pushed->manifest;
+    pushed_manifest->size = pushed->manifest_size;
   }
   return 0;
 }
@@ -691,12 +694,8 @@ int Build(const std::vector<std::string>& args) {
     std::fprintf(stderr, "naming to %s\n", tag.String().c_str());
   }
   std::vector<oci::ExportDestination> destinations;
-  bool pushes = false;
   for (const OutputSpec& output : outputs) {
-    if (output.type == "registry") {
-      pushes = true;
-      continue;
-    }
+    if (output.type == "registry") continue;
     std::error_code error;
     if (output.dest.has_parent_path()) stdfs::create_directories(output.dest.parent_path(), error);
     if (error) {
@@ -710,7 +709,8 @@ int Build(const std::vector<std::string>& args) {
     if (!written.ok()) return Fail(written.message());
     std::fprintf(stderr, "exported the root filesystem to %s\n", output.dest.c_str());
   }
-  // What the build made, as it leaves: the exported image, else the pushed one.
+  // What the build made, as it leaves: the exported image, else the pushed
+  // one (the same manifest: the same layers compressed the same way).
   oci::LayoutImage result = *image;
   if (!destinations.empty()) {
     absl::StatusOr<oci::LayoutImage> exported =
@@ -721,20 +721,16 @@ int Build(const std::vector<std::string>& args) {
       if (output.type == "registry" || output.type == "local") continue;
       std::fprintf(stderr, "exported %s image to %s\n", output.type.c_str(), output.dest.c_str());
     }
-  } else if (pushes) {
-    absl::StatusOr<oci::LocalImage> local = oci::ReadImage(**store, image->manifest.digest);
-    if (!local.ok()) return Fail(local.status().message());
-    absl::StatusOr<oci::ExportedImage> prepared = oci::PrepareExport(**store, *local, compress);
-    if (!prepared.ok()) return Fail(prepared.status().message());
-    result.manifest = prepared->layout.manifest;
   }
+  oci::Descriptor pushed = result.manifest;
   for (const OutputSpec& output : outputs) {
     if (output.type != "registry") continue;
-    if (int failed =
-            PushBuilt(**store, image->manifest.digest, output, tags, compress, registry_options)) {
+    if (int failed = PushBuilt(**store, image->manifest.digest, output, tags, compress,
+                               registry_options, &pushed)) {
       return failed;
     }
   }
+  if (destinations.empty()) result.manifest = pushed;
   if (parsed.Has("iidfile")) {
     absl::Status written =
         WriteTextFile("iidfile", parsed.Get("iidfile"), result.config.digest.ToString());
