@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -189,14 +190,26 @@ class CpuClock {
   double total_ = 0;
 };
 
-void ApplyLayerFile(benchmark::State& state, const std::filesystem::path& blob,
-                    const std::filesystem::path& parent, uint64_t bytes) {
+// Times `unpack` into a fresh directory under `parent` per iteration, with
+// its CPU seconds; `bytes` of files each time.
+void TimeUnpacks(benchmark::State& state, const std::filesystem::path& parent, uint64_t bytes,
+                 const std::function<void(const std::filesystem::path& into)>& unpack) {
   CpuClock cpu;
   for (auto _ : state) {
     state.PauseTiming();
     const std::filesystem::path into = Fresh(parent);
     cpu.Start();
     state.ResumeTiming();
+    unpack(into);
+    cpu.Stop();
+  }
+  cpu.Report(state);
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+
+void ApplyLayerFile(benchmark::State& state, const std::filesystem::path& blob,
+                    const std::filesystem::path& parent, uint64_t bytes) {
+  TimeUnpacks(state, parent, bytes, [&](const std::filesystem::path& into) {
     stagefarm::fs::RootDir root = *stagefarm::fs::RootDir::Open(into);
     int fd = ::open(blob.c_str(), O_RDONLY);
     std::string buffer(1 << 20, '\0');
@@ -206,30 +219,19 @@ void ApplyLayerFile(benchmark::State& state, const std::filesystem::path& blob,
     };
     auto applied = stagefarm::oci::ApplyLayer(root, read, {});
     ::close(fd);
-    cpu.Stop();
     if (!applied.ok()) state.SkipWithError(std::string(applied.status().message()).c_str());
-  }
-  cpu.Report(state);
-  state.SetBytesProcessed(state.iterations() * bytes);
+  });
 }
 
 void GnuTarExtract(benchmark::State& state, const std::vector<std::string>& flags,
                    const std::filesystem::path& blob, const std::filesystem::path& parent,
                    uint64_t bytes) {
-  CpuClock cpu;
-  for (auto _ : state) {
-    state.PauseTiming();
-    const std::filesystem::path into = Fresh(parent);
-    cpu.Start();
-    state.ResumeTiming();
+  TimeUnpacks(state, parent, bytes, [&](const std::filesystem::path& into) {
     std::vector<std::string> args = {"tar"};
     args.insert(args.end(), flags.begin(), flags.end());
     args.insert(args.end(), {blob.string(), "-C", into.string()});
     Run(args);
-    cpu.Stop();
-  }
-  cpu.Report(state);
-  state.SetBytesProcessed(state.iterations() * bytes);
+  });
 }
 
 void BM_ApplyLayer(benchmark::State& state) {

@@ -1,8 +1,6 @@
 #include "common/oci/layer_decompress.h"
 
 #include <isa-l/igzip_lib.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <random>
@@ -14,6 +12,7 @@
 #include "common/oci/diff_id_hasher.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/compressed_blobs.h"
 #include "tests/testing/random_blobs.h"
 
 namespace stagefarm::oci {
@@ -21,57 +20,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Optional gzip header fields, written by zlib (an encoder independent of
-// the decoder under test).
-struct GzipFields {
-  std::string extra = {};
-  std::string name = {};
-  std::string comment = {};
-  bool header_crc = false;
-};
-
-// One gzip member of `data`, as zlib writes it.
-std::string GzipMember(absl::string_view data, int level = 6, const GzipFields* fields = nullptr) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  gz_header header{};
-  std::string extra;
-  if (fields != nullptr) {
-    extra = fields->extra;
-    header.extra = reinterpret_cast<Bytef*>(extra.data());
-    header.extra_len = static_cast<uInt>(extra.size());
-    header.name = fields->name.empty()
-                      ? nullptr
-                      : reinterpret_cast<Bytef*>(const_cast<char*>(fields->name.c_str()));
-    header.comment = fields->comment.empty()
-                         ? nullptr
-                         : reinterpret_cast<Bytef*>(const_cast<char*>(fields->comment.c_str()));
-    header.hcrc = fields->header_crc ? 1 : 0;
-    if (extra.empty()) header.extra = nullptr;
-    EXPECT_EQ(deflateSetHeader(&z, &header), Z_OK);
-  }
-  std::string out(deflateBound(&z, data.size()) + 1024, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.avail_in = static_cast<uInt>(data.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
-// One zstd frame of `data`, with a content checksum.
-std::string ZstdFrame(absl::string_view data) {
-  ZSTD_CCtx* context = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1);
-  std::string out(ZSTD_compressBound(data.size()), '\0');
-  const size_t n = ZSTD_compress2(context, out.data(), out.size(), data.data(), data.size());
-  EXPECT_FALSE(ZSTD_isError(n)) << ZSTD_getErrorName(n);
-  ZSTD_freeCCtx(context);
-  out.resize(n);
-  return out;
-}
+using testing::GzipFields;
+using testing::GzipMember;
+using testing::ZstdFrame;
 
 // Seeded random bytes and hex text: part incompressible, part not.
 std::string MixedData(size_t size, uint64_t seed = 1) {

@@ -6,8 +6,6 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -19,6 +17,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/compressed_blobs.h"
 #include "tests/testing/random_blobs.h"
 
 namespace stagefarm::oci {
@@ -98,10 +97,15 @@ std::string MakeTar(const std::vector<Entry>& entries,
   return out;
 }
 
-// A reader handing out `bytes` in small pieces, so entries straddle reads.
-LayerReader ReaderOf(const std::string& bytes, size_t piece = 1000) {
-  auto offset = std::make_shared<size_t>(0);
-  return [&bytes, piece, offset]() -> absl::StatusOr<absl::string_view> {
+// A reader handing out `bytes` in small pieces, so entries straddle reads;
+// how far it has read in `*offset` when given.
+LayerReader ReaderOf(const std::string& bytes, size_t piece = 1000, size_t* offset = nullptr) {
+  std::shared_ptr<size_t> owned;
+  if (offset == nullptr) {
+    owned = std::make_shared<size_t>(0);
+    offset = owned.get();
+  }
+  return [&bytes, piece, offset, owned]() -> absl::StatusOr<absl::string_view> {
     const size_t n = std::min(piece, bytes.size() - *offset);
     absl::string_view out(bytes.data() + *offset, n);
     *offset += n;
@@ -109,39 +113,14 @@ LayerReader ReaderOf(const std::string& bytes, size_t piece = 1000) {
   };
 }
 
-// One gzip member of `bytes`, written by zlib; with `name`, FNAME, FEXTRA,
-// FCOMMENT and FHCRC in its header, as few tools write them.
-std::string GzipMember(absl::string_view bytes, int level = 1, bool all_fields = false) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  gz_header header{};
-  std::string extra = "stagefarm extra field";
-  if (all_fields) {
-    header.extra = reinterpret_cast<Bytef*>(extra.data());
-    header.extra_len = static_cast<uInt>(extra.size());
-    header.name = reinterpret_cast<Bytef*>(const_cast<char*>("layer.tar"));
-    header.comment = reinterpret_cast<Bytef*>(const_cast<char*>("made by a test"));
-    header.hcrc = 1;
-    EXPECT_EQ(deflateSetHeader(&z, &header), Z_OK);
-  }
-  std::string out(deflateBound(&z, bytes.size()) + 1024, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
-  z.avail_in = static_cast<uInt>(bytes.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
+using testing::GzipMember;
+using testing::ZstdFrame;
 
-std::string ZstdFrame(absl::string_view bytes) {
-  std::string out(ZSTD_compressBound(bytes.size()), '\0');
-  const size_t n = ZSTD_compress(out.data(), out.size(), bytes.data(), bytes.size(), 3);
-  EXPECT_FALSE(ZSTD_isError(n)) << ZSTD_getErrorName(n);
-  out.resize(n);
-  return out;
-}
+// FNAME, FEXTRA, FCOMMENT and FHCRC in a gzip header, as few tools write them.
+const testing::GzipFields kAllGzipFields{.extra = "stagefarm extra field",
+                                         .name = "layer.tar",
+                                         .comment = "made by a test",
+                                         .header_crc = true};
 
 // Threads of this process, as the kernel counts them.
 size_t ThreadCount() {
@@ -419,9 +398,9 @@ TEST_F(LayerUnpackTest, CompressedLayers_GzipMembersAndZstdFramesAreOneTar) {
   const std::string head = tar.substr(0, half);
   const std::string rest = tar.substr(half);
   const size_t threads = ThreadCount();
-  for (const std::string& layer :
-       {GzipMember(tar, 6, /*all_fields=*/true), GzipMember(head) + GzipMember(rest, 6, true),
-        ZstdFrame(tar), ZstdFrame(head) + ZstdFrame(rest)}) {
+  for (const std::string& layer : {GzipMember(tar, 6, &kAllGzipFields),
+                                   GzipMember(head, 1) + GzipMember(rest, 6, &kAllGzipFields),
+                                   ZstdFrame(tar), ZstdFrame(head) + ZstdFrame(rest)}) {
     absl::StatusOr<ApplyStats> stats = Apply(layer);
     ASSERT_TRUE(stats.ok()) << stats.status();
     EXPECT_EQ(stats->entries, 3u);
@@ -441,7 +420,7 @@ TEST_F(LayerUnpackTest, CompressedLayers_OnlyALargeLayerIsReadFromAnotherThread)
   ASSERT_TRUE(root.ok());
   for (const size_t size : {size_t{100000}, size_t{3} << 20}) {
     const std::string layer =
-        GzipMember(MakeTar({{.path = "f", .content = testing::RandomBytes(8, size)}}));
+        GzipMember(MakeTar({{.path = "f", .content = testing::RandomBytes(8, size)}}), 1);
     size_t offset = 0;
     bool other_thread = false;
     absl::StatusOr<ApplyStats> stats =
@@ -477,7 +456,7 @@ TEST_F(LayerUnpackTest, CompressedLayers_BrokenStreamsAreDataLossAndLeaveNoThrea
   for (const size_t size : {size_t{600000}, size_t{3} << 20}) {
     const std::string tar = MakeTar({{.path = "a", .content = testing::RandomBytes(4, size)},
                                      {.path = "b", .content = std::string(300000, 'b')}});
-    const std::string gzip = GzipMember(tar);
+    const std::string gzip = GzipMember(tar, 1);
     const std::string zstd = ZstdFrame(tar);
     auto flipped = [](std::string bytes, size_t at) {
       bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
@@ -515,20 +494,19 @@ TEST_F(LayerUnpackTest, CompressedLayers_BrokenStreamsAreDataLossAndLeaveNoThrea
 
 TEST_F(LayerUnpackTest, CompressedLayers_ReaderErrorMidStreamIsReturnedAsItIs) {
   const std::string layer =
-      GzipMember(MakeTar({{.path = "a", .content = testing::RandomBytes(5, 4 << 20)}}));
+      GzipMember(MakeTar({{.path = "a", .content = testing::RandomBytes(5, 4 << 20)}}), 1);
   absl::StatusOr<fs::RootDir> root = fs::RootDir::Open(root_path());
   ASSERT_TRUE(root.ok());
   const size_t threads = ThreadCount();
   size_t offset = 0;
-  absl::StatusOr<ApplyStats> stats =
-      ApplyLayer(*root,
-                 [&]() -> absl::StatusOr<absl::string_view> {
-                   if (offset >= layer.size() / 2) return absl::DataLossError("chunk 7");
-                   absl::string_view piece = absl::string_view(layer).substr(offset, 65536);
-                   offset += piece.size();
-                   return piece;
-                 },
-                 {});
+  const LayerReader pieces = ReaderOf(layer, 65536, &offset);
+  absl::StatusOr<ApplyStats> stats = ApplyLayer(*root,
+                                                [&]() -> absl::StatusOr<absl::string_view> {
+                                                  if (offset >= layer.size() / 2)
+                                                    return absl::DataLossError("chunk 7");
+                                                  return pieces();
+                                                },
+                                                {});
   EXPECT_TRUE(absl::IsDataLoss(stats.status())) << stats.status();
   EXPECT_EQ(stats.status().message(), "chunk 7");
   EXPECT_EQ(SettledThreadCount(threads), threads);
@@ -541,19 +519,13 @@ TEST_F(LayerUnpackTest, CompressedLayers_WriterErrorStopsTheInflatingThreadEarly
   const std::string layer =
       GzipMember(MakeTar({{.path = "before", .content = testing::RandomBytes(6, 8 * kMiB)},
                           {.path = "../../escape", .content = "x"},
-                          {.path = "after", .content = testing::RandomBytes(7, 32 * kMiB)}}));
+                          {.path = "after", .content = testing::RandomBytes(7, 32 * kMiB)}}),
+                 1);
   absl::StatusOr<fs::RootDir> root = fs::RootDir::Open(root_path());
   ASSERT_TRUE(root.ok());
   const size_t threads = ThreadCount();
   size_t offset = 0;
-  absl::StatusOr<ApplyStats> stats =
-      ApplyLayer(*root,
-                 [&]() -> absl::StatusOr<absl::string_view> {
-                   absl::string_view piece = absl::string_view(layer).substr(offset, 65536);
-                   offset += piece.size();
-                   return piece;
-                 },
-                 {});
+  absl::StatusOr<ApplyStats> stats = ApplyLayer(*root, ReaderOf(layer, 65536, &offset), {});
   EXPECT_TRUE(absl::IsInvalidArgument(stats.status())) << stats.status();
   EXPECT_THAT(stats.status().message(), HasSubstr("\"../../escape\""));
   EXPECT_EQ(SettledThreadCount(threads), threads);
