@@ -144,10 +144,25 @@ buildah_build() {
   image=localhost/fidelity-$(basename "$case_dir" | tr -c 'a-z0-9\n' '-'):latest
   mapfile -t flags < <(build_flags "$case_dir")
   stage_context "$case_dir" "$out/context" >"$out/build.log" 2>&1 || return
-  buildah bud --isolation chroot --pull=never --format docker --layers "${flags[@]}" \
-    -t "$image" "$out/context" >>"$out/build.log" 2>&1 &&
-    skopeo copy --quiet --format v2s2 "containers-storage:$image" "oci:$out/image:case" \
-      >>"$out/build.log" 2>&1
+  # Buildah's chroot isolation re-executes a sealed memfd copy of itself; the kernel
+  # sometimes refuses the seal with EBUSY ("sealing memfd copy: Device or resource
+  # busy", seen once in CI). That is the reference tool failing before the step ran,
+  # so it is retried, at most twice, and said in the log; any other failure is final.
+  local attempt attempt_log=$out/build-attempt.log
+  for attempt in 1 2 3; do
+    buildah bud --isolation chroot --pull=never --format docker --layers "${flags[@]}" \
+      -t "$image" "$out/context" >"$attempt_log" 2>&1
+    local status=$?
+    cat "$attempt_log" >>"$out/build.log"
+    [ "$status" -eq 0 ] && break
+    if [ "$attempt" -eq 3 ] || ! grep -q 'sealing memfd copy' "$attempt_log"; then
+      return 1
+    fi
+    echo "run_fidelity: buildah's memfd seal failed transiently; building again" \
+      >>"$out/build.log"
+  done
+  skopeo copy --quiet --format v2s2 "containers-storage:$image" "oci:$out/image:case" \
+    >>"$out/build.log" 2>&1
 }
 
 # ---------------------------------------------------------------------------
