@@ -52,7 +52,7 @@ struct BuildScheduler::Result {
 
 struct BuildScheduler::Stage {
   enum class State { kIdle, kWaiting, kRunning, kShared, kDone };
-  State state = State::kIdle;  // kIdle: not needed (cached above it, or not in the plan)
+  State state = State::kIdle;      // kIdle: not needed (cached above it, or not in the plan)
   std::optional<std::string> key;  // the result cache key, when known
   std::optional<Result> result;
   std::vector<int> consumers;  // needed stages that read it
@@ -92,9 +92,9 @@ struct BuildScheduler::Assignment {
   std::string build_id;
   int stage = 0;
   std::string worker;
-  std::string key;  // cache key it runs ("" when none)
+  std::string key;                     // cache key it runs ("" when none)
   std::vector<digest::Digest> inputs;  // blobs the worker fetches
-  std::string step;  // "step N/M", for the status view
+  std::string step;                    // "step N/M", for the status view
   // Other stages (any build) with the same key, waiting for this result.
   std::vector<std::pair<std::string, int>> sharers;
 };
@@ -112,8 +112,7 @@ void BuildScheduler::SendEvent(Build& build, int stage, schema::BuildEvent::Kind
                                const std::function<void(schema::BuildEvent::Builder)>& fill,
                                absl::Time now) {
   capnp::MallocMessageBuilder message;
-  schema::BuildEvent::Builder event =
-      net::InitEnvelope(message, build.request_id).initBuildEvent();
+  schema::BuildEvent::Builder event = net::InitEnvelope(message, build.request_id).initBuildEvent();
   event.setBuildId(build.id);
   event.setTime(absl::ToUnixMicros(now));
   event.setStage(stage);
@@ -171,7 +170,7 @@ std::optional<BuildScheduler::Result> BuildScheduler::LookupCache(const std::str
   for (auto it = result.artifacts.begin(); it != result.artifacts.end();) {
     auto holders = locations_.find(it->second.digest.ToString());
     it = holders == locations_.end() || holders->second.empty() ? result.artifacts.erase(it)
-                                                                 : std::next(it);
+                                                                : std::next(it);
   }
   return result;
 }
@@ -289,8 +288,8 @@ void BuildScheduler::Start(const std::string& build_id, absl::Time now) {
 absl::Status BuildScheduler::Cancel(absl::string_view build_id, absl::Time now) {
   auto it = builds_.find(std::string(build_id));
   if (it == builds_.end()) {
-    return absl::NotFoundError(absl::StrCat("no build \"", absl::CHexEscape(build_id),
-                                            "\" is running"));
+    return absl::NotFoundError(
+        absl::StrCat("no build \"", absl::CHexEscape(build_id), "\" is running"));
   }
   FailBuild(*it->second, "cancelled", now);
   return absl::OkStatus();
@@ -358,19 +357,20 @@ void BuildScheduler::Requeue(Build& build, int index, const std::string& why, ab
   if (stage.state == Stage::State::kDone) return;
   if (count) ++stage.attempts;
   if (stage.attempts >= options_.max_attempts) {
-    FailBuild(build,
-              absl::StrCat(build.definition.dockerfile_name, ":",
-                           build.plan.graph.stages[index].line, ": stage ",
-                           StageLabel(build.plan.graph.stages[index]), " failed ", stage.attempts,
-                           " times; last: ", why),
-              now);
+    FailBuild(
+        build,
+        absl::StrCat(build.definition.dockerfile_name, ":", build.plan.graph.stages[index].line,
+                     ": stage ", StageLabel(build.plan.graph.stages[index]), " failed ",
+                     stage.attempts, " times; last: ", why),
+        now);
     return;
   }
   stage.state = Stage::State::kWaiting;
   stage.assignment = 0;
   stage.not_before = now + options_.retry_backoff * stage.attempts;
-  SendEvent(build, index, schema::BuildEvent::Kind::RETRIED,
-            [&](schema::BuildEvent::Builder event) { event.setText(why); }, now);
+  SendEvent(
+      build, index, schema::BuildEvent::Kind::RETRIED,
+      [&](schema::BuildEvent::Builder event) { event.setText(why); }, now);
   MarkReady(build, index);
 }
 
@@ -392,11 +392,12 @@ void BuildScheduler::RevertProducer(Build& build, int index, absl::Time now) {
       MarkReady(build, dep);
     }
   }
-  SendEvent(build, index, schema::BuildEvent::Kind::RETRIED,
-            [](schema::BuildEvent::Builder event) {
-              event.setText("its results were lost with the workers that held them");
-            },
-            now);
+  SendEvent(
+      build, index, schema::BuildEvent::Kind::RETRIED,
+      [](schema::BuildEvent::Builder event) {
+        event.setText("its results were lost with the workers that held them");
+      },
+      now);
   MarkReady(build, index);
 }
 
@@ -408,14 +409,15 @@ void BuildScheduler::Complete(Build& build, int index, const Result& result, boo
   stage.state = Stage::State::kDone;
   stage.assignment = 0;
   stage.result = result;
-  SendEvent(build, index,
-            cached ? schema::BuildEvent::Kind::CACHED : schema::BuildEvent::Kind::STAGE_DONE,
-            [&](schema::BuildEvent::Builder event) {
-              event.setWorkerId(worker);
-              event.setSeconds(seconds);
-              event.setBytesFetched(bytes_fetched);
-            },
-            now);
+  SendEvent(
+      build, index,
+      cached ? schema::BuildEvent::Kind::CACHED : schema::BuildEvent::Kind::STAGE_DONE,
+      [&](schema::BuildEvent::Builder event) {
+        event.setWorkerId(worker);
+        event.setSeconds(seconds);
+        event.setBytesFetched(bytes_fetched);
+      },
+      now);
   if (index == build.target) {
     FinishBuild(build, now);
     return;
@@ -428,25 +430,27 @@ void BuildScheduler::FinishBuild(Build& build, absl::Time now) {
   std::vector<digest::Digest> layers;
   for (const oci::Descriptor& layer : result.image.layers) layers.push_back(layer.digest);
   const std::vector<BlobHolder> holders = HoldersOf(layers);
-  SendEvent(build, -1, schema::BuildEvent::Kind::DONE,
-            [&](schema::BuildEvent::Builder event) {
-              event.setSeconds(absl::ToDoubleSeconds(now - build.started));
-              build::ToSchema(result.image, event.initResult());
-              auto list = event.initHolders(holders.size());
-              for (size_t i = 0; i < holders.size(); ++i) {
-                list[i].setEndpoint(holders[i].endpoint);
-                list[i].setPublicKey(holders[i].public_key);
-              }
-            },
-            now);
+  SendEvent(
+      build, -1, schema::BuildEvent::Kind::DONE,
+      [&](schema::BuildEvent::Builder event) {
+        event.setSeconds(absl::ToDoubleSeconds(now - build.started));
+        build::ToSchema(result.image, event.initResult());
+        auto list = event.initHolders(holders.size());
+        for (size_t i = 0; i < holders.size(); ++i) {
+          list[i].setEndpoint(holders[i].endpoint);
+          list[i].setPublicKey(holders[i].public_key);
+        }
+      },
+      now);
   Log(absl::StrCat("build ", build.id, " done in ", absl::FormatDuration(now - build.started)));
   builds_.erase(build.id);
 }
 
 void BuildScheduler::FailBuild(Build& build, const std::string& why, absl::Time now) {
   const std::string id = build.id;
-  SendEvent(build, -1, schema::BuildEvent::Kind::FAILED,
-            [&](schema::BuildEvent::Builder event) { event.setText(why); }, now);
+  SendEvent(
+      build, -1, schema::BuildEvent::Kind::FAILED,
+      [&](schema::BuildEvent::Builder event) { event.setText(why); }, now);
   Log(absl::StrCat("build ", id, " failed: ", why));
   // Its running stages stop, unless another build waits for the same result.
   for (auto& [assignment_id, assignment] : assignments_) {
@@ -559,16 +563,17 @@ void BuildScheduler::Dispatch(const std::map<std::string, WorkerState, std::less
       const Stage::State state = build->stages[index].state;
       if (state != Stage::State::kIdle && state != Stage::State::kDone) queued.push_back(index);
     }
-    SendEvent(*build, -1, schema::BuildEvent::Kind::QUEUED,
-              [&](schema::BuildEvent::Builder event) {
-                auto stages = event.initQueuedStages(queued.size());
-                auto names = event.initQueuedNames(queued.size());
-                for (size_t i = 0; i < queued.size(); ++i) {
-                  stages.set(i, queued[i]);
-                  names.set(i, build->plan.graph.stages[queued[i]].name);
-                }
-              },
-              now);
+    SendEvent(
+        *build, -1, schema::BuildEvent::Kind::QUEUED,
+        [&](schema::BuildEvent::Builder event) {
+          auto stages = event.initQueuedStages(queued.size());
+          auto names = event.initQueuedNames(queued.size());
+          for (size_t i = 0; i < queued.size(); ++i) {
+            stages.set(i, queued[i]);
+            names.set(i, build->plan.graph.stages[queued[i]].name);
+          }
+        },
+        now);
   }
 }
 
@@ -591,8 +596,7 @@ bool BuildScheduler::TryDispatch(Build& build,
     bool inputs_here = true;
     for (const auto& [producer, need] : needs) {
       const Stage& made = build.stages[producer];
-      if (!made.result ||
-          !Available(*made.result, need.whole ? nullptr : &need.paths)) {
+      if (!made.result || !Available(*made.result, need.whole ? nullptr : &need.paths)) {
         RevertProducer(build, producer, now);
         inputs_here = false;
       }
@@ -653,8 +657,8 @@ bool BuildScheduler::TryDispatch(Build& build,
       if (now - *stage.no_worker_since >= options_.no_worker_grace) {
         FailBuild(build,
                   absl::StrCat(build.definition.dockerfile_name, ":", graph.stages[index].line,
-                               ": stage ", StageLabel(graph.stages[index]), ": no live worker runs ",
-                               platform.String(), " (waited ",
+                               ": stage ", StageLabel(graph.stages[index]),
+                               ": no live worker runs ", platform.String(), " (waited ",
                                absl::FormatDuration(options_.no_worker_grace), ")"),
                   now);
         return false;
@@ -734,8 +738,8 @@ void BuildScheduler::SendAssign(Build& build, int index, const WorkerState& work
   }
   absl::Status sent = options_.send(worker.offer.routing_id, message, std::move(frames));
   if (!sent.ok()) {
-    Log(absl::StrCat("assignment ", id, " to worker ", worker.offer.id, " not sent: ",
-                     sent.message()));
+    Log(absl::StrCat("assignment ", id, " to worker ", worker.offer.id,
+                     " not sent: ", sent.message()));
   }
 }
 
@@ -748,30 +752,32 @@ absl::Status BuildScheduler::OnStageEvent(const WorkerState& worker, uint64_t as
   }
   Assignment& assignment = *it->second;
   if (assignment.worker != worker.offer.id) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("worker ", worker.offer.id, ": assignment ", assignment_id,
-                     " belongs to worker ", assignment.worker));
+    return absl::PermissionDeniedError(absl::StrCat("worker ", worker.offer.id, ": assignment ",
+                                                    assignment_id, " belongs to worker ",
+                                                    assignment.worker));
   }
   if (Text(event.getBuildId()) != assignment.build_id ||
       event.getStage() != static_cast<uint32_t>(assignment.stage)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "worker ", worker.offer.id, ": event for build \"", absl::CHexEscape(Text(event.getBuildId())),
-        "\" stage ", event.getStage(), " on assignment ", assignment_id, " which runs build ",
-        assignment.build_id, " stage ", assignment.stage));
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker ", worker.offer.id, ": event for build \"",
+                     absl::CHexEscape(Text(event.getBuildId())), "\" stage ", event.getStage(),
+                     " on assignment ", assignment_id, " which runs build ", assignment.build_id,
+                     " stage ", assignment.stage));
   }
   auto build_it = builds_.find(assignment.build_id);
   Build* build = build_it == builds_.end() ? nullptr : build_it->second.get();
   const int index = assignment.stage;
   auto forward = [&](schema::BuildEvent::Kind kind) {
     if (build == nullptr) return;
-    SendEvent(*build, index, kind,
-              [&](schema::BuildEvent::Builder out) {
-                out.setWorkerId(worker.offer.id);
-                out.setStep(event.getStep());
-                out.setSteps(event.getSteps());
-                out.setText(event.getText());
-              },
-              now);
+    SendEvent(
+        *build, index, kind,
+        [&](schema::BuildEvent::Builder out) {
+          out.setWorkerId(worker.offer.id);
+          out.setStep(event.getStep());
+          out.setSteps(event.getSteps());
+          out.setText(event.getText());
+        },
+        now);
   };
   switch (event.getKind()) {
     case schema::StageEvent::Kind::STARTED:
@@ -808,8 +814,8 @@ absl::Status BuildScheduler::OnStageEvent(const WorkerState& worker, uint64_t as
       const std::vector<digest::Digest> inputs = assignment.inputs;
       Release(assignment_id);
       if (!parsed.ok()) {
-        const std::string why = absl::StrCat("worker ", worker.offer.id,
-                                             ": result refused: ", parsed.message());
+        const std::string why =
+            absl::StrCat("worker ", worker.offer.id, ": result refused: ", parsed.message());
         if (build != nullptr) Requeue(*build, index, why, now, true);
         for (const auto& [sharer_build, stage] : sharers) {
           auto other = builds_.find(sharer_build);
@@ -849,12 +855,13 @@ absl::Status BuildScheduler::OnStageEvent(const WorkerState& worker, uint64_t as
         return absl::OkStatus();
       }
       if (build != nullptr) {
-        SendEvent(*build, index, schema::BuildEvent::Kind::STAGE_FAILED,
-                  [&](schema::BuildEvent::Builder out) {
-                    out.setWorkerId(worker.offer.id);
-                    out.setText(why);
-                  },
-                  now);
+        SendEvent(
+            *build, index, schema::BuildEvent::Kind::STAGE_FAILED,
+            [&](schema::BuildEvent::Builder out) {
+              out.setWorkerId(worker.offer.id);
+              out.setText(why);
+            },
+            now);
         FailBuild(*build, why, now);
       }
       for (const auto& [sharer_build, stage] : sharers) {

@@ -155,7 +155,7 @@ class BuildScheduler {
 
   BuildSchedulerOptions options_;
   std::map<std::string, std::unique_ptr<Build>> builds_;  // by id, live builds only
-  std::string last_served_;  // round robin: the build served last
+  std::string last_served_;                               // round robin: the build served last
   std::map<uint64_t, std::unique_ptr<Assignment>> assignments_;
   // Cache key -> the assignment running it, and the stages waiting for it.
   std::map<std::string, uint64_t> in_flight_;

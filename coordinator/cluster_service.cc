@@ -26,9 +26,8 @@ absl::StatusOr<WorkerOffer> OfferFrom(schema::WorkerHello::Reader hello,
   for (capnp::Text::Reader text : hello.getPlatforms()) {
     absl::StatusOr<oci::Platform> platform = oci::ParsePlatform(text.cStr());
     if (!platform.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("worker \"", absl::CHexEscape(offer.id),
-                                                     "\": platform: ",
-                                                     platform.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "worker \"", absl::CHexEscape(offer.id), "\": platform: ", platform.status().message()));
     }
     offer.platforms.push_back(*std::move(platform));
   }
@@ -57,9 +56,8 @@ void FillStatus(const WorkerState& state, const BuildScheduler& scheduler, absl:
   out.setVersion(offer.version);
   auto labels = out.initLabels(offer.labels.size());
   for (size_t i = 0; i < offer.labels.size(); ++i) labels.set(i, offer.labels[i]);
-  out.setSinceHeartbeatMillis(
-      static_cast<uint64_t>(absl::ToInt64Milliseconds(std::max(now - state.last_heard,
-                                                               absl::ZeroDuration()))));
+  out.setSinceHeartbeatMillis(static_cast<uint64_t>(
+      absl::ToInt64Milliseconds(std::max(now - state.last_heard, absl::ZeroDuration()))));
   out.setDraining(state.draining);
   out.setPublicKey(offer.public_key);
   const std::vector<std::string> running = scheduler.RunningOn(offer.id);
@@ -171,16 +169,14 @@ class ClusterService::Loop {
     if (blobs.empty()) return absl::OkStatus();
     absl::StatusOr<net::SocketSecurity> security = options_.peer_security(worker.public_key);
     if (!security.ok()) return security.status();
-    absl::StatusOr<std::vector<digest::Digest>> missing = transfer::StatBlobs(
-        context_, transfer::Peer{worker.blob_endpoint, *std::move(security)}, blobs,
-        absl::Seconds(2));
+    absl::StatusOr<std::vector<digest::Digest>> missing =
+        transfer::StatBlobs(context_, transfer::Peer{worker.blob_endpoint, *std::move(security)},
+                            blobs, absl::Seconds(2));
     if (!missing.ok()) return missing.status();
     if (!missing->empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("its blob server on ", worker.blob_endpoint, " does not hold ",
-                       (*missing)[0].ToString(),
-                       missing->size() > 1 ? absl::StrCat(" and ", missing->size() - 1, " more")
-                                           : ""));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "its blob server on ", worker.blob_endpoint, " does not hold ", (*missing)[0].ToString(),
+          missing->size() > 1 ? absl::StrCat(" and ", missing->size() - 1, " more") : ""));
     }
     return absl::OkStatus();
   }
@@ -226,8 +222,9 @@ class ClusterService::Loop {
           if (!registered.ok()) return registered;
           scheduler_.OnWorkerJoined(*offer, holds);
         }
-        Log(absl::StrCat(summary, holds.empty() ? "" : absl::StrCat(", holding ", holds.size(),
-                                                                      " result blob(s)")));
+        Log(absl::StrCat(
+            summary,
+            holds.empty() ? "" : absl::StrCat(", holding ", holds.size(), " result blob(s)")));
         return Reply(message, [&](schema::Envelope::Builder out) {
           auto welcome = out.initWelcome();
           welcome.setLeaseMillis(static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.lease)));
@@ -265,13 +262,12 @@ class ClusterService::Loop {
         absl::StatusOr<SubmitResult> accepted;
         {
           absl::MutexLock lock(&mu_);
-          accepted = scheduler_.Submit(message.from().routing_id,
-                                       envelope.getRequestId(), envelope.getSubmitBuild(),
-                                       absl::Now());
+          accepted = scheduler_.Submit(message.from().routing_id, envelope.getRequestId(),
+                                       envelope.getSubmitBuild(), absl::Now());
         }
         if (!accepted.ok()) {
-          Log(absl::StrCat("build from ", message.from().peer, " refused: ",
-                           accepted.status().message()));
+          Log(absl::StrCat("build from ", message.from().peer,
+                           " refused: ", accepted.status().message()));
           return accepted.status();
         }
         absl::Status replied = Reply(message, [&](schema::Envelope::Builder out) {
@@ -286,8 +282,7 @@ class ClusterService::Loop {
       case schema::Envelope::CANCEL_BUILD: {
         {
           absl::MutexLock lock(&mu_);
-          absl::Status cancelled =
-              scheduler_.Cancel(envelope.getCancelBuild().cStr(), absl::Now());
+          absl::Status cancelled = scheduler_.Cancel(envelope.getCancelBuild().cStr(), absl::Now());
           if (!cancelled.ok()) return cancelled;
         }
         return Reply(message, [](schema::Envelope::Builder out) { out.setCancelled(); });
@@ -339,8 +334,7 @@ class ClusterService::Loop {
       }
       default:
         return absl::UnimplementedError(
-            absl::StrCat(message.from().peer, ": message kind ",
-                         static_cast<int>(envelope.which()),
+            absl::StrCat(message.from().peer, ": message kind ", static_cast<int>(envelope.which()),
                          " is not served on the coordinator's control socket"));
     }
   }

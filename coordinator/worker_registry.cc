@@ -23,8 +23,8 @@ bool ValidWorkerId(absl::string_view id) {
 
 absl::Status WorkerRegistry::Register(WorkerOffer offer, absl::Time now) {
   if (!ValidWorkerId(offer.id)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "worker id \"", absl::CHexEscape(offer.id), "\": must be 1 to 64 of [A-Za-z0-9._-]"));
+    return absl::InvalidArgumentError(absl::StrCat("worker id \"", absl::CHexEscape(offer.id),
+                                                   "\": must be 1 to 64 of [A-Za-z0-9._-]"));
   }
   const std::string who = absl::StrCat("worker \"", offer.id, "\"");
   if (offer.platforms.empty()) return absl::InvalidArgumentError(who + ": offers no platform");

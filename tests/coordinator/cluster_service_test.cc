@@ -105,9 +105,10 @@ worker::CoordinatorLinkOptions LinkOptions(const std::string& coordinator, const
 }
 
 // One request on a fresh DEALER, as `stagefarm cluster` sends it.
-absl::StatusOr<net::ReceivedMessage> Ask(zmq::context_t& context, const std::string& endpoint,
-                                         const std::function<void(schema::Envelope::Builder)>& fill,
-                                         net::SocketSecurity security = net::SocketSecurity::Insecure()) {
+absl::StatusOr<net::ReceivedMessage> Ask(
+    zmq::context_t& context, const std::string& endpoint,
+    const std::function<void(schema::Envelope::Builder)>& fill,
+    net::SocketSecurity security = net::SocketSecurity::Insecure()) {
   zmq::socket_t socket(context, zmq::socket_type::dealer);
   socket.set(zmq::sockopt::linger, 0);
   if (absl::Status status = security.Apply(context, socket); !status.ok()) return status;
@@ -128,8 +129,10 @@ TEST(ClusterServiceTest, WorkersJoinAreListedDrainedAndDroppedWhenSilent) {
   ASSERT_TRUE(service.ok()) << service.status();
   const std::string endpoint = (*service)->endpoint();
 
-  auto w1 = worker::CoordinatorLink::Start(context, net::SocketSecurity::Insecure(), LinkOptions(endpoint, "w1"));
-  auto w2 = worker::CoordinatorLink::Start(context, net::SocketSecurity::Insecure(), LinkOptions(endpoint, "w2"));
+  auto w1 = worker::CoordinatorLink::Start(context, net::SocketSecurity::Insecure(),
+                                           LinkOptions(endpoint, "w1"));
+  auto w2 = worker::CoordinatorLink::Start(context, net::SocketSecurity::Insecure(),
+                                           LinkOptions(endpoint, "w2"));
   ASSERT_TRUE(w1.ok() && w2.ok());
   ASSERT_TRUE(Eventually([&] { return (*service)->Workers().size() == 2; }));
   EXPECT_TRUE(Eventually([&] { return (*w1)->registered() && (*w2)->registered(); }));
@@ -144,12 +147,12 @@ TEST(ClusterServiceTest, WorkersJoinAreListedDrainedAndDroppedWhenSilent) {
   EXPECT_EQ(std::string(workers[0].getPlatforms()[0].cStr()), "linux/amd64");
   EXPECT_EQ(std::string(workers[0].getBlobEndpoint().cStr()), "tcp://127.0.0.1:17701");
 
-  absl::StatusOr<net::ReceivedMessage> drained = Ask(
-      context, endpoint, [](schema::Envelope::Builder out) { out.setDrainWorker("w2"); });
+  absl::StatusOr<net::ReceivedMessage> drained =
+      Ask(context, endpoint, [](schema::Envelope::Builder out) { out.setDrainWorker("w2"); });
   ASSERT_TRUE(drained.ok());
   EXPECT_TRUE(drained->envelope().isDrained());
-  absl::StatusOr<net::ReceivedMessage> unknown = Ask(
-      context, endpoint, [](schema::Envelope::Builder out) { out.setDrainWorker("w9"); });
+  absl::StatusOr<net::ReceivedMessage> unknown =
+      Ask(context, endpoint, [](schema::Envelope::Builder out) { out.setDrainWorker("w9"); });
   ASSERT_TRUE(unknown.ok());
   ASSERT_TRUE(unknown->envelope().isError());
   EXPECT_THAT(std::string(unknown->envelope().getError().getMessage().cStr()),
@@ -161,9 +164,8 @@ TEST(ClusterServiceTest, WorkersJoinAreListedDrainedAndDroppedWhenSilent) {
   EXPECT_EQ((*service)->Workers()[0].offer.id, "w1");
 
   // A message the control socket does not serve gets an error, not silence.
-  absl::StatusOr<net::ReceivedMessage> wrong = Ask(context, endpoint, [](schema::Envelope::Builder out) {
-    out.initStatBlobs();
-  });
+  absl::StatusOr<net::ReceivedMessage> wrong =
+      Ask(context, endpoint, [](schema::Envelope::Builder out) { out.initStatBlobs(); });
   ASSERT_TRUE(wrong.ok());
   EXPECT_TRUE(wrong->envelope().isError());
 }
@@ -177,11 +179,12 @@ TEST(ClusterServiceTest, ARestartedCoordinatorGetsItsWorkersBack) {
       ClusterService::Start(context, net::SocketSecurity::Insecure(), options);
   ASSERT_TRUE(first.ok());
   const std::string endpoint = (*first)->endpoint();
-  auto link = worker::CoordinatorLink::Start(context, net::SocketSecurity::Insecure(), LinkOptions(endpoint, "w1"));
+  auto link = worker::CoordinatorLink::Start(context, net::SocketSecurity::Insecure(),
+                                             LinkOptions(endpoint, "w1"));
   ASSERT_TRUE(link.ok());
   ASSERT_TRUE(Eventually([&] { return (*first)->Workers().size() == 1; }));
 
-  first->reset();  // the coordinator goes away...
+  first->reset();               // the coordinator goes away...
   options.endpoint = endpoint;  // ...and comes back on the same port, knowing nobody
   // libzmq closes the old listener asynchronously: the port frees shortly.
   absl::StatusOr<std::unique_ptr<ClusterService>> second;
@@ -216,7 +219,8 @@ TEST(ClusterServiceTest, WithCurveOnlyAuthorisedWorkersJoinAndTheirKeyIsKnown) {
   ASSERT_TRUE(service.ok()) << service.status();
   const std::string endpoint = (*service)->endpoint();
 
-  auto good = worker::CoordinatorLink::Start(context, *good_security, LinkOptions(endpoint, "good"));
+  auto good =
+      worker::CoordinatorLink::Start(context, *good_security, LinkOptions(endpoint, "good"));
   auto bad = worker::CoordinatorLink::Start(context, *bad_security, LinkOptions(endpoint, "bad"));
   ASSERT_TRUE(good.ok() && bad.ok());
   ASSERT_TRUE(Eventually([&] { return (*good)->registered(); }));
