@@ -157,7 +157,7 @@ std::optional<BuildScheduler::Result> BuildScheduler::LookupCache(const std::str
   bool held = parsed.ok();
   if (held) {
     for (const oci::Descriptor& layer : result.image.layers) {
-      auto it = locations_.find(layer.digest.ToString());
+      auto it = locations_.find(layer.digest);
       if (it == locations_.end() || it->second.empty()) held = false;
     }
   }
@@ -168,7 +168,7 @@ std::optional<BuildScheduler::Result> BuildScheduler::LookupCache(const std::str
     return std::nullopt;
   }
   for (auto it = result.artifacts.begin(); it != result.artifacts.end();) {
-    auto holders = locations_.find(it->second.digest.ToString());
+    auto holders = locations_.find(it->second.digest);
     it = holders == locations_.end() || holders->second.empty() ? result.artifacts.erase(it)
                                                                 : std::next(it);
   }
@@ -312,7 +312,7 @@ void BuildScheduler::OnWorkerJoined(const WorkerOffer& worker,
                                     absl::Span<const digest::Digest> holds) {
   for (auto& [id, build] : builds_) build->definition_sent.erase(worker.id);
   worker_blobs_[worker.id] = BlobHolder{worker.blob_endpoint, worker.public_key};
-  for (const digest::Digest& blob : holds) locations_[blob.ToString()].insert(worker.id);
+  for (const digest::Digest& blob : holds) locations_[blob].insert(worker.id);
 }
 
 void BuildScheduler::OnWorkerLost(const std::string& worker_id, absl::Time now) {
@@ -474,7 +474,7 @@ void BuildScheduler::FailBuild(Build& build, const std::string& why, absl::Time 
 std::vector<BlobHolder> BuildScheduler::HoldersOf(const std::vector<digest::Digest>& blobs) const {
   std::set<std::string> workers;
   for (const digest::Digest& blob : blobs) {
-    auto it = locations_.find(blob.ToString());
+    auto it = locations_.find(blob);
     if (it != locations_.end()) workers.insert(it->second.begin(), it->second.end());
   }
   std::vector<BlobHolder> holders;
@@ -491,7 +491,7 @@ std::vector<BlobHolder> BuildScheduler::Holders(const digest::Digest& blob) cons
 
 bool BuildScheduler::Available(const Result& result, const std::vector<std::string>* paths) const {
   auto held = [this](const digest::Digest& blob) {
-    auto it = locations_.find(blob.ToString());
+    auto it = locations_.find(blob);
     return it != locations_.end() && !it->second.empty();
   };
   if (paths != nullptr) {
@@ -629,6 +629,13 @@ bool BuildScheduler::TryDispatch(Build& build,
         }
       }
     }
+    // Bytes of those inputs each worker holds, from the blobs' holders.
+    absl::flat_hash_map<absl::string_view, uint64_t> held_bytes;
+    for (const auto& [blob, size] : input_blobs) {
+      auto held = locations_.find(blob);
+      if (held == locations_.end()) continue;
+      for (const std::string& holder : held->second) held_bytes[holder] += size;
+    }
     const oci::Platform& platform = graph.stages[index].platform;
     const WorkerState* best = nullptr;
     uint64_t best_bytes = 0;
@@ -640,11 +647,8 @@ bool BuildScheduler::TryDispatch(Build& build,
       any_platform = true;
       const uint32_t used = SlotsUsed(id);
       if (used >= worker.offer.slots) continue;
-      uint64_t bytes = 0;
-      for (const auto& [blob, size] : input_blobs) {
-        auto held = locations_.find(blob.ToString());
-        if (held != locations_.end() && held->second.count(id) > 0) bytes += size;
-      }
+      auto held = held_bytes.find(id);
+      const uint64_t bytes = held == held_bytes.end() ? 0 : held->second;
       const uint32_t free = worker.offer.slots - used;
       if (best == nullptr || bytes > best_bytes || (bytes == best_bytes && free > best_free)) {
         best = &worker;
@@ -824,9 +828,9 @@ absl::Status BuildScheduler::OnStageEvent(const WorkerState& worker, uint64_t as
         return absl::FailedPreconditionError(why);
       }
       for (const digest::Digest& blob : result.Blobs()) {
-        locations_[blob.ToString()].insert(worker.offer.id);
+        locations_[blob].insert(worker.offer.id);
       }
-      for (const digest::Digest& blob : inputs) locations_[blob.ToString()].insert(worker.offer.id);
+      for (const digest::Digest& blob : inputs) locations_[blob].insert(worker.offer.id);
       StoreCache(key, result);
       if (build != nullptr) {
         Complete(*build, index, result, false, worker.offer.id, event.getSeconds(),

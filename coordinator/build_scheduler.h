@@ -38,6 +38,7 @@
 #include <zmq.hpp>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -159,10 +160,11 @@ class BuildScheduler {
   std::map<uint64_t, std::unique_ptr<Assignment>> assignments_;
   // Cache key -> the assignment running it, and the stages waiting for it.
   std::map<std::string, uint64_t> in_flight_;
-  // Blob digest -> workers holding it; worker -> where to fetch from.
-  absl::flat_hash_map<std::string, std::set<std::string>> locations_;
+  // Blob -> ids of the workers holding it; worker -> where to fetch from.
+  // (Hashed: every dispatch looks these up once per input blob and worker.)
+  absl::flat_hash_map<digest::Digest, absl::flat_hash_set<std::string>> locations_;
   std::map<std::string, BlobHolder, std::less<>> worker_blobs_;
-  std::map<std::string, uint32_t, std::less<>> slots_used_;  // by worker id
+  absl::flat_hash_map<std::string, uint32_t> slots_used_;  // by worker id
   absl::Time last_full_scan_ = absl::InfinitePast();
   uint64_t next_assignment_ = 1;
   uint64_t next_build_ = 1;

@@ -184,10 +184,7 @@ class ClusterService::Loop {
   // The registered worker that sent `message`, by its routing id.
   const WorkerState* Sender(const net::ReceivedMessage& message) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (const auto& [id, state] : registry_.workers()) {
-      if (state.offer.routing_id == message.from().routing_id) return &state;
-    }
-    return nullptr;
+    return registry_.ByRoutingId(message.from().routing_id);
   }
 
   absl::Status Reply(const net::ReceivedMessage& request,

@@ -46,11 +46,27 @@ absl::Status WorkerRegistry::Register(WorkerOffer offer, absl::Time now) {
   }
   WorkerState state;
   state.last_heard = now;
-  if (it != workers_.end()) state.draining = it->second.draining;
+  if (it != workers_.end()) {
+    state.draining = it->second.draining;
+    ForgetRoute(it->second);
+  }
   state.offer = std::move(offer);
   const std::string id = state.offer.id;
+  by_routing_id_[state.offer.routing_id] = id;
   workers_[id] = std::move(state);
   return absl::OkStatus();
+}
+
+void WorkerRegistry::ForgetRoute(const WorkerState& state) {
+  auto route = by_routing_id_.find(state.offer.routing_id);
+  if (route != by_routing_id_.end() && route->second == state.offer.id) by_routing_id_.erase(route);
+}
+
+const WorkerState* WorkerRegistry::ByRoutingId(absl::string_view routing_id) const {
+  auto route = by_routing_id_.find(routing_id);
+  if (route == by_routing_id_.end()) return nullptr;
+  auto it = workers_.find(route->second);
+  return it == workers_.end() ? nullptr : &it->second;
 }
 
 bool WorkerRegistry::Heartbeat(absl::string_view id, absl::string_view public_key,
@@ -68,6 +84,7 @@ std::vector<std::string> WorkerRegistry::Expire(absl::Time now) {
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (now - it->second.last_heard > lease_) {
       dropped.push_back(it->first);
+      ForgetRoute(it->second);
       it = workers_.erase(it);
     } else {
       ++it;

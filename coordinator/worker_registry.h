@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -67,11 +68,20 @@ class WorkerRegistry {
 
   // Every known worker, by id.
   const std::map<std::string, WorkerState, std::less<>>& workers() const { return workers_; }
+  // The known worker whose control connection has `routing_id` (the one that
+  // registered over it last); null when none.
+  const WorkerState* ByRoutingId(absl::string_view routing_id) const;
   absl::Duration lease() const { return lease_; }
 
  private:
+  // Drops `state`'s routing id unless another worker registered over it since.
+  void ForgetRoute(const WorkerState& state);
+
   absl::Duration lease_;
   std::map<std::string, WorkerState, std::less<>> workers_;
+  // Routing id -> worker id, for every worker in workers_ (every stage event
+  // is matched to its sender through it).
+  absl::flat_hash_map<std::string, std::string> by_routing_id_;
 };
 
 }  // namespace stagefarm::coordinator

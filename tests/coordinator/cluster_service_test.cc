@@ -82,6 +82,36 @@ TEST(WorkerRegistryTest, AnIdCannotBeTakenOverUnderAnotherKeyWhileItsOwnerLives)
   EXPECT_EQ(registry.Drain("w9").code(), absl::StatusCode::kNotFound);
 }
 
+TEST(WorkerRegistryTest, ASenderIsFoundByTheConnectionItRegisteredOverLast) {
+  WorkerRegistry registry(absl::Seconds(10));
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  WorkerOffer w1 = Offer("w1");
+  w1.routing_id = "route-1";
+  WorkerOffer w2 = Offer("w2");
+  w2.routing_id = "route-2";
+  ASSERT_TRUE(registry.Register(w1, t0).ok());
+  ASSERT_TRUE(registry.Register(w2, t0).ok());
+  ASSERT_NE(registry.ByRoutingId("route-1"), nullptr);
+  EXPECT_EQ(registry.ByRoutingId("route-1")->offer.id, "w1");
+  EXPECT_EQ(registry.ByRoutingId("route-2")->offer.id, "w2");
+  EXPECT_EQ(registry.ByRoutingId("route-3"), nullptr);
+  // w1 reconnects: its old connection no longer speaks for it.
+  w1.routing_id = "route-3";
+  ASSERT_TRUE(registry.Register(w1, t0 + absl::Seconds(1)).ok());
+  EXPECT_EQ(registry.ByRoutingId("route-1"), nullptr);
+  EXPECT_EQ(registry.ByRoutingId("route-3")->offer.id, "w1");
+  // w2 hellos over w1's old connection id, then w1 hellos again elsewhere:
+  // the connection stays w2's.
+  w2.routing_id = "route-1";
+  ASSERT_TRUE(registry.Register(w2, t0 + absl::Seconds(2)).ok());
+  EXPECT_EQ(registry.ByRoutingId("route-1")->offer.id, "w2");
+  EXPECT_EQ(registry.ByRoutingId("route-2"), nullptr);
+  // A worker whose lease ran out is no sender any more.
+  EXPECT_THAT(registry.Expire(t0 + absl::Seconds(11.5)), ::testing::ElementsAre("w1"));
+  EXPECT_EQ(registry.ByRoutingId("route-3"), nullptr);
+  EXPECT_EQ(registry.ByRoutingId("route-1")->offer.id, "w2");
+}
+
 // Waits up to five seconds for `condition`.
 template <typename Condition>
 bool Eventually(Condition condition) {
