@@ -8,7 +8,9 @@
 #include <chrono>
 #include <cstring>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 namespace stagefarm::net {
@@ -19,30 +21,68 @@ namespace {
 // a crafted message (pointers reused many times) from amplifying its size.
 constexpr uint64_t kTraversalsAllowed = 8;
 
-// Reads every typed field of `value` once, so that what Cap'n Proto checks
+// Whether reading a value of `type` can fail: pointers (text, data, lists,
+// structs) are checked when read; numbers, bools and enums cannot be wrong.
+bool IsPointer(const capnp::Type& type) {
+  switch (type.which()) {
+    case capnp::schema::Type::TEXT:
+    case capnp::schema::Type::DATA:
+    case capnp::schema::Type::LIST:
+    case capnp::schema::Type::STRUCT:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The fields of a struct whose reading can fail, worked out once per schema
+// and thread (the schema walk costs more than the read it plans).
+struct StructPlan {
+  std::vector<capnp::StructSchema::Field> pointer_fields;  // outside the union
+  bool union_has_pointer = false;
+};
+
+const StructPlan& PlanOf(const capnp::StructSchema& schema) {
+  thread_local absl::flat_hash_map<uint64_t, StructPlan> plans;
+  auto [it, inserted] = plans.try_emplace(schema.getProto().getId());
+  if (inserted) {
+    for (capnp::StructSchema::Field field : schema.getNonUnionFields()) {
+      if (IsPointer(field.getType())) it->second.pointer_fields.push_back(field);
+    }
+    for (capnp::StructSchema::Field field : schema.getUnionFields()) {
+      if (IsPointer(field.getType())) it->second.union_has_pointer = true;
+    }
+  }
+  return it->second;
+}
+
+// Reads every pointer field of `value` once, so that what Cap'n Proto checks
 // lazily (text NUL termination, list element sizes, nesting depth) fails
 // here rather than inside a caller. Throws kj::Exception.
 void ReadEveryField(const capnp::DynamicValue::Reader& value) {
   switch (value.getType()) {
-    case capnp::DynamicValue::TEXT:
-      value.as<capnp::Text>();
-      break;
     case capnp::DynamicValue::STRUCT: {
       capnp::DynamicStruct::Reader reader = value.as<capnp::DynamicStruct>();
-      for (capnp::StructSchema::Field field : reader.getSchema().getNonUnionFields()) {
+      const StructPlan& plan = PlanOf(reader.getSchema());
+      for (const capnp::StructSchema::Field& field : plan.pointer_fields) {
         ReadEveryField(reader.get(field));
       }
-      KJ_IF_MAYBE (field, reader.which()) {
-        ReadEveryField(reader.get(*field));
+      if (plan.union_has_pointer) {
+        KJ_IF_MAYBE (field, reader.which()) {
+          if (IsPointer(field->getType())) ReadEveryField(reader.get(*field));
+        }
       }
       break;
     }
-    case capnp::DynamicValue::LIST:
-      for (capnp::DynamicValue::Reader element : value.as<capnp::DynamicList>()) {
-        ReadEveryField(element);
-      }
+    case capnp::DynamicValue::LIST: {
+      // Reading the list checked its element size; only elements that are
+      // pointers themselves have more to check.
+      capnp::DynamicList::Reader list = value.as<capnp::DynamicList>();
+      if (!IsPointer(list.getSchema().getElementType())) break;
+      for (capnp::DynamicValue::Reader element : list) ReadEveryField(element);
       break;
-    default:
+    }
+    default:  // text and data were checked by the read that produced them
       break;
   }
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/net/socket_security.h"
+#include "schemas/build.capnp.h"
 
 namespace stagefarm::net {
 namespace {
@@ -226,6 +227,50 @@ TEST_F(EnvelopeFrameTest, TextWithoutNulTerminator_IsRejectedBeforeUse) {
   ASSERT_NE(text, std::string::npos);
   bytes[text + 7] = 'h';  // Overwrites the NUL the Text pointer's length includes.
   SendRaw(client, {bytes});
+  ExpectRejectedThenServing(client, absl::StatusCode::kInvalidArgument,
+                            "malformed Cap'n Proto envelope");
+}
+
+// The checks reach into lists and structs at any depth: a text in a holder
+// of an input of an assignment (union member, struct list, struct, struct
+// list, struct, text), and a text element of a text list.
+TEST_F(EnvelopeFrameTest, TextWithoutNulTerminatorDeepInsideLists_IsRejectedBeforeUse) {
+  for (int where = 0; where < 2; ++where) {
+    SCOPED_TRACE(where == 0 ? "holder endpoint" : "export path");
+    zmq::socket_t client = Connect();
+    capnp::MallocMessageBuilder message;
+    schema::StageAssign::Builder assign = InitEnvelope(message, 3).initAssignStage();
+    assign.setBuildId("b1");
+    auto holders = assign.initInputs(2)[1].initHolders(2);
+    holders[0].setEndpoint("tcp://127.0.0.1:1");
+    holders[1].setEndpoint(where == 0 ? "abcdefg" : "tcp://127.0.0.1:2");
+    auto paths = assign.initExports(1)[0].initPaths(3);
+    paths.set(0, "/a");
+    paths.set(1, "/b");
+    paths.set(2, where == 1 ? "abcdefg" : "/c");
+    std::string bytes = EnvelopeBytes(message);
+    const size_t text = bytes.find("abcdefg");
+    ASSERT_NE(text, std::string::npos);
+    bytes[text + 7] = 'h';  // Overwrites the NUL the Text pointer's length includes.
+    SendRaw(client, {bytes});
+    ExpectRejectedThenServing(client, absl::StatusCode::kInvalidArgument,
+                              "malformed Cap'n Proto envelope");
+  }
+}
+
+TEST_F(EnvelopeFrameTest, ListOfTheWrongKind_IsRejectedBeforeUse) {
+  zmq::socket_t client = Connect();
+  // An assignment whose exports list (structs) is a list of bits instead
+  // (Cap'n Proto reads other primitive lists as structs, but not bits).
+  capnp::MallocMessageBuilder message;
+  schema::StageAssign::Builder assign = InitEnvelope(message, 3).initAssignStage();
+  const uint32_t exports = capnp::Schema::from<schema::StageAssign>()
+                               .getFieldByName("exports")
+                               .getProto()
+                               .getSlot()
+                               .getOffset();
+  capnp::toAny(assign).getPointerSection()[exports].initAs<capnp::List<bool>>(24);
+  SendRaw(client, {EnvelopeBytes(message)});
   ExpectRejectedThenServing(client, absl::StatusCode::kInvalidArgument,
                             "malformed Cap'n Proto envelope");
 }
