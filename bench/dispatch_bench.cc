@@ -20,11 +20,14 @@
 // coordinator is saturated: the run measures its throughput, and the
 // latencies are mostly the queue of finished events waiting for its one
 // thread. With --stage-ms T a worker holds each stage T ms before it answers
-// (a stage that does nothing still takes a real worker some time), which
+// (a stage that does nothing still takes a real worker some time; the hold
+// ends on a timerfd, to the microsecond, not on zmq::poll's whole
+// milliseconds), which
 // offers at most W / T stages per second: the run measures latency at that
 // load, the way a service's latency is quoted at a given throughput.
 //
-// Per run, one JSON line on stdout:
+// Per run, one JSON line on stdout (and with --runs above 1, a last line with
+// the reaction percentiles over every stage of every run):
 //  - seconds: buildAccepted to done, as the client sees them;
 //    dispatches_per_s = N / seconds;
 //  - latency_ms (p50, p99, max) per stage: the assignment's arrival at its
@@ -47,12 +50,16 @@
 // twice or never, a failed build, a refused event) ends the bench with a
 // message on stderr and exit status 1. Progress goes to stderr.
 #include <stdlib.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -177,6 +184,8 @@ struct Figures {
   Spread latency_ms;
   Spread reaction_ms;
   double accept_ms = 0;
+  // Every stage's reaction, for the percentiles over all runs.
+  std::vector<double> reactions;
 };
 
 void Send(zmq::socket_t& socket, capnp::MessageBuilder& message, absl::string_view what) {
@@ -248,11 +257,18 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
   client.set(zmq::sockopt::linger, 0);
   client.connect(endpoint);
 
+  // Held stages end on a timer of their own: zmq::poll's timeout is in whole
+  // milliseconds, which would end a 10 ms stage up to 1 ms late and bunch
+  // the finishes of stages that started within the same millisecond.
+  const int timer = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (timer < 0) Die(absl::StrCat("timerfd_create: ", std::strerror(errno)));
   std::vector<zmq::pollitem_t> items;
+  items.push_back({nullptr, timer, ZMQ_POLLIN, 0});
   items.push_back({client.handle(), 0, ZMQ_POLLIN, 0});
   for (SimulatedWorker& worker : workers) {
     items.push_back({worker.socket->handle(), 0, ZMQ_POLLIN, 0});
   }
+  constexpr size_t kFirstSocket = 1;
 
   std::vector<int> assigned(stages, 0);
   std::vector<absl::Time> arrived(stages, absl::InfinitePast());
@@ -343,23 +359,34 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
                        std::count_if(assigned.begin(), assigned.end(), [](int n) { return n > 0; }),
                        " stage(s) assigned"));
     }
-    absl::Duration wait = absl::Milliseconds(100);
-    if (!held.empty()) wait = std::clamp(held.top().due - absl::Now(), absl::ZeroDuration(), wait);
-    zmq::poll(items.data(), items.size(),
-              std::chrono::milliseconds(
-                  absl::ToInt64Milliseconds(absl::Ceil(wait, absl::Milliseconds(1)))));
-    for (size_t i = 0; i < items.size(); ++i) {
+    // Wakes for the next held stage to end (the timer), a message, or the
+    // heartbeats (the 100 ms cap).
+    if (!held.empty()) {
+      const timespec due = absl::ToTimespec(held.top().due);
+      const itimerspec at = {{0, 0}, due.tv_sec == 0 && due.tv_nsec == 0 ? timespec{0, 1} : due};
+      if (timerfd_settime(timer, TFD_TIMER_ABSTIME, &at, nullptr) != 0) {
+        Die(absl::StrCat("timerfd_settime: ", std::strerror(errno)));
+      }
+    }
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(100));
+    if (items[0].revents & ZMQ_POLLIN) {
+      uint64_t expirations = 0;
+      if (read(timer, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN) {
+        Die(absl::StrCat("reading the timerfd: ", std::strerror(errno)));
+      }
+    }
+    for (size_t i = kFirstSocket; i < items.size(); ++i) {
       if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
-      zmq::socket_t& socket = i == 0 ? client : *workers[i - 1].socket;
+      zmq::socket_t& socket = i == kFirstSocket ? client : *workers[i - kFirstSocket - 1].socket;
       while (true) {
         absl::StatusOr<net::ReceivedMessage> message =
             net::ReceiveMessage(socket, absl::ZeroDuration(), nullptr, kLimits);
         if (message.status().code() == absl::StatusCode::kDeadlineExceeded) break;
         Check(message.status(), "receiving");
-        if (i == 0) {
+        if (i == kFirstSocket) {
           on_client(*message);
         } else {
-          on_worker(workers[i - 1], *message);
+          on_worker(workers[i - kFirstSocket - 1], *message);
         }
       }
     }
@@ -373,6 +400,7 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
       worker.next_heartbeat = now + worker.heartbeat;
     }
   }
+  close(timer);
   if (!accepted) Die("done before buildAccepted");
 
   // An assignment can overtake buildAccepted (they travel on different
@@ -393,6 +421,7 @@ Figures Run(const std::string& dockerfile, const std::vector<std::vector<int>>& 
   figures.dispatches_per_s = static_cast<double>(stages) / figures.seconds;
   figures.latency_ms = SpreadOf(latencies);
   figures.reaction_ms = SpreadOf(reactions);
+  figures.reactions = std::move(reactions);
   figures.accept_ms = absl::ToDoubleMilliseconds(*accepted - *submitted);
   return figures;
 }
@@ -429,6 +458,7 @@ int Main(int argc, char** argv) {
     deps.push_back(stage.deps);
   }
 
+  std::vector<double> all_reactions;
   for (int run = 1; run <= runs; ++run) {
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) != 3) Die("getloadavg failed");
@@ -444,6 +474,11 @@ int Main(int argc, char** argv) {
         figures.dispatches_per_s, Json(figures.latency_ms).c_str(),
         Json(figures.reaction_ms).c_str(), figures.accept_ms);
     std::fflush(stdout);
+    all_reactions.insert(all_reactions.end(), figures.reactions.begin(), figures.reactions.end());
+  }
+  if (runs > 1) {
+    std::printf("{\"bench\":\"dispatch\",\"runs\":%d,\"dispatches\":%zu,\"reaction_ms\":%s}\n",
+                runs, all_reactions.size(), Json(SpreadOf(all_reactions)).c_str());
   }
   return 0;
 }
