@@ -38,12 +38,16 @@ struct ExportDestination {
 // Writes `image` to every destination with its uncompressed layers
 // compressed as `options` asks: the same image PrepareExport makes (the same
 // manifest, byte for byte), but the layers the cache index does not know are
-// compressed once, into files (StageCompressedLayers), not into the store:
-// into the first directory destination's blobs/sha256, else into a staging
-// directory beside the first tar (".<name>.staging", removed afterwards). Only
-// the new manifest is stored. The returned image keeps `image`'s manifest
-// annotations and repo tags. Errors are StageCompressedLayers', the store's
-// and the layout writers'.
+// compressed once and not into the store. To a single tar (a regular file or
+// a new path) they are compressed straight into it, each blob's header
+// written after its bytes (ImageTarWriter); otherwise into files
+// (StageCompressedLayers): into the first directory destination's
+// blobs/sha256, else into a staging directory beside the first tar
+// (".<name>.staging", removed afterwards), and copied from there. Only the
+// new manifest is stored. The returned image keeps `image`'s manifest
+// annotations and repo tags. A failed export to a single tar removes it.
+// Errors are StageCompressedLayers' (or StreamCompressedLayers'), the
+// store's and the layout writers'.
 absl::StatusOr<LayoutImage> WriteExport(cas::BlobStore& store, const LayoutImage& image,
                                         const CompressOptions& options,
                                         absl::Span<const ExportDestination> destinations);

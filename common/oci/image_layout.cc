@@ -1,7 +1,5 @@
 #include "common/oci/image_layout.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,12 +12,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace stagefarm::oci {
 namespace {
 
 namespace stdfs = std::filesystem;
 
+constexpr size_t kTarBlock = 512;
 constexpr absl::string_view kOciLayout = R"({"imageLayoutVersion":"1.0.0"})";
 
 void AppendDescriptor(std::string& out, const Descriptor& d) {
@@ -153,79 +153,6 @@ absl::Status WriteFile(const stdfs::path& path, absl::string_view bytes) {
   return absl::OkStatus();
 }
 
-struct ArchiveDeleter {
-  void operator()(archive* a) const { archive_write_free(a); }
-};
-struct EntryDeleter {
-  void operator()(archive_entry* e) const { archive_entry_free(e); }
-};
-
-class TarWriter {
- public:
-  static constexpr int kWriteBlock = 1 << 20;
-
-  static absl::StatusOr<TarWriter> Open(const stdfs::path& path) {
-    std::unique_ptr<archive, ArchiveDeleter> a(archive_write_new());
-    // Blobs go out in writes of 1 MiB, not of the default 10 KiB record; the
-    // archive ends unpadded after its end marker, as libarchive ends a
-    // regular file by default (the same bytes as before).
-    if (archive_write_set_format_pax_restricted(a.get()) != ARCHIVE_OK ||
-        archive_write_set_bytes_per_block(a.get(), kWriteBlock) != ARCHIVE_OK ||
-        archive_write_set_bytes_in_last_block(a.get(), 1) != ARCHIVE_OK ||
-        archive_write_open_filename(a.get(), path.c_str()) != ARCHIVE_OK) {
-      return absl::InternalError(
-          absl::StrCat("cannot write ", path.string(), ": ", archive_error_string(a.get())));
-    }
-    return TarWriter(std::move(a), path);
-  }
-
-  absl::Status Directory(const std::string& name) { return Header(name, AE_IFDIR, 0755, 0); }
-
-  absl::Status File(const std::string& name, absl::string_view bytes) {
-    if (absl::Status status = Header(name, AE_IFREG, 0644, bytes.size()); !status.ok()) {
-      return status;
-    }
-    return Data(bytes);
-  }
-
-  absl::Status Data(absl::string_view bytes) {
-    if (archive_write_data(archive_.get(), bytes.data(), bytes.size()) !=
-        static_cast<la_ssize_t>(bytes.size())) {
-      return Error();
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status Header(const std::string& name, unsigned type, unsigned mode, uint64_t size) {
-    std::unique_ptr<archive_entry, EntryDeleter> entry(archive_entry_new());
-    archive_entry_set_pathname(entry.get(), name.c_str());
-    archive_entry_set_filetype(entry.get(), type);
-    archive_entry_set_perm(entry.get(), mode);
-    archive_entry_set_size(entry.get(), static_cast<la_int64_t>(size));
-    archive_entry_set_mtime(entry.get(), 0, 0);
-    archive_entry_set_uid(entry.get(), 0);
-    archive_entry_set_gid(entry.get(), 0);
-    if (archive_write_header(archive_.get(), entry.get()) != ARCHIVE_OK) return Error();
-    return absl::OkStatus();
-  }
-
-  absl::Status Close() {
-    if (archive_write_close(archive_.get()) != ARCHIVE_OK) return Error();
-    return absl::OkStatus();
-  }
-
- private:
-  TarWriter(std::unique_ptr<archive, ArchiveDeleter> a, stdfs::path path)
-      : archive_(std::move(a)), path_(std::move(path)) {}
-  absl::Status Error() {
-    return absl::InternalError(
-        absl::StrCat("cannot write ", path_.string(), ": ", archive_error_string(archive_.get())));
-  }
-
-  std::unique_ptr<archive, ArchiveDeleter> archive_;
-  stdfs::path path_;
-};
-
 }  // namespace
 
 std::string SerializeManifest(const Descriptor& config, absl::Span<const Descriptor> layers) {
@@ -302,32 +229,205 @@ absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutIma
   return WriteFile(dir / "index.json", files.index);
 }
 
+namespace {
+
+// A ustar header block (POSIX.1-1988) for `name` (under 100 bytes), uid and
+// gid 0 without names, mtime 0. A size of 8 GiB or more, which ustar's 11
+// octal digits cannot hold, is written in base-256 (a leading 0x80 byte),
+// as GNU tar, libarchive and Go's archive/tar read it.
+std::string UstarHeader(absl::string_view name, char type, unsigned mode, uint64_t size) {
+  std::string header(kTarBlock, '\0');
+  name.copy(header.data(), name.size());
+  auto octal = [&](size_t offset, size_t width, uint64_t value) {
+    const std::string digits = absl::StrFormat("%0*o", static_cast<int>(width - 1), value);
+    digits.copy(header.data() + offset, width - 1);
+  };
+  octal(100, 8, mode);
+  octal(108, 8, 0);  // uid
+  octal(116, 8, 0);  // gid
+  if (size < (uint64_t{1} << 33)) {
+    octal(124, 12, size);
+  } else {
+    header[124] = static_cast<char>(0x80);
+    for (int i = 0; i < 8; ++i) header[135 - i] = static_cast<char>((size >> (8 * i)) & 0xff);
+  }
+  octal(136, 12, 0);  // mtime
+  header[156] = type;
+  absl::string_view(
+      "ustar\0"
+      "00",
+      8)
+      .copy(header.data() + 257, 8);
+  std::fill(header.begin() + 148, header.begin() + 156, ' ');
+  unsigned sum = 0;
+  for (char c : header) sum += static_cast<unsigned char>(c);
+  const std::string checksum = absl::StrFormat("%06o", sum);
+  checksum.copy(header.data() + 148, 6);
+  header[154] = '\0';  // then the space left by the fill: "dddddd\0 "
+  return header;
+}
+
+}  // namespace
+
+struct ImageTarWriter::Pending {
+  uint64_t header_offset = 0;
+  uint64_t size = 0;
+  std::optional<Descriptor> known;
+};
+
+ImageTarWriter::ImageTarWriter(int fd, stdfs::path path) : fd_(fd), path_(std::move(path)) {
+  buffer_.reserve(kWriteBlock);
+}
+
+ImageTarWriter::~ImageTarWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::StatusOr<std::unique_ptr<ImageTarWriter>> ImageTarWriter::Open(const stdfs::path& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot write ", path.string()));
+  std::unique_ptr<ImageTarWriter> tar(new ImageTarWriter(fd, path));
+  if (absl::Status status = tar->Entry("blobs/", '5', 0755, ""); !status.ok()) return status;
+  if (absl::Status status = tar->Entry("blobs/sha256/", '5', 0755, ""); !status.ok()) return status;
+  return tar;
+}
+
+absl::Status ImageTarWriter::Append(absl::string_view bytes) {
+  offset_ += bytes.size();
+  while (!bytes.empty()) {
+    const size_t take = std::min(bytes.size(), kWriteBlock - buffer_.size());
+    buffer_.append(bytes.data(), take);
+    bytes.remove_prefix(take);
+    if (buffer_.size() == kWriteBlock) {
+      if (absl::Status status = Flush(); !status.ok()) return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ImageTarWriter::Flush() {
+  absl::string_view left = buffer_;
+  while (!left.empty()) {
+    const ssize_t written = ::write(fd_, left.data(), left.size());
+    if (written < 0 && errno == EINTR) continue;
+    if (written < 0) return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path_.string()));
+    left.remove_prefix(static_cast<size_t>(written));
+  }
+  flushed_ += buffer_.size();
+  buffer_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status ImageTarWriter::Pad() {
+  const uint64_t rest = offset_ % kTarBlock;
+  if (rest == 0) return absl::OkStatus();
+  return Append(std::string(kTarBlock - rest, '\0'));
+}
+
+absl::Status ImageTarWriter::Entry(absl::string_view name, char type, unsigned mode,
+                                   absl::string_view bytes) {
+  if (absl::Status status = Append(UstarHeader(name, type, mode, bytes.size())); !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = Append(bytes); !status.ok()) return status;
+  return Pad();
+}
+
+bool ImageTarWriter::Has(const digest::Digest& blob) const {
+  return written_.count(BlobPath(blob)) > 0;
+}
+
+absl::Status ImageTarWriter::BeginBlob(const std::optional<Descriptor>& known) {
+  if (pending_) return absl::FailedPreconditionError("a tar blob begun inside another");
+  pending_ = std::make_unique<Pending>();
+  pending_->header_offset = offset_;
+  pending_->known = known;
+  // The header of a blob known beforehand goes out now; otherwise a block is
+  // kept for it and filled in by EndBlob.
+  return Append(known ? UstarHeader(BlobPath(known->digest), '0', 0644, known->size)
+                      : std::string(kTarBlock, '\0'));
+}
+
+absl::Status ImageTarWriter::WriteBlob(absl::string_view bytes) {
+  if (!pending_) return absl::FailedPreconditionError("tar blob data outside a blob");
+  pending_->size += bytes.size();
+  return Append(bytes);
+}
+
+absl::Status ImageTarWriter::EndBlob(const Descriptor& blob) {
+  if (!pending_) return absl::FailedPreconditionError("a tar blob ended that was not begun");
+  const std::unique_ptr<Pending> pending = std::move(pending_);
+  if (pending->size != blob.size || (pending->known && pending->known->digest != blob.digest)) {
+    return absl::InternalError(absl::StrCat("tar blob ", blob.digest.ToString(), ": ",
+                                            pending->size, " bytes written, ", blob.size,
+                                            " described"));
+  }
+  if (absl::Status status = Pad(); !status.ok()) return status;
+  written_.insert(BlobPath(blob.digest));
+  if (pending->known) return absl::OkStatus();
+  const std::string header = UstarHeader(BlobPath(blob.digest), '0', 0644, blob.size);
+  if (pending->header_offset >= flushed_) {  // still in the buffer
+    header.copy(buffer_.data() + (pending->header_offset - flushed_), header.size());
+    return absl::OkStatus();
+  }
+  if (::pwrite(fd_, header.data(), header.size(), static_cast<off_t>(pending->header_offset)) !=
+      static_cast<ssize_t>(header.size())) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path_.string()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ImageTarWriter::Finish(cas::BlobStore& store, absl::Span<const LayoutImage> images,
+                                    bool docker_archive, const BlobFiles& blob_files) {
+  if (pending_) return absl::FailedPreconditionError("a tar blob was not ended");
+  LayoutFiles files = CollectLayout(images);
+  // The blobs not written yet (configs, manifests), by name.
+  for (const auto& [name, blob] : files.blobs) {
+    if (written_.count(name) > 0) continue;
+    if (absl::Status status = BeginBlob(blob); !status.ok()) return status;
+    absl::Status status = CopyBlobFrom(store, blob_files, blob,
+                                       [&](absl::string_view bytes) { return WriteBlob(bytes); });
+    if (!status.ok()) return status;
+    if (absl::Status status = EndBlob(blob); !status.ok()) return status;
+  }
+  if (absl::Status status = Entry("index.json", '0', 0644, files.index); !status.ok()) {
+    return status;
+  }
+  if (docker_archive) {
+    if (absl::Status status = Entry("manifest.json", '0', 0644, DockerManifest(images));
+        !status.ok()) {
+      return status;
+    }
+  }
+  if (absl::Status status = Entry("oci-layout", '0', 0644, kOciLayout); !status.ok()) {
+    return status;
+  }
+  // The end of the archive: two zero blocks, no padding after them.
+  if (absl::Status status = Append(std::string(2 * kTarBlock, '\0')); !status.ok()) return status;
+  if (absl::Status status = Flush(); !status.ok()) return status;
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("closing ", path_.string()));
+  return absl::OkStatus();
+}
+
 absl::Status WriteImageTar(cas::BlobStore& store, absl::Span<const LayoutImage> images,
                            const stdfs::path& path, bool docker_archive,
                            const BlobFiles& blob_files) {
-  LayoutFiles files = CollectLayout(images);
-  absl::StatusOr<TarWriter> tar = TarWriter::Open(path);
+  absl::StatusOr<std::unique_ptr<ImageTarWriter>> tar = ImageTarWriter::Open(path);
   if (!tar.ok()) return tar.status();
-  // Sorted names: "blobs/" < "blobs/sha256/" < its blobs < "index.json" <
-  // "manifest.json" < "oci-layout".
-  if (absl::Status status = tar->Directory("blobs/"); !status.ok()) return status;
-  if (absl::Status status = tar->Directory("blobs/sha256/"); !status.ok()) return status;
-  for (const auto& [name, blob] : files.blobs) {
-    if (absl::Status status = tar->Header(name, AE_IFREG, 0644, blob.size); !status.ok()) {
-      return status;
-    }
-    absl::Status status = CopyBlobFrom(store, blob_files, blob,
-                                       [&](absl::string_view bytes) { return tar->Data(bytes); });
-    if (!status.ok()) return status;
-  }
-  if (absl::Status status = tar->File("index.json", files.index); !status.ok()) return status;
-  if (docker_archive) {
-    if (absl::Status status = tar->File("manifest.json", DockerManifest(images)); !status.ok()) {
-      return status;
+  for (const LayoutImage& image : images) {
+    for (const Descriptor& layer : image.layers) {
+      if ((*tar)->Has(layer.digest)) continue;
+      if (absl::Status status = (*tar)->BeginBlob(layer); !status.ok()) return status;
+      absl::Status status = CopyBlobFrom(store, blob_files, layer, [&](absl::string_view bytes) {
+        return (*tar)->WriteBlob(bytes);
+      });
+      if (!status.ok()) return status;
+      if (absl::Status status = (*tar)->EndBlob(layer); !status.ok()) return status;
     }
   }
-  if (absl::Status status = tar->File("oci-layout", kOciLayout); !status.ok()) return status;
-  return tar->Close();
+  return (*tar)->Finish(store, images, docker_archive, blob_files);
 }
 
 }  // namespace stagefarm::oci

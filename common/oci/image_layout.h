@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -90,13 +92,64 @@ struct BlobFiles {
 absl::Status WriteOciLayoutDir(cas::BlobStore& store, absl::Span<const LayoutImage> images,
                                const std::filesystem::path& dir, const BlobFiles& files = {});
 
-// Writes the same layout as one tar file at `path`, deterministically:
-// entries sorted by name (directories included), mtime 0, uid/gid 0 without
-// names, mode 0644 for files and 0755 for directories. `docker_archive` adds
-// the docker-archive manifest.json ([{"Config", "RepoTags", "Layers"}] with
-// blob paths), which `docker load` reads. Errors as WriteOciLayoutDir's.
+// Writes the same layout as one tar file at `path`, deterministically (an
+// ImageTarWriter's order): "blobs/" and "blobs/sha256/", every image's layer
+// blobs in manifest order (each blob once), the other blobs (configs,
+// manifests) sorted by name, index.json, then with `docker_archive` the
+// docker-archive manifest.json ([{"Config", "RepoTags", "Layers"}] with blob
+// paths, which `docker load` reads), then oci-layout. ustar entries: mtime 0,
+// uid/gid 0 without names, mode 0644 for files and 0755 for directories.
+// Errors as WriteOciLayoutDir's.
 absl::Status WriteImageTar(cas::BlobStore& store, absl::Span<const LayoutImage> images,
                            const std::filesystem::path& path, bool docker_archive,
                            const BlobFiles& files = {});
+
+// WriteImageTar's writer, for a caller that makes layer blobs as it writes
+// them (WriteExport compresses each layer straight into the tar): the
+// header of a blob whose digest is not known until its end is written
+// after its bytes, into the block kept for it. Needs `path` to be a regular
+// file (it seeks back). Used by one thread.
+class ImageTarWriter {
+ public:
+  // Creates (or truncates) `path` and writes the two directories.
+  static absl::StatusOr<std::unique_ptr<ImageTarWriter>> Open(const std::filesystem::path& path);
+  ~ImageTarWriter();
+  ImageTarWriter(const ImageTarWriter&) = delete;
+  ImageTarWriter& operator=(const ImageTarWriter&) = delete;
+
+  // Whether the blob was written already.
+  bool Has(const digest::Digest& blob) const;
+  // One layer blob, in manifest order: BeginBlob (with its descriptor when
+  // known beforehand, else nullopt), WriteBlob any number of times, EndBlob
+  // with its descriptor, whose size must be the bytes written (and, when
+  // known, whose digest must be the one begun with; the bytes themselves are
+  // the caller's to have hashed).
+  absl::Status BeginBlob(const std::optional<Descriptor>& known);
+  absl::Status WriteBlob(absl::string_view bytes);
+  absl::Status EndBlob(const Descriptor& blob);
+  // The rest of `images` (the blobs not written yet, index.json,
+  // manifest.json with `docker_archive`, oci-layout) and the end of the
+  // archive; closes the file.
+  absl::Status Finish(cas::BlobStore& store, absl::Span<const LayoutImage> images,
+                      bool docker_archive, const BlobFiles& files = {});
+
+ private:
+  struct Pending;
+  static constexpr size_t kWriteBlock = size_t{1} << 20;
+
+  ImageTarWriter(int fd, std::filesystem::path path);
+  absl::Status Append(absl::string_view bytes);
+  absl::Status Flush();
+  absl::Status Pad();
+  absl::Status Entry(absl::string_view name, char type, unsigned mode, absl::string_view bytes);
+
+  int fd_;
+  std::filesystem::path path_;
+  std::string buffer_;    // bytes not yet written, from offset flushed_
+  uint64_t flushed_ = 0;  // bytes written to the file
+  uint64_t offset_ = 0;   // bytes of the archive so far
+  std::unique_ptr<Pending> pending_;
+  std::set<std::string> written_;  // blob paths
+};
 
 }  // namespace stagefarm::oci

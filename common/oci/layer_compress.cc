@@ -11,6 +11,7 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -481,40 +482,45 @@ struct Pending {
   std::string key;
 };
 
-// What CompressLayers and StageCompressedLayers share: the layers as
-// CompressLayers returns them, those the cache index knows taken from it and
-// every other uncompressed one compressed by `compress`, once per diff id (a
-// layer that comes twice is the same blob twice), with progress reported
-// over the bytes actually compressed.
-absl::StatusOr<std::vector<Descriptor>> CompressPending(
-    cas::BlobStore& store, absl::Span<const Descriptor> layers, const CompressOptions& options,
-    const std::function<
-        absl::StatusOr<CompressedBlob>(const Descriptor& layer, const Pending& pending, int level,
-                                       const std::function<void(uint64_t)>& consumed)>& compress) {
-  std::vector<Descriptor> result(layers.begin(), layers.end());
-  if (options.compression == LayerCompression::kNone) return result;
-  const int level = options.level.value_or(DefaultLevel(options.compression));
-  // First what the cache index already knows, so that progress counts only
-  // the layers to compress.
+// A layer repeated in the list: its index, and that of its first
+// occurrence.
+struct Repeat {
+  size_t index;
+  size_t same;
+  std::string media_type;
+};
+
+// What compressing `layers` involves: the layers as CompressLayers returns
+// them, except that the pending ones are still the uncompressed layers; those
+// the cache index knows are taken from it; every other uncompressed one is
+// pending, once per diff id (a layer that comes twice is the same blob
+// twice, a repeat).
+struct CompressionPlan {
+  std::vector<Descriptor> result;
   std::vector<Pending> pending;
-  std::map<digest::Digest, size_t> first_pending;  // diff id -> index in `result`
-  struct Repeat {
-    size_t index;
-    size_t same;  // the index of the same layer before it
-    std::string media_type;
-  };
   std::vector<Repeat> repeats;
-  uint64_t total = 0;
-  for (size_t i = 0; i < result.size(); ++i) {
-    Descriptor& layer = result[i];
+  uint64_t total = 0;  // uncompressed bytes of the pending layers
+  int level = 0;
+};
+
+absl::StatusOr<CompressionPlan> PlanCompression(cas::BlobStore& store,
+                                                absl::Span<const Descriptor> layers,
+                                                const CompressOptions& options) {
+  CompressionPlan plan;
+  plan.result.assign(layers.begin(), layers.end());
+  if (options.compression == LayerCompression::kNone) return plan;
+  plan.level = options.level.value_or(DefaultLevel(options.compression));
+  std::map<digest::Digest, size_t> first_pending;  // diff id -> index in `result`
+  for (size_t i = 0; i < plan.result.size(); ++i) {
+    Descriptor& layer = plan.result[i];
     std::optional<std::string> media_type =
         CompressedMediaType(layer.media_type, options.compression);
     if (!media_type) continue;
     if (auto seen = first_pending.find(layer.digest); seen != first_pending.end()) {
-      repeats.push_back({i, seen->second, *std::move(media_type)});
+      plan.repeats.push_back({i, seen->second, *std::move(media_type)});
       continue;
     }
-    std::string key = CacheKey(options.compression, level, layer.digest);
+    std::string key = CacheKey(options.compression, plan.level, layer.digest);
     absl::StatusOr<std::optional<CompressedBlob>> known = Remembered(store, key);
     if (!known.ok()) return InLayer(layer.digest, known.status());
     if (*known) {
@@ -523,30 +529,67 @@ absl::StatusOr<std::vector<Descriptor>> CompressPending(
       layer.size = (*known)->second;
       continue;
     }
-    total += layer.size;
+    plan.total += layer.size;
     first_pending.emplace(layer.digest, i);
-    pending.push_back({i, *std::move(media_type), std::move(key)});
+    plan.pending.push_back({i, *std::move(media_type), std::move(key)});
   }
+  return plan;
+}
 
-  uint64_t done = 0;
-  const std::function<void(uint64_t)> consumed = [&](uint64_t bytes) {
+// Reports progress over the bytes actually compressed.
+std::function<void(uint64_t)> ProgressOf(const CompressOptions& options, uint64_t total) {
+  return [&options, total, done = uint64_t{0}](uint64_t bytes) mutable {
     done += bytes;
     if (options.on_progress) options.on_progress(done, total);
   };
-  for (Pending& next : pending) {
-    Descriptor& layer = result[next.index];
-    absl::StatusOr<CompressedBlob> blob = compress(layer, next, level, consumed);
+}
+
+// Fills in `plan`'s repeats once the layers they repeat are done.
+std::vector<Descriptor> Resolved(CompressionPlan& plan) {
+  for (Repeat& repeat : plan.repeats) {
+    plan.result[repeat.index].media_type = std::move(repeat.media_type);
+    plan.result[repeat.index].digest = plan.result[repeat.same].digest;
+    plan.result[repeat.index].size = plan.result[repeat.same].size;
+  }
+  return std::move(plan.result);
+}
+
+// What CompressLayers and StageCompressedLayers share: the plan, with every
+// pending layer compressed by `compress`.
+absl::StatusOr<std::vector<Descriptor>> CompressPending(
+    cas::BlobStore& store, absl::Span<const Descriptor> layers, const CompressOptions& options,
+    const std::function<
+        absl::StatusOr<CompressedBlob>(const Descriptor& layer, const Pending& pending, int level,
+                                       const std::function<void(uint64_t)>& consumed)>& compress) {
+  absl::StatusOr<CompressionPlan> plan = PlanCompression(store, layers, options);
+  if (!plan.ok()) return plan.status();
+  const std::function<void(uint64_t)> consumed = ProgressOf(options, plan->total);
+  for (Pending& next : plan->pending) {
+    Descriptor& layer = plan->result[next.index];
+    absl::StatusOr<CompressedBlob> blob = compress(layer, next, plan->level, consumed);
     if (!blob.ok()) return InLayer(layer.digest, blob.status());
     layer.media_type = std::move(next.media_type);
     layer.digest = blob->first;
     layer.size = blob->second;
   }
-  for (Repeat& repeat : repeats) {
-    result[repeat.index].media_type = std::move(repeat.media_type);
-    result[repeat.index].digest = result[repeat.same].digest;
-    result[repeat.index].size = result[repeat.same].size;
+  return Resolved(*plan);
+}
+
+// Streams the stored blob `blob` to `write`, checking its size.
+absl::Status CopyStored(cas::BlobStore& store, const Descriptor& blob,
+                        const LayerCompressor::Sink& write) {
+  absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(blob.digest);
+  if (!reader.ok()) return reader.status();
+  if ((*reader)->length() != blob.size) {
+    return absl::InvalidArgumentError(absl::StrCat("the descriptor says ", blob.size,
+                                                   " bytes, the store has ", (*reader)->length()));
   }
-  return result;
+  while (true) {
+    absl::StatusOr<absl::string_view> piece = (*reader)->Next();
+    if (!piece.ok()) return piece.status();
+    if (piece->empty()) return absl::OkStatus();
+    if (absl::Status status = write(*piece); !status.ok()) return status;
+  }
 }
 
 }  // namespace
@@ -623,6 +666,42 @@ absl::StatusOr<std::vector<Descriptor>> CompressLayers(cas::BlobStore& store,
         }
         return blob;
       });
+}
+
+absl::StatusOr<std::vector<Descriptor>> StreamCompressedLayers(cas::BlobStore& store,
+                                                               absl::Span<const Descriptor> layers,
+                                                               const CompressOptions& options,
+                                                               const LayerBlobOutput& out) {
+  absl::StatusOr<CompressionPlan> plan = PlanCompression(store, layers, options);
+  if (!plan.ok()) return plan.status();
+  const std::function<void(uint64_t)> consumed = ProgressOf(options, plan->total);
+  std::set<size_t> repeated;
+  for (const Repeat& repeat : plan->repeats) repeated.insert(repeat.index);
+  auto next_pending = plan->pending.begin();
+  std::set<digest::Digest> emitted;
+  for (size_t i = 0; i < plan->result.size(); ++i) {
+    Descriptor& layer = plan->result[i];
+    if (repeated.count(i) > 0) continue;  // the same blob as a layer before it
+    if (next_pending != plan->pending.end() && next_pending->index == i) {
+      Pending& pending = *next_pending++;
+      absl::Status status = out.begin(std::nullopt);
+      absl::StatusOr<CompressedBlob> blob =
+          status.ok() ? CompressOne(store, layer, plan->level, options, consumed, out.write)
+                      : absl::StatusOr<CompressedBlob>(status);
+      if (!blob.ok()) return InLayer(layer.digest, blob.status());
+      layer.media_type = std::move(pending.media_type);
+      layer.digest = blob->first;
+      layer.size = blob->second;
+    } else {
+      if (!emitted.insert(layer.digest).second) continue;
+      absl::Status status = out.begin(layer);
+      if (status.ok()) status = CopyStored(store, layer, out.write);
+      if (!status.ok()) return InLayer(layer.digest, status);
+    }
+    emitted.insert(layer.digest);
+    if (absl::Status status = out.end(layer); !status.ok()) return InLayer(layer.digest, status);
+  }
+  return Resolved(*plan);
 }
 
 absl::StatusOr<StagedLayers> StageCompressedLayers(cas::BlobStore& store,

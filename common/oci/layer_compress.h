@@ -139,4 +139,26 @@ absl::StatusOr<StagedLayers> StageCompressedLayers(cas::BlobStore& store,
                                                    const CompressOptions& options,
                                                    const std::filesystem::path& dir);
 
+// Where StreamCompressedLayers puts each blob.
+struct LayerBlobOutput {
+  // Before a blob's bytes: its descriptor when known beforehand (a layer
+  // that needs no compressing, or one the cache index knows), nullopt for a
+  // layer being compressed.
+  std::function<absl::Status(const std::optional<Descriptor>& known)> begin;
+  LayerCompressor::Sink write;
+  // After its bytes, with its descriptor.
+  std::function<absl::Status(const Descriptor& blob)> end;
+};
+
+// CompressLayers for an export written as it goes: every blob of the result
+// is handed to `out` in layer order, each once (a blob that comes twice is
+// written the first time). Layers that need no compressing and those the
+// cache index knows are read from the store; the others are compressed into
+// `out` and neither stored nor remembered, as StageCompressedLayers does.
+// Errors name the layer's digest: CompressLayers' and `out`'s.
+absl::StatusOr<std::vector<Descriptor>> StreamCompressedLayers(cas::BlobStore& store,
+                                                               absl::Span<const Descriptor> layers,
+                                                               const CompressOptions& options,
+                                                               const LayerBlobOutput& out);
+
 }  // namespace stagefarm::oci

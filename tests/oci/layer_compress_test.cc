@@ -1,5 +1,7 @@
 #include "common/oci/layer_compress.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <rocksdb/db.h>
 #include <stdio.h>
 #include <zlib.h>
@@ -497,6 +499,96 @@ TEST_F(WriteExportTest, GivesPrepareExportsImageByteForByteWithoutStoringTheLaye
         WriteExport(*store_, image, options, {{again_tar, false, true}});
     ASSERT_TRUE(again.ok()) << again.status();
     EXPECT_EQ(ReadFile(again_tar), ReadFile(staged_tar));
+    std::filesystem::remove_all(out_.path());
+    std::filesystem::create_directories(out_.path());
+  }
+}
+
+// The entries of the tar at `path`, in order: name and contents (libarchive
+// checks each header's checksum as it reads).
+std::vector<std::pair<std::string, std::string>> TarEntries(const std::filesystem::path& path) {
+  std::vector<std::pair<std::string, std::string>> entries;
+  archive* reader = archive_read_new();
+  archive_read_support_format_tar(reader);
+  EXPECT_EQ(archive_read_open_filename(reader, path.c_str(), 1 << 16), ARCHIVE_OK);
+  archive_entry* entry = nullptr;
+  int status = ARCHIVE_OK;
+  while ((status = archive_read_next_header(reader, &entry)) == ARCHIVE_OK) {
+    std::string data(static_cast<size_t>(archive_entry_size(entry)), '\0');
+    if (!data.empty()) {
+      EXPECT_EQ(archive_read_data(reader, data.data(), data.size()),
+                static_cast<la_ssize_t>(data.size()));
+    }
+    entries.emplace_back(archive_entry_pathname(entry), std::move(data));
+  }
+  EXPECT_EQ(status, ARCHIVE_EOF) << archive_error_string(reader);
+  archive_read_free(reader);
+  return entries;
+}
+
+// One tar: each layer compressed straight into it (no staging), the same
+// bytes as the stored way; a layer that comes twice is in it once, and a
+// layer stored compressed goes in as it is; the layers come first, in order.
+TEST_F(WriteExportTest, ASingleTarGetsItsLayersCompressedStraightIntoIt) {
+  const Descriptor a = PutLayer(LayerLikeBytes(16, 3 * kMiB + 5));
+  const Descriptor b = PutLayer(LayerLikeBytes(17, 700));
+  const Descriptor gzip = PutLayer("not really gzip", LayerMediaType(LayerCompression::kGzip));
+  ImageConfig config;
+  config.architecture = "amd64";
+  config.os = "linux";
+  config.diff_ids = {a.digest, b.digest, a.digest, digest::Sha256Of("its diff id")};
+  absl::StatusOr<LayoutImage> image =
+      StoreImage(*store_, config, {a, b, a, gzip}, "v1", {"a/b:v1"});
+  ASSERT_TRUE(image.ok()) << image.status();
+  for (LayerCompression compression : {LayerCompression::kGzip, LayerCompression::kZstd}) {
+    SCOPED_TRACE(LayerMediaType(compression));
+    CompressOptions options;
+    options.compression = compression;
+    options.threads = 2;
+    const std::filesystem::path tar = out_.path() / "image.tar";
+    absl::StatusOr<LayoutImage> exported =
+        WriteExport(*store_, *image, options, {{tar, false, true}});
+    ASSERT_TRUE(exported.ok()) << exported.status();
+    EXPECT_EQ(FilesUnder(out_.path()), std::vector<std::string>{"image.tar"});
+    ASSERT_EQ(exported->layers.size(), 4u);
+    EXPECT_EQ(exported->layers[2], exported->layers[0]);
+    EXPECT_EQ(exported->layers[3], gzip);
+    for (int i : {0, 1}) {
+      EXPECT_EQ(exported->layers[i].media_type, LayerMediaType(compression));
+      absl::StatusOr<bool> has = store_->Has(exported->layers[i].digest);
+      ASSERT_TRUE(has.ok());
+      EXPECT_FALSE(*has) << "layer " << i << " was stored";
+    }
+
+    // The stored way gives the same image and the same tar.
+    absl::StatusOr<LocalImage> local = ReadImage(*store_, image->manifest.digest);
+    ASSERT_TRUE(local.ok()) << local.status();
+    absl::StatusOr<ExportedImage> prepared = PrepareExport(*store_, *local, options);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    EXPECT_EQ(prepared->layout.manifest.digest, exported->manifest.digest);
+    LayoutImage stored_layout = prepared->layout;
+    stored_layout.manifest.annotations = image->manifest.annotations;
+    stored_layout.repo_tags = image->repo_tags;
+    const std::filesystem::path stored_tar = out_.path() / "stored.tar";
+    ASSERT_TRUE(WriteImageTar(*store_, {stored_layout}, stored_tar, true).ok());
+    EXPECT_EQ(ReadFile(tar), ReadFile(stored_tar));
+
+    // Readable, each blob's bytes under its name (the headers written after
+    // the bytes are right), the layers first.
+    const std::vector<std::pair<std::string, std::string>> entries = TarEntries(tar);
+    ASSERT_EQ(entries.size(), 10u);  // 2 directories, 3 layers, config, manifest, 3 files
+    EXPECT_EQ(entries[0].first, "blobs/");
+    EXPECT_EQ(entries[1].first, "blobs/sha256/");
+    for (int i : {0, 1, 3}) {
+      const Descriptor& layer = exported->layers[i];
+      const auto& [name, bytes] = entries[2 + (i == 3 ? 2 : i)];
+      EXPECT_EQ(name, "blobs/sha256/" + layer.digest.hex());
+      EXPECT_EQ(bytes.size(), layer.size);
+      EXPECT_EQ(digest::Sha256Of(bytes), layer.digest);
+    }
+    EXPECT_EQ(entries[7].first, "index.json");
+    EXPECT_EQ(entries[8].first, "manifest.json");
+    EXPECT_EQ(entries[9].first, "oci-layout");
     std::filesystem::remove_all(out_.path());
     std::filesystem::create_directories(out_.path());
   }
