@@ -235,7 +235,12 @@ namespace {
 // gid 0 without names, mtime 0. A size of 8 GiB or more, which ustar's 11
 // octal digits cannot hold, is written in base-256 (a leading 0x80 byte),
 // as GNU tar, libarchive and Go's archive/tar read it.
-std::string UstarHeader(absl::string_view name, char type, unsigned mode, uint64_t size) {
+absl::StatusOr<std::string> UstarHeader(absl::string_view name, char type, unsigned mode,
+                                        uint64_t size) {
+  if (name.size() >= 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tar entry name \"", name, "\" does not fit a ustar header"));
+  }
   std::string header(kTarBlock, '\0');
   name.copy(header.data(), name.size());
   auto octal = [&](size_t offset, size_t width, uint64_t value) {
@@ -326,9 +331,9 @@ absl::Status ImageTarWriter::Pad() {
 
 absl::Status ImageTarWriter::Entry(absl::string_view name, char type, unsigned mode,
                                    absl::string_view bytes) {
-  if (absl::Status status = Append(UstarHeader(name, type, mode, bytes.size())); !status.ok()) {
-    return status;
-  }
+  absl::StatusOr<std::string> header = UstarHeader(name, type, mode, bytes.size());
+  if (!header.ok()) return header.status();
+  if (absl::Status status = Append(*header); !status.ok()) return status;
   if (absl::Status status = Append(bytes); !status.ok()) return status;
   return Pad();
 }
@@ -344,8 +349,10 @@ absl::Status ImageTarWriter::BeginBlob(const std::optional<Descriptor>& known) {
   pending_->known = known;
   // The header of a blob known beforehand goes out now; otherwise a block is
   // kept for it and filled in by EndBlob.
-  return Append(known ? UstarHeader(BlobPath(known->digest), '0', 0644, known->size)
-                      : std::string(kTarBlock, '\0'));
+  if (!known) return Append(std::string(kTarBlock, '\0'));
+  absl::StatusOr<std::string> header = UstarHeader(BlobPath(known->digest), '0', 0644, known->size);
+  if (!header.ok()) return header.status();
+  return Append(*header);
 }
 
 absl::Status ImageTarWriter::WriteBlob(absl::string_view bytes) {
@@ -365,14 +372,20 @@ absl::Status ImageTarWriter::EndBlob(const Descriptor& blob) {
   if (absl::Status status = Pad(); !status.ok()) return status;
   written_.insert(BlobPath(blob.digest));
   if (pending->known) return absl::OkStatus();
-  const std::string header = UstarHeader(BlobPath(blob.digest), '0', 0644, blob.size);
-  if (pending->header_offset >= flushed_) {  // still in the buffer
-    header.copy(buffer_.data() + (pending->header_offset - flushed_), header.size());
-    return absl::OkStatus();
-  }
-  if (::pwrite(fd_, header.data(), header.size(), static_cast<off_t>(pending->header_offset)) !=
-      static_cast<ssize_t>(header.size())) {
+  absl::StatusOr<std::string> header = UstarHeader(BlobPath(blob.digest), '0', 0644, blob.size);
+  if (!header.ok()) return header.status();
+  // The kept block: what of it was written already is rewritten in the file,
+  // the rest is still in the buffer.
+  const uint64_t in_file = std::min<uint64_t>(
+      flushed_ > pending->header_offset ? flushed_ - pending->header_offset : 0, kTarBlock);
+  if (in_file > 0 &&
+      ::pwrite(fd_, header->data(), in_file, static_cast<off_t>(pending->header_offset)) !=
+          static_cast<ssize_t>(in_file)) {
     return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path_.string()));
+  }
+  if (in_file < kTarBlock) {
+    header->copy(buffer_.data() + (pending->header_offset + in_file - flushed_),
+                 kTarBlock - in_file, in_file);
   }
   return absl::OkStatus();
 }
