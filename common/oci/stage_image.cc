@@ -1,4 +1,3 @@
-#include "common/dockerfile/dockerignore.h"
 #include "common/oci/stage_image.h"
 
 #include <charconv>
@@ -12,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/dockerfile/dockerignore.h"
 #include "common/dockerfile/go_text.h"
 
 namespace stagefarm::oci {
@@ -33,7 +33,6 @@ std::string GoQuotedList(absl::Span<const std::string> values) {
 std::string GoList(absl::Span<const std::string> values) {
   return absl::StrCat("[", absl::StrJoin(values, " "), "]");
 }
-
 
 // strconv.ParseUint(s, 10, 16).
 std::optional<uint64_t> ParseUint16(absl::string_view s) {
@@ -168,6 +167,19 @@ void StageImage::AddHistory(std::string created_by, bool with_layer) {
 
 void StageImage::MarkLastLayerEmpty() {
   if (!config_.history.empty()) config_.history.back().empty_layer = true;
+}
+
+void StageImage::DateLastLayer(absl::Time made) {
+  if (!config_.history.empty() && !config_.history.back().created) {
+    config_.history.back().created = made;
+  }
+}
+
+std::optional<absl::Time> StageImage::LastHistoryTime() const {
+  for (auto it = config_.history.rbegin(); it != config_.history.rend(); ++it) {
+    if (it->created) return it->created;
+  }
+  return std::nullopt;
 }
 
 absl::Status StageImage::Apply(const dockerfile::Instruction& instruction,

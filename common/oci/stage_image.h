@@ -30,7 +30,9 @@ class StageImage {
  public:
   // Starts from the config of the image or stage the stage is built FROM
   // (ScratchConfig for scratch), whose history is kept. `created` is the
-  // time written on the history entries this stage adds (nullopt: none).
+  // time written on the history entries this stage adds: SOURCE_DATE_EPOCH
+  // when set; without it nullopt, as BuildKit's Dockerfile frontend leaves
+  // them, and a layer's entry gets its layer's time (DateLastLayer).
   explicit StageImage(ImageConfig base, std::optional<absl::Time> created = std::nullopt);
 
   // Applies one instruction, expanded as graph::Expand expands it (quotes
@@ -59,6 +61,16 @@ class StageImage {
   // empty_layer: it changed nothing, so it adds no layer (BuildKit's
   // exporter drops empty layers the same way).
   void MarkLastLayerEmpty();
+
+  // Dates the history entry of the last RUN, COPY, ADD or WORKDIR with the
+  // time its layer was made, unless it has a time already (SOURCE_DATE_EPOCH):
+  // BuildKit's exporter dates a layer's entry by the layer's cache record, so
+  // a cached rebuild keeps the times, and the image, of the first build.
+  void DateLastLayer(absl::Time made);
+
+  // The time of the last dated history entry (the base's included), which
+  // BuildKit's exporter writes as the config's "created"; nullopt when none.
+  std::optional<absl::Time> LastHistoryTime() const;
 
   const ImageConfig& config() const { return config_; }
 

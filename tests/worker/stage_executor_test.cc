@@ -108,7 +108,7 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
     }
     if (after_index) after_index();
     log_.clear();
-    input.source_date_epoch = 1700000000;
+    input.source_date_epoch = epoch_;
     input.resolve_image = [this](const oci::ImageRef& ref) -> absl::StatusOr<BuiltImage> {
       if (ref.String() == "docker.io/library/busybox:latest") return base_;
       return absl::NotFoundError(absl::StrCat("image \"", ref.String(), "\" not found locally"));
@@ -146,7 +146,8 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
   BuiltImage base_;
   stdfs::path context_;
   std::string output_;
-  std::string log_;  // steps and notes, for failure messages
+  std::string log_;                            // steps and notes, for failure messages
+  std::optional<int64_t> epoch_ = 1700000000;  // the builds' SOURCE_DATE_EPOCH
   std::vector<std::unique_ptr<snapshots::Rootfs>> mounts_;
 };
 
@@ -364,6 +365,43 @@ TEST_P(StageExecutorTest, AFullyCachedBuildDoesNotCopyTheContext) {
       Build(dockerfile, {}, /*cache=*/true, /*use_cache=*/false, change_a);
   ASSERT_FALSE(uncached.ok());
   EXPECT_THAT(uncached.status().message(), HasSubstr("a.txt")) << uncached.status();
+}
+
+// Without SOURCE_DATE_EPOCH the times are BuildKit's: an entry without a
+// layer has none, a layer's entry has its layer's, the config's "created" is
+// the last one; the step cache keeps them, so a cached rebuild is the same
+// image, and --no-cache dates the layers anew.
+TEST_P(StageExecutorTest, WithoutSourceDateEpochACachedRebuildKeepsTheFirstBuildsTimes) {
+  epoch_.reset();
+  const std::string dockerfile =
+      "FROM busybox\nENV A=1\nRUN echo a > /a\nLABEL l=1\nRUN echo b > /b\nENV B=2\n";
+  const absl::Time before = absl::Now();
+  absl::StatusOr<BuiltImage> first = Build(dockerfile, {}, /*cache=*/true);
+  ASSERT_TRUE(first.ok()) << first.status() << "\n" << log_;
+  const absl::Time after = absl::Now();
+  const std::vector<oci::HistoryEntry>& history = first->config.history;
+  ASSERT_EQ(history.size(), 5u);
+  for (size_t i : {0, 2, 4}) {
+    EXPECT_TRUE(history[i].empty_layer) << i;
+    EXPECT_FALSE(history[i].created.has_value()) << i;
+  }
+  for (size_t i : {1, 3}) {
+    ASSERT_TRUE(history[i].created.has_value()) << i;
+    EXPECT_GE(*history[i].created, before);
+    EXPECT_LE(*history[i].created, after);
+  }
+  EXPECT_LE(*history[1].created, *history[3].created);
+  EXPECT_EQ(first->config.created, history[3].created);
+
+  absl::StatusOr<BuiltImage> cached = Build(dockerfile, {}, /*cache=*/true);
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  EXPECT_EQ(oci::SerializeImageConfig(cached->config), oci::SerializeImageConfig(first->config));
+  EXPECT_EQ(cached->layers, first->layers);
+
+  absl::StatusOr<BuiltImage> uncached = Build(dockerfile, {}, /*cache=*/true, /*use_cache=*/false);
+  ASSERT_TRUE(uncached.ok()) << uncached.status();
+  ASSERT_TRUE(uncached->config.history[1].created.has_value());
+  EXPECT_GT(*uncached->config.history[1].created, *history[3].created);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rootfs, StageExecutorTest, ::testing::Values(false, true),

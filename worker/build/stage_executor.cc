@@ -108,8 +108,9 @@ class StageRun {
         events_(events),
         scratch_dir_(std::move(scratch)),
         scratch_(scratch_dir_.path()),
-        created_(inputs.source_date_epoch ? absl::FromUnixSeconds(*inputs.source_date_epoch)
-                                          : absl::Now()),
+        created_(inputs.source_date_epoch
+                     ? std::optional<absl::Time>(absl::FromUnixSeconds(*inputs.source_date_epoch))
+                     : std::nullopt),
         image_(StartConfig(inputs.base.config), created_),
         layers_(inputs.base.layers) {}
 
@@ -130,7 +131,9 @@ class StageRun {
     }
     BuiltImage result;
     result.config = Config();
-    result.config.created = created_;
+    // SOURCE_DATE_EPOCH, else the last dated history entry (BuildKit's
+    // exporter): a cached rebuild gives the first build's image.
+    result.config.created = created_ ? created_ : image_.LastHistoryTime();
     result.layers = layers_;
     return result;
   }
@@ -192,7 +195,7 @@ class StageRun {
   std::optional<std::string> CacheEntryName(size_t index) const {
     if (index >= inputs_.cache_keys.size()) return std::nullopt;
     const std::optional<int64_t>& epoch = inputs_.source_date_epoch;
-    return absl::StrCat("build/v1/", inputs_.cache_keys[index].ToString(),
+    return absl::StrCat("build/v2/", inputs_.cache_keys[index].ToString(),
                         "/epoch=", epoch ? absl::StrCat(*epoch) : "none", "/",
                         oci::LayerMediaType(executor_.options().compression));
   }
@@ -208,10 +211,12 @@ class StageRun {
     if (*entry == "empty") {
       image_.MarkLastLayerEmpty();
     } else {
-      // "layer <media type> <blob digest> <size> <diff id>"
+      // "layer <media type> <blob digest> <size> <diff id> <made, Unix ns>"
       const std::vector<std::string> fields = absl::StrSplit(*entry, ' ');
       uint64_t size = 0;
-      if (fields.size() != 5 || fields[0] != "layer" || !absl::SimpleAtoi(fields[3], &size)) {
+      int64_t made = 0;
+      if (fields.size() != 6 || fields[0] != "layer" || !absl::SimpleAtoi(fields[3], &size) ||
+          !absl::SimpleAtoi(fields[5], &made)) {
         return false;  // an entry of another format: run the step
       }
       absl::StatusOr<digest::Digest> blob = digest::Digest::Parse(fields[2]);
@@ -222,17 +227,20 @@ class StageRun {
       if (!*stored) return false;  // collected since: run the step again
       layers_.push_back({fields[1], *blob, size, {}});
       diff_ids_.push_back(*diff_id);
+      image_.DateLastLayer(absl::FromUnixNanos(made));
     }
     if (events_.on_note) events_.on_note("CACHED");
     return true;
   }
 
-  absl::Status RecordInCache(size_t index, const std::optional<oci::Descriptor>& layer) {
+  absl::Status RecordInCache(size_t index, const std::optional<oci::Descriptor>& layer,
+                             absl::Time made) {
     const std::optional<std::string> name = CacheEntryName(index);
     if (!name) return absl::OkStatus();
     return executor_.store().PutCacheEntry(
         *name, layer ? absl::StrCat("layer ", layer->media_type, " ", layer->digest.ToString(), " ",
-                                    layer->size, " ", diff_ids_.back().ToString())
+                                    layer->size, " ", diff_ids_.back().ToString(), " ",
+                                    absl::ToUnixNanos(made))
                      : "empty");
   }
 
@@ -246,7 +254,9 @@ class StageRun {
     if (*cached) return absl::OkStatus();
     absl::Status ran = RunStepForLayer(index, change);
     if (!ran.ok()) return ran;
-    return RecordInCache(index, last_step_layer_);
+    const absl::Time made = absl::Now();
+    if (last_step_layer_) image_.DateLastLayer(made);
+    return RecordInCache(index, last_step_layer_, made);
   }
 
   template <typename Change>
@@ -609,7 +619,7 @@ class StageRun {
   const StageEvents& events_;
   ScratchDir scratch_dir_;
   const stdfs::path scratch_;
-  const absl::Time created_;
+  const std::optional<absl::Time> created_;  // SOURCE_DATE_EPOCH
   oci::StageImage image_;
   std::vector<oci::Descriptor> layers_;
   std::vector<digest::Digest> diff_ids_;  // of the layers this stage added
