@@ -409,18 +409,27 @@ absl::Status InLayer(const digest::Digest& layer, const absl::Status& status) {
                       absl::StrCat("compressing layer ", layer.ToString(), ": ", status.message()));
 }
 
+// A reader of the stored blob `blob`; InvalidArgument when its stored size is
+// not the descriptor's.
+absl::StatusOr<std::unique_ptr<cas::BlobReader>> OpenSized(cas::BlobStore& store,
+                                                           const Descriptor& blob) {
+  absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(blob.digest);
+  if (!reader.ok()) return reader.status();
+  if ((*reader)->length() != blob.size) {
+    return absl::InvalidArgumentError(absl::StrCat("the descriptor says ", blob.size,
+                                                   " bytes, the store has ", (*reader)->length()));
+  }
+  return reader;
+}
+
 // Compresses one stored layer, handing the compressed bytes to `write` in
 // order; returns their digest and size.
 absl::StatusOr<CompressedBlob> CompressOne(cas::BlobStore& store, const Descriptor& layer,
                                            int level, const CompressOptions& options,
                                            const std::function<void(uint64_t)>& consumed,
                                            const LayerCompressor::Sink& write) {
-  absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(layer.digest);
+  absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = OpenSized(store, layer);
   if (!reader.ok()) return reader.status();
-  if ((*reader)->length() != layer.size) {
-    return absl::InvalidArgumentError(absl::StrCat("the descriptor says ", layer.size,
-                                                   " bytes, the store has ", (*reader)->length()));
-  }
   digest::Sha256 hasher;
   uint64_t size = 0;
   absl::StatusOr<std::unique_ptr<LayerCompressor>> compressor = LayerCompressor::Create(
@@ -578,12 +587,8 @@ absl::StatusOr<std::vector<Descriptor>> CompressPending(
 // Streams the stored blob `blob` to `write`, checking its size.
 absl::Status CopyStored(cas::BlobStore& store, const Descriptor& blob,
                         const LayerCompressor::Sink& write) {
-  absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(blob.digest);
+  absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = OpenSized(store, blob);
   if (!reader.ok()) return reader.status();
-  if ((*reader)->length() != blob.size) {
-    return absl::InvalidArgumentError(absl::StrCat("the descriptor says ", blob.size,
-                                                   " bytes, the store has ", (*reader)->length()));
-  }
   while (true) {
     absl::StatusOr<absl::string_view> piece = (*reader)->Next();
     if (!piece.ok()) return piece.status();
@@ -682,24 +687,24 @@ absl::StatusOr<std::vector<Descriptor>> StreamCompressedLayers(cas::BlobStore& s
   for (size_t i = 0; i < plan->result.size(); ++i) {
     Descriptor& layer = plan->result[i];
     if (repeated.count(i) > 0) continue;  // the same blob as a layer before it
-    if (next_pending != plan->pending.end() && next_pending->index == i) {
-      Pending& pending = *next_pending++;
-      absl::Status status = out.begin(std::nullopt);
+    const bool compress = next_pending != plan->pending.end() && next_pending->index == i;
+    if (!compress && emitted.count(layer.digest) > 0) continue;  // written already
+    absl::Status status = out.begin(compress ? std::nullopt : std::optional<Descriptor>(layer));
+    if (status.ok() && compress) {
       absl::StatusOr<CompressedBlob> blob =
-          status.ok() ? CompressOne(store, layer, plan->level, options, consumed, out.write)
-                      : absl::StatusOr<CompressedBlob>(status);
-      if (!blob.ok()) return InLayer(layer.digest, blob.status());
-      layer.media_type = std::move(pending.media_type);
-      layer.digest = blob->first;
-      layer.size = blob->second;
-    } else {
-      if (!emitted.insert(layer.digest).second) continue;
-      absl::Status status = out.begin(layer);
-      if (status.ok()) status = CopyStored(store, layer, out.write);
-      if (!status.ok()) return InLayer(layer.digest, status);
+          CompressOne(store, layer, plan->level, options, consumed, out.write);
+      status = blob.status();
+      if (blob.ok()) {
+        layer.media_type = std::move(next_pending++->media_type);
+        layer.digest = blob->first;
+        layer.size = blob->second;
+      }
+    } else if (status.ok()) {
+      status = CopyStored(store, layer, out.write);
     }
+    if (status.ok()) status = out.end(layer);
+    if (!status.ok()) return InLayer(layer.digest, status);
     emitted.insert(layer.digest);
-    if (absl::Status status = out.end(layer); !status.ok()) return InLayer(layer.digest, status);
   }
   return Resolved(*plan);
 }
