@@ -390,6 +390,15 @@ absl::Status ImageTarWriter::EndBlob(const Descriptor& blob) {
   return absl::OkStatus();
 }
 
+absl::Status ImageTarWriter::CopyBlob(cas::BlobStore& store, const Descriptor& blob,
+                                      const BlobFiles& blob_files) {
+  if (absl::Status status = BeginBlob(blob); !status.ok()) return status;
+  absl::Status status = CopyBlobFrom(store, blob_files, blob,
+                                     [&](absl::string_view bytes) { return WriteBlob(bytes); });
+  if (!status.ok()) return status;
+  return EndBlob(blob);
+}
+
 absl::Status ImageTarWriter::Finish(cas::BlobStore& store, absl::Span<const LayoutImage> images,
                                     bool docker_archive, const BlobFiles& blob_files) {
   if (pending_) return absl::FailedPreconditionError("a tar blob was not ended");
@@ -397,11 +406,7 @@ absl::Status ImageTarWriter::Finish(cas::BlobStore& store, absl::Span<const Layo
   // The blobs not written yet (configs, manifests), by name.
   for (const auto& [name, blob] : files.blobs) {
     if (written_.count(name) > 0) continue;
-    if (absl::Status status = BeginBlob(blob); !status.ok()) return status;
-    absl::Status status = CopyBlobFrom(store, blob_files, blob,
-                                       [&](absl::string_view bytes) { return WriteBlob(bytes); });
-    if (!status.ok()) return status;
-    if (absl::Status status = EndBlob(blob); !status.ok()) return status;
+    if (absl::Status status = CopyBlob(store, blob, blob_files); !status.ok()) return status;
   }
   if (absl::Status status = Entry("index.json", '0', 0644, files.index); !status.ok()) {
     return status;
@@ -432,12 +437,9 @@ absl::Status WriteImageTar(cas::BlobStore& store, absl::Span<const LayoutImage> 
   for (const LayoutImage& image : images) {
     for (const Descriptor& layer : image.layers) {
       if ((*tar)->Has(layer.digest)) continue;
-      if (absl::Status status = (*tar)->BeginBlob(layer); !status.ok()) return status;
-      absl::Status status = CopyBlobFrom(store, blob_files, layer, [&](absl::string_view bytes) {
-        return (*tar)->WriteBlob(bytes);
-      });
-      if (!status.ok()) return status;
-      if (absl::Status status = (*tar)->EndBlob(layer); !status.ok()) return status;
+      if (absl::Status status = (*tar)->CopyBlob(store, layer, blob_files); !status.ok()) {
+        return status;
+      }
     }
   }
   return (*tar)->Finish(store, images, docker_archive, blob_files);

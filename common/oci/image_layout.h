@@ -127,6 +127,8 @@ class ImageTarWriter {
   absl::Status BeginBlob(const std::optional<Descriptor>& known);
   absl::Status WriteBlob(absl::string_view bytes);
   absl::Status EndBlob(const Descriptor& blob);
+  // One blob whose descriptor is known, copied from `files` or the store.
+  absl::Status CopyBlob(cas::BlobStore& store, const Descriptor& blob, const BlobFiles& files = {});
   // The rest of `images` (the blobs not written yet, index.json,
   // manifest.json with `docker_archive`, oci-layout) and the end of the
   // archive; closes the file.
