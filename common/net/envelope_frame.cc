@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace stagefarm::net {
@@ -39,7 +40,7 @@ bool IsPointer(const capnp::Type& type) {
 // and thread (the schema walk costs more than the read it plans).
 struct StructPlan {
   std::vector<capnp::StructSchema::Field> pointer_fields;  // outside the union
-  bool union_has_pointer = false;
+  absl::flat_hash_set<uint32_t> union_pointer_fields;      // by field index
 };
 
 const StructPlan& PlanOf(const capnp::StructSchema& schema) {
@@ -50,7 +51,7 @@ const StructPlan& PlanOf(const capnp::StructSchema& schema) {
       if (IsPointer(field.getType())) it->second.pointer_fields.push_back(field);
     }
     for (capnp::StructSchema::Field field : schema.getUnionFields()) {
-      if (IsPointer(field.getType())) it->second.union_has_pointer = true;
+      if (IsPointer(field.getType())) it->second.union_pointer_fields.insert(field.getIndex());
     }
   }
   return it->second;
@@ -67,9 +68,11 @@ void ReadEveryField(const capnp::DynamicValue::Reader& value) {
       for (const capnp::StructSchema::Field& field : plan.pointer_fields) {
         ReadEveryField(reader.get(field));
       }
-      if (plan.union_has_pointer) {
+      if (!plan.union_pointer_fields.empty()) {
         KJ_IF_MAYBE (field, reader.which()) {
-          if (IsPointer(field->getType())) ReadEveryField(reader.get(*field));
+          if (plan.union_pointer_fields.contains(field->getIndex())) {
+            ReadEveryField(reader.get(*field));
+          }
         }
       }
       break;
