@@ -99,6 +99,18 @@ class EnvelopeFrameTest : public ::testing::Test {
     EXPECT_EQ(next->from().request_id, 99u);
   }
 
+  // Sends `message`, whose one text "abcdefg" has its NUL overwritten (the
+  // Text pointer's length includes it), and expects it refused.
+  void ExpectUnterminatedTextRejected(zmq::socket_t& client, capnp::MessageBuilder& message) {
+    std::string bytes = EnvelopeBytes(message);
+    const size_t text = bytes.find("abcdefg");
+    ASSERT_NE(text, std::string::npos);
+    bytes[text + 7] = 'h';
+    SendRaw(client, {bytes});
+    ExpectRejectedThenServing(client, absl::StatusCode::kInvalidArgument,
+                              "malformed Cap'n Proto envelope");
+  }
+
   zmq::context_t context_;
   zmq::socket_t server_;
   std::string endpoint_;
@@ -222,13 +234,7 @@ TEST_F(EnvelopeFrameTest, TextWithoutNulTerminator_IsRejectedBeforeUse) {
   zmq::socket_t client = Connect();
   capnp::MallocMessageBuilder message;
   InitEnvelope(message, 3).initError().setMessage("abcdefg");
-  std::string bytes = EnvelopeBytes(message);
-  const size_t text = bytes.find("abcdefg");
-  ASSERT_NE(text, std::string::npos);
-  bytes[text + 7] = 'h';  // Overwrites the NUL the Text pointer's length includes.
-  SendRaw(client, {bytes});
-  ExpectRejectedThenServing(client, absl::StatusCode::kInvalidArgument,
-                            "malformed Cap'n Proto envelope");
+  ExpectUnterminatedTextRejected(client, message);
 }
 
 // The checks reach into lists and structs at any depth: a text in a holder
@@ -248,13 +254,7 @@ TEST_F(EnvelopeFrameTest, TextWithoutNulTerminatorDeepInsideLists_IsRejectedBefo
     paths.set(0, "/a");
     paths.set(1, "/b");
     paths.set(2, where == 1 ? "abcdefg" : "/c");
-    std::string bytes = EnvelopeBytes(message);
-    const size_t text = bytes.find("abcdefg");
-    ASSERT_NE(text, std::string::npos);
-    bytes[text + 7] = 'h';  // Overwrites the NUL the Text pointer's length includes.
-    SendRaw(client, {bytes});
-    ExpectRejectedThenServing(client, absl::StatusCode::kInvalidArgument,
-                              "malformed Cap'n Proto envelope");
+    ExpectUnterminatedTextRejected(client, message);
   }
 }
 

@@ -227,13 +227,19 @@ class CompressLayersTest : public ::testing::Test {
     return Descriptor{media_type, digest, bytes.size(), {}};
   }
 
+  // `compression` on two threads.
+  static CompressOptions OptionsFor(LayerCompression compression) {
+    CompressOptions options;
+    options.compression = compression;
+    options.threads = 2;
+    return options;
+  }
+
   // CompressLayers, counting the uncompressed bytes it reports as compressed.
   absl::StatusOr<std::vector<Descriptor>> Run(absl::Span<const Descriptor> layers,
                                               LayerCompression compression,
                                               uint64_t* compressed_bytes = nullptr) {
-    CompressOptions options;
-    options.compression = compression;
-    options.threads = 2;
+    CompressOptions options = OptionsFor(compression);
     options.on_progress = [compressed_bytes](uint64_t done, uint64_t total) {
       EXPECT_LE(done, total);
       if (compressed_bytes != nullptr) *compressed_bytes = done;
@@ -445,6 +451,27 @@ class WriteExportTest : public CompressLayersTest {
     return *image;
   }
 
+  // The stored way to `image` exported with `options`: compressed into the
+  // store (PrepareExport), then WriteImageTar from it, with `image`'s
+  // annotations and tags. Expects the same manifest as `exported`; returns
+  // the tar's bytes.
+  std::string StoredWayTar(const LayoutImage& image, const CompressOptions& options,
+                           const LayoutImage& exported) {
+    absl::StatusOr<LocalImage> local = ReadImage(*store_, image.manifest.digest);
+    EXPECT_TRUE(local.ok()) << local.status();
+    if (!local.ok()) return "";
+    absl::StatusOr<ExportedImage> prepared = PrepareExport(*store_, *local, options);
+    EXPECT_TRUE(prepared.ok()) << prepared.status();
+    if (!prepared.ok()) return "";
+    EXPECT_EQ(prepared->layout.manifest.digest, exported.manifest.digest);
+    LayoutImage stored_layout = prepared->layout;
+    stored_layout.manifest.annotations = image.manifest.annotations;
+    stored_layout.repo_tags = image.repo_tags;
+    const std::filesystem::path stored_tar = out_.path() / "stored.tar";
+    EXPECT_TRUE(WriteImageTar(*store_, {stored_layout}, stored_tar, true).ok());
+    return ReadFile(stored_tar);
+  }
+
   testing::TempDir out_{"write-export"};
 };
 
@@ -452,9 +479,7 @@ TEST_F(WriteExportTest, GivesPrepareExportsImageByteForByteWithoutStoringTheLaye
   const LayoutImage image = StoredImage();
   for (LayerCompression compression : {LayerCompression::kGzip, LayerCompression::kZstd}) {
     SCOPED_TRACE(LayerMediaType(compression));
-    CompressOptions options;
-    options.compression = compression;
-    options.threads = 2;
+    const CompressOptions options = OptionsFor(compression);
     const std::filesystem::path staged_tar = out_.path() / "staged.tar";
     const std::filesystem::path staged_dir = out_.path() / "staged-dir";
     absl::StatusOr<LayoutImage> exported = WriteExport(
@@ -479,17 +504,7 @@ TEST_F(WriteExportTest, GivesPrepareExportsImageByteForByteWithoutStoringTheLaye
     EXPECT_EQ(FilesUnder(out_.path()), expected);
 
     // The stored way: compressed into the store, then written from it.
-    absl::StatusOr<LocalImage> local = ReadImage(*store_, image.manifest.digest);
-    ASSERT_TRUE(local.ok()) << local.status();
-    absl::StatusOr<ExportedImage> prepared = PrepareExport(*store_, *local, options);
-    ASSERT_TRUE(prepared.ok()) << prepared.status();
-    EXPECT_EQ(prepared->layout.manifest.digest, exported->manifest.digest);
-    LayoutImage stored_layout = prepared->layout;
-    stored_layout.manifest.annotations = image.manifest.annotations;
-    stored_layout.repo_tags = image.repo_tags;
-    const std::filesystem::path stored_tar = out_.path() / "stored.tar";
-    ASSERT_TRUE(WriteImageTar(*store_, {stored_layout}, stored_tar, true).ok());
-    EXPECT_EQ(ReadFile(staged_tar), ReadFile(stored_tar));
+    EXPECT_EQ(ReadFile(staged_tar), StoredWayTar(image, options, *exported));
     EXPECT_EQ(ReadFile(staged_dir / "blobs/sha256" / exported->layers[0].digest.hex()),
               *store_->ReadAll(exported->layers[0].digest));
 
@@ -542,9 +557,7 @@ TEST_F(WriteExportTest, ASingleTarGetsItsLayersCompressedStraightIntoIt) {
   ASSERT_TRUE(image.ok()) << image.status();
   for (LayerCompression compression : {LayerCompression::kGzip, LayerCompression::kZstd}) {
     SCOPED_TRACE(LayerMediaType(compression));
-    CompressOptions options;
-    options.compression = compression;
-    options.threads = 2;
+    const CompressOptions options = OptionsFor(compression);
     const std::filesystem::path tar = out_.path() / "image.tar";
     absl::StatusOr<LayoutImage> exported =
         WriteExport(*store_, *image, options, {{tar, false, true}});
@@ -561,17 +574,7 @@ TEST_F(WriteExportTest, ASingleTarGetsItsLayersCompressedStraightIntoIt) {
     }
 
     // The stored way gives the same image and the same tar.
-    absl::StatusOr<LocalImage> local = ReadImage(*store_, image->manifest.digest);
-    ASSERT_TRUE(local.ok()) << local.status();
-    absl::StatusOr<ExportedImage> prepared = PrepareExport(*store_, *local, options);
-    ASSERT_TRUE(prepared.ok()) << prepared.status();
-    EXPECT_EQ(prepared->layout.manifest.digest, exported->manifest.digest);
-    LayoutImage stored_layout = prepared->layout;
-    stored_layout.manifest.annotations = image->manifest.annotations;
-    stored_layout.repo_tags = image->repo_tags;
-    const std::filesystem::path stored_tar = out_.path() / "stored.tar";
-    ASSERT_TRUE(WriteImageTar(*store_, {stored_layout}, stored_tar, true).ok());
-    EXPECT_EQ(ReadFile(tar), ReadFile(stored_tar));
+    EXPECT_EQ(ReadFile(tar), StoredWayTar(*image, options, *exported));
 
     // Readable, each blob's bytes under its name (the headers written after
     // the bytes are right), the layers first.

@@ -158,25 +158,25 @@ TEST(LayerDecompressorTest, Gzip_CorruptDeflateData_IsDataLossNamingTheOffset) {
               HasSubstr(absl::StrCat("gzip: member 2 (at byte ", first.size(), ")")));
 }
 
-TEST(LayerDecompressorTest, Gzip_BadCrc_IsDataLossSayingSo) {
+// A 10,000-byte gzip member with one trailer byte, `from_end` bytes before
+// its end, XORed with `flip`: DataLoss saying `why`, read a byte at a time
+// and 4 KiB at a time.
+void ExpectBadTrailerIsDataLoss(size_t from_end, char flip, const std::string& why) {
   std::string blob = GzipMember(MixedData(10000));
-  blob[blob.size() - 8] = static_cast<char>(blob[blob.size() - 8] ^ 0x10);
+  blob[blob.size() - from_end] = static_cast<char>(blob[blob.size() - from_end] ^ flip);
   for (size_t piece : {size_t{1}, size_t{4096}}) {
     absl::StatusOr<std::string> out = Decompress(blob, piece);
     EXPECT_TRUE(absl::IsDataLoss(out.status())) << out.status();
-    EXPECT_THAT(out.status().message(), HasSubstr("CRC32 of the data is"));
+    EXPECT_THAT(out.status().message(), HasSubstr(why));
   }
 }
 
+TEST(LayerDecompressorTest, Gzip_BadCrc_IsDataLossSayingSo) {
+  ExpectBadTrailerIsDataLoss(8, 0x10, "CRC32 of the data is");
+}
+
 TEST(LayerDecompressorTest, Gzip_BadIsize_IsDataLossSayingSo) {
-  std::string blob = GzipMember(MixedData(10000));
-  blob[blob.size() - 4] = static_cast<char>(blob[blob.size() - 4] ^ 0x01);
-  for (size_t piece : {size_t{1}, size_t{4096}}) {
-    absl::StatusOr<std::string> out = Decompress(blob, piece);
-    EXPECT_TRUE(absl::IsDataLoss(out.status())) << out.status();
-    EXPECT_THAT(out.status().message(),
-                HasSubstr("the data is 10000 bytes, the trailer's ISIZE says 10001"));
-  }
+  ExpectBadTrailerIsDataLoss(4, 0x01, "the data is 10000 bytes, the trailer's ISIZE says 10001");
 }
 
 TEST(LayerDecompressorTest, Gzip_TruncatedAnywhere_IsDataLossNamingWhere) {
