@@ -44,9 +44,9 @@ struct BlobState {
   Digest digest;
   std::unique_ptr<cas::BlobAssembler> assembler;  // set once a manifest arrived
   size_t manifest_holder = 0;
-  std::vector<bool> lacks;        // holder i does not have the blob
-  std::vector<int> stat_sends;    // manifest requests sent to holder i
-  std::vector<bool> stat_waiting; // a manifest request to holder i is outstanding
+  std::vector<bool> lacks;         // holder i does not have the blob
+  std::vector<int> stat_sends;     // manifest requests sent to holder i
+  std::vector<bool> stat_waiting;  // a manifest request to holder i is outstanding
   bool done = false;
 };
 
@@ -269,9 +269,9 @@ class Fetch {
         possible |= !holders_[h].dropped && !task.excluded[h] && !blobs_[task.blob].lacks[h];
       }
       if (!possible) {
-        return absl::DataLossError(absl::StrCat(
-            "no holder can supply chunk ", task.index, " of blob ",
-            blobs_[task.blob].digest.ToString(), ": ", DescribeFaults()));
+        return absl::DataLossError(absl::StrCat("no holder can supply chunk ", task.index,
+                                                " of blob ", blobs_[task.blob].digest.ToString(),
+                                                ": ", DescribeFaults()));
       }
     }
     return absl::OkStatus();
@@ -300,8 +300,8 @@ class Fetch {
     absl::Duration wait = absl::Milliseconds(50);
     const absl::Time now = absl::Now();
     for (const auto& [id, request] : outstanding_) {
-      wait = std::min(wait, std::max(absl::ZeroDuration(),
-                                     request.sent + options_.request_timeout - now));
+      wait = std::min(
+          wait, std::max(absl::ZeroDuration(), request.sent + options_.request_timeout - now));
     }
     for (const Holder& holder : holders_) {
       if (holder.quiet_until > now) wait = std::min(wait, holder.quiet_until - now);
@@ -324,9 +324,10 @@ class Fetch {
         absl::StatusOr<net::ReceivedMessage> message =
             net::ReceiveMessage(holders_[h].socket, absl::ZeroDuration(), &from);
         if (absl::IsDeadlineExceeded(message.status())) break;
-        absl::Status status = message.ok() ? HandleReply(h, *message)
-                                           : Fault(h, absl::StrCat("sent a malformed message: ",
-                                                                   message.status().message()));
+        absl::Status status =
+            message.ok()
+                ? HandleReply(h, *message)
+                : Fault(h, absl::StrCat("sent a malformed message: ", message.status().message()));
         if (!status.ok()) return status;
         if (remaining_ == 0) return absl::OkStatus();
         // Spend the credit this reply returned at once, so the holder works
@@ -377,9 +378,9 @@ class Fetch {
       default:
         break;
     }
-    absl::Status status = Fault(h, absl::StrCat("answered a ", request.chunk ? "chunk" : "manifest",
-                                                " request with message kind ",
-                                                static_cast<int>(envelope.which())));
+    absl::Status status =
+        Fault(h, absl::StrCat("answered a ", request.chunk ? "chunk" : "manifest",
+                              " request with message kind ", static_cast<int>(envelope.which())));
     if (!status.ok()) return status;
     if (request.chunk) return Retry(*std::move(request.chunk), absl::OkStatus());
     return absl::OkStatus();
@@ -492,11 +493,11 @@ class Fetch {
   // Queues `task` again unless it has been sent max_attempts times.
   absl::Status Retry(ChunkTask task, const absl::Status& last_error) {
     if (task.attempts >= options_.max_attempts) {
-      return absl::UnavailableError(absl::StrCat(
-          "chunk ", task.index, " of blob ", blobs_[task.blob].digest.ToString(),
-          " could not be fetched in ", task.attempts, " attempts",
-          last_error.ok() ? "" : absl::StrCat(" (last: ", last_error.message(), ")"), "; ",
-          DescribeFaults()));
+      return absl::UnavailableError(
+          absl::StrCat("chunk ", task.index, " of blob ", blobs_[task.blob].digest.ToString(),
+                       " could not be fetched in ", task.attempts, " attempts",
+                       last_error.ok() ? "" : absl::StrCat(" (last: ", last_error.message(), ")"),
+                       "; ", DescribeFaults()));
     }
     queue_.push_front(std::move(task));
     return absl::OkStatus();
@@ -537,9 +538,9 @@ class Fetch {
       Holder& holder = holders_[request.holder];
       --holder.in_flight;
       BackOff(holder, now);
-      absl::Status timeout = absl::DeadlineExceededError(
-          absl::StrCat(holder.peer->endpoint, " did not answer within ",
-                       absl::FormatDuration(options_.request_timeout)));
+      absl::Status timeout =
+          absl::DeadlineExceededError(absl::StrCat(holder.peer->endpoint, " did not answer within ",
+                                                   absl::FormatDuration(options_.request_timeout)));
       std::optional<ChunkTask> chunk = std::move(request.chunk);
       blobs_[request.blob].stat_waiting[request.holder] = false;
       outstanding_.erase(it++);
@@ -563,9 +564,8 @@ class Fetch {
       (blob.lacks[h] ? lacking : silent).push_back(holders_[h].peer->endpoint);
     }
     if (silent.empty()) {
-      return absl::NotFoundError(absl::StrCat("blob ", blob.digest.ToString(),
-                                              " is held by none of ",
-                                              absl::StrJoin(lacking, ", ")));
+      return absl::NotFoundError(absl::StrCat(
+          "blob ", blob.digest.ToString(), " is held by none of ", absl::StrJoin(lacking, ", ")));
     }
     return absl::UnavailableError(absl::StrCat(
         "blob ", blob.digest.ToString(), ": no answer from ", absl::StrJoin(silent, ", "),
@@ -645,9 +645,9 @@ absl::StatusOr<std::vector<digest::Digest>> StatBlobs(zmq::context_t& context, c
       if (envelope.getRequestId() != request_id) continue;  // a late answer
       if (envelope.isError()) return net::StatusFromError(envelope.getError(), holder.endpoint);
       if (!envelope.isBlobManifests()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(holder.endpoint, ": answered statBlobs with message kind ",
-                         static_cast<int>(envelope.which())));
+        return absl::InvalidArgumentError(absl::StrCat(holder.endpoint,
+                                                       ": answered statBlobs with message kind ",
+                                                       static_cast<int>(envelope.which())));
       }
       for (capnp::Text::Reader text : envelope.getBlobManifests().getMissing()) {
         absl::StatusOr<digest::Digest> blob = ParseDigest(text, "missing", holder.endpoint);

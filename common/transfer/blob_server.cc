@@ -66,9 +66,8 @@ class BlobServer::Loop {
     const size_t data_frames = message.data_frames().size();
     auto expect_frames = [&](size_t wanted, absl::string_view kind) -> absl::Status {
       if (data_frames == wanted) return absl::OkStatus();
-      return absl::InvalidArgumentError(absl::StrCat(from.peer, ": ", kind, " carries ",
-                                                     data_frames, " data frames, expected ",
-                                                     wanted));
+      return absl::InvalidArgumentError(absl::StrCat(
+          from.peer, ": ", kind, " carries ", data_frames, " data frames, expected ", wanted));
     };
     switch (envelope.which()) {
       case schema::Envelope::PING: {
@@ -98,9 +97,9 @@ class BlobServer::Loop {
         if (absl::Status status = expect_frames(0, "commitBlob"); !status.ok()) return status;
         return CommitBlob(from, envelope.getCommitBlob());
       default:
-        return absl::UnimplementedError(
-            absl::StrCat(from.peer, ": message kind ", static_cast<int>(envelope.which()),
-                         " is not a request a blob server answers"));
+        return absl::UnimplementedError(absl::StrCat(from.peer, ": message kind ",
+                                                     static_cast<int>(envelope.which()),
+                                                     " is not a request a blob server answers"));
     }
   }
 
@@ -196,9 +195,9 @@ class BlobServer::Loop {
       auto it = FindSession(key);
       if (it == sessions_.end()) {
         if (sessions_.size() >= options_.max_upload_sessions) {
-          return absl::ResourceExhaustedError(
-              absl::StrCat("too many uploads in progress (", sessions_.size(),
-                           "); retry blob ", key.blob, " later"));
+          return absl::ResourceExhaustedError(absl::StrCat("too many uploads in progress (",
+                                                           sessions_.size(), "); retry blob ",
+                                                           key.blob, " later"));
         }
         absl::StatusOr<std::unique_ptr<cas::BlobAssembler>> assembler =
             store_.NewAssembler(*std::move(manifest));
@@ -222,9 +221,9 @@ class BlobServer::Loop {
     if (!blob.ok()) return blob.status();
     auto it = FindSession(SessionKey{from.routing_id, blob->ToString()});
     if (it == sessions_.end()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no upload of blob ", blob->ToString(), " is in progress for ", from.peer,
-          " (offer it first; idle uploads expire)"));
+      return absl::FailedPreconditionError(absl::StrCat("no upload of blob ", blob->ToString(),
+                                                        " is in progress for ", from.peer,
+                                                        " (offer it first; idle uploads expire)"));
     }
     it->second.last_used = absl::Now();
     absl::string_view bytes(static_cast<const char*>(data.data()), data.size());
@@ -246,8 +245,8 @@ class BlobServer::Loop {
       absl::StatusOr<bool> has = store_.Has(*blob);
       if (!has.ok()) return has.status();
       if (*has) return ReplyStored(from, *blob);
-      return absl::FailedPreconditionError(absl::StrCat("no upload of blob ", blob->ToString(),
-                                                        " is in progress for ", from.peer));
+      return absl::FailedPreconditionError(
+          absl::StrCat("no upload of blob ", blob->ToString(), " is in progress for ", from.peer));
     }
     std::unique_ptr<cas::BlobAssembler> assembler = std::move(it->second.assembler);
     sessions_.erase(it);
@@ -322,8 +321,8 @@ absl::StatusOr<std::unique_ptr<BlobServer>> BlobServer::Start(zmq::context_t& co
                                                               net::SocketSecurity security,
                                                               BlobServerOptions options) {
   std::unique_ptr<BlobServer> server(new BlobServer());
-  absl::StatusOr<zmq::socket_t> socket = net::BindRouter(context, security, options.endpoint,
-                                                         options.limits, "blobs", &server->endpoint_);
+  absl::StatusOr<zmq::socket_t> socket = net::BindRouter(
+      context, security, options.endpoint, options.limits, "blobs", &server->endpoint_);
   if (!socket.ok()) return socket.status();
   server->loop_ = std::make_unique<Loop>(*std::move(socket), store, std::move(options));
   server->thread_ = std::thread([raw = server.get()] { raw->loop_->Run(raw->stop_); });

@@ -31,21 +31,22 @@ namespace stagefarm::transfer {
 namespace {
 
 using digest::Digest;
-using ::testing::AllOf;
-using ::testing::Contains;
-using ::testing::Field;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
 using stagefarm::testing::HashStored;
 using stagefarm::testing::kMiB;
 using stagefarm::testing::PutRandom;
 using stagefarm::testing::RandomBytes;
 using stagefarm::testing::TempDir;
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::Field;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 
 class TransferTest : public ::testing::Test {
  protected:
   std::unique_ptr<cas::BlobStore> OpenStore(const std::string& name) {
-    absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = cas::BlobStore::Open(dir_.path() / name);
+    absl::StatusOr<std::unique_ptr<cas::BlobStore>> store =
+        cas::BlobStore::Open(dir_.path() / name);
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
@@ -119,7 +120,8 @@ TEST_F(TransferTest, OnlyChunksTheReceiverLacksAreSent) {
   ASSERT_TRUE(receiver->Put(v1, digest::Sha256Of(v1)).ok());
   std::unique_ptr<BlobServer> server = Serve(*holder);
   const Digest blob = digest::Sha256Of(v2);
-  absl::StatusOr<FetchReport> report = FetchBlobs(context_, *receiver, {blob}, {PlainPeer(*server)});
+  absl::StatusOr<FetchReport> report =
+      FetchBlobs(context_, *receiver, {blob}, {PlainPeer(*server)});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_LE(report->bytes_received, 2 * cas::ChunkerOptions().max_size);
   EXPECT_GE(report->bytes_already_local, 24 * kMiB);
@@ -135,8 +137,8 @@ TEST_F(TransferTest, TwoHoldersBothServeOneFetch) {
   ASSERT_TRUE(PutRandom(*b, 9, 48 * kMiB).ok());
   std::unique_ptr<BlobServer> server_a = Serve(*a);
   std::unique_ptr<BlobServer> server_b = Serve(*b);
-  absl::StatusOr<FetchReport> report = FetchBlobs(context_, *receiver, {*blob},
-                                                  {PlainPeer(*server_a), PlainPeer(*server_b)});
+  absl::StatusOr<FetchReport> report =
+      FetchBlobs(context_, *receiver, {*blob}, {PlainPeer(*server_a), PlainPeer(*server_b)});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_GT(server_a->stats().chunks_sent, 0u);
   EXPECT_GT(server_b->stats().chunks_sent, 0u);
@@ -228,7 +230,8 @@ TEST_F(TransferTest, FetchResumesWhenTheOnlyHolderComesBack) {
     });
   };
   absl::StatusOr<FetchReport> report =
-      FetchBlobs(context_, *receiver, {*blob}, {Peer{options.endpoint, net::SocketSecurity::Insecure()}}, fetch);
+      FetchBlobs(context_, *receiver, {*blob},
+                 {Peer{options.endpoint, net::SocketSecurity::Insecure()}}, fetch);
   if (restart.joinable()) restart.join();
   ASSERT_TRUE(report.ok()) << report.status();
   ASSERT_TRUE(stopped);
@@ -427,8 +430,8 @@ class CurveTransferTest : public TransferTest {
   }
   void TearDown() override { zap_.reset(); }
   std::unique_ptr<BlobServer> ServeCurve(cas::BlobStore& store) {
-    absl::StatusOr<std::unique_ptr<BlobServer>> server = BlobServer::Start(
-        context_, store, *net::SocketSecurity::CurveServer(server_keys_));
+    absl::StatusOr<std::unique_ptr<BlobServer>> server =
+        BlobServer::Start(context_, store, *net::SocketSecurity::CurveServer(server_keys_));
     EXPECT_TRUE(server.ok()) << server.status();
     return server.ok() ? *std::move(server) : nullptr;
   }
@@ -461,8 +464,8 @@ TEST_F(CurveTransferTest, PeerWithUnlistedKeyGetsNothing) {
   std::unique_ptr<BlobServer> server = ServeCurve(*holder);
   FetchOptions options = Quick();
   options.max_attempts = 2;
-  absl::StatusOr<FetchReport> report = FetchBlobs(
-      context_, *receiver, {*blob}, {CurvePeer(*server, stranger_keys_)}, options);
+  absl::StatusOr<FetchReport> report =
+      FetchBlobs(context_, *receiver, {*blob}, {CurvePeer(*server, stranger_keys_)}, options);
   ASSERT_FALSE(report.ok());
   EXPECT_EQ(report.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(report.status().message(), HasSubstr("no answer from"));
