@@ -1,10 +1,11 @@
 // stagefarm-bench: end-to-end measurements that need several processes, each
 // run side by side with its baseline in the same invocation.
 //
-//   stagefarm-bench transfer [--bytes N] [--curve] [--window N]
+//   stagefarm-bench transfer [--bytes N] [--blobs B] [--curve] [--window N]
 //   stagefarm-bench compress [--bytes N] [--threads N] [--gzip-level L] [--zstd-level L]
 //
-// `transfer` stores N seeded random bytes as one blob in a sender's store,
+// `transfer` stores N seeded random bytes as one blob (or B blobs of about
+// equal size: a build context of many files) in a sender's store,
 // then runs the sender (a BlobServer) and a receiver (FetchBlobs into its own
 // store) as separate processes over TCP loopback, and prints one JSON line:
 // bytes, seconds, mb_per_s, each process's peak RSS, and the same run's
@@ -39,6 +40,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -142,30 +144,40 @@ std::unique_ptr<net::ZapAuthenticator> MaybeZap(zmq::context_t& context, const S
 
 // ------------------------------------------------------------ child processes
 
-// transfer-prepare --store DIR --file PATH --bytes N: the sender's blob, and
-// the same bytes in a file for the disk baseline. Prints the digest.
+// transfer-prepare --store DIR --file PATH --bytes N --blobs B --digests PATH:
+// the sender's blobs (N bytes cut into B blobs of about equal size), their
+// digests one a line in the digests file, and the same bytes in one file for
+// the disk baseline.
 int Prepare(std::map<std::string, std::string> flags) {
   const uint64_t bytes = ParseSize(flags["bytes"]);
+  const uint64_t blobs = std::max<uint64_t>(1, ParseSize(flags["blobs"]));
   std::unique_ptr<cas::BlobStore> store = Check(cas::BlobStore::Open(flags["store"]), "store");
-  std::unique_ptr<cas::BlobWriter> writer = store->NewWriter();
   int fd = ::open(flags["file"].c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
   if (fd < 0) Die(absl::StrCat("cannot create ", flags["file"]));
+  FILE* digests = std::fopen(flags["digests"].c_str(), "w");
+  if (digests == nullptr) Die(absl::StrCat("cannot create ", flags["digests"]));
   stagefarm::testing::RandomStream stream(2026);
-  digest::Sha256 hasher;
   std::string buffer;
-  for (uint64_t done = 0; done < bytes; done += buffer.size()) {
-    stream.Fill(&buffer, std::min<uint64_t>(bytes - done, 4 * kMiB));
-    hasher.Update(buffer);
-    Check(writer->Write(buffer), "put");
-    if (::write(fd, buffer.data(), buffer.size()) != static_cast<ssize_t>(buffer.size())) {
-      Die("write failed");
+  for (uint64_t b = 0; b < blobs; ++b) {
+    const uint64_t size = bytes / blobs + (b + 1 == blobs ? bytes % blobs : 0);
+    std::unique_ptr<cas::BlobWriter> writer = store->NewWriter();
+    digest::Sha256 hasher;
+    for (uint64_t done = 0; done < size; done += buffer.size()) {
+      stream.Fill(&buffer, std::min<uint64_t>(size - done, 4 * kMiB));
+      hasher.Update(buffer);
+      Check(writer->Write(buffer), "put");
+      if (::write(fd, buffer.data(), buffer.size()) != static_cast<ssize_t>(buffer.size())) {
+        Die("write failed");
+      }
     }
+    const digest::Digest blob = hasher.Finish();
+    Check(writer->Commit(blob), "commit");
+    std::fprintf(digests, "%s\n", blob.ToString().c_str());
   }
+  std::fclose(digests);
   ::fsync(fd);
   ::close(fd);
-  const digest::Digest blob = hasher.Finish();
-  Check(writer->Commit(blob), "commit");
-  std::printf("%s\n", blob.ToString().c_str());
+  std::printf("%llu\n", static_cast<unsigned long long>(blobs));
   return 0;
 }
 
@@ -188,13 +200,19 @@ int Serve(std::map<std::string, std::string> flags) {
   return 0;
 }
 
-// transfer-fetch --store DIR --endpoint E --digest D [--keys DIR] [--window N]:
-// prints seconds and peak RSS.
+// transfer-fetch --store DIR --endpoint E --digests PATH [--keys DIR] [--window N]:
+// fetches every blob the digests file names; prints seconds and peak RSS.
 int Fetch(std::map<std::string, std::string> flags) {
   Security security = LoadSecurity(flags["keys"]);
   zmq::context_t context;
   std::unique_ptr<cas::BlobStore> store = Check(cas::BlobStore::Open(flags["store"]), "store");
-  const digest::Digest blob = Check(digest::Digest::Parse(flags["digest"]), "digest");
+  std::vector<digest::Digest> blobs;
+  {
+    std::ifstream list(flags["digests"]);
+    for (std::string line; std::getline(list, line);) {
+      blobs.push_back(Check(digest::Digest::Parse(line), "digest"));
+    }
+  }
   transfer::FetchOptions options;
   if (!flags["window"].empty()) options.chunks_in_flight = ParseSize(flags["window"]);
   uint64_t next_report = 0;
@@ -207,11 +225,11 @@ int Fetch(std::map<std::string, std::string> flags) {
   };
   const absl::Time start = absl::Now();
   transfer::FetchReport report = Check(
-      transfer::FetchBlobs(context, *store, {blob},
+      transfer::FetchBlobs(context, *store, blobs,
                            {transfer::Peer{flags["endpoint"], ClientSecurity(security)}}, options),
       "fetch");
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (report.blobs_fetched != 1) Die("the blob was not fetched");
+  if (report.blobs_fetched != blobs.size()) Die("not every blob was fetched");
   std::printf("%f %f\n", seconds, PeakRssMb());
   return 0;
 }
@@ -345,7 +363,8 @@ double DiskBaseline(const std::string& path) {
 int Transfer(std::map<std::string, std::string> flags) {
   const uint64_t bytes = flags.count("bytes") ? ParseSize(flags["bytes"]) : 1024 * kMiB;
   const bool curve = flags.count("curve") > 0;
-  const std::string window = flags.count("window") ? flags["window"] : "8";
+  const std::string window = flags.count("window") ? flags["window"] : "";
+  const std::string blobs = flags.count("blobs") ? flags["blobs"] : "1";
   char pattern[] = "/tmp/stagefarm-bench.XXXXXX";
   if (mkdtemp(pattern) == nullptr) Die("mkdtemp failed");
   const std::filesystem::path dir = pattern;
@@ -361,15 +380,16 @@ int Transfer(std::map<std::string, std::string> flags) {
   std::fprintf(stderr, "transfer: preparing %llu MiB in the sender's store\n",
                static_cast<unsigned long long>(bytes / kMiB));
   const std::string file = (dir / "blob.bin").string();
+  const std::string digests = (dir / "digests").string();
   Child prepare({"transfer-prepare", "--store", (dir / "sender").string(), "--file", file,
-                 "--bytes", std::to_string(bytes)});
-  const std::string digest = prepare.ReadLine();
+                 "--bytes", std::to_string(bytes), "--blobs", blobs, "--digests", digests});
+  prepare.ReadLine();
   prepare.Wait();
 
   Child sender({"transfer-serve", "--store", (dir / "sender").string(), "--keys", keys});
   const std::string endpoint = sender.ReadLine();
   Child receiver({"transfer-fetch", "--store", (dir / "receiver").string(), "--endpoint", endpoint,
-                  "--digest", digest, "--keys", keys, "--window", window});
+                  "--digests", digests, "--keys", keys, "--window", window});
   const std::vector<std::string> fetched = absl::StrSplit(receiver.ReadLine(), ' ');
   receiver.Wait();
   sender.CloseInput();
@@ -388,12 +408,14 @@ int Transfer(std::map<std::string, std::string> flags) {
 
   const double mb_per_s = MbPerSecond(bytes, seconds);
   std::printf(
-      "{\"bench\":\"transfer\",\"bytes\":%llu,\"curve\":%s,\"window\":%s,\"seconds\":%.3f,"
+      "{\"bench\":\"transfer\",\"bytes\":%llu,\"blobs\":%s,\"curve\":%s,\"window\":\"%s\","
+      "\"seconds\":%.3f,"
       "\"mb_per_s\":%.1f,\"sender_peak_rss_mb\":%.1f,\"receiver_peak_rss_mb\":%.1f,"
       "\"zmq_baseline_mb_per_s\":%.1f,\"disk_baseline_mb_per_s\":%.1f,"
       "\"ratio_to_zmq\":%.3f,\"ratio_to_disk\":%.3f}\n",
-      static_cast<unsigned long long>(bytes), curve ? "true" : "false", window.c_str(), seconds,
-      mb_per_s, sender_rss, receiver_rss, zmq, disk, mb_per_s / zmq, mb_per_s / disk);
+      static_cast<unsigned long long>(bytes), blobs.c_str(), curve ? "true" : "false",
+      window.empty() ? "default" : window.c_str(), seconds, mb_per_s, sender_rss, receiver_rss, zmq,
+      disk, mb_per_s / zmq, mb_per_s / disk);
   return 0;
 }
 
@@ -571,7 +593,7 @@ int Compress(std::map<std::string, std::string> flags) {
 }
 
 constexpr char kUsage[] =
-    "usage: stagefarm-bench transfer [--bytes N[K|M|G]] [--curve] [--window CHUNKS]\n"
+    "usage: stagefarm-bench transfer [--bytes N[K|M|G]] [--blobs B] [--curve] [--window CHUNKS]\n"
     "       stagefarm-bench compress [--bytes N[K|M|G]] [--threads N] [--gzip-level L]"
     " [--zstd-level L]\n";
 

@@ -504,6 +504,8 @@ BlobAssembler::BlobAssembler(BlobStore* store, BlobManifest manifest, std::vecto
     first_.push_back(first_index.emplace(manifest_.chunks[i].digest.hex(), i).first->second);
   }
   needed_ = std::count(stored_.begin(), stored_.end(), false);
+  chunk_is_blob_ = manifest_.chunks.size() == 1 && manifest_.chunks[0].digest == manifest_.digest &&
+                   manifest_.chunks[0].length == manifest_.size;
 }
 
 BlobAssembler::~BlobAssembler() { store_->Unpin(manifest_.chunks); }
@@ -549,7 +551,9 @@ absl::Status BlobAssembler::AddChunk(size_t index, absl::string_view bytes) {
         --needed_;
       }
     }
-    if (index == hashed_) {
+    if (chunk_is_blob_) {
+      // Verified above, as the whole blob.
+    } else if (index == hashed_) {
       whole_.Update(bytes);
       ++hashed_;
     } else if (buffered_bytes_ + bytes.size() <= kMaxBufferedBytes) {
@@ -597,8 +601,11 @@ absl::Status BlobAssembler::Commit() {
                      " of ", manifest_.chunks.size(), " chunks are missing"));
   }
   return NoThrow("BlobAssembler::Commit", [&]() -> absl::Status {
-    if (absl::Status status = Absorb(); !status.ok()) return status;
-    Digest actual = whole_.Finish();
+    // A stored chunk was verified when it was stored.
+    if (!chunk_is_blob_) {
+      if (absl::Status status = Absorb(); !status.ok()) return status;
+    }
+    Digest actual = chunk_is_blob_ ? manifest_.digest : whole_.Finish();
     if (actual != manifest_.digest) {
       return absl::InvalidArgumentError(
           absl::StrCat("the chunks listed for blob ", manifest_.digest.ToString(), " hash to ",

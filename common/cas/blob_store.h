@@ -273,6 +273,9 @@ class BlobAssembler {
   // For each index, the first index with the same chunk digest.
   std::vector<size_t> first_;
   size_t needed_ = 0;  // chunk indexes not stored yet
+  // The blob is its one chunk (a small file's blob): a chunk verified is the
+  // blob verified, and whole_ is not used.
+  bool chunk_is_blob_ = false;
   digest::Sha256 whole_;
   size_t hashed_ = 0;  // chunks [0, hashed_) are fed to whole_
   // Bytes of chunks added ahead of hashed_, kept so that Absorb need not read

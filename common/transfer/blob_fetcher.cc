@@ -30,10 +30,24 @@ using digest::Digest;
 constexpr absl::Duration kFirstQuiet = absl::Milliseconds(200);
 constexpr absl::Duration kMaxQuiet = absl::Seconds(5);
 
+// Manifests are asked for in batches of this many blobs (a build context is
+// thousands of small blobs: one request each would cost a round trip each),
+// at most kManifestRequestsInFlight requests to a holder at a time. A holder
+// whose answer would pass its envelope limit says so (ResourceExhausted);
+// its batch is halved then.
+constexpr size_t kManifestBatch = 256;
+constexpr size_t kManifestRequestsInFlight = 2;
+
 struct Holder {
   const Peer* peer;
   zmq::socket_t socket;
-  size_t in_flight = 0;
+  size_t chunks_out = 0;         // chunk requests outstanding
+  uint64_t chunk_bytes_out = 0;  // their bytes
+  size_t manifests_out = 0;      // manifest requests outstanding
+  size_t manifest_batch = kManifestBatch;
+  // Blobs whose manifest this holder is to be asked for, in order; entries
+  // that need no asking any more are skipped when taken.
+  std::deque<size_t> to_ask{};
   int faults = 0;
   bool dropped = false;
   absl::Duration quiet = absl::ZeroDuration();
@@ -59,8 +73,9 @@ struct ChunkTask {
 
 struct Request {
   size_t holder = 0;
-  size_t blob = 0;
-  std::optional<ChunkTask> chunk;  // empty for a manifest request
+  std::vector<size_t> blobs;       // a manifest request: the blobs asked about
+  std::optional<ChunkTask> chunk;  // a chunk request
+  uint64_t chunk_bytes = 0;
   absl::Time sent;
 };
 
@@ -81,8 +96,9 @@ class StoreWorker {
     size_t blob;
     ChunkTask task;
     size_t holder;
-    absl::Status added;  // AddChunk's result
-    uint64_t bytes = 0;
+    absl::Status added;        // AddChunk's result
+    uint64_t bytes = 0;        // stored (0 when AddChunk failed)
+    uint64_t frame_bytes = 0;  // received
     // Set when this chunk completed the blob: Commit's result.
     std::optional<absl::Status> committed;
   };
@@ -126,8 +142,9 @@ class StoreWorker {
         work = std::move(work_.front());
         work_.pop_front();
       }
-      Done done{work.blob, std::move(work.task), work.holder, absl::OkStatus(), 0, std::nullopt};
       absl::string_view bytes(static_cast<const char*>(work.frame.data()), work.frame.size());
+      Done done{work.blob, std::move(work.task), work.holder, absl::OkStatus(),
+                0,         bytes.size(),         std::nullopt};
       done.added = work.assembler->AddChunk(done.task.index, bytes);
       if (done.added.ok()) {
         done.bytes = bytes.size();
@@ -165,6 +182,7 @@ class Fetch {
     absl::flat_hash_set<Digest> seen;
     for (Digest& blob : *missing) {
       if (!seen.insert(blob).second) continue;
+      index_.emplace(blob, blobs_.size());
       BlobState state{.digest = std::move(blob),
                       .assembler = nullptr,
                       .manifest_holder = 0,
@@ -184,7 +202,9 @@ class Fetch {
     for (const Peer& peer : peers_) {
       absl::StatusOr<zmq::socket_t> socket = ConnectToPeer(context_, peer);
       if (!socket.ok()) return socket.status();
-      holders_.push_back(Holder{.peer = &peer, .socket = *std::move(socket)});
+      Holder holder{.peer = &peer, .socket = *std::move(socket)};
+      for (size_t b = 0; b < blobs_.size(); ++b) holder.to_ask.push_back(b);
+      holders_.push_back(std::move(holder));
     }
     worker_ = std::make_unique<StoreWorker>();
     if (worker_->event_fd() < 0) return absl::InternalError("eventfd failed");
@@ -197,42 +217,35 @@ class Fetch {
   }
 
  private:
-  bool Usable(const Holder& holder, absl::Time now) const {
-    return !holder.dropped && holder.in_flight < options_.chunks_in_flight &&
-           now >= holder.quiet_until;
+  bool Awake(const Holder& holder, absl::Time now) const {
+    return !holder.dropped && now >= holder.quiet_until;
+  }
+  // A holder's credit: chunk requests and their bytes outstanding. One
+  // request is always allowed, so a chunk larger than the byte window moves.
+  bool HasChunkCredit(const Holder& holder) const {
+    return holder.chunks_out < options_.chunks_in_flight &&
+           (holder.chunks_out == 0 || holder.chunk_bytes_out < options_.bytes_in_flight);
+  }
+  // The store worker's backlog, bounded the same way.
+  bool StoreKeepsUp() const {
+    return queued_ < options_.chunks_in_flight &&
+           (queued_ == 0 || queued_bytes_ < options_.bytes_in_flight);
   }
 
   absl::Status Dispatch() {
     const absl::Time now = absl::Now();
     // Manifests first: a blob's chunks are known only after one arrives.
-    for (size_t b = 0; b < blobs_.size(); ++b) {
-      BlobState& blob = blobs_[b];
-      if (blob.done || blob.assembler != nullptr) continue;
-      bool can_ask = false;
-      for (size_t h = 0; h < holders_.size(); ++h) {
-        if (blob.lacks[h] || holders_[h].dropped) continue;
-        if (blob.stat_waiting[h]) {
-          can_ask = true;
-          continue;
-        }
-        if (blob.stat_sends[h] >= options_.max_attempts) continue;
-        can_ask = true;
-        if (!Usable(holders_[h], now)) continue;
-        capnp::MallocMessageBuilder message;
-        FillDigestList({&blob.digest, 1}, net::InitEnvelope(message, next_id_).initStatBlobs());
-        ++blob.stat_sends[h];  // an attempt even if it cannot be queued
-        if (!Send(h, message, Request{h, b, std::nullopt, now}).ok()) continue;
-        blob.stat_waiting[h] = true;
-      }
-      if (!can_ask) return NoHolderFor(blob);
+    for (size_t h = 0; h < holders_.size(); ++h) {
+      if (absl::Status status = AskManifests(h, now); !status.ok()) return status;
     }
     // Then chunks, the queue's head first, each to a holder that may have it,
     // unless the store worker is already that far behind.
-    for (size_t round = 0; round < holders_.size() && !queue_.empty(); ++round) {
+    for (size_t round = 0; !queue_.empty(); ++round) {
       bool sent_any = false;
       for (size_t h = 0; h < holders_.size() && !queue_.empty(); ++h) {
-        if (queued_ >= options_.chunks_in_flight) break;
-        if (!Usable(holders_[h], now)) continue;
+        if (!StoreKeepsUp()) break;
+        Holder& holder = holders_[h];
+        if (!Awake(holder, now) || !HasChunkCredit(holder)) continue;
         auto task = std::find_if(queue_.begin(), queue_.end(), [&](const ChunkTask& candidate) {
           return !candidate.excluded[h] && !blobs_[candidate.blob].lacks[h];
         });
@@ -245,8 +258,9 @@ class Fetch {
         address.setIndex(static_cast<uint32_t>(task->index));
         address.setChunk(chunk.digest.ToString());
         ++task->attempts;  // an attempt even if it cannot be queued
-        if (absl::Status status = Send(h, message, Request{h, task->blob, *task, now});
-            !status.ok()) {
+        Request request{
+            .holder = h, .blobs = {}, .chunk = *task, .chunk_bytes = chunk.length, .sent = now};
+        if (absl::Status status = Send(h, message, std::move(request)); !status.ok()) {
           if (task->attempts >= options_.max_attempts) {
             ChunkTask failed = *task;
             queue_.erase(task);
@@ -254,6 +268,8 @@ class Fetch {
           }
           continue;
         }
+        ++holder.chunks_out;
+        holder.chunk_bytes_out += chunk.length;
         queue_.erase(task);
         sent_any = true;
       }
@@ -277,6 +293,72 @@ class Fetch {
     return absl::OkStatus();
   }
 
+  // Sends holder `h` batches of the manifests it is still to be asked for.
+  absl::Status AskManifests(size_t h, absl::Time now) {
+    Holder& holder = holders_[h];
+    while (holder.manifests_out < kManifestRequestsInFlight && Awake(holder, now) &&
+           !holder.to_ask.empty()) {
+      std::vector<size_t> batch;
+      while (!holder.to_ask.empty() && batch.size() < holder.manifest_batch) {
+        const size_t b = holder.to_ask.front();
+        holder.to_ask.pop_front();
+        const BlobState& blob = blobs_[b];
+        if (blob.done || blob.assembler != nullptr || blob.lacks[h] || blob.stat_waiting[h]) {
+          continue;
+        }
+        batch.push_back(b);
+      }
+      if (batch.empty()) break;
+      std::vector<Digest> digests;
+      digests.reserve(batch.size());
+      for (size_t b : batch) {
+        digests.push_back(blobs_[b].digest);
+        ++blobs_[b].stat_sends[h];  // an attempt even if it cannot be queued
+      }
+      capnp::MallocMessageBuilder message;
+      FillDigestList(digests, net::InitEnvelope(message, next_id_).initStatBlobs());
+      Request request{
+          .holder = h, .blobs = batch, .chunk = std::nullopt, .chunk_bytes = 0, .sent = now};
+      if (!Send(h, message, std::move(request)).ok()) {
+        return ManifestsUnanswered(h, batch, /*count_attempt=*/true);
+      }
+      ++holder.manifests_out;
+      for (size_t b : batch) blobs_[b].stat_waiting[h] = true;
+    }
+    return absl::OkStatus();
+  }
+
+  // Holder `h` gave no usable answer for the manifests of `batch`: each is
+  // asked again (of `h` too while it has attempts left), and a blob no
+  // holder can be asked for any more ends the fetch. Without `count_attempt`
+  // the request does not count against the attempts.
+  absl::Status ManifestsUnanswered(size_t h, absl::Span<const size_t> batch, bool count_attempt) {
+    for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
+      BlobState& blob = blobs_[*it];
+      blob.stat_waiting[h] = false;
+      if (!count_attempt) --blob.stat_sends[h];
+      if (blob.stat_sends[h] < options_.max_attempts) holders_[h].to_ask.push_front(*it);
+    }
+    for (size_t b : batch) {
+      if (absl::Status status = CheckAskable(b); !status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+
+  // NotFound or Unavailable when blob `b` still needs a manifest and no
+  // holder has one to give or attempts left.
+  absl::Status CheckAskable(size_t b) const {
+    const BlobState& blob = blobs_[b];
+    if (blob.done || blob.assembler != nullptr) return absl::OkStatus();
+    for (size_t h = 0; h < holders_.size(); ++h) {
+      if (blob.lacks[h] || holders_[h].dropped) continue;
+      if (blob.stat_waiting[h] || blob.stat_sends[h] < options_.max_attempts) {
+        return absl::OkStatus();
+      }
+    }
+    return NoHolderFor(blob);
+  }
+
   // Sends a request to holder `h`. A send that cannot be queued (the peer is
   // unreachable and its queue full) backs off from the holder like a timeout.
   absl::Status Send(size_t h, capnp::MessageBuilder& message, Request request) {
@@ -287,8 +369,21 @@ class Fetch {
       return status;
     }
     outstanding_.emplace(next_id_++, std::move(request));
-    ++holder.in_flight;
     return absl::OkStatus();
+  }
+
+  // Forgets an outstanding request: its holder's credit comes back.
+  Request Settle(absl::flat_hash_map<uint64_t, Request>::iterator it) {
+    Request request = std::move(it->second);
+    outstanding_.erase(it);
+    Holder& holder = holders_[request.holder];
+    if (request.chunk) {
+      --holder.chunks_out;
+      holder.chunk_bytes_out -= request.chunk_bytes;
+    } else {
+      --holder.manifests_out;
+    }
+    return request;
   }
 
   absl::Status ReceiveReplies() {
@@ -344,34 +439,35 @@ class Fetch {
     if (it == outstanding_.end() || it->second.holder != h) {
       return absl::OkStatus();  // a late reply to a request already sent again
     }
-    Request request = std::move(it->second);
-    outstanding_.erase(it);
+    Request request = Settle(it);
     Holder& holder = holders_[h];
-    --holder.in_flight;
     holder.quiet = absl::ZeroDuration();
-    BlobState& blob = blobs_[request.blob];
-    if (!request.chunk) blob.stat_waiting[h] = false;
 
     switch (envelope.which()) {
       case schema::Envelope::ERROR: {
         absl::Status error = net::StatusFromError(envelope.getError(), holder.peer->endpoint);
-        if (absl::IsNotFound(error)) {
-          if (!request.chunk) {
-            blob.lacks[h] = true;
-            eligibility_changed_ = true;
-          } else {
-            request.chunk->excluded[h] = true;
-            eligibility_changed_ = true;
-            queue_.push_front(*std::move(request.chunk));
+        if (!request.chunk) {
+          if (absl::IsResourceExhausted(error) && request.blobs.size() > 1) {
+            holder.manifest_batch = std::max<size_t>(1, request.blobs.size() / 2);
+            return ManifestsUnanswered(h, request.blobs, /*count_attempt=*/false);
           }
+          if (absl::IsNotFound(error)) {
+            for (size_t b : request.blobs) blobs_[b].lacks[h] = true;
+            eligibility_changed_ = true;
+          }
+          return ManifestsUnanswered(h, request.blobs, /*count_attempt=*/true);
+        }
+        if (absl::IsNotFound(error)) {
+          request.chunk->excluded[h] = true;
+          eligibility_changed_ = true;
+          queue_.push_front(*std::move(request.chunk));
           return absl::OkStatus();
         }
-        if (request.chunk) return Retry(*std::move(request.chunk), error);
-        return absl::OkStatus();  // the manifest is asked for again next round
+        return Retry(*std::move(request.chunk), error);
       }
       case schema::Envelope::BLOB_MANIFESTS:
         if (request.chunk) break;
-        return HandleManifests(h, request.blob, envelope.getBlobManifests());
+        return HandleManifests(h, request.blobs, envelope.getBlobManifests());
       case schema::Envelope::CHUNK_DATA:
         if (!request.chunk) break;
         return HandleChunk(h, *std::move(request.chunk), message.data_frames());
@@ -383,28 +479,40 @@ class Fetch {
                               " request with message kind ", static_cast<int>(envelope.which())));
     if (!status.ok()) return status;
     if (request.chunk) return Retry(*std::move(request.chunk), absl::OkStatus());
-    return absl::OkStatus();
+    return ManifestsUnanswered(h, request.blobs, /*count_attempt=*/true);
   }
 
-  absl::Status HandleManifests(size_t h, size_t b, schema::BlobManifests::Reader reply) {
-    BlobState& blob = blobs_[b];
+  // Holder `h`'s answer about the blobs `asked`: each is found (with its
+  // manifest) or missing there; one the answer leaves out is asked again.
+  absl::Status HandleManifests(size_t h, absl::Span<const size_t> asked,
+                               schema::BlobManifests::Reader reply) {
     const std::string& peer = holders_[h].peer->endpoint;
-    bool found = false;
+    absl::flat_hash_set<size_t> unanswered(asked.begin(), asked.end());
     for (schema::BlobManifest::Reader entry : reply.getFound()) {
       absl::StatusOr<cas::BlobManifest> manifest = ParseManifest(entry, peer);
-      if (!manifest.ok()) return Fault(h, manifest.status().message());
-      if (manifest->digest != blob.digest) {
-        return Fault(h, absl::StrCat("sent the manifest of ", manifest->digest.ToString(),
-                                     " when asked for ", blob.digest.ToString()));
+      if (!manifest.ok()) return FaultAndAskAgain(h, manifest.status().message(), unanswered);
+      auto known = index_.find(manifest->digest);
+      if (known == index_.end() || !unanswered.contains(known->second)) {
+        return FaultAndAskAgain(
+            h,
+            absl::StrCat("sent the manifest of ", manifest->digest.ToString(), ", not asked for"),
+            unanswered);
       }
-      found = true;
-      if (blob.assembler != nullptr || blob.done) return absl::OkStatus();
+      const size_t b = known->second;
+      unanswered.erase(b);
+      BlobState& blob = blobs_[b];
+      blob.stat_waiting[h] = false;
+      if (blob.assembler != nullptr || blob.done) continue;
       absl::StatusOr<std::unique_ptr<cas::BlobAssembler>> assembler =
           store_.NewAssembler(*std::move(manifest));
       if (!assembler.ok()) {
         blob.lacks[h] = true;
         eligibility_changed_ = true;
-        return Fault(h, assembler.status().message());
+        if (absl::Status status = Fault(h, assembler.status().message()); !status.ok()) {
+          return status;
+        }
+        if (absl::Status status = CheckAskable(b); !status.ok()) return status;
+        continue;
       }
       blob.assembler = *std::move(assembler);
       blob.manifest_holder = h;
@@ -417,13 +525,37 @@ class Fetch {
       }
       progress_.bytes_needed += needed_bytes;
       report_.bytes_already_local += blob.assembler->manifest().size - needed_bytes;
-      if (blob.assembler->complete()) return CommitBlob(b);
+      if (blob.assembler->complete()) {
+        if (absl::Status status = CommitBlob(b); !status.ok()) return status;
+      }
     }
-    if (!found) {
-      blob.lacks[h] = true;
+    for (capnp::Text::Reader text : reply.getMissing()) {
+      absl::StatusOr<Digest> digest = ParseDigest(text, "missing", peer);
+      if (!digest.ok()) return FaultAndAskAgain(h, digest.status().message(), unanswered);
+      auto known = index_.find(*digest);
+      if (known == index_.end() || !unanswered.contains(known->second)) continue;
+      const size_t b = known->second;
+      unanswered.erase(b);
+      blobs_[b].stat_waiting[h] = false;
+      blobs_[b].lacks[h] = true;
       eligibility_changed_ = true;
+      if (absl::Status status = CheckAskable(b); !status.ok()) return status;
     }
-    return absl::OkStatus();
+    std::vector<size_t> again;
+    for (size_t b : asked) {
+      if (unanswered.contains(b)) again.push_back(b);
+    }
+    return ManifestsUnanswered(h, again, /*count_attempt=*/true);
+  }
+
+  // A fault of holder `h` in the middle of a manifest answer: the blobs it
+  // has not answered for yet are asked again.
+  absl::Status FaultAndAskAgain(size_t h, absl::string_view what,
+                                const absl::flat_hash_set<size_t>& unanswered) {
+    if (absl::Status status = Fault(h, what); !status.ok()) return status;
+    std::vector<size_t> again(unanswered.begin(), unanswered.end());
+    std::sort(again.begin(), again.end());
+    return ManifestsUnanswered(h, again, /*count_attempt=*/true);
   }
 
   absl::Status HandleChunk(size_t h, ChunkTask task, std::vector<zmq::message_t>& frames) {
@@ -437,8 +569,9 @@ class Fetch {
       eligibility_changed_ = true;
       return Retry(std::move(task), absl::OkStatus());
     }
-    worker_->Push({task.blob, std::move(task), h, blob.assembler.get(), std::move(frames[0])});
+    queued_bytes_ += frames[0].size();
     ++queued_;
+    worker_->Push({task.blob, std::move(task), h, blob.assembler.get(), std::move(frames[0])});
     return absl::OkStatus();
   }
 
@@ -447,6 +580,7 @@ class Fetch {
   absl::Status ProcessStored() {
     for (StoreWorker::Done& done : worker_->TakeDone()) {
       --queued_;
+      queued_bytes_ -= done.frame_bytes;
       if (absl::IsDataLoss(done.added)) {
         if (absl::Status status = Fault(done.holder, done.added.message()); !status.ok()) {
           return status;
@@ -509,20 +643,25 @@ class Fetch {
     PeerFault fault{holder.peer->endpoint, std::string(what)};
     if (options_.on_fault) options_.on_fault(fault);
     report_.faults.push_back(std::move(fault));
-    if (++holder.faults >= options_.max_faults_per_peer && !holder.dropped) {
-      holder.dropped = true;
-      eligibility_changed_ = true;
-      // Its outstanding requests go to the others now.
-      for (auto it = outstanding_.begin(); it != outstanding_.end();) {
-        if (it->second.holder != h) {
-          ++it;
-          continue;
-        }
-        if (it->second.chunk) queue_.push_front(*std::move(it->second.chunk));
-        blobs_[it->second.blob].stat_waiting[h] = false;
-        outstanding_.erase(it++);
+    if (++holder.faults < options_.max_faults_per_peer || holder.dropped) {
+      return absl::OkStatus();
+    }
+    holder.dropped = true;
+    eligibility_changed_ = true;
+    // Its outstanding requests go to the others now.
+    for (auto it = outstanding_.begin(); it != outstanding_.end();) {
+      if (it->second.holder != h) {
+        ++it;
+        continue;
       }
-      holder.in_flight = 0;
+      Request request = Settle(it++);
+      if (request.chunk) queue_.push_front(*std::move(request.chunk));
+      for (size_t b : request.blobs) blobs_[b].stat_waiting[h] = false;
+    }
+    holder.to_ask.clear();
+    // Blobs that only it could still have been asked about have no source.
+    for (size_t b = 0; b < blobs_.size(); ++b) {
+      if (absl::Status status = CheckAskable(b); !status.ok()) return status;
     }
     return absl::OkStatus();
   }
@@ -530,22 +669,26 @@ class Fetch {
   absl::Status ExpireRequests() {
     const absl::Time now = absl::Now();
     for (auto it = outstanding_.begin(); it != outstanding_.end();) {
-      Request& request = it->second;
-      if (now - request.sent < options_.request_timeout) {
+      if (now - it->second.sent < options_.request_timeout) {
         ++it;
         continue;
       }
+      Request request = Settle(it++);
       Holder& holder = holders_[request.holder];
-      --holder.in_flight;
       BackOff(holder, now);
       absl::Status timeout =
           absl::DeadlineExceededError(absl::StrCat(holder.peer->endpoint, " did not answer within ",
                                                    absl::FormatDuration(options_.request_timeout)));
-      std::optional<ChunkTask> chunk = std::move(request.chunk);
-      blobs_[request.blob].stat_waiting[request.holder] = false;
-      outstanding_.erase(it++);
-      if (chunk) {
-        if (absl::Status status = Retry(*std::move(chunk), timeout); !status.ok()) return status;
+      if (request.chunk) {
+        if (absl::Status status = Retry(*std::move(request.chunk), timeout); !status.ok()) {
+          return status;
+        }
+        continue;
+      }
+      if (absl::Status status =
+              ManifestsUnanswered(request.holder, request.blobs, /*count_attempt=*/true);
+          !status.ok()) {
+        return status;
       }
     }
     return absl::OkStatus();
@@ -587,11 +730,13 @@ class Fetch {
   const FetchOptions& options_;
   std::vector<Holder> holders_;
   std::vector<BlobState> blobs_;
+  absl::flat_hash_map<Digest, size_t> index_;  // blob digest -> its index in blobs_
   std::deque<ChunkTask> queue_;
   absl::flat_hash_map<uint64_t, Request> outstanding_;
   uint64_t next_id_ = 1;
   size_t remaining_ = 0;
-  size_t queued_ = 0;  // chunks with the store worker
+  size_t queued_ = 0;          // chunks with the store worker
+  uint64_t queued_bytes_ = 0;  // and their bytes
   // A holder was excluded for a chunk or blob, or dropped, since Dispatch
   // last checked that every queued chunk still has a possible holder.
   bool eligibility_changed_ = false;

@@ -1,12 +1,14 @@
 // Fetching blobs a node lacks from the peers that hold them.
 //
 // FetchBlobs asks every holder for the manifests (chunk lists) of the blobs
-// the local store lacks, then streams the missing chunks from all holders
-// that have them at once, straight into the local store through a
-// cas::BlobAssembler: chunks already stored locally are never requested;
-// each holder has at most `chunks_in_flight` requests outstanding (its
-// credit), so memory and the peer's send queue stay bounded; every chunk is
-// verified on arrival and every blob as a whole before it becomes visible.
+// the local store lacks, many blobs to a request, then streams the missing
+// chunks from all holders that have them at once, straight into the local
+// store through a cas::BlobAssembler: chunks already stored locally are never
+// requested; each holder has at most `chunks_in_flight` chunk requests and
+// about `bytes_in_flight` bytes outstanding (its credit), so memory and the
+// peer's send queue stay bounded while a stream of small blobs (a build
+// context) still fills the connection; every chunk is verified on arrival and
+// every blob as a whole before it becomes visible.
 //
 // Faults: a chunk that fails verification is rejected, the peer that sent it
 // is reported (FetchReport::faults, and on_fault as it happens) and the chunk
@@ -45,8 +47,11 @@ struct FetchProgress {
 };
 
 struct FetchOptions {
-  // Chunk requests outstanding per holder.
-  size_t chunks_in_flight = 8;
+  // Chunk requests outstanding per holder, and the bytes they may add up to
+  // (one request is always allowed, however large its chunk). The chunks
+  // received and not yet stored are bounded the same way.
+  size_t chunks_in_flight = 128;
+  uint64_t bytes_in_flight = 8 << 20;
   // A request unanswered this long is sent again.
   absl::Duration request_timeout = absl::Seconds(10);
   // Sends of one request (a manifest or a chunk) over all holders before the

@@ -130,7 +130,10 @@ class BlobServer::Loop {
           "the manifests of ", blobs->size(), " blobs exceed the envelope limit of ",
           options_.limits.max_envelope_bytes, " bytes; ask for fewer blobs at a time"));
     }
-    return Send(from, reply);
+    if (absl::Status status = Send(from, reply); !status.ok()) return status;
+    absl::MutexLock lock(&stats_mu_);
+    ++stats_.manifest_requests;
+    return absl::OkStatus();
   }
 
   absl::Status GetChunk(const net::ReplyAddress& from, schema::ChunkAddress::Reader request) {

@@ -41,6 +41,7 @@ struct BlobServerOptions {
 };
 
 struct BlobServerStats {
+  uint64_t manifest_requests = 0;  // statBlobs requests answered
   uint64_t chunks_sent = 0;
   uint64_t bytes_sent = 0;
   uint64_t errors_sent = 0;

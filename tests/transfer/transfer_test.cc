@@ -146,6 +146,82 @@ TEST_F(TransferTest, TwoHoldersBothServeOneFetch) {
   ExpectStored(*receiver, *blob, 48 * kMiB);
 }
 
+// A build context: thousands of small blobs. Their manifests are asked for
+// many to a request, and each blob comes from a holder that has it.
+TEST_F(TransferTest, ManySmallBlobsAreAskedForInBatchesFromTheHoldersThatHaveThem) {
+  std::unique_ptr<cas::BlobStore> all = OpenStore("all");
+  std::unique_ptr<cas::BlobStore> half = OpenStore("half");
+  std::unique_ptr<cas::BlobStore> receiver = OpenStore("receiver");
+  constexpr int kBlobs = 1500;
+  std::vector<std::pair<Digest, uint64_t>> blobs;
+  std::vector<Digest> wanted;
+  for (int i = 0; i < kBlobs; ++i) {
+    const uint64_t size = 1 + (i * 7919) % 8192;
+    absl::StatusOr<Digest> blob = PutRandom(*all, 1000 + i, size);
+    ASSERT_TRUE(blob.ok()) << blob.status();
+    if (i % 2 == 0) {
+      ASSERT_TRUE(PutRandom(*half, 1000 + i, size).ok());
+    }
+    blobs.emplace_back(*blob, size);
+    wanted.push_back(*blob);
+  }
+  std::unique_ptr<BlobServer> server_all = Serve(*all);
+  std::unique_ptr<BlobServer> server_half = Serve(*half);
+  absl::StatusOr<FetchReport> report =
+      FetchBlobs(context_, *receiver, wanted, {PlainPeer(*server_half), PlainPeer(*server_all)});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->blobs_fetched, static_cast<size_t>(kBlobs));
+  EXPECT_THAT(report->faults, IsEmpty());
+  for (const auto& [blob, size] : blobs) ExpectStored(*receiver, blob, size);
+  // 1,500 blobs in batches of 256: 6 requests to each holder at most, where
+  // one request a blob would have been 1,500.
+  EXPECT_LE(server_all->stats().manifest_requests, 6u);
+  EXPECT_LE(server_half->stats().manifest_requests, 6u);
+  // Each blob is one chunk, sent once, by a holder that has it.
+  EXPECT_EQ(server_all->stats().chunks_sent + server_half->stats().chunks_sent,
+            static_cast<uint64_t>(kBlobs));
+  EXPECT_GE(server_all->stats().chunks_sent, static_cast<uint64_t>(kBlobs / 2));
+}
+
+// Manifests of many chunks each: a batch whose answer would pass the holder's
+// envelope limit is refused by it (ResourceExhausted) and asked for again in
+// smaller batches, which it answers.
+TEST_F(TransferTest, ManifestsPastTheHoldersEnvelopeLimitAreAskedForInSmallerBatches) {
+  cas::BlobStoreOptions small_chunks;
+  small_chunks.chunker.min_size = 1024;
+  small_chunks.chunker.avg_size = 1024;
+  small_chunks.chunker.max_size = 4096;
+  auto open = [&](const std::string& name) {
+    absl::StatusOr<std::unique_ptr<cas::BlobStore>> store =
+        cas::BlobStore::Open(dir_.path() / name, small_chunks);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  };
+  std::unique_ptr<cas::BlobStore> holder = open("holder");
+  std::unique_ptr<cas::BlobStore> receiver = open("receiver");
+  ASSERT_TRUE(holder && receiver);
+  std::vector<Digest> wanted;
+  for (int i = 0; i < 40; ++i) {
+    absl::StatusOr<Digest> blob = PutRandom(*holder, 50 + i, 96 * 1024);
+    ASSERT_TRUE(blob.ok()) << blob.status();
+    absl::StatusOr<cas::BlobManifest> manifest = holder->Manifest(*blob);
+    ASSERT_TRUE(manifest.ok());
+    ASSERT_GE(manifest->chunks.size(), 24u);
+    wanted.push_back(*blob);
+  }
+  BlobServerOptions options;
+  options.limits.max_envelope_bytes = 64 * 1024;  // about 10 of these manifests
+  std::unique_ptr<BlobServer> server = Serve(*holder, options);
+  absl::StatusOr<FetchReport> report =
+      FetchBlobs(context_, *receiver, wanted, {PlainPeer(*server)});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->blobs_fetched, wanted.size());
+  EXPECT_THAT(report->faults, IsEmpty());
+  for (const Digest& blob : wanted) ExpectStored(*receiver, blob, 96 * 1024);
+  EXPECT_GT(server->stats().errors_sent, 0u);
+  EXPECT_GE(server->stats().manifest_requests, 4u);
+}
+
 TEST_F(TransferTest, CorruptChunkIsRefetchedFromAnotherHolderAndThePeerReported) {
   std::unique_ptr<cas::BlobStore> bad = OpenStore("bad");
   std::unique_ptr<cas::BlobStore> good = OpenStore("good");
