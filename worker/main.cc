@@ -194,6 +194,11 @@ int main(int argc, char** argv) {
         stagefarm::worker::StageExecutor::Open(&store, executor_options);
     if (!executor.ok()) return executor.status();
     node->executor = *std::move(executor);
+    if (const size_t discarded = node->executor->snapshots().discarded_at_open()) {
+      log(absl::StrCat(discarded,
+                       " snapshots were written before this machine last started and are "
+                       "discarded; their layers are unpacked again from the store when needed"));
+    }
     stagefarm::worker::StageRunnerOptions runner_options;
     runner_options.worker_id = *id;
     runner_options.peer_security = [security](const std::string& public_key) {

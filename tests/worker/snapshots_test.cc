@@ -216,6 +216,66 @@ TEST_F(SnapshotsTest, Open_RemovesWhatAnInterruptedUnpackLeft) {
   EXPECT_TRUE(Names(snapshots_->dir()).empty());
 }
 
+TEST_F(SnapshotsTest, Open_KeepsSnapshotsOfThisBootAndDiscardsThoseOfAnother) {
+  const CountedLayer base = BaseLayer();
+  ASSERT_TRUE(snapshots_->Ensure({base.Source()}).ok());
+  const stdfs::path boot_file = temp_.path() / "data/snapshots-boot-id";
+  std::string this_boot;
+  {
+    std::ifstream in("/proc/sys/kernel/random/boot_id");
+    std::getline(in, this_boot);
+  }
+  ASSERT_FALSE(this_boot.empty());
+  {
+    std::ifstream in(boot_file);
+    std::string recorded;
+    std::getline(in, recorded);
+    EXPECT_EQ(recorded, this_boot);
+  }
+
+  // Reopened in the same boot: the snapshot is kept.
+  absl::StatusOr<std::unique_ptr<Snapshots>> same = Snapshots::Open(temp_.path() / "data");
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ((*same)->discarded_at_open(), 0u);
+  EXPECT_EQ(Names(snapshots_->dir()).size(), 1u);
+
+  // Written in another boot: it may have lost unwritten data, so it goes, and
+  // the next Ensure unpacks the layer again.
+  WriteFile(boot_file, "00000000-1111-2222-3333-444444444444");
+  absl::StatusOr<std::unique_ptr<Snapshots>> rebooted = Snapshots::Open(temp_.path() / "data");
+  ASSERT_TRUE(rebooted.ok()) << rebooted.status();
+  EXPECT_EQ((*rebooted)->discarded_at_open(), 1u);
+  EXPECT_TRUE(Names(snapshots_->dir()).empty());
+  absl::StatusOr<std::vector<Snapshot>> again = (*rebooted)->Ensure({base.Source()});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE((*again)[0].unpacked_now);
+  EXPECT_EQ(*base.opens, 2);
+  absl::StatusOr<std::unique_ptr<Snapshots>> after = Snapshots::Open(temp_.path() / "data");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ((*after)->discarded_at_open(), 0u);
+}
+
+// The step's overlay is volatile: unmounting it does not sync the file system.
+TEST_F(SnapshotsTest, PrepareRootfs_OverlayIsMountedVolatile) {
+  const CountedLayer base = BaseLayer();
+  absl::StatusOr<std::vector<Snapshot>> chain = snapshots_->Ensure({base.Source()});
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  absl::StatusOr<std::unique_ptr<Rootfs>> rootfs =
+      snapshots_->PrepareRootfs(*chain, temp_.path() / "step", RootfsOptions{});
+  ASSERT_TRUE(rootfs.ok()) << rootfs.status();
+  if ((*rootfs)->mode() != RootfsMode::kOverlay) GTEST_SKIP() << (*rootfs)->mode_reason();
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line;
+  std::string found;
+  while (std::getline(mountinfo, line)) {
+    if (line.find(" " + (*rootfs)->root().native() + " ") != std::string::npos) found = line;
+  }
+  ASSERT_FALSE(found.empty()) << "no mount at " << (*rootfs)->root();
+  EXPECT_THAT(found, HasSubstr(" overlay "));
+  EXPECT_THAT(found, HasSubstr("volatile"));
+  EXPECT_TRUE((*rootfs)->Finish().ok());
+}
+
 TEST_F(SnapshotsTest, PrepareRootfs_OverlayShowsTheStackAndTheStepsLayer) {
   const CountedLayer base = BaseLayer();
   const CountedLayer top = TopLayer();

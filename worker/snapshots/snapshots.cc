@@ -32,10 +32,57 @@ namespace stdfs = std::filesystem;
 using fs::UniqueFd;
 
 constexpr absl::string_view kTempPrefix = "tmp-";
+
 constexpr char kOpaqueXattr[] = "trusted.overlay.opaque";
 
 absl::Status PathError(absl::string_view path, absl::string_view op, int error_number) {
   return absl::ErrnoToStatus(error_number, absl::StrCat("\"", path, "\": ", op));
+}
+
+// Beside the snapshots directory: the boot id of the boot under which
+// snapshots were last written (see "Durability" in snapshots.h).
+constexpr absl::string_view kBootFile = "snapshots-boot-id";
+
+// This boot's id, which the kernel makes anew at every boot.
+absl::StatusOr<std::string> CurrentBootId() {
+  const char* const path = "/proc/sys/kernel/random/boot_id";
+  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return PathError(path, "open", errno);
+  char buffer[64];
+  const ssize_t n = read(fd.get(), buffer, sizeof buffer);
+  if (n <= 0) return PathError(path, "read", n < 0 ? errno : EIO);
+  std::string id(buffer, static_cast<size_t>(n));
+  while (!id.empty() && id.back() == '\n') id.pop_back();
+  return id;
+}
+
+// The boot id recorded at `path`; empty when there is none.
+std::string RecordedBootId(const stdfs::path& path) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return "";
+  char buffer[64];
+  const ssize_t n = read(fd.get(), buffer, sizeof buffer);
+  return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
+}
+
+// Records `boot_id` at `path` durably (written beside it, synced, renamed,
+// the directory synced): it must be on disk before any snapshot it covers.
+absl::Status RecordBootId(const stdfs::path& path, const std::string& boot_id) {
+  const std::string temp = absl::StrCat(path.native(), ".tmp");
+  {
+    UniqueFd fd(open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd.valid()) return PathError(temp, "create", errno);
+    if (write(fd.get(), boot_id.data(), boot_id.size()) != static_cast<ssize_t>(boot_id.size()) ||
+        fsync(fd.get()) != 0) {
+      return PathError(temp, "write", errno);
+    }
+  }
+  if (rename(temp.c_str(), path.c_str()) != 0) return PathError(path.native(), "rename", errno);
+  UniqueFd parent(open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!parent.valid() || fsync(parent.get()) != 0) {
+    return PathError(path.parent_path().native(), "fsync", errno);
+  }
+  return absl::OkStatus();
 }
 
 std::string ProcPath(int dir_fd, absl::string_view name) {
@@ -392,12 +439,33 @@ absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const stdfs::path& da
   if (!fd.ok()) return fd.status();
   absl::StatusOr<std::vector<std::string>> names = fs::ListDirectory(fd->get(), dir.native());
   if (!names.ok()) return names.status();
+  absl::StatusOr<std::string> boot_id = CurrentBootId();
+  if (!boot_id.ok()) return boot_id.status();
+  const stdfs::path boot_file = data_dir / std::string(kBootFile);
+  // Written in another boot (or before snapshots were dated by boot): they
+  // may have lost data the machine never wrote out, so none is trusted.
+  const bool stale = RecordedBootId(boot_file) != *boot_id;
+  size_t discarded = 0;
   for (const std::string& name : *names) {
-    if (!absl::StartsWith(name, kTempPrefix)) continue;
-    absl::Status removed = fs::RemoveAllAt(fd->get(), name, (dir / name).native());
-    if (!removed.ok()) return removed;
+    std::string doomed = name;
+    if (!absl::StartsWith(name, kTempPrefix)) {
+      if (!stale) continue;
+      // Out of the way first, so that no one finds it half removed; another
+      // process opening the store at the same time may have taken it.
+      doomed = absl::StrCat(kTempPrefix, "stale-", name);
+      if (renameat(fd->get(), name.c_str(), fd->get(), doomed.c_str()) != 0) {
+        if (errno == ENOENT) continue;
+        return PathError((dir / name).native(), "rename", errno);
+      }
+      ++discarded;
+    }
+    absl::Status removed = fs::RemoveAllAt(fd->get(), doomed, (dir / doomed).native());
+    if (!removed.ok() && !absl::IsNotFound(removed)) return removed;
   }
-  return std::unique_ptr<Snapshots>(new Snapshots(dir));
+  if (stale) {
+    if (absl::Status recorded = RecordBootId(boot_file, *boot_id); !recorded.ok()) return recorded;
+  }
+  return std::unique_ptr<Snapshots>(new Snapshots(dir, discarded));
 }
 
 absl::StatusOr<std::vector<Snapshot>> Snapshots::Ensure(absl::Span<const LayerSource> chain) {
@@ -530,7 +598,14 @@ absl::StatusOr<std::unique_ptr<Rootfs>> Snapshots::PrepareRootfs(absl::Span<cons
                      // whole changes (see oci::WriteLayerFromUpper), and a
                      // copy-up must not keep hardlinks to lower inodes.
                      ",redirect_dir=off,metacopy=off,index=off");
-    if (!unsafe_path && mount("overlay", rootfs->root_.c_str(), "overlay", 0, data.c_str()) == 0) {
+    // volatile (Linux 5.10): no sync of the whole upper file system at
+    // unmount nor at each fsync in the step (see "Durability" in
+    // snapshots.h); a kernel without it mounts without.
+    auto mount_overlay = [&](bool with_volatile) {
+      const std::string options = with_volatile ? absl::StrCat(data, ",volatile") : data;
+      return mount("overlay", rootfs->root_.c_str(), "overlay", 0, options.c_str()) == 0;
+    };
+    if (!unsafe_path && (mount_overlay(true) || (errno == EINVAL && mount_overlay(false)))) {
       rootfs->mounted_ = true;
       // Private: no peer group ties it to the mount namespaces of sandboxes
       // started meanwhile, whose copies would otherwise keep it busy.

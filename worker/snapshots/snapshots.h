@@ -17,6 +17,18 @@
 // between the two (oci::WriteLayerFromCopy). Which mode was used, and why,
 // is reported with the root filesystem.
 //
+// Durability: snapshots are a cache of the content store's layers and are
+// not synced to disk. Unpacked layers are not fsynced file by file, and a
+// step's overlay is mounted "volatile", so that unmounting it does not sync
+// the whole file system the upper dir is on (everything any process left
+// dirty there: half a second for a step that wrote 500 MB). Within a boot the
+// page cache makes them whole; after a crash of the machine they might not
+// be. So Open compares the boot id recorded beside the snapshots
+// (<data_dir>/snapshots-boot-id, written and synced before any snapshot of
+// this boot) with the current one and, when they differ, discards every
+// snapshot: after any restart, layers are unpacked again from the store when
+// a build needs them.
+//
 // Snapshot directories are named by chain id, not diff id, as containerd
 // names its snapshots: the same layer over different parents is a different
 // filesystem in general (a whiteout means nothing without what it hides), and
@@ -122,8 +134,12 @@ class Rootfs {
 class Snapshots {
  public:
   // Uses <data_dir>/snapshots (made if missing) and removes what an
-  // interrupted unpack left there.
+  // interrupted unpack left there, and every snapshot when they were written
+  // in another boot (see "Durability" above).
   static absl::StatusOr<std::unique_ptr<Snapshots>> Open(const std::filesystem::path& data_dir);
+
+  // Snapshots Open discarded as written in another boot.
+  size_t discarded_at_open() const { return discarded_at_open_; }
 
   // Makes sure every layer of `chain` (bottom first) is unpacked, unpacking
   // the missing ones; returns their snapshots, bottom first. A layer is
@@ -160,12 +176,14 @@ class Snapshots {
   const std::filesystem::path& dir() const { return dir_; }
 
  private:
-  explicit Snapshots(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  Snapshots(std::filesystem::path dir, size_t discarded)
+      : dir_(std::move(dir)), discarded_at_open_(discarded) {}
 
   // Unpacks `layer` as `chain_id` unless present; true when it unpacked.
   absl::StatusOr<bool> EnsureOne(const digest::Digest& chain_id, const LayerSource& layer);
 
   std::filesystem::path dir_;
+  const size_t discarded_at_open_;
   absl::Mutex mu_;
   absl::CondVar done_;
   // Chain ids (hex) being unpacked by a caller in this process.
