@@ -365,6 +365,7 @@ BlobWriter::~BlobWriter() { store_->Unpin(chunks_); }
 
 absl::Status BlobWriter::Write(absl::string_view bytes) {
   if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
+  if (sealed_) return absl::FailedPreconditionError("BlobWriter written after Seal");
   return NoThrow("BlobWriter::Write", [&]() -> absl::Status {
     size_ += bytes.size();
     while (!bytes.empty()) {
@@ -421,33 +422,46 @@ absl::StatusOr<Digest> BlobWriter::CommitAsWritten(absl::string_view media_type)
   return Finish(std::nullopt, media_type);
 }
 
-absl::StatusOr<Digest> BlobWriter::Finish(const std::optional<Digest>& expected,
-                                          absl::string_view media_type) {
+absl::StatusOr<Digest> BlobWriter::Seal() {
   if (spent_) return absl::FailedPreconditionError("BlobWriter used after Commit or an error");
-  spent_ = true;
-  return NoThrow("BlobWriter::Commit", [&]() -> absl::StatusOr<Digest> {
-    std::optional<Digest> actual;
+  if (sealed_) return *sealed_;
+  absl::StatusOr<Digest> sealed = NoThrow("BlobWriter::Seal", [&]() -> absl::StatusOr<Digest> {
     if (submitted_ == nullptr) {
       // No chunk was cut: the blob is empty or one chunk, hashed here, once
       // (its digest is its chunk's).
-      actual = digest::Sha256Of(pending_->bytes);
+      Digest actual = digest::Sha256Of(pending_->bytes);
       if (!pending_->bytes.empty()) {
-        chunks_.push_back({*actual, pending_->bytes.size()});
+        chunks_.push_back({actual, pending_->bytes.size()});
         store_->Pin({&chunks_.back(), 1});
         const bool logged = store_->options_.logged_prefix > 0;
         if (absl::Status status =
-                store_->StoreChunk(*actual, pending_->bytes, logged, &needs_flush_);
+                store_->StoreChunk(actual, pending_->bytes, logged, &needs_flush_);
             !status.ok()) {
           return status;
         }
       }
-    } else {
-      if (!pending_->bytes.empty()) {
-        if (absl::Status status = CutPending(); !status.ok()) return status;
-      }
-      if (absl::Status status = StoreSubmitted(); !status.ok()) return status;
-      actual = hasher_->Finish();
+      return actual;
     }
+    if (!pending_->bytes.empty()) {
+      if (absl::Status status = CutPending(); !status.ok()) return status;
+    }
+    if (absl::Status status = StoreSubmitted(); !status.ok()) return status;
+    return hasher_->Finish();
+  });
+  if (!sealed.ok()) {
+    spent_ = true;
+    return sealed.status();
+  }
+  sealed_ = *sealed;
+  return *sealed;
+}
+
+absl::StatusOr<Digest> BlobWriter::Finish(const std::optional<Digest>& expected,
+                                          absl::string_view media_type) {
+  absl::StatusOr<Digest> actual = Seal();
+  if (!actual.ok()) return actual.status();
+  spent_ = true;
+  return NoThrow("BlobWriter::Commit", [&]() -> absl::StatusOr<Digest> {
     if (expected && *actual != *expected) {
       return absl::InvalidArgumentError(absl::StrCat(
           "blob content hashes to ", actual->ToString(), " but the expected digest is ",

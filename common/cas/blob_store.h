@@ -157,6 +157,13 @@ class BlobWriter {
   // id). Returns that digest.
   absl::StatusOr<digest::Digest> CommitAsWritten(absl::string_view media_type = "");
 
+  // Ends the writing: stores what is left and returns the digest of the
+  // bytes written, without making the blob visible, for a caller that checks
+  // more than the digest before it commits (an imported layer's diff id).
+  // Commit or CommitAsWritten may follow and do not hash again; Write may
+  // not. An error spends the writer.
+  absl::StatusOr<digest::Digest> Seal();
+
   // Bytes written so far.
   uint64_t size() const { return size_; }
 
@@ -185,9 +192,10 @@ class BlobWriter {
   ChunkBuffer* pending_;              // the current, unfinished chunk
   ChunkBuffer* submitted_ = nullptr;  // a chunk being hashed, not stored yet
   std::vector<ChunkRef> chunks_;
-  uint64_t size_ = 0;         // bytes written
-  uint64_t stored_ = 0;       // bytes of chunks stored
-  bool needs_flush_ = false;  // a chunk of this blob may be unlogged in a memtable
+  uint64_t size_ = 0;                     // bytes written
+  uint64_t stored_ = 0;                   // bytes of chunks stored
+  bool needs_flush_ = false;              // a chunk of this blob may be unlogged in a memtable
+  std::optional<digest::Digest> sealed_;  // set by Seal
   bool spent_ = false;
 };
 

@@ -32,13 +32,15 @@ absl::Status LayerIngest::Write(absl::string_view piece) {
     return Mismatch(absl::StrCat("more than the descriptor's ", *expected_.size, " bytes"));
   }
   if (absl::Status written = writer_->Write(piece); !written.ok()) return written;
-  blob_hash_.Update(piece);
   if (diff_error_.ok()) diff_error_ = diff_hash_.Update(piece);
   return absl::OkStatus();
 }
 
 absl::StatusOr<Descriptor> LayerIngest::Commit(absl::string_view media_type) {
-  const digest::Digest blob = blob_hash_.Finish();
+  // The writer hashed the blob as it took it; nothing is visible yet.
+  absl::StatusOr<digest::Digest> sealed = writer_->Seal();
+  if (!sealed.ok()) return Prefixed(what_, sealed.status());
+  const digest::Digest& blob = *sealed;
   if (expected_.digest && blob != *expected_.digest) {
     return Mismatch(absl::StrCat("content has digest ", blob.ToString(), ", not ",
                                  expected_.digest->ToString()));

@@ -47,8 +47,7 @@ class LayerIngest {
   ExpectedLayer expected_;
   std::string what_;
   absl::StatusCode mismatch_;
-  std::unique_ptr<cas::BlobWriter> writer_;
-  digest::Sha256 blob_hash_;
+  std::unique_ptr<cas::BlobWriter> writer_;  // hashes the blob too (Seal)
   DiffIdHasher diff_hash_;
   // A corrupt compressed stream is reported after a wrong blob digest, the
   // more telling error when both are found.

@@ -170,6 +170,35 @@ TEST_F(BlobStoreTest, CommitAsWrittenNamesTheBlobByItsContent) {
   }
 }
 
+// Seal names the blob before it is visible, so a caller can check more (an
+// imported layer's diff id) and then commit without hashing it again.
+TEST_F(BlobStoreTest, SealGivesTheDigestWithNothingVisibleUntilCommit) {
+  for (const std::string& bytes : {std::string(), std::string("x"), RandomBytes(3, 5'000'000)}) {
+    std::unique_ptr<BlobWriter> writer = store_->NewWriter();
+    for (size_t at = 0; at < bytes.size(); at += 100'000) {
+      ASSERT_TRUE(writer->Write(absl::string_view(bytes).substr(at, 100'000)).ok());
+    }
+    absl::StatusOr<Digest> sealed = writer->Seal();
+    ASSERT_TRUE(sealed.ok()) << sealed.status();
+    EXPECT_EQ(*sealed, Sha256Of(bytes));
+    EXPECT_EQ(writer->Seal().value(), *sealed);  // again: the same, not hashed anew
+    EXPECT_FALSE(store_->Has(*sealed).value());
+    EXPECT_TRUE(absl::IsFailedPrecondition(writer->Write("more")));
+    ASSERT_TRUE(writer->Commit(*sealed, "application/octet-stream").ok());
+    EXPECT_EQ(store_->ReadAll(*sealed).value(), bytes);
+    EXPECT_TRUE(absl::IsFailedPrecondition(writer->Seal().status()));
+  }
+  // A sealed writer committed under another digest stores nothing visible.
+  const std::string bytes = RandomBytes(6, 3 * kMiB);
+  std::unique_ptr<BlobWriter> writer = store_->NewWriter();
+  ASSERT_TRUE(writer->Write(bytes).ok());
+  ASSERT_TRUE(writer->Seal().ok());
+  const Digest wrong = Sha256Of("something else");
+  EXPECT_EQ(writer->Commit(wrong).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store_->Has(Sha256Of(bytes)).value());
+  EXPECT_FALSE(store_->Has(wrong).value());
+}
+
 TEST_F(BlobStoreTest, WrongExpectedDigestStoresNothingVisible) {
   const std::string bytes = RandomBytes(4, 3 * kMiB);
   const Digest actual = Sha256Of(bytes);
