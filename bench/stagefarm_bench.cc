@@ -161,17 +161,14 @@ int Prepare(std::map<std::string, std::string> flags) {
   for (uint64_t b = 0; b < blobs; ++b) {
     const uint64_t size = bytes / blobs + (b + 1 == blobs ? bytes % blobs : 0);
     std::unique_ptr<cas::BlobWriter> writer = store->NewWriter();
-    digest::Sha256 hasher;
     for (uint64_t done = 0; done < size; done += buffer.size()) {
       stream.Fill(&buffer, std::min<uint64_t>(size - done, 4 * kMiB));
-      hasher.Update(buffer);
       Check(writer->Write(buffer), "put");
       if (::write(fd, buffer.data(), buffer.size()) != static_cast<ssize_t>(buffer.size())) {
         Die("write failed");
       }
     }
-    const digest::Digest blob = hasher.Finish();
-    Check(writer->Commit(blob), "commit");
+    const digest::Digest blob = Check(writer->CommitAsWritten(), "commit");
     std::fprintf(digests, "%s\n", blob.ToString().c_str());
   }
   std::fclose(digests);

@@ -565,9 +565,9 @@ absl::Status BlobAssembler::AddChunk(size_t index, absl::string_view bytes) {
         --needed_;
       }
     }
-    if (chunk_is_blob_) {
-      // Verified above, as the whole blob.
-    } else if (index == hashed_) {
+    // Verified above, as the whole blob: nothing to feed to whole_.
+    if (chunk_is_blob_) return absl::OkStatus();
+    if (index == hashed_) {
       whole_.Update(bytes);
       ++hashed_;
     } else if (buffered_bytes_ + bytes.size() <= kMaxBufferedBytes) {
@@ -615,15 +615,14 @@ absl::Status BlobAssembler::Commit() {
                      " of ", manifest_.chunks.size(), " chunks are missing"));
   }
   return NoThrow("BlobAssembler::Commit", [&]() -> absl::Status {
-    // A stored chunk was verified when it was stored.
+    // A one-chunk blob is its chunk, verified when it was stored.
     if (!chunk_is_blob_) {
       if (absl::Status status = Absorb(); !status.ok()) return status;
-    }
-    Digest actual = chunk_is_blob_ ? manifest_.digest : whole_.Finish();
-    if (actual != manifest_.digest) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the chunks listed for blob ", manifest_.digest.ToString(), " hash to ",
-                       actual.ToString(), " (", manifest_.size, " bytes); nothing was stored"));
+      if (Digest actual = whole_.Finish(); actual != manifest_.digest) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the chunks listed for blob ", manifest_.digest.ToString(), " hash to ",
+                         actual.ToString(), " (", manifest_.size, " bytes); nothing was stored"));
+      }
     }
     return store_->CommitIndex(
         manifest_.digest, EncodeIndexRecord(manifest_.size, manifest_.chunks, manifest_.media_type),

@@ -177,9 +177,9 @@ class BlobWriter {
   absl::Status CutPending();
   // Stores *submitted_ once the hasher has its digest, and releases it.
   absl::Status StoreSubmitted();
-  // Commit and CommitAsWritten: stores what is left, checks the digest
-  // against `expected` when given, writes the index record; returns the
-  // blob's digest.
+  // Commit and CommitAsWritten: Seal, then checks the digest against
+  // `expected` when given and writes the index record; returns the blob's
+  // digest.
   absl::StatusOr<digest::Digest> Finish(const std::optional<digest::Digest>& expected,
                                         absl::string_view media_type);
 

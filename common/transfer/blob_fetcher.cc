@@ -96,9 +96,8 @@ class StoreWorker {
     size_t blob;
     ChunkTask task;
     size_t holder;
-    absl::Status added;        // AddChunk's result
-    uint64_t bytes = 0;        // stored (0 when AddChunk failed)
-    uint64_t frame_bytes = 0;  // received
+    absl::Status added;  // AddChunk's result
+    uint64_t bytes = 0;  // received; stored too when `added` is OK
     // Set when this chunk completed the blob: Commit's result.
     std::optional<absl::Status> committed;
   };
@@ -143,11 +142,10 @@ class StoreWorker {
         work_.pop_front();
       }
       absl::string_view bytes(static_cast<const char*>(work.frame.data()), work.frame.size());
-      Done done{work.blob, std::move(work.task), work.holder, absl::OkStatus(),
-                0,         bytes.size(),         std::nullopt};
+      Done done{work.blob,        std::move(work.task), work.holder,
+                absl::OkStatus(), bytes.size(),         std::nullopt};
       done.added = work.assembler->AddChunk(done.task.index, bytes);
       if (done.added.ok()) {
-        done.bytes = bytes.size();
         if (work.assembler->complete() && committed_.insert(work.assembler).second) {
           done.committed = work.assembler->Commit();
         }
@@ -240,7 +238,7 @@ class Fetch {
     }
     // Then chunks, the queue's head first, each to a holder that may have it,
     // unless the store worker is already that far behind.
-    for (size_t round = 0; !queue_.empty(); ++round) {
+    while (!queue_.empty()) {
       bool sent_any = false;
       for (size_t h = 0; h < holders_.size() && !queue_.empty(); ++h) {
         if (!StoreKeepsUp()) break;
@@ -580,7 +578,7 @@ class Fetch {
   absl::Status ProcessStored() {
     for (StoreWorker::Done& done : worker_->TakeDone()) {
       --queued_;
-      queued_bytes_ -= done.frame_bytes;
+      queued_bytes_ -= done.bytes;
       if (absl::IsDataLoss(done.added)) {
         if (absl::Status status = Fault(done.holder, done.added.message()); !status.ok()) {
           return status;
