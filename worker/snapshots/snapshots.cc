@@ -39,52 +39,6 @@ absl::Status PathError(absl::string_view path, absl::string_view op, int error_n
   return absl::ErrnoToStatus(error_number, absl::StrCat("\"", path, "\": ", op));
 }
 
-// Beside the snapshots directory: the boot id of the boot under which
-// snapshots were last written (see "Durability" in snapshots.h).
-constexpr absl::string_view kBootFile = "snapshots-boot-id";
-
-// This boot's id, which the kernel makes anew at every boot.
-absl::StatusOr<std::string> CurrentBootId() {
-  const char* const path = "/proc/sys/kernel/random/boot_id";
-  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return PathError(path, "open", errno);
-  char buffer[64];
-  const ssize_t n = read(fd.get(), buffer, sizeof buffer);
-  if (n <= 0) return PathError(path, "read", n < 0 ? errno : EIO);
-  std::string id(buffer, static_cast<size_t>(n));
-  while (!id.empty() && id.back() == '\n') id.pop_back();
-  return id;
-}
-
-// The boot id recorded at `path`; empty when there is none.
-std::string RecordedBootId(const stdfs::path& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return "";
-  char buffer[64];
-  const ssize_t n = read(fd.get(), buffer, sizeof buffer);
-  return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
-}
-
-// Records `boot_id` at `path` durably (written beside it, synced, renamed,
-// the directory synced): it must be on disk before any snapshot it covers.
-absl::Status RecordBootId(const stdfs::path& path, const std::string& boot_id) {
-  const std::string temp = absl::StrCat(path.native(), ".tmp");
-  {
-    UniqueFd fd(open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd.valid()) return PathError(temp, "create", errno);
-    if (write(fd.get(), boot_id.data(), boot_id.size()) != static_cast<ssize_t>(boot_id.size()) ||
-        fsync(fd.get()) != 0) {
-      return PathError(temp, "write", errno);
-    }
-  }
-  if (rename(temp.c_str(), path.c_str()) != 0) return PathError(path.native(), "rename", errno);
-  UniqueFd parent(open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!parent.valid() || fsync(parent.get()) != 0) {
-    return PathError(path.parent_path().native(), "fsync", errno);
-  }
-  return absl::OkStatus();
-}
-
 std::string ProcPath(int dir_fd, absl::string_view name) {
   return absl::StrCat("/proc/self/fd/", dir_fd, "/", name);
 }
@@ -367,6 +321,48 @@ absl::Status MakeFreshDir(const stdfs::path& dir) {
   return absl::OkStatus();
 }
 
+// Beside the snapshots directory: the boot id of the boot under which
+// snapshots were last written (see "Durability" in snapshots.h).
+constexpr absl::string_view kBootFile = "snapshots-boot-id";
+
+// The first bytes (a boot id's worth) of the file at `path`.
+absl::StatusOr<std::string> ReadSmallFile(const stdfs::path& path) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return PathError(path.native(), "open", errno);
+  char buffer[64];
+  const ssize_t n = read(fd.get(), buffer, sizeof buffer);
+  if (n < 0) return PathError(path.native(), "read", errno);
+  return std::string(buffer, static_cast<size_t>(n));
+}
+
+// This boot's id, which the kernel makes anew at every boot.
+absl::StatusOr<std::string> CurrentBootId() {
+  absl::StatusOr<std::string> id = ReadSmallFile("/proc/sys/kernel/random/boot_id");
+  if (!id.ok()) return id.status();
+  while (!id->empty() && id->back() == '\n') id->pop_back();
+  if (id->empty()) return absl::InternalError("/proc/sys/kernel/random/boot_id is empty");
+  return id;
+}
+
+// Records `boot_id` at `path` durably (written beside it, synced, renamed,
+// the directory synced): it must be on disk before any snapshot it covers.
+absl::Status RecordBootId(const stdfs::path& path, const std::string& boot_id) {
+  const std::string temp = absl::StrCat(path.native(), ".tmp");
+  {
+    UniqueFd fd(open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd.valid()) return PathError(temp, "create", errno);
+    if (write(fd.get(), boot_id.data(), boot_id.size()) != static_cast<ssize_t>(boot_id.size()) ||
+        fsync(fd.get()) != 0) {
+      return PathError(temp, "write", errno);
+    }
+  }
+  if (rename(temp.c_str(), path.c_str()) != 0) return PathError(path.native(), "rename", errno);
+  absl::StatusOr<UniqueFd> parent = OpenDirectory(path.parent_path());
+  if (!parent.ok()) return parent.status();
+  if (fsync(parent->get()) != 0) return PathError(path.parent_path().native(), "fsync", errno);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::vector<digest::Digest> ChainIds(absl::Span<const digest::Digest> diff_ids) {
@@ -444,7 +440,7 @@ absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const stdfs::path& da
   const stdfs::path boot_file = data_dir / std::string(kBootFile);
   // Written in another boot (or before snapshots were dated by boot): they
   // may have lost data the machine never wrote out, so none is trusted.
-  const bool stale = RecordedBootId(boot_file) != *boot_id;
+  const bool stale = ReadSmallFile(boot_file).value_or("") != *boot_id;
   size_t discarded = 0;
   for (const std::string& name : *names) {
     std::string doomed = name;
@@ -600,12 +596,20 @@ absl::StatusOr<std::unique_ptr<Rootfs>> Snapshots::PrepareRootfs(absl::Span<cons
                      ",redirect_dir=off,metacopy=off,index=off");
     // volatile (Linux 5.10): no sync of the whole upper file system at
     // unmount nor at each fsync in the step (see "Durability" in
-    // snapshots.h); a kernel without it mounts without.
+    // snapshots.h); a kernel without it mounts without, which is then
+    // remembered.
     auto mount_overlay = [&](bool with_volatile) {
       const std::string options = with_volatile ? absl::StrCat(data, ",volatile") : data;
       return mount("overlay", rootfs->root_.c_str(), "overlay", 0, options.c_str()) == 0;
     };
-    if (!unsafe_path && (mount_overlay(true) || (errno == EINVAL && mount_overlay(false)))) {
+    auto mount_step_overlay = [&] {
+      if (!mount_volatile_.load()) return mount_overlay(false);
+      if (mount_overlay(true)) return true;
+      if (errno != EINVAL || !mount_overlay(false)) return false;
+      mount_volatile_.store(false);
+      return true;
+    };
+    if (!unsafe_path && mount_step_overlay()) {
       rootfs->mounted_ = true;
       // Private: no peer group ties it to the mount namespaces of sandboxes
       // started meanwhile, whose copies would otherwise keep it busy.

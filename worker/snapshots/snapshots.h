@@ -35,6 +35,7 @@
 // naming by chain keeps "this chain is unpacked" one directory check.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -184,6 +185,8 @@ class Snapshots {
 
   std::filesystem::path dir_;
   const size_t discarded_at_open_;
+  // Cleared when the kernel refuses a volatile overlay (before Linux 5.10).
+  std::atomic<bool> mount_volatile_{true};
   absl::Mutex mu_;
   absl::CondVar done_;
   // Chain ids (hex) being unpacked by a caller in this process.
