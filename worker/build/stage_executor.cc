@@ -195,7 +195,7 @@ class StageRun {
   std::optional<std::string> CacheEntryName(size_t index) const {
     if (index >= inputs_.cache_keys.size()) return std::nullopt;
     const std::optional<int64_t>& epoch = inputs_.source_date_epoch;
-    return absl::StrCat("build/v2/", inputs_.cache_keys[index].ToString(),
+    return absl::StrCat("build/v1/", inputs_.cache_keys[index].ToString(),
                         "/epoch=", epoch ? absl::StrCat(*epoch) : "none", "/",
                         oci::LayerMediaType(executor_.options().compression));
   }
