@@ -67,6 +67,9 @@ bool SeekableTar(const stdfs::path& path) {
 absl::StatusOr<LayoutImage> WriteTarCompressing(cas::BlobStore& store, const LayoutImage& image,
                                                 const CompressOptions& options,
                                                 const ExportDestination& destination) {
+  absl::StatusOr<std::unique_ptr<ImageTarWriter>> tar = ImageTarWriter::Open(destination.path);
+  if (!tar.ok()) return tar.status();
+  // From here on the tar is this export's.
   struct Partial {
     const stdfs::path& path;
     bool done = false;
@@ -75,8 +78,6 @@ absl::StatusOr<LayoutImage> WriteTarCompressing(cas::BlobStore& store, const Lay
       if (!done) stdfs::remove(path, ignored);
     }
   } partial{destination.path};
-  absl::StatusOr<std::unique_ptr<ImageTarWriter>> tar = ImageTarWriter::Open(destination.path);
-  if (!tar.ok()) return tar.status();
   ImageTarWriter& writer = **tar;
   const LayerBlobOutput out{
       [&](const std::optional<Descriptor>& known) { return writer.BeginBlob(known); },
