@@ -310,14 +310,18 @@ absl::Status ImageTarWriter::Append(absl::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::Status ImageTarWriter::Flush() {
-  absl::string_view left = buffer_;
-  while (!left.empty()) {
-    const ssize_t written = ::write(fd_, left.data(), left.size());
+absl::Status WriteAll(int fd, absl::string_view bytes, const stdfs::path& path) {
+  while (!bytes.empty()) {
+    const ssize_t written = ::write(fd, bytes.data(), bytes.size());
     if (written < 0 && errno == EINTR) continue;
-    if (written < 0) return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path_.string()));
-    left.remove_prefix(static_cast<size_t>(written));
+    if (written < 0) return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path.string()));
+    bytes.remove_prefix(static_cast<size_t>(written));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ImageTarWriter::Flush() {
+  if (absl::Status status = WriteAll(fd_, buffer_, path_); !status.ok()) return status;
   flushed_ += buffer_.size();
   buffer_.clear();
   return absl::OkStatus();

@@ -104,6 +104,9 @@ absl::Status WriteImageTar(cas::BlobStore& store, absl::Span<const LayoutImage> 
                            const std::filesystem::path& path, bool docker_archive,
                            const BlobFiles& files = {});
 
+// Writes all of `bytes` to `fd` (the file at `path`, which errors name).
+absl::Status WriteAll(int fd, absl::string_view bytes, const std::filesystem::path& path);
+
 // WriteImageTar's writer, for a caller that makes layer blobs as it writes
 // them (WriteExport compresses each layer straight into the tar): the
 // header of a blob whose digest is not known until its end is written

@@ -450,17 +450,6 @@ absl::StatusOr<CompressedBlob> CompressOne(cas::BlobStore& store, const Descript
   return std::make_pair(hasher.Finish(), size);
 }
 
-// Writes all of `bytes` to `fd`.
-absl::Status WriteAll(int fd, absl::string_view bytes, const std::filesystem::path& path) {
-  while (!bytes.empty()) {
-    const ssize_t written = ::write(fd, bytes.data(), bytes.size());
-    if (written < 0 && errno == EINTR) continue;
-    if (written < 0) return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path.string()));
-    bytes.remove_prefix(static_cast<size_t>(written));
-  }
-  return absl::OkStatus();
-}
-
 // Compresses `layer` into the file `dir`/<digest hex> by way of a partial
 // file in `dir`, removed on error.
 absl::StatusOr<CompressedBlob> CompressToFile(cas::BlobStore& store, const Descriptor& layer,
