@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace stagefarm::net {
@@ -40,7 +39,8 @@ bool IsPointer(const capnp::Type& type) {
 // and thread (the schema walk costs more than the read it plans).
 struct StructPlan {
   std::vector<capnp::StructSchema::Field> pointer_fields;  // outside the union
-  absl::flat_hash_set<uint32_t> union_pointer_fields;      // by field index
+  // By field index: whether a union member is a pointer. Empty when none is.
+  std::vector<bool> union_pointer;
 };
 
 const StructPlan& PlanOf(const capnp::StructSchema& schema) {
@@ -51,7 +51,10 @@ const StructPlan& PlanOf(const capnp::StructSchema& schema) {
       if (IsPointer(field.getType())) it->second.pointer_fields.push_back(field);
     }
     for (capnp::StructSchema::Field field : schema.getUnionFields()) {
-      if (IsPointer(field.getType())) it->second.union_pointer_fields.insert(field.getIndex());
+      if (!IsPointer(field.getType())) continue;
+      std::vector<bool>& union_pointer = it->second.union_pointer;
+      if (union_pointer.empty()) union_pointer.resize(schema.getFields().size());
+      union_pointer[field.getIndex()] = true;
     }
   }
   return it->second;
@@ -68,9 +71,9 @@ void ReadEveryField(const capnp::DynamicValue::Reader& value) {
       for (const capnp::StructSchema::Field& field : plan.pointer_fields) {
         ReadEveryField(reader.get(field));
       }
-      if (!plan.union_pointer_fields.empty()) {
+      if (!plan.union_pointer.empty()) {
         KJ_IF_MAYBE (field, reader.which()) {
-          if (plan.union_pointer_fields.contains(field->getIndex())) {
+          if (plan.union_pointer[field->getIndex()]) {
             ReadEveryField(reader.get(*field));
           }
         }
