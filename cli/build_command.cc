@@ -520,7 +520,8 @@ int Build(const std::vector<std::string>& args) {
                {"output", "o", true, true,
                 "type=oci,dest=PATH (a tar; a directory when PATH ends in /), "
                 "type=docker,dest=PATH, type=local,dest=DIR (the root filesystem) or "
-                "type=registry[,name=NAME] (a push)"},
+                "type=registry[,name=NAME] (a push); all but local take "
+                "[,compression=gzip|zstd|uncompressed][,compression-level=N]"},
                {"push", "", false, false,
                 "push every -t name to its registry (--output type=registry)"},
                InsecureRegistryFlag(),
@@ -565,6 +566,10 @@ int Build(const std::vector<std::string>& args) {
     if (!spec.ok()) return Fail(spec.status().message(), kExitUsage);
     outputs.push_back(*std::move(spec));
   }
+  // With outputs, the image's layers are compressed once, as they ask (gzip
+  // unless one says otherwise), and the tags name that same image.
+  absl::StatusOr<oci::CompressOptions> compress = CompressionOf(outputs);
+  if (!compress.ok()) return Fail(compress.status().message(), kExitUsage);
   if (parsed.Has("push")) {
     OutputSpec push;
     push.type = "registry";
@@ -637,13 +642,8 @@ int Build(const std::vector<std::string>& args) {
   client_record.context_scan_seconds = absl::ToDoubleSeconds(absl::Now() - read_start);
   record.AddClientSpan({"read context", read_start, absl::Now()});
 
-  // With outputs, the image's layers are compressed once, as they ask (gzip
-  // unless one says otherwise), and the tags name that same image.
-  oci::CompressOptions compress;
-  compress.compression = oci::LayerCompression::kGzip;
   bool exports_image = false;  // an image archive or layout, whose layers are compressed
   for (const OutputSpec& output : outputs) {
-    if (output.compression) compress.compression = *output.compression;
     exports_image = exports_image || output.type != "local";
   }
   ProgressPrinter printer(*progress, stderr);
@@ -662,7 +662,7 @@ int Build(const std::vector<std::string>& args) {
       on_cluster ? BuildOnCluster(parsed, file, context, *plan, *index, named, *epoch, *secrets,
                                   workers, slots, *data_dir, **store, sink, client_record)
                  : BuildInProcess(parsed, file, context, *plan, *index, named, *epoch, *secrets,
-                                  !exports_image ? std::nullopt : std::optional(compress),
+                                  !exports_image ? std::nullopt : std::optional(*compress),
                                   *data_dir, **store, sink);
   printer.Finish();
   record.AddClientSpan({"build", build_start, absl::Now()});
@@ -675,7 +675,7 @@ int Build(const std::vector<std::string>& args) {
   if (!built.ok()) return Fail(built.status().message());
 
   uint64_t last_shown = 0;
-  compress.on_progress = [&last_shown](uint64_t done, uint64_t total) {
+  compress->on_progress = [&last_shown](uint64_t done, uint64_t total) {
     if (done != total && done - last_shown < (uint64_t{64} << 20)) return;
     last_shown = done;
     std::fprintf(stderr, "compressing layers: %.1f / %.1f MB\n", done / 1e6, total / 1e6);
@@ -714,7 +714,7 @@ int Build(const std::vector<std::string>& args) {
   oci::LayoutImage result = *image;
   if (!destinations.empty()) {
     absl::StatusOr<oci::LayoutImage> exported =
-        oci::WriteExport(**store, *image, compress, destinations);
+        oci::WriteExport(**store, *image, *compress, destinations);
     if (!exported.ok()) return Fail(exported.status().message());
     result = *std::move(exported);
     for (const OutputSpec& output : outputs) {
@@ -725,7 +725,7 @@ int Build(const std::vector<std::string>& args) {
   oci::Descriptor pushed = result.manifest;
   for (const OutputSpec& output : outputs) {
     if (output.type != "registry") continue;
-    if (int failed = PushBuilt(**store, image->manifest.digest, output, tags, compress,
+    if (int failed = PushBuilt(**store, image->manifest.digest, output, tags, *compress,
                                registry_options, &pushed)) {
       return failed;
     }

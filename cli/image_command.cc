@@ -34,7 +34,8 @@ constexpr char kImageUsage[] =
     "  import [--rootfs] [--change INSTRUCTION]... FILE NAME[:TAG]\n"
     "  pull [--platform P] [--insecure-registry HOST]... [--format text|json] REF\n"
     "  push [--insecure-registry HOST]... [--format text|json] LOCAL [REMOTE]\n"
-    "  export --output type=oci|docker,dest=PATH[,compression=gzip|zstd|uncompressed] NAME\n"
+    "  export --output type=oci|docker,dest=PATH[,compression=gzip|zstd|uncompressed]"
+    "[,compression-level=N] NAME\n"
     "  ls [--format table|json]\n"
     "  rm NAME...\n"
     "  inspect NAME";
@@ -44,10 +45,10 @@ constexpr char kPullUsage[] =
     "stagefarm image pull [--platform P] [--insecure-registry HOST]... [--format text|json] REF";
 constexpr char kPushUsage[] =
     "stagefarm image push [--insecure-registry HOST]... [--compression gzip|zstd] "
-    "[--upload-chunk-size BYTES] [--format text|json] LOCAL [REMOTE]";
+    "[--compression-level N] [--upload-chunk-size BYTES] [--format text|json] LOCAL [REMOTE]";
 constexpr char kExportUsage[] =
     "stagefarm image export --output type=oci|docker,dest=PATH[,compression=gzip|zstd|"
-    "uncompressed] NAME";
+    "uncompressed][,compression-level=N] NAME";
 constexpr char kLsUsage[] = "stagefarm image ls [--format table|json]";
 constexpr char kRmUsage[] = "stagefarm image rm NAME...";
 constexpr char kInspectUsage[] = "stagefarm image inspect NAME";
@@ -166,6 +167,8 @@ int Push(const std::vector<std::string>& args) {
           {InsecureRegistryFlag(),
            {"compression", "", true, false,
             "how uncompressed layers are compressed: gzip (default) or zstd"},
+           {"compression-level", "", true, false,
+            "gzip 0..9 (default 1) or zstd -131072..22 (default 3, as is 0)"},
            {"upload-chunk-size", "", true, false,
             "blobs larger than this go up in chunks of this many bytes (default 64 MiB)"},
            {"format", "", true, false, "text (default: the pushed digest) or json"},
@@ -201,6 +204,12 @@ int Push(const std::vector<std::string>& args) {
     return Fail(absl::StrCat("--compression must be gzip or zstd, not \"", compression, "\""),
                 kExitUsage);
   }
+  if (parsed.Has("compression-level")) {
+    absl::StatusOr<int> level = ParseCompressionLevel(
+        "--compression-level", parsed.Get("compression-level"), push.compress.compression);
+    if (!level.ok()) return Fail(level.status().message(), kExitUsage);
+    push.compress.level = *level;
+  }
   absl::StatusOr<std::unique_ptr<cas::BlobStore>> store = OpenLocalStore(parsed);
   if (!store.ok()) return Fail(store.status().message());
   absl::StatusOr<oci::LocalImage> image = oci::ResolveImage(**store, *local);
@@ -226,13 +235,13 @@ int Push(const std::vector<std::string>& args) {
 
 int Export(const std::vector<std::string>& args) {
   ParsedArgs parsed;
-  if (auto stop =
-          ParseCommand(args, kExportUsage,
-                       {{"output", "o", true, false,
-                         "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
-                         "type=docker,dest=PATH; compression=gzip (default), zstd or uncompressed"},
-                        DataDirFlag()},
-                       "NAME", parsed)) {
+  if (auto stop = ParseCommand(args, kExportUsage,
+                               {{"output", "o", true, false,
+                                 "type=oci,dest=PATH (a tar; a directory when PATH ends in /) or "
+                                 "type=docker,dest=PATH; compression=gzip (default), zstd or "
+                                 "uncompressed; compression-level=N (gzip 0..9, zstd -131072..22)"},
+                                DataDirFlag()},
+                               "NAME", parsed)) {
     return *stop;
   }
   // `build -o`'s parser; an export writes only the two image types.
@@ -249,6 +258,7 @@ int Export(const std::vector<std::string>& args) {
   if (!image.ok()) return Fail(image.status().message());
   oci::CompressOptions compress;
   compress.compression = spec->compression.value_or(oci::LayerCompression::kGzip);
+  compress.level = spec->compression_level;
   oci::LayoutImage layout{image->manifest, image->config_descriptor, image->layers, {}};
   if (!ref->tag.empty()) {
     layout.manifest.annotations[std::string(oci::kRefNameAnnotation)] = ref->tag;
