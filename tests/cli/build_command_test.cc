@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/digest/digest.h"
@@ -376,6 +377,67 @@ TEST_F(BuildCommandTest, OnlyFilesTheBuildReadsAreSentAndThenOnlyTheChangedOne) 
   EXPECT_EQ(Digest(in_process.output), Digest(second.output));
 }
 
+// The layers of an image an OCI layout holds: each blob's path, its digest
+// and media type, and the diff id its config gives it.
+struct LayoutLayer {
+  stdfs::path blob;
+  std::string digest, media_type, diff_id;
+};
+std::vector<LayoutLayer> LayoutLayers(const stdfs::path& layout) {
+  auto blob = [&layout](const std::string& digest) {
+    return layout / "blobs/sha256" / digest.substr(std::string("sha256:").size());
+  };
+  const nlohmann::json manifest =
+      ReadJson(blob(ReadJson(layout / "index.json")["manifests"][0]["digest"]));
+  const nlohmann::json config = ReadJson(blob(manifest["config"]["digest"]));
+  std::vector<LayoutLayer> layers;
+  for (size_t i = 0; i < manifest["layers"].size(); ++i) {
+    const nlohmann::json& layer = manifest["layers"][i];
+    layers.push_back({blob(layer["digest"]), layer["digest"], layer["mediaType"],
+                      config["rootfs"]["diff_ids"][i]});
+  }
+  return layers;
+}
+
+// compression-level reaches the compressor, in build and in image export: zstd
+// at level 1 and at the default level are other blobs of the same layers, and
+// zstd's level 0 is its default.
+TEST_F(BuildCommandTest, ZstdCompressionLevelGivesOtherBlobsOfTheSameDiffIds) {
+  WriteDockerfile("FROM busybox\nRUN seq 1 50000 > /numbers && cp /bin/busybox /busybox-copy\n");
+  const stdfs::path out = dir_ / "out";
+  const Invocation built =
+      Stagefarm(Build(absl::StrCat("-t app:1 --output type=oci,dest='", (out / "level1").string(),
+                                   "/,compression=zstd,compression-level=1'")));
+  ASSERT_EQ(built.exit_code, 0) << built.output;
+  const Invocation exported =
+      Stagefarm(absl::StrCat("image export --output 'type=oci,dest=", (out / "default").string(),
+                             "/,compression=zstd' app:1"));
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  EXPECT_NE(Digest(built.output), Digest(exported.output));
+  const Invocation zero =
+      Stagefarm(absl::StrCat("image export --output 'type=oci,dest=", (out / "zero").string(),
+                             "/,compression=zstd,compression-level=0' app:1"));
+  ASSERT_EQ(zero.exit_code, 0) << zero.output;
+  EXPECT_EQ(Digest(zero.output), Digest(exported.output));
+
+  const std::vector<LayoutLayer> level1 = LayoutLayers(out / "level1");
+  const std::vector<LayoutLayer> by_default = LayoutLayers(out / "default");
+  ASSERT_EQ(level1.size(), 2u);
+  ASSERT_EQ(by_default.size(), level1.size());
+  for (size_t i = 0; i < level1.size(); ++i) {
+    EXPECT_NE(level1[i].digest, by_default[i].digest) << "layer " << i;
+    EXPECT_EQ(level1[i].diff_id, by_default[i].diff_id) << "layer " << i;
+    for (const LayoutLayer& layer : {level1[i], by_default[i]}) {
+      EXPECT_EQ(layer.media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
+      // The zstd CLI reads each blob back to the bytes the diff id names.
+      const Invocation content =
+          testing::RunShell(absl::StrCat("zstd -dc '", layer.blob.string(), "' | sha256sum"));
+      ASSERT_EQ(content.exit_code, 0) << content.output;
+      EXPECT_EQ(absl::StrCat("sha256:", content.output.substr(0, 64)), layer.diff_id) << layer.blob;
+    }
+  }
+}
+
 TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
   WriteDockerfile("FROM busybox\n");
   const Invocation type = Stagefarm(Build("--output type=tarball,dest=x"));
@@ -386,6 +448,15 @@ TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
   EXPECT_THAT(dest.output, HasSubstr("dest=PATH is required"));
   const Invocation tag = Stagefarm(Build("-t Bad:Name"));
   EXPECT_EQ(tag.exit_code, 2);
+  const Invocation level = Stagefarm(Build("--output type=oci,dest=x,compression-level=x"));
+  EXPECT_EQ(level.exit_code, 2);
+  EXPECT_THAT(level.output, HasSubstr("--output: compression-level must be an integer, not \"x\""));
+  const Invocation two_levels =
+      Stagefarm(Build("--output type=oci,dest=x,compression=zstd,compression-level=19 "
+                      "--output type=docker,dest=y,compression=zstd,compression-level=1"));
+  EXPECT_EQ(two_levels.exit_code, 2);
+  EXPECT_THAT(two_levels.output, HasSubstr("one output asks for compression-level=19, another "
+                                           "for compression-level=1"));
   const Invocation missing = Stagefarm(Build("--target nosuchstage"));
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.output, HasSubstr("target stage \"nosuchstage\" could not be found"));

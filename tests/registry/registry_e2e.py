@@ -447,6 +447,19 @@ def scenario_plain(work, bin_dir):
         check(image_export.stdout.strip() == chunked["digest"],
               f"image export gives {image_export.stdout.strip()}, the push {chunked['digest']}")
         run(["umoci", "unpack", "--image", f"{work}/two-export:1", f"{work}/two-unpacked"])
+        # --compression-level: the push and an export at that level are one
+        # image, which the default zstd level is not.
+        zstd19 = local.json(["image", "push", "--compression", "zstd", "--compression-level",
+                             "19"] + insecure + ["local/two:1", f"{host}/two:zstd19"])
+        export19 = local.run(["image", "export", "--output",
+                              f"type=oci,dest={work}/two-zstd19/,compression=zstd,"
+                              "compression-level=19", "local/two:1"]).stdout.strip()
+        export3 = local.run(["image", "export", "--output",
+                             f"type=oci,dest={work}/two-zstd/,compression=zstd",
+                             "local/two:1"]).stdout.strip()
+        check(zstd19["digest"] == export19 != export3,
+              f"zstd level 19: pushed {zstd19['digest']}, exported {export19}; default {export3}")
+        check(skopeo_digest(f"{host}/two:zstd19") == zstd19["digest"], "skopeo on the zstd push")
         check(os.path.exists(f"{work}/two-unpacked/rootfs/two"), "the exported image's /two")
         log = open(registry.log_path).read()
         check('"PATCH /v2/two/blobs/uploads/' in log, "no PATCH in the registry's log")
