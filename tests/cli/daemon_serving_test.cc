@@ -25,6 +25,7 @@
 #include "tests/testing/daemon.h"
 #include "tests/testing/random_blobs.h"
 #include "tests/testing/shell.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm {
 namespace {

@@ -23,7 +23,7 @@
 #include "schemas/build.capnp.h"
 #include "schemas/cluster.capnp.h"
 #include "schemas/envelope.capnp.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::coordinator {
 namespace {

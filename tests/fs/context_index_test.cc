@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::fs {
 namespace {
@@ -23,21 +24,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
-// A fresh directory under the test temp dir, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::path(::testing::TempDir()) / "context_index_test.XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 class ContextIndexTest : public ::testing::Test {
  protected:
@@ -103,7 +89,7 @@ class ContextIndexTest : public ::testing::Test {
     return selection.ok() ? SelectionDigest(*selection).ToString() : "<error>";
   }
 
-  TempDir temp_;
+  testing::TempDir temp_{"context_index_test"};
 };
 
 TEST_F(ContextIndexTest, Walk_RecordsTypeModeOwnerSizeAndContentDigest) {

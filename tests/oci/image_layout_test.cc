@@ -19,8 +19,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/corpus.h"
-#include "tests/testing/random_blobs.h"
 #include "tests/testing/shell.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::oci {
 namespace {

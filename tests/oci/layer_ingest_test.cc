@@ -7,7 +7,7 @@
 #include "common/cas/blob_store.h"
 #include "common/oci/media_types.h"
 #include "gtest/gtest.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::oci {
 namespace {

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/compressed_blobs.h"
 #include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::oci {
 namespace {

@@ -18,7 +18,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/corpus.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::oci {
 namespace {

@@ -1,10 +1,7 @@
 #include "tests/testing/random_blobs.h"
 
-#include <stdlib.h>
-
 #include <algorithm>
 #include <memory>
-#include <stdexcept>
 
 namespace stagefarm::testing {
 
@@ -54,17 +51,6 @@ absl::StatusOr<std::pair<digest::Digest, uint64_t>> HashStored(cas::BlobStore& s
     size += piece->size();
   }
   return std::make_pair(hasher.Finish(), size);
-}
-
-TempDir::TempDir(const std::string& prefix) {
-  std::string pattern = (std::filesystem::temp_directory_path() / (prefix + ".XXXXXX")).string();
-  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed: " + pattern);
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
 }
 
 }  // namespace stagefarm::testing

@@ -4,7 +4,6 @@
 #define STAGEFARM_TESTS_TESTING_RANDOM_BLOBS_H_
 
 #include <cstdint>
-#include <filesystem>
 #include <random>
 #include <string>
 #include <utility>
@@ -12,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "common/cas/blob_store.h"
 #include "common/digest/digest.h"
+#include "tests/testing/temp_dir.h"  // TempDir, which bench/store_bench.cc takes from here
 
 namespace stagefarm::testing {
 
@@ -36,20 +36,6 @@ absl::StatusOr<digest::Digest> PutRandom(cas::BlobStore& store, uint64_t seed, u
 // Reads the whole blob through the streaming reader; returns its digest and size.
 absl::StatusOr<std::pair<digest::Digest, uint64_t>> HashStored(cas::BlobStore& store,
                                                                const digest::Digest& blob);
-
-// A fresh directory under the temp dir, removed with everything in it when
-// the object goes.
-class TempDir {
- public:
-  explicit TempDir(const std::string& prefix);
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 }  // namespace stagefarm::testing
 

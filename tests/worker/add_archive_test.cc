@@ -11,7 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 #include "worker/copy/copy.h"
 
 namespace stagefarm::worker {

@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 extern char** environ;
 

@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::worker {
 namespace {

@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/busybox_rootfs.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::worker {
 namespace {

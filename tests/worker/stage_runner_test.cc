@@ -35,7 +35,7 @@
 #include "schemas/envelope.capnp.h"
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/daemon.h"
-#include "tests/testing/random_blobs.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm {
 namespace {
