@@ -20,6 +20,7 @@
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/corpus.h"
 #include "tests/testing/shell.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm {
 namespace {
@@ -51,7 +52,25 @@ Invocation Stagefarm(const std::string& args, const std::string& env = "") {
 
 const std::string kExamples = std::string(STAGEFARM_SOURCE_DIR) + "/examples";
 
-TEST(StagefarmCli, DumpMatchesTheReferenceResultFile) {
+// Every test's files go under a temp dir of its own, removed when the test
+// ends, whether it passed or failed.
+class StagefarmCli : public ::testing::Test {
+ protected:
+  // A fresh, empty directory for the test (emptied again on each call).
+  std::filesystem::path TestDir() {
+    const auto dir = temp_.path() / "test";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    return dir;
+  }
+
+ private:
+  testing::TempDir temp_{"stagefarm_cli_test"};
+};
+
+class StagefarmDaemons : public StagefarmCli {};
+
+TEST_F(StagefarmCli, DumpMatchesTheReferenceResultFile) {
   STAGEFARM_REQUIRE_CONFORMANCE(dir);
   const auto tc = dir / "buildkit-parser/testfiles/lk4d4-the-edge-case-generator";
   const Invocation run =
@@ -60,7 +79,7 @@ TEST(StagefarmCli, DumpMatchesTheReferenceResultFile) {
   EXPECT_EQ(run.output, testing::ReadFileOrFail(tc / "result"));
 }
 
-TEST(StagefarmCli, RejectedFileExitsNonZeroWithFileAndLine) {
+TEST_F(StagefarmCli, RejectedFileExitsNonZeroWithFileAndLine) {
   STAGEFARM_REQUIRE_CONFORMANCE(dir);
   const auto file = dir / "buildkit-parser/testfiles-negative/env_no_value/Dockerfile";
   const Invocation run = Stagefarm(absl::StrCat("dockerfile parse --dump '", file.string(), "'"));
@@ -68,8 +87,8 @@ TEST(StagefarmCli, RejectedFileExitsNonZeroWithFileAndLine) {
   EXPECT_THAT(run.output, HasSubstr("env_no_value/Dockerfile:3: ENV must have two arguments"));
 }
 
-TEST(StagefarmCli, InstructionErrorsNameFileLineAndSuggestAFix) {
-  const auto file = std::filesystem::path(::testing::TempDir()) / "typo.Dockerfile";
+TEST_F(StagefarmCli, InstructionErrorsNameFileLineAndSuggestAFix) {
+  const auto file = TestDir() / "typo.Dockerfile";
   std::ofstream(file) << "FROM a\nCOPY --form=b /x /y\n";
   const Invocation run = Stagefarm(absl::StrCat("dockerfile parse '", file.string(), "'"));
   EXPECT_EQ(run.exit_code, 1);
@@ -77,13 +96,13 @@ TEST(StagefarmCli, InstructionErrorsNameFileLineAndSuggestAFix) {
               HasSubstr("typo.Dockerfile:2: unknown flag: --form (did you mean from?)"));
 }
 
-TEST(StagefarmCli, MisspeltFlagIsAUsageErrorWithAHint) {
+TEST_F(StagefarmCli, MisspeltFlagIsAUsageErrorWithAHint) {
   const Invocation run = Stagefarm("plan --buidl-arg X=1 '" + kExamples + "/diamond'");
   EXPECT_EQ(run.exit_code, 2);
   EXPECT_THAT(run.output, HasSubstr("unknown flag: --buidl-arg (did you mean --build-arg?)"));
 }
 
-TEST(StagefarmCli, PlanShowsStagesEdgesTargetAndWaves) {
+TEST_F(StagefarmCli, PlanShowsStagesEdgesTargetAndWaves) {
   const Invocation run = Stagefarm("plan --platform linux/amd64 '" + kExamples + "/diamond'");
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, HasSubstr("left (copy-from), right (copy-from)"));
@@ -91,7 +110,7 @@ TEST(StagefarmCli, PlanShowsStagesEdgesTargetAndWaves) {
   EXPECT_THAT(run.output, HasSubstr("  1: left, right\n  2: final\n"));
 }
 
-TEST(StagefarmCli, PlanTargetPrunesAndBuildArgsExpandFrom) {
+TEST_F(StagefarmCli, PlanTargetPrunesAndBuildArgsExpandFrom) {
   const Invocation run = Stagefarm("plan --format json --target left --build-arg BASE=debian:12 '" +
                                    kExamples + "/diamond'");
   EXPECT_EQ(run.exit_code, 0) << run.output;
@@ -102,7 +121,7 @@ TEST(StagefarmCli, PlanTargetPrunesAndBuildArgsExpandFrom) {
   EXPECT_THAT(run.output, HasSubstr("\"waves\": [\n    [\n      0\n    ]\n  ]"));
 }
 
-TEST(StagefarmCli, PlanJsonHasTheIssueShape) {
+TEST_F(StagefarmCli, PlanJsonHasTheIssueShape) {
   const Invocation run =
       Stagefarm("plan --format json --platform linux/arm64 '" + kExamples + "/heredoc-app'");
   EXPECT_EQ(run.exit_code, 0) << run.output;
@@ -113,7 +132,7 @@ TEST(StagefarmCli, PlanJsonHasTheIssueShape) {
   }
 }
 
-TEST(StagefarmCli, PlanDotDrawsStagesAndEdges) {
+TEST_F(StagefarmCli, PlanDotDrawsStagesAndEdges) {
   const Invocation run = Stagefarm("plan --format dot '" + kExamples + "/diamond'");
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, HasSubstr("digraph stages {"));
@@ -121,22 +140,22 @@ TEST(StagefarmCli, PlanDotDrawsStagesAndEdges) {
   EXPECT_THAT(run.output, HasSubstr("s1 -> s2 [label=\"copy-from\"];"));
 }
 
-TEST(StagefarmCli, PlanWarnsAboutUnusedBuildArgsOnStderr) {
+TEST_F(StagefarmCli, PlanWarnsAboutUnusedBuildArgsOnStderr) {
   const Invocation run =
       Stagefarm("plan --build-arg NOPE=1 '" + kExamples + "/diamond' 2>&1 >/dev/null");
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_EQ(run.output, "[Warning] One or more build-args [NOPE] were not consumed\n");
 }
 
-TEST(StagefarmCli, PlanBareBuildArgTakesTheEnvironmentValue) {
+TEST_F(StagefarmCli, PlanBareBuildArgTakesTheEnvironmentValue) {
   const Invocation run =
       Stagefarm("plan --format json --build-arg BASE '" + kExamples + "/diamond'", "BASE=alpine:3");
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, HasSubstr("docker.io/library/alpine:3"));
 }
 
-TEST(StagefarmCli, PlanErrorsExitOneWithFileAndLine) {
-  const auto file = std::filesystem::path(::testing::TempDir()) / "cycle.Dockerfile";
+TEST_F(StagefarmCli, PlanErrorsExitOneWithFileAndLine) {
+  const auto file = TestDir() / "cycle.Dockerfile";
   std::ofstream(file) << "FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\n"
                          "COPY --from=a /y /y\n";
   const Invocation run = Stagefarm("plan -f '" + file.string() + "' .");
@@ -148,21 +167,11 @@ TEST(StagefarmCli, PlanErrorsExitOneWithFileAndLine) {
   EXPECT_THAT(bad_format.output, HasSubstr("--format must be text, json or dot"));
 }
 
-TEST(StagefarmCli, EveryExamplePlans) {
+TEST_F(StagefarmCli, EveryExamplePlans) {
   for (const auto& entry : std::filesystem::directory_iterator(kExamples)) {
     const Invocation run = Stagefarm("plan '" + entry.path().string() + "'");
     EXPECT_EQ(run.exit_code, 0) << entry.path() << "\n" << run.output;
   }
-}
-
-// A fresh, empty directory for one test.
-std::filesystem::path TestDir() {
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   absl::StrCat("stagefarm_cli_test_", ::getpid(), "_",
-                                ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
 }
 
 unsigned ModeOf(const std::filesystem::path& file) {
@@ -179,7 +188,7 @@ std::string ReadFile(const std::filesystem::path& file) {
 // `plan` takes --build-context as `build` does: the directory is read as a
 // named context (in the JSON and the cache keys), and bad values are usage
 // errors naming the value.
-TEST(StagefarmCli, PlanReadsNamedContextsAndRejectsBadOnes) {
+TEST_F(StagefarmCli, PlanReadsNamedContextsAndRejectsBadOnes) {
   const auto dir = TestDir();
   std::filesystem::create_directories(dir / "ctx");
   std::filesystem::create_directories(dir / "lib");
@@ -197,7 +206,7 @@ TEST(StagefarmCli, PlanReadsNamedContextsAndRejectsBadOnes) {
   EXPECT_THAT(bad.output, HasSubstr("--build-context lib: expected NAME=VALUE"));
 }
 
-TEST(StagefarmCli, KeysGenerateWritesKeypairWithModesAndPrintsThePublicKey) {
+TEST_F(StagefarmCli, KeysGenerateWritesKeypairWithModesAndPrintsThePublicKey) {
   const auto keys = TestDir() / "new/keys";  // neither directory exists yet
   const Invocation run = Stagefarm(absl::StrCat("keys generate '", keys.string(), "'"));
   ASSERT_EQ(run.exit_code, 0) << run.output;
@@ -210,7 +219,7 @@ TEST(StagefarmCli, KeysGenerateWritesKeypairWithModesAndPrintsThePublicKey) {
   EXPECT_THAT(run.output, EndsWith("\n" + public_key));
 }
 
-TEST(StagefarmCli, KeysGenerateNamesTheFilesAfterName) {
+TEST_F(StagefarmCli, KeysGenerateNamesTheFilesAfterName) {
   const auto keys = TestDir();
   const Invocation run =
       Stagefarm(absl::StrCat("keys generate --name worker1 '", keys.string(), "'"));
@@ -220,7 +229,7 @@ TEST(StagefarmCli, KeysGenerateNamesTheFilesAfterName) {
   EXPECT_FALSE(std::filesystem::exists(keys / "node.key"));
 }
 
-TEST(StagefarmCli, KeysGenerateRefusesToOverwriteAKey) {
+TEST_F(StagefarmCli, KeysGenerateRefusesToOverwriteAKey) {
   const auto keys = TestDir();
   ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", keys.string(), "'")).exit_code, 0);
   const std::string secret = ReadFile(keys / "node.key");
@@ -232,7 +241,7 @@ TEST(StagefarmCli, KeysGenerateRefusesToOverwriteAKey) {
   EXPECT_EQ(ReadFile(keys / "node.pub"), public_key);
 }
 
-TEST(StagefarmCli, KeysGenerateUsageErrorsExitTwoWithAHint) {
+TEST_F(StagefarmCli, KeysGenerateUsageErrorsExitTwoWithAHint) {
   const Invocation no_dir = Stagefarm("keys generate");
   EXPECT_EQ(no_dir.exit_code, 2);
   EXPECT_THAT(no_dir.output, HasSubstr("usage: stagefarm keys generate DIR [--name NAME]"));
@@ -249,7 +258,7 @@ TEST(StagefarmCli, KeysGenerateUsageErrorsExitTwoWithAHint) {
   EXPECT_TRUE(std::filesystem::is_empty(dir));
 }
 
-TEST(StagefarmCli, ImageImportListInspectAndRemoveABusyboxRootfs) {
+TEST_F(StagefarmCli, ImageImportListInspectAndRemoveABusyboxRootfs) {
   const auto dir = TestDir();
   ASSERT_TRUE(testing::MakeBusyboxRootfs(dir / "rootfs").ok());
   const std::string tar = (dir / "rootfs.tar").string();
@@ -290,7 +299,7 @@ TEST(StagefarmCli, ImageImportListInspectAndRemoveABusyboxRootfs) {
               HasSubstr("image \"docker.io/library/busybox:latest\" not found locally"));
 }
 
-TEST(StagefarmCli, ImageUsageErrorsExitTwo) {
+TEST_F(StagefarmCli, ImageUsageErrorsExitTwo) {
   const auto dir = TestDir();
   const std::string env = absl::StrCat("STAGEFARM_HOME='", dir.string(), "'");
   const Invocation no_verb = Stagefarm("image", env);
@@ -309,7 +318,7 @@ TEST(StagefarmCli, ImageUsageErrorsExitTwo) {
   EXPECT_THAT(no_name.output, HasSubstr("expected at least one NAME"));
 }
 
-TEST(StagefarmDaemons, WithoutSecurityFlags_RefuseToStartNamingBothWays) {
+TEST_F(StagefarmDaemons, WithoutSecurityFlags_RefuseToStartNamingBothWays) {
   for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
     const Invocation run = RunDaemon(binary, "");
     EXPECT_EQ(run.exit_code, 2) << binary;
@@ -322,7 +331,7 @@ TEST(StagefarmDaemons, WithoutSecurityFlags_RefuseToStartNamingBothWays) {
               HasSubstr("stagefarm-worker: no transport security configured"));
 }
 
-TEST(StagefarmDaemons, WithInsecure_StartAndSaySo) {
+TEST_F(StagefarmDaemons, WithInsecure_StartAndSaySo) {
   const Invocation coordinator = RunDaemon(STAGEFARM_COORDINATOR_BINARY, "--insecure");
   EXPECT_EQ(coordinator.exit_code, 0) << coordinator.output;
   EXPECT_THAT(coordinator.output, HasSubstr("insecure=true"));
@@ -350,7 +359,7 @@ void MakeClusterKeys(const std::filesystem::path& dir) {
 }
 
 // The documented spelling: dashes, values as the next argument or after '='.
-TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
+TEST_F(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
   const auto dir = TestDir();
   MakeClusterKeys(dir);
 
@@ -383,7 +392,7 @@ TEST(StagefarmDaemons, WithKeysFromKeysGenerate_StartWithCurve) {
 }
 
 // Abseil's own spelling, with underscores, keeps working.
-TEST(StagefarmDaemons, UnderscoreSpellingsStillWork) {
+TEST_F(StagefarmDaemons, UnderscoreSpellingsStillWork) {
   const auto dir = TestDir();
   MakeClusterKeys(dir);
   const Invocation coordinator =
@@ -396,7 +405,7 @@ TEST(StagefarmDaemons, UnderscoreSpellingsStillWork) {
   EXPECT_THAT(coordinator.output, HasSubstr("security: CURVE (2 authorised keys)"));
 }
 
-TEST(StagefarmDaemons, WithDashedDataDirAndInsecure_Start) {
+TEST_F(StagefarmDaemons, WithDashedDataDirAndInsecure_Start) {
   const auto dir = TestDir();
   for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
     const Invocation run =
@@ -408,7 +417,7 @@ TEST(StagefarmDaemons, WithDashedDataDirAndInsecure_Start) {
 }
 
 // What the Ansible roles do: every flag in a flagfile, spelt with dashes.
-TEST(StagefarmDaemons, FlagfileWithDashedNames_Configures) {
+TEST_F(StagefarmDaemons, FlagfileWithDashedNames_Configures) {
   const auto dir = TestDir();
   MakeClusterKeys(dir);
   std::ofstream(dir / "coordinator.flags")
@@ -439,7 +448,7 @@ TEST(StagefarmDaemons, FlagfileWithDashedNames_Configures) {
   EXPECT_THAT(worker.output, HasSubstr("security: INSECURE"));
 }
 
-TEST(StagefarmDaemons, MissingFlagfile_ExitsTwoNamingTheFile) {
+TEST_F(StagefarmDaemons, MissingFlagfile_ExitsTwoNamingTheFile) {
   const auto missing = TestDir() / "missing.flags";
   for (const std::string program : {"stagefarm-coordinator", "stagefarm-worker"}) {
     const Invocation run = RunDaemon(
@@ -466,7 +475,7 @@ std::vector<std::string> FlagsNamedIn(const std::string& text) {
 
 // An operator types the flags the daemons' messages name, and the daemon
 // takes them: it answers about their values, not with an unknown flag.
-TEST(StagefarmDaemons, FlagsNamedInSecurityErrors_AreAccepted) {
+TEST_F(StagefarmDaemons, FlagsNamedInSecurityErrors_AreAccepted) {
   const auto dir = TestDir();
   MakeClusterKeys(dir);
   for (const char* binary : {STAGEFARM_COORDINATOR_BINARY, STAGEFARM_WORKER_BINARY}) {
@@ -493,7 +502,7 @@ TEST(StagefarmDaemons, FlagsNamedInSecurityErrors_AreAccepted) {
       ::testing::Contains("--coordinator-public-key"));
 }
 
-TEST(StagefarmDaemons, HelpShowsTheDashedSpellings) {
+TEST_F(StagefarmDaemons, HelpShowsTheDashedSpellings) {
   const Invocation coordinator = RunDaemon(STAGEFARM_COORDINATOR_BINARY, "--help");
   EXPECT_THAT(coordinator.output,
               HasSubstr("--data-dir DIR (--curve-secret-key FILE --authorized-keys DIR | "
@@ -503,7 +512,7 @@ TEST(StagefarmDaemons, HelpShowsTheDashedSpellings) {
   EXPECT_THAT(worker.output, HasSubstr("--coordinator-public-key FILE | --insecure)"));
 }
 
-TEST(StagefarmDaemons, InsecureWithKeys_IsAUsageError) {
+TEST_F(StagefarmDaemons, InsecureWithKeys_IsAUsageError) {
   const auto dir = TestDir();
   ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", dir.string(), "'")).exit_code, 0);
   const Invocation run =
@@ -514,7 +523,7 @@ TEST(StagefarmDaemons, InsecureWithKeys_IsAUsageError) {
               HasSubstr("stagefarm-coordinator: --insecure conflicts with --curve-secret-key"));
 }
 
-TEST(StagefarmDaemons, SecretKeyReadableByOthers_IsRefusedNamingTheFile) {
+TEST_F(StagefarmDaemons, SecretKeyReadableByOthers_IsRefusedNamingTheFile) {
   const auto dir = TestDir();
   ASSERT_EQ(Stagefarm(absl::StrCat("keys generate '", dir.string(), "'")).exit_code, 0);
   ASSERT_EQ(::chmod((dir / "node.key").c_str(), 0644), 0);
