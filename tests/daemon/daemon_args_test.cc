@@ -4,7 +4,6 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -14,6 +13,7 @@
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "tests/testing/temp_dir.h"
 
 ABSL_FLAG(std::string, test_data_dir, "", "A string flag, as --data-dir is");
 ABSL_FLAG(std::string, test_listen, "", "A string flag, as --listen is");
@@ -27,16 +27,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 using Args = std::vector<std::string>;
-
-// A fresh, empty directory for one test.
-std::filesystem::path TestDir() {
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   absl::StrCat("daemon_args_test_", ::getpid(), "_",
-                                ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 std::string WriteFile(const std::filesystem::path& file, const std::string& text) {
   std::ofstream(file) << text;
@@ -90,7 +80,8 @@ TEST(NormalizeDaemonArgs, NothingAfterABareDoubleDashChanges) {
 }
 
 TEST(NormalizeDaemonArgs, FlagfileLinesAreNormalisedAndSplicedInPlace) {
-  const auto dir = TestDir();
+  const testing::TempDir temp("daemon_args_test");
+  const auto& dir = temp.path();
   const std::string flags = WriteFile(dir / "daemon.flags",
                                       "# written by Ansible\n"
                                       "\n"
@@ -116,7 +107,8 @@ TEST(NormalizeDaemonArgs, FlagfileLinesAreNormalisedAndSplicedInPlace) {
 }
 
 TEST(NormalizeDaemonArgs, NestedAndCommaSeparatedFlagfilesAreExpandedInOrder) {
-  const auto dir = TestDir();
+  const testing::TempDir temp("daemon_args_test");
+  const auto& dir = temp.path();
   const std::string inner = WriteFile(dir / "inner.flags", "--test-slots=2\n");
   const std::string other = WriteFile(dir / "other.flags", "--test-insecure\n");
   const std::string outer = WriteFile(
@@ -129,7 +121,8 @@ TEST(NormalizeDaemonArgs, NestedAndCommaSeparatedFlagfilesAreExpandedInOrder) {
 }
 
 TEST(NormalizeDaemonArgs, MissingFlagfileIsNotFoundNamingTheFile) {
-  const std::string missing = (TestDir() / "missing.flags").string();
+  const testing::TempDir temp("daemon_args_test");
+  const std::string missing = (temp.path() / "missing.flags").string();
   const auto args = NormalizeDaemonArgs({"prog", "--flagfile", missing});
   EXPECT_EQ(args.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(args.status().message(),
@@ -137,7 +130,8 @@ TEST(NormalizeDaemonArgs, MissingFlagfileIsNotFoundNamingTheFile) {
 }
 
 TEST(NormalizeDaemonArgs, MissingFlagfileInsideAFlagfileNamesTheMissingOne) {
-  const auto dir = TestDir();
+  const testing::TempDir temp("daemon_args_test");
+  const auto& dir = temp.path();
   const std::string flags =
       WriteFile(dir / "a.flags", absl::StrCat("--flagfile=", (dir / "gone.flags").string(), "\n"));
   const auto args = NormalizeDaemonArgs({"prog", "--flagfile=" + flags});
@@ -146,7 +140,8 @@ TEST(NormalizeDaemonArgs, MissingFlagfileInsideAFlagfileNamesTheMissingOne) {
 }
 
 TEST(NormalizeDaemonArgs, DirectoryAsFlagfileIsAnErrorNamingIt) {
-  const auto dir = TestDir();
+  const testing::TempDir temp("daemon_args_test");
+  const auto& dir = temp.path();
   const auto args = NormalizeDaemonArgs({"prog", "--flagfile=" + dir.string()});
   EXPECT_EQ(args.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(args.status().message(),
@@ -154,7 +149,8 @@ TEST(NormalizeDaemonArgs, DirectoryAsFlagfileIsAnErrorNamingIt) {
 }
 
 TEST(NormalizeDaemonArgs, FlagfileCycleIsRefusedShowingTheChain) {
-  const auto dir = TestDir();
+  const testing::TempDir temp("daemon_args_test");
+  const auto& dir = temp.path();
   const std::string a = (dir / "a.flags").string();
   const std::string b = (dir / "b.flags").string();
   WriteFile(a, "--flagfile=" + b + "\n");
@@ -171,7 +167,8 @@ TEST(NormalizeDaemonArgs, FlagfileCycleIsRefusedShowingTheChain) {
 }
 
 TEST(NormalizeDaemonArgs, FlagfilesNestedTooDeeplyAreRefused) {
-  const auto dir = TestDir();
+  const testing::TempDir temp("daemon_args_test");
+  const auto& dir = temp.path();
   // f0 includes f1 ... includes f<kMaxFlagfileDepth>: one level too many.
   for (int i = 0; i < kMaxFlagfileDepth; ++i) {
     WriteFile(dir / absl::StrCat("f", i), absl::StrCat("--flagfile=", (dir / "f").string(), i + 1));
@@ -188,7 +185,8 @@ TEST(NormalizeDaemonArgs, FlagfilesNestedTooDeeplyAreRefused) {
 }
 
 TEST(NormalizeDaemonArgs, BadFlagfileLinesAreRefusedWithFileAndLine) {
-  const auto dir = TestDir();
+  const testing::TempDir temp("daemon_args_test");
+  const auto& dir = temp.path();
   struct Case {
     std::string text;
     std::string error;
@@ -220,8 +218,9 @@ TEST(NormalizeDaemonArgs, FlagfileWithoutAFileIsRefused) {
 }
 
 TEST(ParseDaemonCommandLine, SetsFlagsSpeltEitherWayIncludingFromAFlagfile) {
+  const testing::TempDir temp("daemon_args_test");
   const std::string flags =
-      WriteFile(TestDir() / "daemon.flags", "--test-data-dir=/srv/a-b\n--test-insecure\n");
+      WriteFile(temp.path() / "daemon.flags", "--test-data-dir=/srv/a-b\n--test-insecure\n");
   std::vector<std::string> storage = {"prog",           "--test-listen", "tcp://a-b:1",
                                       "--test_slots=5", "--flagfile",    flags};
   std::vector<char*> argv;
