@@ -13,6 +13,7 @@
 
 #include "common/dockerfile/instructions.h"
 #include "common/dockerfile/parser.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm::graph {
 namespace {
@@ -22,9 +23,6 @@ namespace stdfs = std::filesystem;
 class PlanCacheKeysTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = stdfs::path(::testing::TempDir()) /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    stdfs::remove_all(dir_);
     stdfs::create_directories(dir_ / "src");
     Write("src/main.c", "int main() { return 0; }\n");
     Write("README", "not copied\n");
@@ -59,7 +57,8 @@ class PlanCacheKeysTest : public ::testing::Test {
     return out;
   }
 
-  stdfs::path dir_;
+  testing::TempDir temp_{"plan_cache_keys_test"};
+  const stdfs::path dir_ = temp_.path();
 };
 
 constexpr char kDockerfile[] =
