@@ -33,6 +33,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/testing/busybox_rootfs.h"
 #include "tests/testing/shell.h"
+#include "tests/testing/temp_dir.h"
 
 namespace stagefarm {
 namespace {
@@ -244,10 +245,7 @@ class BuildSecurityTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "stagefarm build runs runc and mounts overlays: needs root";
-    dir_ = stdfs::path(::testing::TempDir()) /
-           absl::StrCat("build_security_test_", getpid(), "_",
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    stdfs::remove_all(dir_);
+    dir_ = temp_.path();
     stdfs::create_directories(dir_ / "ctx");
     sentinel_ = dir_ / "sentinel";
     WriteFile(sentinel_ / "secret", "host secret\n");
@@ -275,7 +273,6 @@ class BuildSecurityTest : public ::testing::Test {
       }
       EXPECT_THAT(it->path().filename().string(), Not(HasSubstr("pwned"))) << it->path();
     }
-    if (!HasFailure()) stdfs::remove_all(dir_);
   }
 
   // The sentinel's path as an image path ("/tmp/.../sentinel").
@@ -347,7 +344,8 @@ class BuildSecurityTest : public ::testing::Test {
 
   void ImportBusybox() { ImportRootfs("busybox", {}); }
 
-  stdfs::path dir_;
+  testing::TempDir temp_{"build_security_test"};
+  stdfs::path dir_;  // temp_'s path once SetUp has run, empty when the test is skipped
   stdfs::path sentinel_;
   stdfs::path busybox_tar_;
   std::map<std::string, std::string> sentinel_before_;
