@@ -25,6 +25,7 @@ namespace stagefarm::worker {
 namespace {
 
 namespace stdfs = std::filesystem;
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -68,6 +69,7 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
     base_.config = oci::ScratchConfig(oci::Platform{"linux", "amd64", "", ""});
     base_.config.config.working_dir.clear();
     base_.config.diff_ids = {layer->diff_id};
+    base_entries_ = layer->entries;
     base_.layers = {
         {oci::LayerMediaType(layer->compression), layer->blob_digest, layer->blob_size, {}}};
     context_ = dir_.path() / "context";
@@ -144,6 +146,7 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
   std::unique_ptr<cas::BlobStore> store_;
   std::unique_ptr<StageExecutor> executor_;
   BuiltImage base_;
+  uint64_t base_entries_ = 0;  // tar entries of the base's one layer
   stdfs::path context_;
   std::string output_;
   std::string log_;                            // steps and notes, for failure messages
@@ -176,6 +179,22 @@ TEST_P(StageExecutorTest, EachChangeIsOneLayerAndNoChangeIsNone) {
   EXPECT_EQ(ReadFile(root / "one.txt"), "one\n");
   EXPECT_EQ(ReadFile(root / "greetings/hello.txt"), "hello\n");
   EXPECT_TRUE(stdfs::is_directory(root / "srv/app"));
+}
+
+TEST_P(StageExecutorTest, UnpackingTheBaseLayerIsNotedOnceWithWhatItWrote) {
+  // The base's layer is in the store, not unpacked: the first step unpacks it.
+  absl::StatusOr<BuiltImage> first = Build("FROM busybox\nRUN true\n");
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string layer = base_.config.diff_ids[0].ToString();
+  const size_t started = log_.find(absl::StrCat("  unpacking layer ", layer, "\n"));
+  ASSERT_NE(started, std::string::npos) << log_;
+  EXPECT_THAT(log_.substr(started),
+              ContainsRegex(absl::StrCat("\n  unpacked layer ", layer, " \\(", base_entries_,
+                                         " entries, [1-9][0-9]* bytes\\) in [0-9]+\\.[0-9]{2}s\n")))
+      << log_;
+  // The next build finds the snapshot in place: nothing unpacked, nothing noted.
+  ASSERT_TRUE(Build("FROM busybox\nRUN true\n").ok());
+  EXPECT_THAT(log_, Not(HasSubstr("unpack"))) << log_;
 }
 
 TEST_P(StageExecutorTest, FailingRunNamesLineCommandAndExitCode) {

@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -259,12 +260,28 @@ class StageRun {
     return RecordInCache(index, last_step_layer_, made);
   }
 
+  // Notes each layer unpacked, as BuildKit's "extracting sha256:..." lines
+  // do: one as it starts (a large layer takes seconds), one with what was
+  // written and how long it took.
+  snapshots::UnpackListener NoteUnpacks() const {
+    if (!events_.on_note) return nullptr;
+    return [this](const snapshots::UnpackProgress& progress) {
+      if (!progress.done) {
+        events_.on_note(absl::StrCat("unpacking layer ", progress.diff_id.ToString()));
+        return;
+      }
+      events_.on_note(absl::StrFormat("unpacked layer %s (%d entries, %d bytes) in %.2fs",
+                                      progress.diff_id.ToString(), progress.stats.entries,
+                                      progress.stats.bytes, absl::ToDoubleSeconds(progress.took)));
+    };
+  }
+
   template <typename Change>
   absl::Status RunStepForLayer(size_t index, Change change) {
     last_step_layer_.reset();
     const stdfs::path scratch = scratch_ / absl::StrCat("step-", index);
     absl::StatusOr<std::vector<snapshots::Snapshot>> chain =
-        executor_.EnsureSnapshots(BuiltImage{Config(), layers_});
+        executor_.EnsureSnapshots(BuiltImage{Config(), layers_}, NoteUnpacks());
     if (!chain.ok()) return chain.status();
     snapshots::RootfsOptions rootfs_options;
     rootfs_options.force_copy = executor_.options().force_copy_rootfs;
@@ -426,7 +443,8 @@ class StageRun {
     if (!inputs_.resolve) return absl::InternalError("no resolver for --from sources");
     absl::StatusOr<BuiltImage> image = inputs_.resolve(source);
     if (!image.ok()) return image.status();
-    absl::StatusOr<std::vector<snapshots::Snapshot>> chain = executor_.EnsureSnapshots(*image);
+    absl::StatusOr<std::vector<snapshots::Snapshot>> chain =
+        executor_.EnsureSnapshots(*image, NoteUnpacks());
     if (!chain.ok()) return chain.status();
     snapshots::RootfsOptions options;
     options.force_copy = executor_.options().force_copy_rootfs;
@@ -659,14 +677,14 @@ absl::StatusOr<ScratchDir> StageExecutor::NewScratchDir(absl::string_view label)
 }
 
 absl::StatusOr<std::vector<snapshots::Snapshot>> StageExecutor::EnsureSnapshots(
-    const BuiltImage& image) const {
+    const BuiltImage& image, const snapshots::UnpackListener& listener) const {
   if (image.layers.size() != image.config.diff_ids.size()) {
     return absl::InvalidArgumentError(absl::StrCat("image has ", image.layers.size(),
                                                    " layers but ", image.config.diff_ids.size(),
                                                    " diff ids"));
   }
   const std::vector<snapshots::LayerSource> sources = LayerSources(*store_, image);
-  return snapshots_->Ensure(sources);
+  return snapshots_->Ensure(sources, listener);
 }
 
 absl::StatusOr<BuiltImage> StageExecutor::Run(const graph::PlannedStage& stage,

@@ -113,8 +113,10 @@ class StageExecutor {
   absl::StatusOr<BuiltImage> Run(const graph::PlannedStage& stage, const StageInputs& inputs,
                                  const StageEvents& events) const;
 
-  // The snapshots of `image`'s layers, unpacked when missing.
-  absl::StatusOr<std::vector<snapshots::Snapshot>> EnsureSnapshots(const BuiltImage& image) const;
+  // The snapshots of `image`'s layers, unpacked when missing; `listener`
+  // hears of each layer unpacked (snapshots::Snapshots::Ensure).
+  absl::StatusOr<std::vector<snapshots::Snapshot>> EnsureSnapshots(
+      const BuiltImage& image, const snapshots::UnpackListener& listener = nullptr) const;
 
   snapshots::Snapshots& snapshots() const { return *snapshots_; }
   cas::BlobStore& store() const { return *store_; }

@@ -464,21 +464,22 @@ absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const stdfs::path& da
   return std::unique_ptr<Snapshots>(new Snapshots(dir, discarded));
 }
 
-absl::StatusOr<std::vector<Snapshot>> Snapshots::Ensure(absl::Span<const LayerSource> chain) {
+absl::StatusOr<std::vector<Snapshot>> Snapshots::Ensure(absl::Span<const LayerSource> chain,
+                                                        const UnpackListener& listener) {
   std::vector<digest::Digest> diff_ids;
   for (const LayerSource& layer : chain) diff_ids.push_back(layer.diff_id);
   const std::vector<digest::Digest> chain_ids = ChainIds(diff_ids);
   std::vector<Snapshot> snapshots;
   for (size_t i = 0; i < chain.size(); ++i) {
-    absl::StatusOr<bool> unpacked = EnsureOne(chain_ids[i], chain[i]);
+    absl::StatusOr<bool> unpacked = EnsureOne(chain_ids[i], chain[i], listener);
     if (!unpacked.ok()) return unpacked.status();
     snapshots.push_back(Snapshot{chain_ids[i], dir_ / chain_ids[i].hex(), *unpacked});
   }
   return snapshots;
 }
 
-absl::StatusOr<bool> Snapshots::EnsureOne(const digest::Digest& chain_id,
-                                          const LayerSource& layer) {
+absl::StatusOr<bool> Snapshots::EnsureOne(const digest::Digest& chain_id, const LayerSource& layer,
+                                          const UnpackListener& listener) {
   const std::string& hex = chain_id.hex();
   {
     absl::MutexLock lock(&mu_);
@@ -504,6 +505,8 @@ absl::StatusOr<bool> Snapshots::EnsureOne(const digest::Digest& chain_id,
       return absl::Status(status.code(), absl::StrCat("unpacking layer ", layer.diff_id.ToString(),
                                                       ": ", status.message()));
     };
+    const absl::Time start = absl::Now();
+    if (listener) listener({layer.diff_id});
     // The snapshot's root is the layer's "/" under its mount; mkdtemp made it 0700.
     if (chmod(temp.c_str(), 0755) != 0) return failed(PathError(temp, "chmod", errno));
     absl::StatusOr<oci::LayerReader> reader = layer.open();
@@ -521,6 +524,7 @@ absl::StatusOr<bool> Snapshots::EnsureOne(const digest::Digest& chain_id,
       if (error == EEXIST || error == ENOTEMPTY) return false;
       return PathError(final_dir.native(), "rename", error);
     }
+    if (listener) listener({layer.diff_id, true, *applied, absl::Now() - start});
     return true;
   };
   absl::StatusOr<bool> result = unpack();

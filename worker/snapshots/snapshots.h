@@ -47,6 +47,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/digest/digest.h"
 #include "common/oci/layer_diff.h"
@@ -66,6 +67,18 @@ struct LayerSource {
   // when the layer has to be unpacked.
   std::function<absl::StatusOr<oci::LayerReader>()> open;
 };
+
+// What Ensure tells of a layer it unpacks: once as it starts (done false),
+// once when the snapshot is in place (done true, with what was written and
+// how long it took). Not called for a layer that was already unpacked, nor
+// when the unpack fails (the error names the layer).
+struct UnpackProgress {
+  digest::Digest diff_id;
+  bool done = false;
+  oci::ApplyStats stats{};
+  absl::Duration took{};
+};
+using UnpackListener = std::function<void(const UnpackProgress&)>;
 
 // A layer unpacked as an overlayfs lower dir.
 struct Snapshot {
@@ -149,7 +162,9 @@ class Snapshots {
   // unpack leaves nothing behind and returns the unpack's error naming the
   // layer. Callers asking for the same chain id at once wait for one unpack
   // (another process racing for it loses the rename and discards its copy).
-  absl::StatusOr<std::vector<Snapshot>> Ensure(absl::Span<const LayerSource> chain);
+  // `listener`, when given, hears of each layer this call unpacks.
+  absl::StatusOr<std::vector<Snapshot>> Ensure(absl::Span<const LayerSource> chain,
+                                               const UnpackListener& listener = nullptr);
 
   // A root filesystem of `chain` (bottom first, as Ensure returned it; empty
   // for FROM scratch) for one step, using `scratch_dir` (made if missing;
@@ -181,7 +196,8 @@ class Snapshots {
       : dir_(std::move(dir)), discarded_at_open_(discarded) {}
 
   // Unpacks `layer` as `chain_id` unless present; true when it unpacked.
-  absl::StatusOr<bool> EnsureOne(const digest::Digest& chain_id, const LayerSource& layer);
+  absl::StatusOr<bool> EnsureOne(const digest::Digest& chain_id, const LayerSource& layer,
+                                 const UnpackListener& listener);
 
   std::filesystem::path dir_;
   const size_t discarded_at_open_;
