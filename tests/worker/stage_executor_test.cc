@@ -197,6 +197,25 @@ TEST_P(StageExecutorTest, UnpackingTheBaseLayerIsNotedOnceWithWhatItWrote) {
   EXPECT_THAT(log_, Not(HasSubstr("unpack"))) << log_;
 }
 
+TEST_P(StageExecutorTest, RunsWithTheDataDirReachedThroughASymlink) {
+  // runc refuses a root filesystem path that goes through a symlink; a data
+  // dir such as a linked STAGEFARM_HOME must still work.
+  const stdfs::path real = dir_.path() / "real-node";
+  stdfs::create_directories(real);
+  stdfs::create_directory_symlink(real, dir_.path() / "linked-node");
+  ExecutorOptions options;
+  options.data_dir = dir_.path() / "linked-node";
+  options.force_copy_rootfs = GetParam();
+  absl::StatusOr<std::unique_ptr<StageExecutor>> executor =
+      StageExecutor::Open(store_.get(), options);
+  ASSERT_TRUE(executor.ok()) << executor.status();
+  executor_ = *std::move(executor);
+  absl::StatusOr<BuiltImage> image = Build("FROM busybox\nRUN echo ran > /ran.txt\n");
+  ASSERT_TRUE(image.ok()) << image.status() << "\n" << log_;
+  EXPECT_EQ(ReadFile(Mount(*image) / "ran.txt"), "ran\n");
+  EXPECT_TRUE(stdfs::is_directory(real / "snapshots"));
+}
+
 TEST_P(StageExecutorTest, FailingRunNamesLineCommandAndExitCode) {
   absl::StatusOr<BuiltImage> image = Build(
       "FROM busybox\n"
