@@ -5,7 +5,8 @@
 # Buildah (the reference: `buildah bud --isolation chroot --pull=never
 # --format docker --layers`, vfs storage) in the same run, from the same
 # busybox base (../shared/tools/make-busybox-base.sh), every build in fresh
-# storage. Needs root, runc, buildah, skopeo, python3, GNU tar.
+# storage. Needs root, runc, buildah, skopeo, python3, GNU tar, zstd, mkfs.ext4 (and
+# loop devices, for the file system the builders store on; see $fs below).
 #
 #   steps     per-step overhead: FROM busybox and N `RUN true` steps against
 #             1, (t_N - t_1)/(N - 1); the same with `RUN touch /fK` (a layer
@@ -19,11 +20,15 @@
 #   export    the image of `layer` exported: stagefarm --output
 #             type=oci,dest=X.tar,compression=gzip|zstd|uncompressed, against
 #             `skopeo copy containers-storage:IMG oci-archive:X.tar` (gzip, and
-#             --dest-compress-format zstd)
+#             --dest-compress-format zstd); and `zstd -3 -T2` of the same layer
+#             alone (the compressor's own rate)
 #   unpack    that gzip OCI tar (stagefarm's export, the same file for both)
 #             brought in (stagefarm image import; skopeo copy into
 #             containers-storage) then `FROM it` + `RUN true` built, against
-#             `FROM busybox` + `RUN true`
+#             `FROM busybox` + `RUN true`; and the snapshot unpack alone (the
+#             build's "unpacking layer" to "unpacked layer" notes) against
+#             the copy into containers-storage and GNU `tar -x` of the same
+#             files uncompressed (the file system's rate)
 #   fidelity  cold build of every case of ../shared/fidelity (context staged as
 #             its README says; 10-heredoc: Buildah builds equivalent.Dockerfile)
 #
@@ -44,6 +49,8 @@
 #   --quick            tiny sizes: --steps 2 --reps 1 --mb 2 --files 100
 #                      --cases 09-dockerignore
 #   --keep DIR         work in DIR and keep it (logs, Dockerfiles, images)
+#   --fs loop|root     where the builders store: a fresh ext4 on a loop device
+#                      (default), or DIR's own file system (see $fs below)
 #   --stagefarm PATH   the binary (default SOURCE_ROOT/build/bin/stagefarm)
 #   --shared DIR       the shared directory (default $STAGEFARM_SHARED_DIR,
 #                      else SOURCE_ROOT/../shared)
@@ -66,6 +73,7 @@ mb=500
 files=10000
 cases=""
 keep=""
+fs_choice=loop
 stagefarm=$source_root/build/bin/stagefarm
 shared=${STAGEFARM_SHARED_DIR:-$source_root/../shared}
 while [ $# -gt 0 ]; do
@@ -78,6 +86,7 @@ while [ $# -gt 0 ]; do
     --cases) cases=${2:?}; shift 2 ;;
     --quick) steps=2 reps=1 mb=2 files=100 cases=09-dockerignore; shift ;;
     --keep) keep=${2:?}; shift 2 ;;
+    --fs) fs_choice=${2:?}; shift 2 ;;
     --stagefarm) stagefarm=${2:?}; shift 2 ;;
     --shared) shared=${2:?}; shift 2 ;;
     -h | --help) usage 0 ;;
@@ -86,7 +95,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$steps" -ge 2 ] || { echo "build_bench: --steps must be at least 2" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "build_bench: needs root (runc, overlay mounts, buildah)" >&2; exit 2; }
-for tool in runc buildah skopeo python3 tar; do
+for tool in runc buildah skopeo python3 tar mkfs.ext4 zstd; do
   command -v "$tool" >/dev/null || { echo "build_bench: $tool is not installed" >&2; exit 2; }
 done
 [ -x "$stagefarm" ] || { echo "build_bench: no stagefarm binary at $stagefarm" >&2; exit 2; }
@@ -98,8 +107,61 @@ if [ -n "$keep" ]; then
   work=$(cd "$keep" && pwd)
 else
   work=$(mktemp -d "${TMPDIR:-/tmp}/build_bench.XXXXXX")
-  trap 'rm -rf "$work"' EXIT
-  trap 'exit 130' INT TERM
+fi
+# remove_later PATH...: moves each PATH that exists aside (renamed beside
+# itself), to be removed once every measurement is done: on a file system
+# without a journal, removing 10,000 files slows whatever makes files in the
+# minute after it (see $fs below).
+doomed=()
+remove_later() {
+  local path aside
+  for path in "$@"; do
+    [ -e "$path" ] || [ -L "$path" ] || continue
+    aside=$(mktemp -u "$(dirname "$path")/.removed.XXXXXXXX")
+    mv "$path" "$aside"
+    doomed+=("$aside")
+  done
+}
+
+# What the builders store and unpack, and the images they export, go to a
+# file system of the run's own ($fs): a fresh ext4 (mkfs's defaults: a
+# journal, no discard; inode tables written at mkfs) on a loop device with
+# direct I/O (its writes reach the disk without a second page cache), gone
+# when the run ends; logs stay in $work/runs. This machine's root file system
+# has no journal and is mounted with discard; there, making files soon after
+# many were removed is slow for minutes (ext4 passes over the recently freed
+# inodes when it allocates one), and `tar -x` of the layer's 10,000 files
+# took 0.65 to 4.9 s by what had been removed before it (docs/BENCHMARKS.md,
+# "Unpack"). Without loop devices, $fs is a directory of $work (said on stderr).
+fs=$work/fs
+fs_mounted=""
+! mountpoint -q "$fs" || umount "$fs"
+remove_later "$fs" && rm -f "$fs.img" && mkdir -p "$fs"
+on_exit() {
+  if [ -n "$fs_mounted" ]; then
+    umount "$fs" 2>/dev/null || umount -l "$fs" 2>/dev/null || true
+    losetup -d "$fs_device" 2>/dev/null || true
+    rm -f "$fs.img"
+  fi
+  [ -n "$keep" ] || rm -rf "$work"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+if [ "$fs_choice" = root ]; then
+  fs_kind="$(df --output=source "$work" | tail -n 1) (--fs root)"
+elif [ "$fs_choice" != loop ]; then
+  echo "build_bench: --fs must be loop or root, not $fs_choice" >&2
+  exit 2
+elif truncate -s "$((mb * 24 + 4096))M" "$fs.img" &&
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$fs.img" 2>"$work/mkfs.log" &&
+  fs_device=$(losetup --find --show --direct-io=on "$fs.img" 2>>"$work/mkfs.log") &&
+  mount "$fs_device" "$fs" 2>>"$work/mkfs.log"; then
+  fs_mounted=yes
+  fs_kind="fresh ext4 on loop, direct I/O"
+else
+  rm -f "$fs.img"
+  fs_kind="$(df --output=source "$work" | tail -n 1) (no loop device)"
+  echo "build_bench: $(tail -n 1 "$work/mkfs.log"); builds store in $fs on $fs_kind" >&2
 fi
 wants() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
@@ -170,23 +232,28 @@ if [ ! -f "$base_tar" ]; then
     { cat "$work/base.log" >&2; exit 1; }
 fi
 
-# sf_fresh DIR: a new stagefarm data dir at DIR with the base as "busybox"; sets SF_HOME.
+# sf_fresh DIR: a new stagefarm data dir, DIR/home (a link to a directory of
+# $fs named like DIR), with the base as "busybox"; sets SF_HOME.
 sf_fresh() {
-  rm -rf "$1" && mkdir -p "$1"
+  local home
+  home=$fs/$(basename "$1")
+  remove_later "$1" "$home" && mkdir -p "$1" "$home" && ln -s "$home" "$1/home"
   SF_HOME=$1/home
   STAGEFARM_HOME=$SF_HOME "$stagefarm" image import --rootfs --change "ENV PATH=$base_path" \
     "$base_tar" busybox >"$1/import.log" 2>&1 || { cat "$1/import.log" >&2; return 1; }
 }
 
-# bh_fresh DIR [NOBASE]: new vfs storage at DIR (exported as CONTAINERS_STORAGE_CONF),
-# with the base as localhost/busybox and docker.io/library/busybox unless NOBASE.
+# bh_fresh DIR [nobase]: new vfs storage in a directory of $fs named like DIR
+# (DIR/storage.conf, exported as CONTAINERS_STORAGE_CONF, names it), with the
+# base as localhost/busybox and docker.io/library/busybox unless "nobase".
 bh_fresh() {
-  local container
-  rm -rf "$1" && mkdir -p "$1"
+  local container root
+  root=$fs/$(basename "$1")
+  remove_later "$1" "$root" && mkdir -p "$1" "$root"
   export CONTAINERS_STORAGE_CONF=$1/storage.conf
-  printf '[storage]\ndriver = "vfs"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$1" "$1" \
+  printf '[storage]\ndriver = "vfs"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$root" "$root" \
     >"$CONTAINERS_STORAGE_CONF"
-  [ -z "${2:-}" ] || return 0
+  [ "${2:-}" != nobase ] || return 0
   {
     container=$(buildah from scratch) &&
       buildah add --quiet "$container" "$base_tar" / &&
@@ -209,11 +276,10 @@ bh_build() {
   shift
   run_timed "$log" buildah bud "${buildah_flags[@]}" "$@"
 }
-# bh_drop DIR: removes the Buildah storage made by bh_fresh DIR (its vfs layers
-# can be large), not the logs.
+# bh_drop DIR: drops the Buildah storage made by bh_fresh DIR (its vfs layers
+# can be large), not the logs: moved aside, removed at the end.
 bh_drop() {
-  buildah rm --all >/dev/null 2>&1 || true
-  rm -rf "$1/graph" "$1/run"
+  remove_later "$fs/$(basename "$1")"
 }
 
 empty_ctx=$work/empty-context
@@ -358,17 +424,17 @@ if wants layer || wants export; then
   sf_build "$dir" "$dir/build.log" -f "$work/files/layer-tmpfs.Dockerfile" "$data_ctx"
   sf_tmpfs_done=$(sf_done "$dir/build.log")
   sf_tmpfs_total=$(calc "$T_END - $T_START")
-  rm -rf "${dir:?}/home"
+  remove_later "${dir:?}/home"
   big=$work/runs/layer.stagefarm
   sf_fresh "$big"
   sf_build "$big" "$big/build.log" -f "$work/files/layer.Dockerfile" -t bench-big:latest \
-    --output "type=oci,dest=$big/image/,compression=uncompressed" "$data_ctx"
+    --output "type=oci,dest=$fs/layer-image/,compression=uncompressed" "$data_ctx"
   done_s=$(sf_done "$big/build.log")
   sf_layer_s=$(calc "$done_s - $sf_tmpfs_done")
   sf_phase_s=$(calc "$(line_time "$big/build.log" '] layer sha256:') - $(line_time "$big/build.log" 'copied-the-data')")
   sf_layer_total=$(calc "$T_END - $T_START")
   grep -o 'layer sha256:.*' "$big/build.log" | tail -n 1 >&2 || true
-  rm -rf "$big/image"
+  remove_later "$fs/layer-image"
   # The exports: FROM that image, one LABEL, an empty context. What follows the
   # stage ("done in") is compressing the layers, writing the tar and nothing else.
   printf 'FROM bench-big\nLABEL bench=export\n' >"$work/files/export.Dockerfile"
@@ -376,12 +442,12 @@ if wants layer || wants export; then
   for compression in uncompressed gzip zstd; do
     log=$big/export-$compression.log
     sf_build "$big" "$log" -f "$work/files/export.Dockerfile" \
-      --output "type=oci,dest=$work/runs/big-$compression.tar,compression=$compression" "$empty_ctx"
+      --output "type=oci,dest=$fs/big-$compression.tar,compression=$compression" "$empty_ctx"
     sf_export_s[$compression]=$(calc "$T_END - $T_START - $(sf_done "$log")")
     sf_export_cpu[$compression]=$CPU
-    sf_export_size[$compression]=$(stat -c %s "$work/runs/big-$compression.tar")
+    sf_export_size[$compression]=$(stat -c %s "$fs/big-$compression.tar")
   done
-  rm -rf "${big:?}/home"
+  remove_later "${big:?}/home"
   # Buildah: the same two steps; the image stays for the export.
   dir=$work/runs/layer-tmpfs.buildah
   bh_fresh "$dir"
@@ -398,7 +464,7 @@ if wants layer || wants export; then
     # "layer" note; Buildah: "Successfully tagged", after the commit). Neither
     # includes removing the container's or the context's files afterwards.
     emit layer_creation MB/s higher "$(calc "$mb / $sf_phase_s")" "$(calc "$mb / $bh_phase_s")" \
-      "$layer_load" "\"mb\":$mb,\"files\":$files,\"stagefarm_s\":$sf_phase_s,\"buildah_s\":$bh_phase_s"
+      "$layer_load" "\"fs\":\"$fs_kind\",\"mb\":$mb,\"files\":$files,\"stagefarm_s\":$sf_phase_s,\"buildah_s\":$bh_phase_s"
     # The same as the difference between whole builds, layer step against tmpfs step.
     emit layer_creation_by_difference MB/s higher "$(calc "$mb / $sf_layer_s")" "$(calc "$mb / $bh_layer_s")" \
       "$layer_load" "\"stagefarm_s\":$sf_layer_s,\"buildah_s\":$bh_layer_s"
@@ -407,38 +473,49 @@ if wants layer || wants export; then
       "\"stagefarm_tmpfs_s\":$sf_tmpfs_total,\"buildah_tmpfs_s\":$bh_tmpfs_s"
   fi
   if wants export; then
+    # The compressor alone, for zstd: `zstd -3 -T2` (stagefarm's level, both
+    # cores) of the same layer tar, read from the page cache, written nowhere.
+    layer_hex=$(grep -o 'layer sha256:[0-9a-f]*' "$big/build.log" | tail -n 1 | cut -d: -f2)
+    tar -xf "$fs/big-uncompressed.tar" -C "$fs" "blobs/sha256/$layer_hex"
+    cat "$fs/blobs/sha256/$layer_hex" >/dev/null
+    run_timed "$work/runs/zstd-cli.log" sh -c "zstd -q -3 -T2 -c '$fs/blobs/sha256/$layer_hex' >/dev/null"
+    zstd_cli_s=$(calc "$T_END - $T_START")
+    remove_later "$fs/blobs"
     for compression in gzip zstd; do
       export_load=$(load)
       flags=()
       [ "$compression" = gzip ] || flags=(--dest-compress-format "$compression")
       run_timed "$dir/export-$compression.log" skopeo copy --quiet "${flags[@]}" \
-        containers-storage:localhost/bench-big:latest "oci-archive:$work/runs/bh-big-$compression.tar"
+        containers-storage:localhost/bench-big:latest "oci-archive:$fs/bh-big-$compression.tar"
       bh_s=$(calc "$T_END - $T_START")
-      bh_size=$(stat -c %s "$work/runs/bh-big-$compression.tar")
-      rm -f "$work/runs/bh-big-$compression.tar"
+      bh_size=$(stat -c %s "$fs/bh-big-$compression.tar")
+      remove_later "$fs/bh-big-$compression.tar"
       sf_s=${sf_export_s[$compression]}
       # Cores busy while compressing: the CPU this export took beyond the uncompressed one's.
       sf_cores=$(calc "(${sf_export_cpu[$compression]} - ${sf_export_cpu[uncompressed]}) / ($sf_s - ${sf_export_s[uncompressed]})")
+      tool=""
+      [ "$compression" = gzip ] ||
+        tool=",\"zstd_cli_s\":$zstd_cli_s,\"zstd_cli_mb_per_s\":$(calc "$mb / $zstd_cli_s")"
       emit "export_$compression" MB/s higher "$(calc "$mb / $sf_s")" "$(calc "$mb / $bh_s")" "$export_load" \
-        "\"stagefarm_s\":$sf_s,\"buildah_s\":$bh_s,\"stagefarm_tar_bytes\":${sf_export_size[$compression]},\"buildah_tar_bytes\":$bh_size,\"stagefarm_uncompressed_export_s\":${sf_export_s[uncompressed]},\"stagefarm_cores\":$sf_cores,\"buildah_cpu_s\":$CPU"
+        "\"fs\":\"$fs_kind\",\"stagefarm_s\":$sf_s$tool,\"buildah_s\":$bh_s,\"stagefarm_tar_bytes\":${sf_export_size[$compression]},\"buildah_tar_bytes\":$bh_size,\"stagefarm_uncompressed_export_s\":${sf_export_s[uncompressed]},\"stagefarm_cores\":$sf_cores,\"buildah_cpu_s\":$CPU"
     done
   fi
   bh_drop "$dir"
-  rm -f "$work/runs/big-uncompressed.tar" "$work/runs/big-zstd.tar"
+  remove_later "$fs/big-uncompressed.tar" "$fs/big-zstd.tar"
 fi
 
 # ---------------------------------------------------------------------------
 # unpack: the gzip image (stagefarm's export) brought in cold and built FROM.
 
 if wants unpack; then
-  big_tar=$work/runs/big-gzip.tar
+  big_tar=$fs/big-gzip.tar
   if [ ! -f "$big_tar" ]; then
     dir=$work/runs/layer-gzip.stagefarm
     sf_fresh "$dir"
     sf_build "$dir" "$dir/build.log" -f "$work/files/layer.Dockerfile" \
       --output "type=oci,dest=$big_tar,compression=gzip" "$data_ctx"
   fi
-  rm -rf "$work/runs/layer-gzip.stagefarm/home"
+  remove_later "$work/runs/layer-gzip.stagefarm/home"
   printf 'FROM bench-big\nRUN true\n' >"$work/files/from-big.Dockerfile"
   printf 'FROM busybox\nRUN true\n' >"$work/files/from-small.Dockerfile"
   unpack_load=$(load)
@@ -450,8 +527,12 @@ if wants unpack; then
   sf_in=$(calc "$T_END - $T_START")
   sf_build "$dir" "$dir/build-big.log" -f "$work/files/from-big.Dockerfile" "$empty_ctx"
   sf_big=$(calc "$T_END - $T_START")
+  # The snapshot alone: from the build's "unpacking layer" note to its
+  # "unpacked layer" one (read, verify and inflate the stored blob, write the files).
+  sf_unpack_s=$(calc "$(line_time "$dir/build-big.log" '] unpacked layer sha256:') - \
+    $(line_time "$dir/build-big.log" '] unpacking layer sha256:')")
   sf_small=$(build_seconds stagefarm from-small "$work/files/from-small.Dockerfile")
-  rm -rf "${dir:?}/home" "$work/runs/from-small.stagefarm/home"
+  remove_later "${dir:?}/home" "$work/runs/from-small.stagefarm/home"
   # Buildah: skopeo copy into containers-storage (decompress, unpack), then the build.
   dir=$work/runs/unpack.buildah
   bh_fresh "$dir" nobase
@@ -469,7 +550,17 @@ if wants unpack; then
   emit unpack_build_only MB/s higher "$(calc "$mb / ($sf_big - $sf_small)")" \
     "$(calc "$mb / ($bh_big - $bh_small)")" "$unpack_load" \
     "\"note\":\"the FROM build alone: stagefarm unpacks here, Buildah unpacked at the pull\""
-  rm -f "$big_tar"
+  # The file system's own rate for the same files: GNU tar -x of them,
+  # uncompressed, into a fresh directory beside the stores (no digests, no
+  # decompression: the floor an unpacker on this disk works against).
+  tar -cf "$fs/data.tar" -C "$data_ctx" data
+  mkdir -p "$fs/tar-x"
+  run_timed "$work/runs/unpack.tar-x.log" tar -xf "$fs/data.tar" -C "$fs/tar-x"
+  tar_s=$(calc "$T_END - $T_START")
+  remove_later "$fs/data.tar" "$fs/tar-x"
+  emit unpack_snapshot MB/s higher "$(calc "$mb / $sf_unpack_s")" "$(calc "$mb / $bh_in")" \
+    "$unpack_load" "\"fs\":\"$fs_kind\",\"stagefarm_s\":$sf_unpack_s,\"buildah_pull_s\":$bh_in,\"tar_x_s\":$tar_s,\"tar_x_mb_per_s\":$(calc "$mb / $tar_s"),\"stagefarm_vs_tar_x\":$(calc "$tar_s / $sf_unpack_s"),\"note\":\"stagefarm: the gzip layer's snapshot unpack in the build; Buildah: skopeo copy into containers-storage, which unpacks it; tar_x: GNU tar -x of the same files uncompressed\""
+  remove_later "$big_tar"
 fi
 
 # ---------------------------------------------------------------------------
@@ -520,7 +611,7 @@ if wants fidelity; then
     sf_fresh "$dir"
     sf_build "$dir" "$dir/build.log" -f "$case_dir/Dockerfile" "${flags[@]}" -t "fid-$name:latest" "$ctx"
     sf_s=$(calc "$T_END - $T_START")
-    rm -rf "${dir:?}/home"
+    remove_later "${dir:?}/home"
     dir=$work/runs/fid-$name.buildah
     bh_fresh "$dir"
     bh_build "$dir/build.log" -f "$bh_file" "${flags[@]}" -t "localhost/fid-$name:latest" "$ctx"
@@ -538,3 +629,9 @@ fi
   printf '\n%-34s %10s %10s %7s  %-8s %5s\n' measurement stagefarm buildah ratio unit load
   printf '%s\n' "${summary[@]}"
 } >&2
+# What was moved aside, and the stores; on a mounted $fs they go with it.
+for path in "${doomed[@]}"; do
+  [ -n "$fs_mounted" ] && [[ $path == "$fs"/* ]] && continue
+  rm -rf "$path"
+done
+[ -n "$fs_mounted" ] || rm -rf "$fs"
