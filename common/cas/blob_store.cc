@@ -478,14 +478,14 @@ absl::StatusOr<Digest> BlobWriter::Finish(const std::optional<Digest>& expected,
 
 // ---------------------------------------------------------------- BlobReader
 
-absl::StatusOr<absl::string_view> BlobReader::Next() {
+absl::StatusOr<absl::string_view> BlobReader::NextInto(std::string* buffer) {
   if (returned_ >= length_ || next_chunk_ >= chunks_.size()) return absl::string_view();
   return NoThrow("BlobReader::Next", [&]() -> absl::StatusOr<absl::string_view> {
     const ChunkRef& chunk = chunks_[next_chunk_++];
-    if (absl::Status status = store_->ReadChunk(blob_, chunk, &buffer_); !status.ok()) {
+    if (absl::Status status = store_->ReadChunk(blob_, chunk, buffer); !status.ok()) {
       return status;
     }
-    absl::string_view piece = buffer_;
+    absl::string_view piece = *buffer;
     piece.remove_prefix(std::min<uint64_t>(skip_, piece.size()));
     skip_ = 0;
     piece = piece.substr(0, std::min<uint64_t>(piece.size(), length_ - returned_));

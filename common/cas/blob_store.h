@@ -206,7 +206,11 @@ class BlobReader {
   // The next piece of the range, valid until the next call; empty at the end.
   // A chunk that is missing or does not hash to its digest gives DataLoss
   // naming the chunk and the blob.
-  absl::StatusOr<absl::string_view> Next();
+  absl::StatusOr<absl::string_view> Next() { return NextInto(&buffer_); }
+
+  // The same, read into `buffer` (the piece points into it) rather than the
+  // reader's own: a caller can keep earlier pieces while it reads on.
+  absl::StatusOr<absl::string_view> NextInto(std::string* buffer);
 
   // Length of the range being read.
   uint64_t length() const { return length_; }

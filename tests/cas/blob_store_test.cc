@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cas/chunker.h"
+#include "common/cas/read_ahead.h"
 #include "common/digest/digest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -62,6 +63,38 @@ class BlobStoreTest : public ::testing::Test {
     Digest blob = Sha256Of(bytes);
     EXPECT_TRUE(store_->Put(bytes, blob).ok());
     return blob;
+  }
+  // Flips a byte of the first chunk in key order, writing the column family
+  // directly with the store closed; the store is reopened.
+  void CorruptFirstChunk() {
+    store_.reset();
+    {
+      std::vector<std::string> names;
+      ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, (dir_ / "cas").string(), &names).ok());
+      std::vector<rocksdb::ColumnFamilyDescriptor> families;
+      for (const std::string& name : names)
+        families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+      std::vector<rocksdb::ColumnFamilyHandle*> handles;
+      rocksdb::DB* db = nullptr;
+      ASSERT_TRUE(rocksdb::DB::Open({}, (dir_ / "cas").string(), families, &handles, &db).ok());
+      rocksdb::ColumnFamilyHandle* chunks = nullptr;
+      for (size_t i = 0; i < names.size(); ++i) {
+        if (names[i] == "chunks") chunks = handles[i];
+      }
+      ASSERT_NE(chunks, nullptr);
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, chunks));
+      it->SeekToFirst();
+      ASSERT_TRUE(it->Valid());
+      std::string key = it->key().ToString();
+      std::string value = it->value().ToString();
+      it.reset();
+      value[value.size() / 2] ^= 0x40;
+      ASSERT_TRUE(db->Put({}, chunks, key, value).ok());
+      for (rocksdb::ColumnFamilyHandle* handle : handles)
+        ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+      delete db;
+    }
+    Reopen();
   }
 
   std::filesystem::path dir_;
@@ -563,38 +596,66 @@ TEST_F(BlobStoreTest, ReopenAfterWriterKilledMidPutShowsNoPartialBlob) {
   EXPECT_EQ(store_->ReadAll(after).value(), "after the crash");
 }
 
+// ReadAhead's pieces, concatenated until the end or an error (returned).
+absl::StatusOr<std::string> ReadAllAhead(ReadAhead& ahead, std::string* before_error = nullptr) {
+  std::string all;
+  while (true) {
+    absl::StatusOr<absl::string_view> piece = ahead.Next();
+    if (!piece.ok()) {
+      if (before_error != nullptr) *before_error = all;
+      return piece.status();
+    }
+    if (piece->empty()) return all;
+    all.append(piece->data(), piece->size());
+  }
+}
+
+TEST_F(BlobStoreTest, ReadAheadGivesTheBlobOrARangeOfItInOrderThenTheEnd) {
+  const std::string bytes = RandomBytes(21, 24 * kMiB);
+  const Digest blob = PutBytes(bytes);
+  {
+    ReadAhead ahead(store_->Get(blob).value(), /*depth=*/2);
+    EXPECT_EQ(ReadAllAhead(ahead).value(), bytes);
+    absl::StatusOr<absl::string_view> after = ahead.Next();  // the end, again
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_TRUE(after->empty());
+  }
+  const uint64_t offset = 3 * kMiB + 17;
+  const uint64_t length = 10 * kMiB + 5;
+  ReadAhead range(store_->Get(blob, offset, length).value());
+  EXPECT_EQ(ReadAllAhead(range).value(), bytes.substr(offset, length));
+}
+
+TEST_F(BlobStoreTest, ReadAheadReturnsACorruptChunkInItsPlaceAndAgain) {
+  const std::string bytes = RandomBytes(22, 24 * kMiB);
+  const Digest blob = PutBytes(bytes);
+  CorruptFirstChunk();
+  ReadAhead ahead(store_->Get(blob).value());
+  std::string before;
+  absl::StatusOr<std::string> read = ReadAllAhead(ahead, &before);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_THAT(read.status().message(), HasSubstr("corrupt"));
+  EXPECT_EQ(before, bytes.substr(0, before.size()));  // what came before it is the blob's
+  EXPECT_LT(before.size(), bytes.size());
+  EXPECT_EQ(ahead.Next().status(), read.status());
+}
+
+TEST_F(BlobStoreTest, ReadAheadLeftBeforeTheEndStopsItsThread) {
+  const std::string bytes = RandomBytes(23, 24 * kMiB);
+  const Digest blob = PutBytes(bytes);
+  auto ahead = std::make_unique<ReadAhead>(store_->Get(blob).value(), /*depth=*/1);
+  absl::StatusOr<absl::string_view> first = ahead->Next();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(first->empty());
+  EXPECT_EQ(*first, absl::string_view(bytes).substr(0, first->size()));
+  ahead.reset();  // joins the thread, which waits for room behind a full queue
+  EXPECT_EQ(store_->ReadAll(blob).value(), bytes);
+}
+
 TEST_F(BlobStoreTest, CorruptedChunkIsDetectedOnRead) {
   const std::string bytes = RandomBytes(9, 100'000);
   const Digest blob = PutBytes(bytes);
-  store_.reset();
-  {
-    // Flip a byte of the chunk by writing the column family directly.
-    std::vector<std::string> names;
-    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, (dir_ / "cas").string(), &names).ok());
-    std::vector<rocksdb::ColumnFamilyDescriptor> families;
-    for (const std::string& name : names)
-      families.emplace_back(name, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open({}, (dir_ / "cas").string(), families, &handles, &db).ok());
-    rocksdb::ColumnFamilyHandle* chunks = nullptr;
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] == "chunks") chunks = handles[i];
-    }
-    ASSERT_NE(chunks, nullptr);
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, chunks));
-    it->SeekToFirst();
-    ASSERT_TRUE(it->Valid());
-    std::string key = it->key().ToString();
-    std::string value = it->value().ToString();
-    it.reset();
-    value[value.size() / 2] ^= 0x40;
-    ASSERT_TRUE(db->Put({}, chunks, key, value).ok());
-    for (rocksdb::ColumnFamilyHandle* handle : handles)
-      ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
-    delete db;
-  }
-  Reopen();
+  CorruptFirstChunk();
   absl::StatusOr<std::string> read = store_->ReadAll(blob);
   EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(read.status().message(), HasSubstr("corrupt"));

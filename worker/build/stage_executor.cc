@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/cas/read_ahead.h"
 #include "common/dockerfile/dockerignore.h"
 #include "common/fs/root.h"
 #include "common/oci/stage_image.h"
@@ -83,6 +84,11 @@ bool IsGitSource(absl::string_view source) {
 }
 
 // The snapshot sources of `image`'s layers, each opened from the store.
+// Layers from this size on are read ahead while they are unpacked (the
+// unpack's decompressing thread only decompresses); a smaller one is not
+// worth a thread.
+constexpr uint64_t kReadAheadFrom = uint64_t{8} << 20;
+
 std::vector<snapshots::LayerSource> LayerSources(cas::BlobStore& store, const BuiltImage& image) {
   std::vector<snapshots::LayerSource> sources;
   for (size_t i = 0; i < image.layers.size(); ++i) {
@@ -91,6 +97,10 @@ std::vector<snapshots::LayerSource> LayerSources(cas::BlobStore& store, const Bu
         {image.config.diff_ids[i], [&store, blob]() -> absl::StatusOr<oci::LayerReader> {
            absl::StatusOr<std::unique_ptr<cas::BlobReader>> reader = store.Get(blob);
            if (!reader.ok()) return reader.status();
+           if ((*reader)->length() >= kReadAheadFrom) {
+             auto ahead = std::make_shared<cas::ReadAhead>(*std::move(reader));
+             return oci::LayerReader([ahead] { return ahead->Next(); });
+           }
            std::shared_ptr<cas::BlobReader> shared = *std::move(reader);
            return oci::LayerReader([shared] { return shared->Next(); });
          }});
