@@ -64,36 +64,11 @@ class BlobStoreTest : public ::testing::Test {
     EXPECT_TRUE(store_->Put(bytes, blob).ok());
     return blob;
   }
-  // Flips a byte of the first chunk in key order, writing the column family
-  // directly with the store closed; the store is reopened.
+  // Corrupts the first chunk in key order (CorruptFirstStoredChunk) with the
+  // store closed, then reopens it.
   void CorruptFirstChunk() {
     store_.reset();
-    {
-      std::vector<std::string> names;
-      ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, (dir_ / "cas").string(), &names).ok());
-      std::vector<rocksdb::ColumnFamilyDescriptor> families;
-      for (const std::string& name : names)
-        families.emplace_back(name, rocksdb::ColumnFamilyOptions());
-      std::vector<rocksdb::ColumnFamilyHandle*> handles;
-      rocksdb::DB* db = nullptr;
-      ASSERT_TRUE(rocksdb::DB::Open({}, (dir_ / "cas").string(), families, &handles, &db).ok());
-      rocksdb::ColumnFamilyHandle* chunks = nullptr;
-      for (size_t i = 0; i < names.size(); ++i) {
-        if (names[i] == "chunks") chunks = handles[i];
-      }
-      ASSERT_NE(chunks, nullptr);
-      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, chunks));
-      it->SeekToFirst();
-      ASSERT_TRUE(it->Valid());
-      std::string key = it->key().ToString();
-      std::string value = it->value().ToString();
-      it.reset();
-      value[value.size() / 2] ^= 0x40;
-      ASSERT_TRUE(db->Put({}, chunks, key, value).ok());
-      for (rocksdb::ColumnFamilyHandle* handle : handles)
-        ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
-      delete db;
-    }
+    ASSERT_TRUE(testing::CorruptFirstStoredChunk(dir_ / "cas").ok());
     Reopen();
   }
 

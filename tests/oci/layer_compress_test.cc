@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <rocksdb/db.h>
 #include <stdio.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -383,36 +382,8 @@ TEST_F(CompressLayersTest, WrongDescriptorSizeIsInvalidArgument) {
 TEST_F(CompressLayersTest, CorruptLayerIsDataLossNamingItsDigest) {
   const Descriptor layer = PutLayer(testing::RandomBytes(15, 100'000));
   store_.reset();
-  {
-    // Flip a byte of the (only) chunk by writing its column family directly.
-    const std::string path = dir_.path().string();
-    std::vector<std::string> names;
-    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
-    std::vector<rocksdb::ColumnFamilyDescriptor> families;
-    for (const std::string& name : names) {
-      families.emplace_back(name, rocksdb::ColumnFamilyOptions());
-    }
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open({}, path, families, &handles, &db).ok());
-    rocksdb::ColumnFamilyHandle* chunks = nullptr;
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] == "chunks") chunks = handles[i];
-    }
-    ASSERT_NE(chunks, nullptr);
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, chunks));
-    it->SeekToFirst();
-    ASSERT_TRUE(it->Valid());
-    const std::string key = it->key().ToString();
-    std::string value = it->value().ToString();
-    it.reset();
-    value[value.size() / 2] ^= 0x40;
-    ASSERT_TRUE(db->Put({}, chunks, key, value).ok());
-    for (rocksdb::ColumnFamilyHandle* handle : handles) {
-      ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
-    }
-    delete db;
-  }
+  // The layer's only chunk, flipped.
+  ASSERT_TRUE(testing::CorruptFirstStoredChunk(dir_.path()).ok());
   Reopen();
   absl::StatusOr<std::vector<Descriptor>> out = Run({layer}, LayerCompression::kGzip);
   EXPECT_TRUE(absl::IsDataLoss(out.status())) << out.status();

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <memory>
+#include <vector>
+
+#include "rocksdb/db.h"
 
 namespace stagefarm::testing {
 
@@ -51,6 +54,38 @@ absl::StatusOr<std::pair<digest::Digest, uint64_t>> HashStored(cas::BlobStore& s
     size += piece->size();
   }
   return std::make_pair(hasher.Finish(), size);
+}
+
+absl::Status CorruptFirstStoredChunk(const std::filesystem::path& store_dir) {
+  const std::string path = store_dir.string();
+  std::vector<std::string> names;
+  if (!rocksdb::DB::ListColumnFamilies({}, path, &names).ok()) {
+    return absl::InternalError("cannot list the column families of " + path);
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const std::string& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* opened = nullptr;
+  if (!rocksdb::DB::Open({}, path, families, &handles, &opened).ok()) {
+    return absl::InternalError("cannot open " + path);
+  }
+  std::unique_ptr<rocksdb::DB> db(opened);
+  absl::Status status = absl::NotFoundError("no chunk in " + path);
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] != "chunks") continue;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, handles[i]));
+    it->SeekToFirst();
+    if (!it->Valid()) break;
+    const std::string key = it->key().ToString();
+    std::string value = it->value().ToString();
+    it.reset();
+    value[value.size() / 2] ^= 0x40;
+    status = db->Put({}, handles[i], key, value).ok()
+                 ? absl::OkStatus()
+                 : absl::InternalError("cannot write the chunk back");
+  }
+  for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
+  return status;
 }
 
 }  // namespace stagefarm::testing

@@ -4,10 +4,12 @@
 #define STAGEFARM_TESTS_TESTING_RANDOM_BLOBS_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/cas/blob_store.h"
 #include "common/digest/digest.h"
@@ -36,6 +38,11 @@ absl::StatusOr<digest::Digest> PutRandom(cas::BlobStore& store, uint64_t seed, u
 // Reads the whole blob through the streaming reader; returns its digest and size.
 absl::StatusOr<std::pair<digest::Digest, uint64_t>> HashStored(cas::BlobStore& store,
                                                                const digest::Digest& blob);
+
+// Flips a byte in the middle of the first chunk, in key order, of the closed
+// store at `store_dir` by writing its "chunks" column family directly, so
+// that reading that chunk back fails its SHA-256 check.
+absl::Status CorruptFirstStoredChunk(const std::filesystem::path& store_dir);
 
 }  // namespace stagefarm::testing
 
