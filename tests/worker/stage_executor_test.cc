@@ -44,13 +44,7 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
         cas::BlobStore::Open(dir_.path() / "cas");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
-    ExecutorOptions options;
-    options.data_dir = dir_.path() / "node";
-    options.force_copy_rootfs = GetParam();
-    absl::StatusOr<std::unique_ptr<StageExecutor>> executor =
-        StageExecutor::Open(store_.get(), options);
-    ASSERT_TRUE(executor.ok()) << executor.status();
-    executor_ = *std::move(executor);
+    ASSERT_NO_FATAL_FAILURE(OpenExecutor(dir_.path() / "node"));
 
     // The base image: a busybox root filesystem as one layer.
     const stdfs::path rootfs = dir_.path() / "busybox";
@@ -74,6 +68,18 @@ class StageExecutorTest : public ::testing::TestWithParam<bool> {
         {oci::LayerMediaType(layer->compression), layer->blob_digest, layer->blob_size, {}}};
     context_ = dir_.path() / "context";
     stdfs::create_directories(context_);
+  }
+
+  // Opens executor_ over store_ with its data dir at `data_dir`, in this
+  // test's rootfs mode.
+  void OpenExecutor(const stdfs::path& data_dir) {
+    ExecutorOptions options;
+    options.data_dir = data_dir;
+    options.force_copy_rootfs = GetParam();
+    absl::StatusOr<std::unique_ptr<StageExecutor>> executor =
+        StageExecutor::Open(store_.get(), options);
+    ASSERT_TRUE(executor.ok()) << executor.status();
+    executor_ = *std::move(executor);
   }
 
   // `after_index`, when set, runs once the context is indexed, before the
@@ -203,13 +209,7 @@ TEST_P(StageExecutorTest, RunsWithTheDataDirReachedThroughASymlink) {
   const stdfs::path real = dir_.path() / "real-node";
   stdfs::create_directories(real);
   stdfs::create_directory_symlink(real, dir_.path() / "linked-node");
-  ExecutorOptions options;
-  options.data_dir = dir_.path() / "linked-node";
-  options.force_copy_rootfs = GetParam();
-  absl::StatusOr<std::unique_ptr<StageExecutor>> executor =
-      StageExecutor::Open(store_.get(), options);
-  ASSERT_TRUE(executor.ok()) << executor.status();
-  executor_ = *std::move(executor);
+  ASSERT_NO_FATAL_FAILURE(OpenExecutor(dir_.path() / "linked-node"));
   absl::StatusOr<BuiltImage> image = Build("FROM busybox\nRUN echo ran > /ran.txt\n");
   ASSERT_TRUE(image.ok()) << image.status() << "\n" << log_;
   EXPECT_EQ(ReadFile(Mount(*image) / "ran.txt"), "ran\n");
