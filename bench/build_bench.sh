@@ -110,8 +110,8 @@ else
 fi
 # remove_later PATH...: moves each PATH that exists aside (renamed beside
 # itself), to be removed once every measurement is done: on a file system
-# without a journal, removing 10,000 files slows whatever makes files in the
-# minute after it (see $fs below).
+# without a journal, removing 10,000 files slows what makes files soon after
+# it (see $fs below).
 doomed=()
 remove_later() {
   local path aside
@@ -129,10 +129,10 @@ remove_later() {
 # direct I/O (its writes reach the disk without a second page cache), gone
 # when the run ends; logs stay in $work/runs. This machine's root file system
 # has no journal and is mounted with discard; there, making files soon after
-# many were removed is slow for minutes (ext4 passes over the recently freed
-# inodes when it allocates one), and `tar -x` of the layer's 10,000 files
-# took 0.65 to 4.9 s by what had been removed before it (docs/BENCHMARKS.md,
-# "Unpack"). Without loop devices, $fs is a directory of $work (said on stderr).
+# many were removed is slow (ext4 checks the free inodes it considers for a
+# recent removal), and `tar -x` of the layer's 10,000 files took 0.65 to
+# 4.9 s in one session, slowest right after removals (docs/BENCHMARKS.md, "Where the
+# builders store"). Without loop devices, $fs is a directory of $work (said on stderr).
 fs=$work/fs
 fs_mounted=""
 ! mountpoint -q "$fs" || umount "$fs"
