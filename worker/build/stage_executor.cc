@@ -661,20 +661,10 @@ class StageRun {
 
 absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Open(cas::BlobStore* store,
                                                                    ExecutorOptions options) {
-  // Every path below the data dir is used in its canonical form: runc
-  // refuses a root filesystem whose path goes through a symlink ("invalid
-  // rootfs: not an absolute path, or a symlink"), and a data dir reached
-  // through one (a linked STAGEFARM_HOME, /var/lib on another disk) is common.
-  std::error_code error;
-  stdfs::create_directories(options.data_dir, error);
-  stdfs::path data_dir = error ? stdfs::path() : stdfs::canonical(options.data_dir, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat(options.data_dir.native(), ": ", error.message()));
-  }
-  options.data_dir = std::move(data_dir);
   absl::StatusOr<std::unique_ptr<snapshots::Snapshots>> snapshots =
       snapshots::Snapshots::Open(options.data_dir);
   if (!snapshots.ok()) return snapshots.status();
+  std::error_code error;
   for (const char* sub : {"run", "cache-mounts"}) {
     stdfs::create_directories(options.data_dir / sub, error);
     if (error) {

@@ -43,9 +43,7 @@ namespace stagefarm::worker {
 using BuiltImage = oci::BuiltImage;
 
 struct ExecutorOptions {
-  // snapshots/, cache-mounts/, run/ below it; made if missing, used in its
-  // canonical form (runc refuses a root filesystem path through a symlink).
-  std::filesystem::path data_dir;
+  std::filesystem::path data_dir;  // snapshots/, cache-mounts/, run/ below it
   // How layers are stored. Uncompressed by default, as BuildKit's snapshotter
   // keeps them: compressing is the exporter's work (oci/layer_compress.h),
   // off the steps' critical path.

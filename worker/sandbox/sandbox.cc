@@ -157,7 +157,16 @@ absl::StatusOr<RunResult> RunSandboxed(const SandboxSpec& spec, const SandboxOpt
         absl::StrCat("sandbox root filesystem must be an absolute path: ", spec.rootfs.string()));
   }
   if (spec.args.empty()) return absl::InvalidArgumentError("sandbox process has no arguments");
+  // runc refuses a root whose path is not canonical ("invalid rootfs: not an
+  // absolute path, or a symlink"), and a data dir reached through a symlink
+  // (a linked STAGEFARM_HOME, /var/lib on another disk) gives one.
   std::error_code error;
+  SandboxSpec resolved = spec;
+  resolved.rootfs = std::filesystem::canonical(spec.rootfs, error);
+  if (error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sandbox root filesystem ", spec.rootfs.string(), ": ", error.message()));
+  }
   std::filesystem::create_directories(options.bundle_dir, error);
   std::filesystem::create_directories(options.state_dir, error);
   if (error) {
@@ -167,7 +176,7 @@ absl::StatusOr<RunResult> RunSandboxed(const SandboxSpec& spec, const SandboxOpt
   const std::string id = RandomId();
   {
     std::ofstream config(options.bundle_dir / "config.json");
-    config << RuntimeSpecJson(spec, absl::StrCat("/stagefarm/", id));
+    config << RuntimeSpecJson(resolved, absl::StrCat("/stagefarm/", id));
     if (!config) {
       return absl::UnavailableError(
           absl::StrCat("cannot write ", (options.bundle_dir / "config.json").string()));

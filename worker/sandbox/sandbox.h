@@ -35,7 +35,7 @@ struct SandboxMount {
 enum class NetworkMode { kHost, kNone };
 
 struct SandboxSpec {
-  std::filesystem::path rootfs;  // absolute
+  std::filesystem::path rootfs;  // absolute; used with its symlinks resolved
   std::vector<std::string> args;
   std::vector<std::string> env;  // KEY=VALUE, in order
   std::string cwd = "/";
