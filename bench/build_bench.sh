@@ -15,8 +15,7 @@
 #   layer     layer creation: one RUN that copies SIZE bytes in FILES files
 #             from a bind mount of the context into the image, against the
 #             same RUN copying into a tmpfs mount (no layer); the difference
-#             is the layer (diff, tar, digest, store). The data: seeded,
-#             half random and half hex text (compresses to about 3/4 with gzip)
+#             is the layer (diff, tar, digest, store). The data: see --data
 #   export    the image of `layer` exported: stagefarm --output
 #             type=oci,dest=X.tar,compression=gzip|zstd|uncompressed, against
 #             `skopeo copy containers-storage:IMG oci-archive:X.tar` (gzip, and
@@ -44,7 +43,16 @@
 #   --steps N          RUN steps of the long Dockerfile (default 20)
 #   --reps N           repetitions of each steps build, median kept (default 3)
 #   --mb N             layer size in MB (default 500)
-#   --files N          files in the layer (default 10000)
+#   --files N          files in the layer (default 10000; --data synthetic only)
+#   --data KIND        what the layer's files hold: "synthetic" (default):
+#                      FILES seeded files, each half random bytes and half hex
+#                      text of random bytes (about 3/4 of it left by gzip or
+#                      zstd; hex is zstd's slow case); "usr": real files, an
+#                      evenly spread sample of this machine's /usr (every k-th
+#                      regular file of at most 16 MiB in sorted walk order,
+#                      the last cut so the sample is exactly SIZE; a layer as
+#                      a package install makes). The file count is in the
+#                      layer's JSON line
 #   --cases LIST       comma-separated fidelity cases (default: all)
 #   --quick            tiny sizes: --steps 2 --reps 1 --mb 2 --files 100
 #                      --cases 09-dockerignore
@@ -71,6 +79,7 @@ steps=20
 reps=3
 mb=500
 files=10000
+data=synthetic
 cases=""
 keep=""
 fs_choice=loop
@@ -83,6 +92,7 @@ while [ $# -gt 0 ]; do
     --reps) reps=${2:?}; shift 2 ;;
     --mb) mb=${2:?}; shift 2 ;;
     --files) files=${2:?}; shift 2 ;;
+    --data) data=${2:?}; shift 2 ;;
     --cases) cases=${2:?}; shift 2 ;;
     --quick) steps=2 reps=1 mb=2 files=100 cases=09-dockerignore; shift ;;
     --keep) keep=${2:?}; shift 2 ;;
@@ -94,6 +104,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$steps" -ge 2 ] || { echo "build_bench: --steps must be at least 2" >&2; exit 2; }
+case $data in
+  synthetic | usr) ;;
+  *) echo "build_bench: --data must be synthetic or usr, not $data" >&2; exit 2 ;;
+esac
 [ "$(id -u)" -eq 0 ] || { echo "build_bench: needs root (runc, overlay mounts, buildah)" >&2; exit 2; }
 for tool in runc buildah skopeo python3 tar mkfs.ext4 zstd; do
   command -v "$tool" >/dev/null || { echo "build_bench: $tool is not installed" >&2; exit 2; }
@@ -382,27 +396,64 @@ fi
 if wants layer || wants export || wants unpack; then
   data_ctx=$work/data-context
   bytes=$((mb * 1000000))
-  if [ ! -f "$data_ctx/.complete-$bytes-$files" ]; then
+  marker=$data_ctx/.complete-$data-$bytes-$([ "$data" = usr ] || echo "$files")
+  if [ ! -f "$marker" ]; then
     rm -rf "$data_ctx" && mkdir -p "$data_ctx"
-    python3 - "$data_ctx/data" "$bytes" "$files" <<'EOF'
-# Seeded data: FILES files (100 a directory), BYTES in all; each file half
-# random bytes, half hex text of random bytes, so compressors have work to do.
-import os, random, sys
-root, total, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(5)
-size = total // count
-for i in range(count):
-    d = os.path.join(root, "d%03d" % (i // 100))
-    if i % 100 == 0:
-        os.makedirs(d, exist_ok=True)
-    n = size + (total - size * count if i == count - 1 else 0)
-    half = n // 2
-    body = rng.randbytes(half) + rng.randbytes((n - half + 1) // 2).hex().encode()[: n - half]
-    with open(os.path.join(d, "f%05d" % i), "wb") as f:
-        f.write(body)
+    python3 - "$data" "$data_ctx/data" "$bytes" "$files" >"$data_ctx/count" <<'EOF'
+# Writes the layer's files under ROOT and prints how many.
+# synthetic: FILES files (100 a directory), BYTES in all, seeded; each file
+# half random bytes, half hex text of random bytes, so compressors have work.
+# usr: an evenly spread sample of /usr (see --data), BYTES in all.
+import os, random, shutil, sys
+kind, root, total, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if kind == "synthetic":
+    rng = random.Random(5)
+    size = total // count
+    for i in range(count):
+        d = os.path.join(root, "d%03d" % (i // 100))
+        if i % 100 == 0:
+            os.makedirs(d, exist_ok=True)
+        n = size + (total - size * count if i == count - 1 else 0)
+        half = n // 2
+        body = rng.randbytes(half) + rng.randbytes((n - half + 1) // 2).hex().encode()[: n - half]
+        with open(os.path.join(d, "f%05d" % i), "wb") as f:
+            f.write(body)
+    print(count)
+    sys.exit(0)
+candidates = []
+for top, dirs, names in os.walk("/usr"):
+    dirs.sort()
+    for name in sorted(names):
+        path = os.path.join(top, name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        size = os.path.getsize(path)
+        if 0 < size <= 16 << 20:
+            candidates.append((path, size))
+available = sum(size for _, size in candidates)
+if available < total:
+    sys.exit("build_bench: /usr has only %d bytes in files of at most 16 MiB" % available)
+# Every step-th file first; the rest in order if that falls short.
+step = max(1, available // total)
+written = picked = 0
+for path, size in candidates[::step] + candidates:
+    if written == total:
+        break
+    target = os.path.join(root, os.path.relpath(path, "/usr"))
+    if os.path.exists(target):
+        continue
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    take = min(size, total - written)
+    with open(path, "rb") as source, open(target, "wb") as out:
+        out.write(source.read(take))
+    shutil.copymode(path, target)
+    written += take
+    picked += 1
+print(picked)
 EOF
-    touch "$data_ctx/.complete-$bytes-$files"
+    touch "$marker"
   fi
+  files=$(cat "$data_ctx/count")
   # The step prints a line when its process is done: the layer is made after it.
   printf 'FROM busybox\nRUN --mount=type=bind,target=/src mkdir -p /data && cp -a /src/data/. /data/ && echo copied-the-data\n' \
     >"$work/files/layer.Dockerfile"
@@ -464,7 +515,7 @@ if wants layer || wants export; then
     # "layer" note; Buildah: "Successfully tagged", after the commit). Neither
     # includes removing the container's or the context's files afterwards.
     emit layer_creation MB/s higher "$(calc "$mb / $sf_phase_s")" "$(calc "$mb / $bh_phase_s")" \
-      "$layer_load" "\"fs\":\"$fs_kind\",\"mb\":$mb,\"files\":$files,\"stagefarm_s\":$sf_phase_s,\"buildah_s\":$bh_phase_s"
+      "$layer_load" "\"fs\":\"$fs_kind\",\"data\":\"$data\",\"mb\":$mb,\"files\":$files,\"stagefarm_s\":$sf_phase_s,\"buildah_s\":$bh_phase_s"
     # The same as the difference between whole builds, layer step against tmpfs step.
     emit layer_creation_by_difference MB/s higher "$(calc "$mb / $sf_layer_s")" "$(calc "$mb / $bh_layer_s")" \
       "$layer_load" "\"stagefarm_s\":$sf_layer_s,\"buildah_s\":$bh_layer_s"
@@ -497,7 +548,7 @@ if wants layer || wants export; then
       [ "$compression" = gzip ] ||
         tool=",\"zstd_cli_s\":$zstd_cli_s,\"zstd_cli_mb_per_s\":$(calc "$mb / $zstd_cli_s")"
       emit "export_$compression" MB/s higher "$(calc "$mb / $sf_s")" "$(calc "$mb / $bh_s")" "$export_load" \
-        "\"fs\":\"$fs_kind\",\"stagefarm_s\":$sf_s$tool,\"buildah_s\":$bh_s,\"stagefarm_tar_bytes\":${sf_export_size[$compression]},\"buildah_tar_bytes\":$bh_size,\"stagefarm_uncompressed_export_s\":${sf_export_s[uncompressed]},\"stagefarm_cores\":$sf_cores,\"buildah_cpu_s\":$CPU"
+        "\"fs\":\"$fs_kind\",\"data\":\"$data\",\"stagefarm_s\":$sf_s$tool,\"buildah_s\":$bh_s,\"stagefarm_tar_bytes\":${sf_export_size[$compression]},\"buildah_tar_bytes\":$bh_size,\"stagefarm_uncompressed_export_s\":${sf_export_s[uncompressed]},\"stagefarm_cores\":$sf_cores,\"buildah_cpu_s\":$CPU"
     done
   fi
   bh_drop "$dir"
@@ -559,7 +610,7 @@ if wants unpack; then
   tar_s=$(calc "$T_END - $T_START")
   remove_later "$fs/data.tar" "$fs/tar-x"
   emit unpack_snapshot MB/s higher "$(calc "$mb / $sf_unpack_s")" "$(calc "$mb / $bh_in")" \
-    "$unpack_load" "\"fs\":\"$fs_kind\",\"stagefarm_s\":$sf_unpack_s,\"buildah_pull_s\":$bh_in,\"tar_x_s\":$tar_s,\"tar_x_mb_per_s\":$(calc "$mb / $tar_s"),\"stagefarm_vs_tar_x\":$(calc "$tar_s / $sf_unpack_s"),\"note\":\"stagefarm: the gzip layer's snapshot unpack in the build; Buildah: skopeo copy into containers-storage, which unpacks it; tar_x: GNU tar -x of the same files uncompressed\""
+    "$unpack_load" "\"fs\":\"$fs_kind\",\"data\":\"$data\",\"stagefarm_s\":$sf_unpack_s,\"buildah_pull_s\":$bh_in,\"tar_x_s\":$tar_s,\"tar_x_mb_per_s\":$(calc "$mb / $tar_s"),\"stagefarm_vs_tar_x\":$(calc "$tar_s / $sf_unpack_s"),\"note\":\"stagefarm: the gzip layer's snapshot unpack in the build; Buildah: skopeo copy into containers-storage, which unpacks it; tar_x: GNU tar -x of the same files uncompressed\""
   remove_later "$big_tar"
 fi
 
