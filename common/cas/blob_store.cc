@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/cas/info_log.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
@@ -656,6 +657,9 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
     db_options.skip_stats_update_on_db_open = true;
     // Each open starts a new info LOG and keeps the old one; a few suffice.
     db_options.keep_log_file_num = 4;
+    // Our logger, not RocksDB's: on a full disk RocksDB's aborts the process
+    // (see info_log.h).
+    db_options.info_log = OpenInfoLog(dir, db_options.info_log_level);
     db_options.create_missing_column_families = true;
     db_options.IncreaseParallelism(2);
     // A chunk and its chunk_meta entry are flushed together (see blob_store.h).
