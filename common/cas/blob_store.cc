@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/cas/info_log.h"
 #include "rocksdb/db.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/write_batch.h"
@@ -44,6 +45,8 @@ absl::Status FromRocks(const rocksdb::Status& status, absl::string_view context)
   std::string message = absl::StrCat(context, ": ", status.ToString());
   if (status.IsNotFound()) return absl::NotFoundError(message);
   if (status.IsCorruption()) return absl::DataLossError(message);
+  // RocksDB's message names the file it could not write, in the store.
+  if (status.IsNoSpace()) return absl::ResourceExhaustedError(message);
   if (status.IsIOError()) return absl::UnavailableError(message);
   if (status.IsInvalidArgument()) return absl::InvalidArgumentError(message);
   return absl::InternalError(message);
@@ -633,6 +636,43 @@ absl::Status BlobAssembler::Commit() {
 
 // ---------------------------------------------------------------- BlobStore
 
+// RocksDB's background error, while it has one. A failed write to the WAL or
+// a failed flush (a full disk) sets it; RocksDB then refuses writes and runs
+// no flush until it recovers (from a full disk: once its SstFileManager finds
+// 64 MiB free), which clears it.
+//
+// No recovery after a failed write to the WAL: RocksDB 7.8 (Debian 12's)
+// keeps the WAL whose append failed when every memtable was empty, and the
+// first write after the recovery appends to it again, which fails the
+// assertion `sync_without_flush_called_` (Debian's librocksdb keeps assert()
+// enabled) and aborts the process (facebook/rocksdb#12448, #12873). Seen
+// when a store's first write after opening failed and space was freed. Such
+// a store takes writes again when it is opened again.
+class BlobStore::BackgroundError final : public rocksdb::EventListener {
+ public:
+  rocksdb::Status Get() const {
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
+  void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
+    absl::MutexLock lock(&mu_);
+    error_ = *error;
+  }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason reason, rocksdb::Status,
+                            bool* auto_recovery) override {
+    if (reason == rocksdb::BackgroundErrorReason::kWriteCallback) *auto_recovery = false;
+  }
+  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    absl::MutexLock lock(&mu_);
+    error_ = info.new_bg_error;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  rocksdb::Status error_ ABSL_GUARDED_BY(mu_);
+};
+
 absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem::path& dir,
                                                            BlobStoreOptions options) {
   return NoThrow("BlobStore::Open", [&]() -> absl::StatusOr<std::unique_ptr<BlobStore>> {
@@ -664,6 +704,8 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
     db_options.IncreaseParallelism(2);
     // A chunk and its chunk_meta entry are flushed together (see blob_store.h).
     db_options.atomic_flush = true;
+    auto background_error = std::make_shared<BackgroundError>();
+    db_options.listeners.push_back(background_error);
 
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
     for (const char* name : kFamilyNames) {
@@ -695,7 +737,8 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
         rocksdb::DB::Open(rocksdb::DBOptions(db_options), dir.string(), families, &handles, &raw);
     if (!status.ok()) return FromRocks(status, absl::StrCat("opening store ", dir.string()));
     std::unique_ptr<BlobStore> store(
-        new BlobStore(std::move(options), std::unique_ptr<rocksdb::DB>(raw), std::move(handles)));
+        new BlobStore(std::move(options), std::unique_ptr<rocksdb::DB>(raw), std::move(handles),
+                      std::move(background_error)));
     absl::MutexLock lock(&store->mu_);
     if (absl::Status swept = store->SweepOrphanChunks(); !swept.ok()) return swept;
     return store;
@@ -703,7 +746,8 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
 }
 
 BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
-                     std::vector<rocksdb::ColumnFamilyHandle*> handles)
+                     std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                     std::shared_ptr<BackgroundError> background_error)
     : options_(std::move(options)),
       db_(std::move(db)),
       handles_(std::move(handles)),
@@ -713,7 +757,8 @@ BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
       access_(handles_[kAccess]),
       refs_(handles_[kRefs]),
       leases_(handles_[kLeases]),
-      cache_(handles_[kCache]) {}
+      cache_(handles_[kCache]),
+      background_error_(std::move(background_error)) {}
 
 BlobStore::~BlobStore() {
   FlushIfReplayWouldBeLong();
@@ -827,6 +872,8 @@ constexpr size_t kMaxLogsToReplay = 8;
 constexpr uint64_t kMaxLogBytesToReplay = 1 << 20;
 
 void BlobStore::FlushIfReplayWouldBeLong() {
+  // Not after a failed write or flush (see FlushNow): the logs stay.
+  if (!background_error_->Get().ok()) return;
   rocksdb::VectorLogPtr logs;
   if (!db_->GetSortedWalFiles(logs).ok()) return;
   uint64_t bytes = 0;
@@ -844,6 +891,10 @@ rocksdb::Status BlobStore::FlushNow(const std::vector<rocksdb::ColumnFamilyHandl
   // families fails an assertion in its flush thread and aborts the process
   // (facebook/rocksdb#11111, fixed in 8.0). Seen exporting a 430 MB image.
   WaitForBackgroundFlushes();
+  // Nor after a failed write or flush: RocksDB would not run it until it
+  // recovers (which, for a full disk, takes 64 MiB free), and such a
+  // store's writes fail anyway.
+  if (rocksdb::Status error = background_error_->Get(); !error.ok()) return error;
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;
   flush_options.allow_write_stall = true;
@@ -863,7 +914,7 @@ void BlobStore::WaitForBackgroundFlushes() const {
         pending = true;
       }
     }
-    if (running == 0 && !pending) return;
+    if ((running == 0 && !pending) || !background_error_->Get().ok()) return;
     absl::SleepFor(absl::Milliseconds(1));
   }
 }

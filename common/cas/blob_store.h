@@ -391,8 +391,10 @@ class BlobStore {
   friend class BlobWriter;
   friend class BlobReader;
   friend class BlobAssembler;
+  class BackgroundError;
   BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
-            std::vector<rocksdb::ColumnFamilyHandle*> handles);
+            std::vector<rocksdb::ColumnFamilyHandle*> handles,
+            std::shared_ptr<BackgroundError> background_error);
 
   absl::Status SweepOrphanChunks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stores a chunk unless present; through the WAL if `logged`. Sets
@@ -407,11 +409,13 @@ class BlobStore {
   absl::StatusOr<std::vector<bool>> HasChunks(absl::Span<const ChunkRef> chunks) const;
   // Whether an unlogged chunk write may not be flushed yet.
   bool UnflushedChunkWrites() const;
-  // Returns once RocksDB runs and has queued no flush (or after two
-  // minutes): see CommitIndex.
+  // Returns once RocksDB runs and has queued no flush, or holds a background
+  // error (its queued flushes then wait for a recovery), or after two
+  // minutes: see FlushNow.
   void WaitForBackgroundFlushes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Flushes `families` (atomically) and waits for it, once RocksDB's own
-  // flushes are done.
+  // flushes are done. While RocksDB holds a background error, returns it
+  // without flushing.
   rocksdb::Status FlushNow(const std::vector<rocksdb::ColumnFamilyHandle*>& families)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // At close: flushes the memtables when the logs the next open would replay
@@ -435,6 +439,7 @@ class BlobStore {
   rocksdb::ColumnFamilyHandle* refs_;
   rocksdb::ColumnFamilyHandle* leases_;
   rocksdb::ColumnFamilyHandle* cache_;
+  const std::shared_ptr<BackgroundError> background_error_;
 
   // Serialises chunk inserts, index commits and deletes against GC's sweep.
   mutable absl::Mutex mu_;
