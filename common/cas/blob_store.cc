@@ -1,5 +1,7 @@
 #include "common/cas/blob_store.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <deque>
 #include <exception>
@@ -9,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/cas/info_log.h"
 #include "rocksdb/db.h"
 #include "rocksdb/listener.h"
@@ -225,6 +228,10 @@ absl::Time DecodeTime(absl::string_view in) {
   uint64_t micros = 0;
   if (!GetFixed64(&in, &micros)) return absl::InfinitePast();
   return absl::FromUnixMicros(static_cast<int64_t>(micros));
+}
+
+std::string Mebibytes(uint64_t bytes) {
+  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
 }
 
 rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
@@ -737,18 +744,20 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
         rocksdb::DB::Open(rocksdb::DBOptions(db_options), dir.string(), families, &handles, &raw);
     if (!status.ok()) return FromRocks(status, absl::StrCat("opening store ", dir.string()));
     std::unique_ptr<BlobStore> store(
-        new BlobStore(std::move(options), std::unique_ptr<rocksdb::DB>(raw), std::move(handles),
-                      std::move(background_error)));
+        new BlobStore(dir, std::move(options), std::unique_ptr<rocksdb::DB>(raw),
+                      std::move(handles), std::move(background_error)));
     absl::MutexLock lock(&store->mu_);
     if (absl::Status swept = store->SweepOrphanChunks(); !swept.ok()) return swept;
     return store;
   });
 }
 
-BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
+BlobStore::BlobStore(std::filesystem::path dir, BlobStoreOptions options,
+                     std::unique_ptr<rocksdb::DB> db,
                      std::vector<rocksdb::ColumnFamilyHandle*> handles,
                      std::shared_ptr<BackgroundError> background_error)
-    : options_(std::move(options)),
+    : dir_(std::move(dir)),
+      options_(std::move(options)),
       db_(std::move(db)),
       handles_(std::move(handles)),
       chunks_(handles_[kChunks]),
@@ -828,6 +837,9 @@ absl::Status BlobStore::StoreChunk(const Digest& chunk, absl::string_view bytes,
     return absl::OkStatus();
   }
   if (!found.IsNotFound()) return FromRocks(found, absl::StrCat("looking up chunk ", key));
+  if (absl::Status space = CheckFreeSpace(bytes.size(), logged); !space.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("storing chunk ", key, ": ", space.message()));
+  }
   // Reserved up front: growing the batch to a chunk's size would copy it
   // several times over and fault in fresh pages at each step.
   rocksdb::WriteBatch batch(bytes.size() + 2 * key.size() + 64);
@@ -846,6 +858,34 @@ absl::Status BlobStore::StoreChunk(const Digest& chunk, absl::string_view bytes,
     *needs_flush = true;
   }
   return absl::OkStatus();
+}
+
+// Bytes a flush writes besides the memtables' contents (table files of the
+// small families, a manifest edit), with room to spare.
+constexpr uint64_t kFlushOverheadBytes = uint64_t{4} << 20;
+
+absl::Status BlobStore::CheckFreeSpace(uint64_t bytes, bool logged) const {
+  // RocksDB is better not asked to write what does not fit. Debian's
+  // librocksdb keeps assert() enabled, and RocksDB 7.8's error path after a
+  // failed write has assertions that abort the process (see info_log.h and
+  // BackgroundError); and a store whose write failed refuses every write
+  // until RocksDB recovers, which takes 64 MiB free, or, after a failed
+  // write to the WAL, until it is opened again. Another writer on the same
+  // file system can still fill it between this check and the write: then
+  // RocksDB's own error, also ResourceExhausted, comes back instead.
+  struct statvfs fs;
+  if (statvfs(dir_.c_str(), &fs) != 0) return absl::OkStatus();  // RocksDB will tell
+  const uint64_t free = uint64_t{fs.f_bavail} * fs.f_frsize;
+  // The chunk goes to the WAL now (if logged) and, with the memtables
+  // holding it, to table and blob files at the next flush.
+  uint64_t memtables = 0;
+  db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables);
+  const uint64_t needed = (logged ? 2 : 1) * bytes + memtables + kFlushOverheadBytes;
+  if (free >= needed) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat("no space left on device for the store in ", dir_.native(), ": ",
+                   Mebibytes(free), " free, ", Mebibytes(needed), " needed (", Mebibytes(bytes),
+                   " of chunk, ", Mebibytes(memtables), " of memtables to flush)"));
 }
 
 void BlobStore::Pin(absl::Span<const ChunkRef> chunks) {

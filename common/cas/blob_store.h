@@ -41,6 +41,16 @@
 // Chunks without a blob (an abandoned or killed put, a wrong expected digest)
 // are deleted when the store is opened and by CollectGarbage.
 //
+// Full disk: a chunk the file system has no room for (with the memtables
+// it joins) is not written; the put fails with ResourceExhausted naming the
+// store's directory and the bytes free and needed, and the store takes what
+// fits afterwards. A write RocksDB itself fails for want of space (another
+// writer filled the disk first) is also ResourceExhausted, with RocksDB's
+// message naming the file; the store then refuses writes until RocksDB
+// recovers, or, after a failed write to the WAL, until it is opened again.
+// Either way nothing half-written becomes visible and committed blobs stay
+// readable.
+//
 // Garbage collection is mark-and-sweep: CollectGarbage reads every index
 // record, counts chunk uses in memory, removes least recently used blobs that
 // no ref and no live lease names until the stored bytes fit the cap, then
@@ -392,7 +402,7 @@ class BlobStore {
   friend class BlobReader;
   friend class BlobAssembler;
   class BackgroundError;
-  BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
+  BlobStore(std::filesystem::path dir, BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
             std::vector<rocksdb::ColumnFamilyHandle*> handles,
             std::shared_ptr<BackgroundError> background_error);
 
@@ -402,6 +412,10 @@ class BlobStore {
   // WAL. The caller has pinned the chunk.
   absl::Status StoreChunk(const digest::Digest& chunk, absl::string_view bytes, bool logged,
                           bool* needs_flush);
+  // ResourceExhausted naming the store's directory, the bytes free and the
+  // bytes needed when the file system has no room for a chunk of `bytes`
+  // (through the WAL if `logged`) and the memtables it joins.
+  absl::Status CheckFreeSpace(uint64_t bytes, bool logged) const;
   // Pinned chunks survive garbage collection (counted: each Pin needs an Unpin).
   void Pin(absl::Span<const ChunkRef> chunks);
   void Unpin(absl::Span<const ChunkRef> chunks);
@@ -429,6 +443,7 @@ class BlobStore {
   absl::StatusOr<std::string> ReadIndex(const digest::Digest& blob) const;
   void RecordAccess(const digest::Digest& blob);
 
+  const std::filesystem::path dir_;
   BlobStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
