@@ -222,12 +222,19 @@ class TarWriter {
  public:
   TarWriter(const ByteSink& tar_sink, const ByteSink& blob_sink, const DiffOptions& options)
       : tar_sink_(tar_sink), options_(options), compressor_(options.compression, blob_sink) {}
+  // Freeing an archive left open by an error writes out what it buffers
+  // through WriteCallback, which uses the members declared after archive_:
+  // the archive goes first. (Last, it overwrote the destroyed status_ and
+  // freed the error Write had returned: a worker crashed when a layer did
+  // not fit in its store.)
+  ~TarWriter() { archive_.reset(); }
 
   absl::StatusOr<LayerDigests> Write(const fs::RootDir& root, const std::vector<Change>& changes);
 
  private:
   static la_ssize_t WriteCallback(archive*, void* data, const void* buffer, size_t size) {
     auto* self = static_cast<TarWriter*>(data);
+    if (!self->status_.ok()) return -1;  // a sink that failed is not written again
     const absl::string_view bytes(static_cast<const char*>(buffer), size);
     if (!self->sink_digests_tar()) self->tar_hash_.Update(bytes);
     self->tar_size_ += size;

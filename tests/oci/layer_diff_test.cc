@@ -532,6 +532,26 @@ TEST(LayerDiffTest, SinkError_IsReturned) {
   EXPECT_TRUE(absl::IsUnavailable(layer.status())) << layer.status();
 }
 
+// A sink that fails mid-layer (a full disk under the store): its error comes
+// back, and the tar writer, freed with data still buffered, writes nothing
+// more to it.
+TEST(LayerDiffTest, SinkErrorMidLayer_IsReturnedAndTheSinkIsNotWrittenAgain) {
+  testing::TempDir temp("layer_diff");
+  stdfs::create_directories(temp.path() / "upper");
+  WriteFile(temp.path() / "upper/big", std::string(4 << 20, 'x'));
+  int calls = 0;
+  std::string blob;
+  absl::StatusOr<LayerDigests> layer = WriteLayerFromUpper(
+      temp.path() / "upper", ExistsIn(temp.path()),
+      [&calls](absl::string_view) {
+        return ++calls < 2 ? absl::OkStatus()
+                           : absl::ResourceExhaustedError("no space left on device");
+      },
+      AppendTo(&blob), DiffOptions{});
+  EXPECT_EQ(layer.status(), absl::ResourceExhaustedError("no space left on device"));
+  EXPECT_EQ(calls, 2);
+}
+
 TEST(LayerDiffTest, CopyFallback_GivesTheSameTarAsTheOverlay) {
   testing::TempDir temp("layer_diff");
   Overlay overlay(temp.path());
