@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 namespace stagefarm::net {
@@ -36,7 +36,11 @@ bool IsPointer(const capnp::Type& type) {
 }
 
 // The fields of a struct whose reading can fail, worked out once per schema
-// and thread (the schema walk costs more than the read it plans).
+// and thread (the schema walk costs more than the read it plans). In a
+// node_hash_map: ReadEveryField holds a struct's plan while its recursion
+// adds the plans of the structs inside, and a flat_hash_map that grew moved
+// the plan from under it (a use after free, found by AddressSanitizer in a
+// worker).
 struct StructPlan {
   std::vector<capnp::StructSchema::Field> pointer_fields;  // outside the union
   // By field index: whether a union member is a pointer. Empty when none is.
@@ -44,7 +48,7 @@ struct StructPlan {
 };
 
 const StructPlan& PlanOf(const capnp::StructSchema& schema) {
-  thread_local absl::flat_hash_map<uint64_t, StructPlan> plans;
+  thread_local absl::node_hash_map<uint64_t, StructPlan> plans;
   auto [it, inserted] = plans.try_emplace(schema.getProto().getId());
   if (inserted) {
     for (capnp::StructSchema::Field field : schema.getNonUnionFields()) {
