@@ -3,9 +3,12 @@
 // hostile sources and destinations that must stay inside their roots.
 #include "worker/copy/copy.h"
 
+#include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -236,6 +239,22 @@ TEST_F(CopyTest, AFileCannotReplaceADirectory) {
   absl::StatusOr<CopyStats> clash = Copy({"tree"}, "/dir");
   EXPECT_EQ(clash.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(clash.status().message(), HasSubstr("/dir/inner"));
+}
+
+// The destination on another file system (copy_file_range refuses: EXDEV),
+// which fills up: the error is the full disk's, naming the file.
+TEST_F(CopyTest, DestinationOutOfSpaceSaysSoNamingTheFile) {
+  const std::filesystem::path small = rootfs_ / "small";
+  std::filesystem::create_directories(small);
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=1536k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs: " << strerror(errno) << " (tests run as root)";
+  }
+  Write(context_ / "big.bin", std::string(4 << 20, 'x'), 0644);
+  absl::StatusOr<CopyStats> copied = Copy({"big.bin"}, "/small/");
+  ::umount2(small.c_str(), MNT_DETACH);
+  EXPECT_EQ(copied.status().code(), absl::StatusCode::kResourceExhausted) << copied.status();
+  EXPECT_THAT(copied.status().message(), HasSubstr("No space left on device"));
+  EXPECT_THAT(copied.status().message(), HasSubstr("/small/big.bin"));
 }
 
 }  // namespace
