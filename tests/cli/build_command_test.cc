@@ -4,12 +4,15 @@
 // importing them back.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -436,6 +439,38 @@ TEST_F(BuildCommandTest, ZstdCompressionLevelGivesOtherBlobsOfTheSameDiffIds) {
       EXPECT_EQ(absl::StrCat("sha256:", content.output.substr(0, 64)), layer.diff_id) << layer.blob;
     }
   }
+}
+
+// The data dir on a file system too small for the build's context: the
+// build fails, saying so, and no process aborts. (The embedded coordinator
+// aborted on a RocksDB assertion, and the client after it, once the disk
+// was full.)
+TEST_F(BuildCommandTest, DataDirOutOfSpace_FailsTheBuildSayingSoWithoutAborting) {
+  const stdfs::path small = dir_ / "small";
+  stdfs::create_directories(small);
+  ASSERT_EQ(mount("tmpfs", small.c_str(), "tmpfs", 0, "size=64m"), 0) << strerror(errno);
+  struct Unmount {
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+    stdfs::path path;
+  } unmount{small};
+  const std::string home = (small / "home").string();
+  const Invocation imported = Stagefarm(
+      absl::StrCat("image import --rootfs '", (dir_ / "rootfs.tar").string(), "' busybox"), home);
+  ASSERT_EQ(imported.exit_code, 0) << imported.output;
+  // 96 MiB that do not compress, in files of 2 MiB.
+  const Invocation context =
+      Shell(absl::StrCat("for i in $(seq 48); do head -c 2097152 /dev/urandom > '",
+                         (dir_ / "context").string(), "'/f$i || exit 1; done"));
+  ASSERT_EQ(context.exit_code, 0) << context.output;
+  WriteDockerfile("FROM busybox\nCOPY . /data\n");
+
+  const Invocation built = Stagefarm(Build(""), home);
+  EXPECT_EQ(built.exit_code, 1) << built.output;
+  EXPECT_THAT(built.output, HasSubstr("no space left on device"));
+  EXPECT_THAT(built.output, HasSubstr(home));
+  EXPECT_THAT(built.output, ::testing::Not(HasSubstr("Assertion")));
+  const Invocation logs = Shell(absl::StrCat("cat '", home, "'/cluster/*.log"));
+  EXPECT_THAT(logs.output, ::testing::Not(HasSubstr("Assertion"))) << logs.output;
 }
 
 TEST_F(BuildCommandTest, BadFlagsAreUsageErrors) {
