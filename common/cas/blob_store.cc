@@ -1098,7 +1098,9 @@ absl::StatusOr<std::unique_ptr<BlobAssembler>> BlobStore::NewAssembler(BlobManif
         }
         // A chunk found present may have been written unlogged by another put and
         // not be flushed yet: then Commit flushes before writing the index.
-        const bool needs_flush = UnflushedChunkWrites();
+        // Chunks still to be added set the flag themselves (StoreChunk).
+        const bool needs_flush = std::find(stored->begin(), stored->end(), true) != stored->end() &&
+                                 UnflushedChunkWrites();
         return std::unique_ptr<BlobAssembler>(
             new BlobAssembler(this, std::move(manifest), *std::move(stored), needs_flush));
       });
