@@ -46,26 +46,32 @@ struct ContentSource {
       open;
   // Atime and mtime for `entry` (utimensat's order).
   std::function<std::array<struct timespec, 2>(const fs::ContextEntry& entry)> times;
-  // Why content may not hash to the index's digest, for the error.
+  // Whether the source itself guarantees that content hashes to the index's
+  // digest, so the bytes need not be hashed again: the store's reader
+  // verifies every chunk it reads, and a blob's chunk list was verified whole
+  // when it was committed. Otherwise `mismatch` says why they may not, for
+  // the error.
+  bool verified = false;
   absl::string_view mismatch;
 };
 
-// Copies the pieces `next` gives to a new file `name` under `dir`, checking
-// that they hash to `expected`, the digest the context index recorded: a file
-// that changed since it was indexed (and so since the cache keys were
-// computed) fails, naming it.
+// Copies the pieces `next` gives to a new file `name` under `dir`, checking,
+// unless `content` is verified, that they hash to `expected`, the digest the
+// context index recorded: a file that changed since it was indexed (and so
+// since the cache keys were computed) fails, naming it.
 absl::Status CopyFileContent(const std::function<absl::StatusOr<absl::string_view>()>& next,
                              int dir, const std::string& name, const digest::Digest& expected,
-                             absl::string_view shown, absl::string_view mismatch) {
+                             absl::string_view shown, const ContentSource& content) {
   fs::UniqueFd to(
       openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!to.valid()) return Errno(shown, "create");
+  const bool check = !content.verified;
   digest::Sha256 hash;
   for (;;) {
     absl::StatusOr<absl::string_view> piece = next();
     if (!piece.ok()) return piece.status();
     if (piece->empty()) break;
-    hash.Update(*piece);
+    if (check) hash.Update(*piece);
     for (size_t done = 0; done < piece->size();) {
       const ssize_t w = write(to.get(), piece->data() + done, piece->size() - done);
       if (w < 0 && errno == EINTR) continue;
@@ -73,10 +79,11 @@ absl::Status CopyFileContent(const std::function<absl::StatusOr<absl::string_vie
       done += static_cast<size_t>(w);
     }
   }
+  if (!check) return absl::OkStatus();
   if (const digest::Digest actual = hash.Finish(); actual != expected) {
-    return absl::FailedPreconditionError(absl::StrCat(shown, ": ", mismatch, " (indexed as ",
-                                                      expected.ToString(), ", now ",
-                                                      actual.ToString(), ")"));
+    return absl::FailedPreconditionError(absl::StrCat(shown, ": ", content.mismatch,
+                                                      " (indexed as ", expected.ToString(),
+                                                      ", now ", actual.ToString(), ")"));
   }
   return absl::OkStatus();
 }
@@ -129,7 +136,7 @@ absl::Status Materialize(const fs::ContextIndex& index, const std::vector<std::s
             content.open(*entry, shown);
         if (!next.ok()) return next.status();
         absl::Status copied =
-            CopyFileContent(*next, dir, parent->name, *entry->content, shown, content.mismatch);
+            CopyFileContent(*next, dir, parent->name, *entry->content, shown, content);
         if (!copied.ok()) return copied;
         break;
       }
@@ -215,7 +222,7 @@ absl::Status MaterializeContextFromStore(cas::BlobStore& store, const fs::Contex
     mtime.tv_nsec = entry.mtime_ns % 1000000000;
     return std::array<struct timespec, 2>{mtime, mtime};
   };
-  content.mismatch = "the store's blob does not hash to its digest";
+  content.verified = true;
   return Materialize(index, sources, dest, "", content);
 }
 
