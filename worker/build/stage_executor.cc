@@ -83,12 +83,12 @@ bool IsGitSource(absl::string_view source) {
          absl::EndsWith(source, ".git") || absl::StrContains(source, ".git#");
 }
 
-// The snapshot sources of `image`'s layers, each opened from the store.
 // Layers from this size on are read ahead while they are unpacked (the
 // unpack's decompressing thread only decompresses); a smaller one is not
 // worth a thread.
 constexpr uint64_t kReadAheadFrom = uint64_t{8} << 20;
 
+// The snapshot sources of `image`'s layers, each opened from the store.
 std::vector<snapshots::LayerSource> LayerSources(cas::BlobStore& store, const BuiltImage& image) {
   std::vector<snapshots::LayerSource> sources;
   for (size_t i = 0; i < image.layers.size(); ++i) {
