@@ -69,6 +69,16 @@ void UniqueFd::Reset() {
   fd_ = -1;
 }
 
+int WriteFully(int fd, absl::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t written = ::write(fd, bytes.data(), bytes.size());
+    if (written < 0 && errno == EINTR) continue;
+    if (written < 0) return errno;
+    bytes.remove_prefix(static_cast<size_t>(written));
+  }
+  return 0;
+}
+
 absl::StatusOr<RootDir> RootDir::Open(const std::filesystem::path& dir) {
   const int fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {

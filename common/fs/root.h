@@ -50,6 +50,11 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// Writes all of `bytes` to `fd`, again after a short write or EINTR (a full
+// disk's ENOSPC comes with the write after a short one). Returns 0, or the
+// errno of the write that failed, for the caller's own message.
+int WriteFully(int fd, absl::string_view bytes);
+
 class RootDir {
  public:
   // The directory a path's final component lives in, opened inside the root,

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/fs/root.h"
 
 namespace stagefarm::oci {
 namespace {
@@ -311,11 +312,8 @@ absl::Status ImageTarWriter::Append(absl::string_view bytes) {
 }
 
 absl::Status WriteAll(int fd, absl::string_view bytes, const stdfs::path& path) {
-  while (!bytes.empty()) {
-    const ssize_t written = ::write(fd, bytes.data(), bytes.size());
-    if (written < 0 && errno == EINTR) continue;
-    if (written < 0) return absl::ErrnoToStatus(errno, absl::StrCat("writing ", path.string()));
-    bytes.remove_prefix(static_cast<size_t>(written));
+  if (const int error = fs::WriteFully(fd, bytes); error != 0) {
+    return absl::ErrnoToStatus(error, absl::StrCat("writing ", path.string()));
   }
   return absl::OkStatus();
 }

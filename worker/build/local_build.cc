@@ -72,11 +72,8 @@ absl::Status CopyFileContent(const std::function<absl::StatusOr<absl::string_vie
     if (!piece.ok()) return piece.status();
     if (piece->empty()) break;
     if (check) hash.Update(*piece);
-    for (size_t done = 0; done < piece->size();) {
-      const ssize_t w = write(to.get(), piece->data() + done, piece->size() - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return Errno(shown, "write");
-      done += static_cast<size_t>(w);
+    if (const int error = fs::WriteFully(to.get(), *piece); error != 0) {
+      return absl::InternalError(absl::StrCat(shown, ": write: ", strerror(error)));
     }
   }
   if (!check) return absl::OkStatus();

@@ -306,13 +306,11 @@ class Copier {
       } else {
         buffer.resize(1 << 20);
         n = ::read(file, buffer.data(), std::min<uint64_t>(left, buffer.size()));
-        // A short write sets no errno (a full disk's ENOSPC comes with the
-        // next write): the rest is written again.
-        for (ssize_t written = 0; n > 0 && written < n;) {
-          const ssize_t w = ::write(out, buffer.data() + written, n - written);
-          if (w < 0 && errno == EINTR) continue;
-          if (w < 0) return Errno("cannot copy to", dest_path, errno);
-          written += w;
+        if (n > 0) {
+          if (const int error = fs::WriteFully(out, absl::string_view(buffer.data(), n));
+              error != 0) {
+            return Errno("cannot copy to", dest_path, error);
+          }
         }
       }
       if (n < 0 && errno == EINTR) continue;
