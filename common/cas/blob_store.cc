@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/cas/info_log.h"
+#include "common/cas/rocksdb_crc32c.h"
 #include "rocksdb/db.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/options.h"
@@ -707,6 +708,11 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::filesystem
     // Our logger, not RocksDB's: on a full disk RocksDB's aborts the process
     // (see info_log.h).
     db_options.info_log = OpenInfoLog(dir, db_options.info_log_level);
+    if (db_options.info_log != nullptr) {
+      // Which CRC32C RocksDB checksums with: ours (see rocksdb_crc32c.h).
+      rocksdb::Log(rocksdb::InfoLogLevel::INFO_LEVEL, db_options.info_log,
+                   "stagefarm: CRC32C by %s", Crc32cImplementation());
+    }
     db_options.create_missing_column_families = true;
     db_options.IncreaseParallelism(2);
     // A chunk and its chunk_meta entry are flushed together (see blob_store.h).
