@@ -152,7 +152,7 @@ absl::StatusOr<UniqueFd> RootDir::MkdirAll(absl::string_view path, mode_t mode) 
   return current;
 }
 
-absl::StatusOr<RootDir::Parent> RootDir::OpenParent(absl::string_view path) const {
+absl::StatusOr<RootDir::ParentPath> RootDir::SplitParent(absl::string_view path) const {
   const absl::string_view trimmed = TrimTrailingSlashes(path);
   const size_t slash = trimmed.rfind('/');
   const absl::string_view name =
@@ -161,21 +161,30 @@ absl::StatusOr<RootDir::Parent> RootDir::OpenParent(absl::string_view path) cons
     return absl::InvalidArgumentError(absl::StrCat("root ", Quote(path_.string()), ": ",
                                                    Quote(path), ": does not name an entry"));
   }
-  const absl::string_view parent =
-      slash == absl::string_view::npos ? "." : trimmed.substr(0, slash + 1);
-  absl::StatusOr<UniqueFd> dir = OpenAt(parent, O_PATH | O_DIRECTORY);
+  if (slash == absl::string_view::npos) return ParentPath{std::nullopt, name};
+  return ParentPath{trimmed.substr(0, slash), name};
+}
+
+absl::StatusOr<RootDir::Parent> RootDir::OpenParent(absl::string_view path) const {
+  absl::StatusOr<ParentPath> split = SplitParent(path);
+  if (!split.ok()) return split.status();
+  // "dir/" rather than "dir": the parent must be a directory, and "" (a path
+  // right under "/") is the root.
+  absl::StatusOr<UniqueFd> dir =
+      OpenAt(split->dir ? absl::StrCat(*split->dir, "/") : ".", O_PATH | O_DIRECTORY);
   if (!dir.ok()) return dir.status();
-  return Parent{*std::move(dir), std::string(name)};
+  return Parent{*std::move(dir), std::string(split->name)};
 }
 
 absl::StatusOr<RootDir::Parent> RootDir::MkdirParents(absl::string_view path, mode_t mode) const {
-  const absl::string_view trimmed = TrimTrailingSlashes(path);
-  const size_t slash = trimmed.rfind('/');
-  if (slash != absl::string_view::npos) {
-    absl::StatusOr<UniqueFd> made = MkdirAll(trimmed.substr(0, slash), mode);
-    if (!made.ok()) return made.status();
-  }
-  return OpenParent(path);
+  absl::StatusOr<ParentPath> split = SplitParent(path);
+  if (!split.ok()) return split.status();
+  if (!split->dir) return OpenParent(path);
+  // MkdirAll's descriptor is the parent, opened as OpenParent would: not
+  // opened a second time (once per file when a context is laid out).
+  absl::StatusOr<UniqueFd> made = MkdirAll(*split->dir, mode);
+  if (!made.ok()) return made.status();
+  return Parent{*std::move(made), std::string(split->name)};
 }
 
 absl::StatusOr<struct stat> RootDir::Lstat(absl::string_view path) const {

@@ -15,9 +15,10 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
-#include <vector>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -110,6 +111,14 @@ class RootDir {
 
   // An error for `path` from `op` failing with `error_number`.
   absl::Status PathError(absl::string_view path, absl::string_view op, int error_number) const;
+
+  // `path` cut before its final element: the directory (nullopt when there
+  // is no "/": the root) and the element, checked as Parent::name.
+  struct ParentPath {
+    std::optional<absl::string_view> dir;
+    absl::string_view name;
+  };
+  absl::StatusOr<ParentPath> SplitParent(absl::string_view path) const;
 
   std::filesystem::path path_;
   UniqueFd fd_;

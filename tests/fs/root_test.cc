@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -160,6 +162,29 @@ TEST_F(RootDirTest, MkdirParents_MakesTheParentOnly) {
   EXPECT_EQ(parent->name, "file");
   EXPECT_TRUE(stdfs::is_directory(root_path() / "x" / "y"));
   EXPECT_FALSE(stdfs::exists(root_path() / "x" / "y" / "file"));
+}
+
+// The descriptor MkdirParents returns is the parent itself, resolved inside
+// the root like OpenParent's: an entry made through it lands there.
+TEST_F(RootDirTest, MkdirParents_ThroughASymlinkToSlashStaysInTheRoot) {
+  stdfs::create_symlink("/", root_path() / "top");
+  const RootDir root = OpenRoot();
+  absl::StatusOr<RootDir::Parent> parent = root.MkdirParents("top/made/file", 0755);
+  ASSERT_TRUE(parent.ok()) << parent.status();
+  const int fd = openat(parent->dir.get(), parent->name.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  close(fd);
+  EXPECT_TRUE(stdfs::is_regular_file(root_path() / "made" / "file"));
+  EXPECT_FALSE(stdfs::exists("/made"));
+}
+
+TEST_F(RootDirTest, MkdirParents_RejectsPathsThatNameNoEntryBeforeMakingAnything) {
+  const RootDir root = OpenRoot();
+  for (const char* path : {"", "/", "made/..", "made/."}) {
+    absl::StatusOr<RootDir::Parent> parent = root.MkdirParents(path, 0755);
+    EXPECT_TRUE(absl::IsInvalidArgument(parent.status())) << path << ": " << parent.status();
+  }
+  EXPECT_FALSE(stdfs::exists(root_path() / "made"));
 }
 
 TEST_F(RootDirTest, Lstat_ReportsTheSymlinkNotItsTarget) {
