@@ -32,8 +32,9 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-absl::Status Errno(absl::string_view path, absl::string_view op) {
-  return absl::InternalError(absl::StrCat(path, ": ", op, ": ", strerror(errno)));
+// `op` on `path` failed with `error` (by default, errno as the call left it).
+absl::Status Errno(absl::string_view path, absl::string_view op, int error = errno) {
+  return absl::InternalError(absl::StrCat(path, ": ", op, ": ", strerror(error)));
 }
 
 // Where MaterializeContext and MaterializeContextFromStore take what the
@@ -73,7 +74,7 @@ absl::Status CopyFileContent(const std::function<absl::StatusOr<absl::string_vie
     if (piece->empty()) break;
     if (check) hash.Update(*piece);
     if (const int error = fs::WriteFully(to.get(), *piece); error != 0) {
-      return absl::InternalError(absl::StrCat(shown, ": write: ", strerror(error)));
+      return Errno(shown, "write", error);
     }
   }
   if (!check) return absl::OkStatus();
