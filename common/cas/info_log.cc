@@ -61,11 +61,10 @@ class InfoLog final : public rocksdb::Logger {
 std::shared_ptr<rocksdb::Logger> OpenInfoLog(const std::filesystem::path& dir,
                                              rocksdb::InfoLogLevel level) {
   const std::filesystem::path log = dir / "LOG";
+  // Fails harmlessly when there is no LOG yet.
   std::error_code error;
-  if (std::filesystem::exists(log, error)) {
-    std::filesystem::rename(log, dir / absl::StrCat("LOG.old.", absl::ToUnixMicros(absl::Now())),
-                            error);
-  }
+  std::filesystem::rename(log, dir / absl::StrCat("LOG.old.", absl::ToUnixMicros(absl::Now())),
+                          error);
   const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
   return std::make_shared<InfoLog>(fd, level);
 }
