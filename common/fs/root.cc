@@ -168,8 +168,7 @@ absl::StatusOr<RootDir::ParentPath> RootDir::SplitParent(absl::string_view path)
 absl::StatusOr<RootDir::Parent> RootDir::OpenParent(absl::string_view path) const {
   absl::StatusOr<ParentPath> split = SplitParent(path);
   if (!split.ok()) return split.status();
-  // "dir/" rather than "dir": the parent must be a directory, and "" (a path
-  // right under "/") is the root.
+  // "dir/" rather than "dir": the parent must be a directory.
   absl::StatusOr<UniqueFd> dir =
       OpenAt(split->dir ? absl::StrCat(*split->dir, "/") : ".", O_PATH | O_DIRECTORY);
   if (!dir.ok()) return dir.status();
@@ -179,10 +178,10 @@ absl::StatusOr<RootDir::Parent> RootDir::OpenParent(absl::string_view path) cons
 absl::StatusOr<RootDir::Parent> RootDir::MkdirParents(absl::string_view path, mode_t mode) const {
   absl::StatusOr<ParentPath> split = SplitParent(path);
   if (!split.ok()) return split.status();
-  if (!split->dir) return OpenParent(path);
   // MkdirAll's descriptor is the parent, opened as OpenParent would: not
-  // opened a second time (once per file when a context is laid out).
-  absl::StatusOr<UniqueFd> made = MkdirAll(*split->dir, mode);
+  // opened a second time (once per file when a context is laid out). With
+  // no "/", MkdirAll("") opens the root.
+  absl::StatusOr<UniqueFd> made = MkdirAll(split->dir.value_or(""), mode);
   if (!made.ok()) return made.status();
   return Parent{*std::move(made), std::string(split->name)};
 }
